@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * DOC: libluo, the Live Update Orchestrator client library
+ *
+ * Programs put open files into named sessions held by luod (or, on kernels
+ * with /dev/liveupdate, by the kernel); the files survive the program's
+ * restart, luod's own live update and a (simulated or real) kexec.
+ *
+ * Every function returns 0 (or a non-negative value) on success and a
+ * negative errno on failure; outputs are written only on success.  Every fd
+ * the library returns has O_CLOEXEC.  See libluo(3).
+ */
+#ifndef LUO_LUO_H
+#define LUO_LUO_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LUO_SESSION_NAME_LENGTH 64
+#define LUO_SESSION_HANDOVER_ON_CLOSE (1ULL << 0)
+
+/* Connects to luod: socket_path, or $LUO_SOCKET, or the default path. Returns an fd. */
+int luo_connect(const char *socket_path);
+
+/* Creates an outgoing session named name (1..63 bytes). */
+int luo_session_create(int luo_fd, const char *name, uint64_t flags, int *ret_session_fd);
+/* Retrieves the incoming session named name. */
+int luo_session_retrieve(int luo_fd, const char *name, int *ret_session_fd);
+/* Preserves the file behind fd under token; fd stays the caller's. */
+int luo_session_preserve_fd(int session_fd, uint64_t token, int fd);
+/* Retrieves the file preserved under token as a new fd. */
+int luo_session_retrieve_fd(int session_fd, uint64_t token, int *ret_fd);
+/* Ends the handover of an incoming session. */
+int luo_session_finish(int session_fd);
+/* Copies the session's NUL-terminated name into ret_name. */
+int luo_session_get_name(int session_fd, char ret_name[LUO_SESSION_NAME_LENGTH]);
+/* Hands an outgoing session over to the next program (a one-session update). */
+int luo_session_handover(int session_fd);
+/* 1 if fd is a session fd (luod's or the kernel's), 0 if not, or -errno. */
+int luo_fd_is_session(int fd);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LUO_LUO_H */

@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * DOC: engine internals shared by session.c, file.c, flb.c, identity.c and
+ * state.c.  Nothing outside src/core includes this.
+ */
+#pragma once
+
+#include "basic/hashmap.h"
+#include "basic/list.h"
+#include "engine.h"
+
+#define LUO_MAX_HANDLERS 32
+#define LUO_MAX_FLBS 32
+
+struct luo_file {
+	struct luo_handler_file hf; /* fd, data, data_size, token: what the handler sees */
+	const struct luo_handler *handler;
+	struct luo_flb *flb;        /* the handler's FLB instance, or NULL */
+	struct luo_session *session;
+	struct list_node order;     /* session->files, preservation order */
+	struct hash_node by_token;  /* session->tokens */
+	struct luo_file_id id;
+	void *id_node;              /* identity index entry, NULL when not indexed */
+	bool frozen;
+	bool retrieved;
+	int retrieve_error;         /* permanent -errno of a failed first retrieve */
+};
+
+struct luo_session {
+	struct luo_engine *engine;
+	char name[LUO_NAME_FIELD];  /* NUL-terminated, 1..63 bytes */
+	size_t name_len;
+	enum luo_session_kind kind;
+	enum luo_session_state state;
+	uint64_t flags;
+	uint32_t uid;
+	uint64_t handle;            /* 0 when no live handle */
+	struct list_node order;     /* engine->outgoing or engine->incoming */
+	struct hash_node by_name;   /* engine->outgoing_names or engine->incoming_names */
+	struct hash_node by_handle; /* engine->handles, when handle != 0 */
+	struct list_head files;
+	struct hashmap tokens;
+};
+
+struct luo_engine {
+	const struct luo_handler *handlers[LUO_MAX_HANDLERS];
+	size_t n_handlers;
+	struct luo_flb flbs[LUO_MAX_FLBS];
+	size_t n_flbs;
+	uint64_t update_number;
+	uint64_t next_handle;       /* last handle id given out */
+	struct list_head outgoing, incoming;
+	struct hashmap outgoing_names, incoming_names, handles;
+	void *identity_root;        /* tsearch() tree of struct luo_file * */
+	size_t n_files;
+	bool borrowed_fds;          /* decoded without adopting fds: never close them */
+};
+
+/* file.c */
+void luo_file_free(struct luo_file *f, bool close_fd);
+/* identity.c: 0 or -EBUSY (already present) / -ENOMEM. */
+int luo_identity_add(struct luo_engine *e, struct luo_file *f);
+void luo_identity_remove(struct luo_engine *e, struct luo_file *f);
+/* Is a file with this id (and, by description, this fd) already indexed? */
+bool luo_identity_contains(struct luo_engine *e, const struct luo_file_id *id, int fd);
+/* flb.c */
+struct luo_flb *luo_flb_get(struct luo_engine *e, const struct luo_flb_ops *ops);
+int luo_flb_file_preserve(struct luo_flb *flb);
+void luo_flb_file_unpreserve(struct luo_flb *flb);
+int luo_flb_file_retrieve(struct luo_flb *flb);
+void luo_flb_file_finish(struct luo_flb *flb);

@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * DOC: the LUO engine
+ *
+ * The part of luod that plays the kernel's role (spec/kernel-luo.md), with no
+ * I/O of its own beyond the files it holds.  It keeps sessions (outgoing and
+ * incoming, each name-indexed), files (token-indexed per session, in
+ * preservation order), handlers, FLB state, the identity index behind EBUSY
+ * and the live update number.  Every state change goes through here.
+ *
+ * Session lifecycle:
+ *
+ *   outgoing: create -> preserve_fd ... -> release (abort, or handover if
+ *             LUO_SESSION_FLAG_HANDOVER_ON_CLOSE) | handover | reboot
+ *   incoming: (arrives by handover/reboot) -> retrieve -> retrieve_fd ...
+ *             -> finish -> release (name gone);  release without finish
+ *             finishes implicitly; if that is refused the session is stuck
+ *             until the next reboot drops it.
+ *
+ * Handles: create and retrieve give the session a fresh handle id (u64,
+ * never reused).  The daemon remembers the id behind each session fd and
+ * looks it up with luo_engine_session_by_handle() on every command: after a
+ * handover or reboot the id no longer resolves, which the daemon reports as
+ * ESTALE.  Release is called once, when the last fd of a live handle closes.
+ *
+ * All functions return 0 (or a value) or -errno, and write outputs only on
+ * success.  Names are passed as the kernel's 64-byte field.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "handler.h"
+
+#define LUO_NAME_FIELD 64
+#define LUO_SESSION_FLAG_HANDOVER_ON_CLOSE (UINT64_C(1) << 0)
+#define LUO_SESSION_FLAGS_ALL LUO_SESSION_FLAG_HANDOVER_ON_CLOSE
+#define LUO_UID_ANY UINT32_MAX
+
+typedef struct luo_engine luo_engine;
+typedef struct luo_session luo_session;
+
+enum luo_session_kind {
+	LUO_SESSION_OUTGOING = 0,
+	LUO_SESSION_INCOMING = 1,
+};
+
+enum luo_session_state {
+	LUO_SESSION_OPEN = 0,      /* outgoing, held by its creator */
+	LUO_SESSION_WAITING = 1,   /* incoming, not retrieved */
+	LUO_SESSION_RETRIEVED = 2, /* incoming, retrieved, not finished */
+	LUO_SESSION_FINISHED = 3,  /* incoming, finished, fd still open */
+	LUO_SESSION_STUCK = 4,     /* incoming, implicit finish refused */
+};
+
+/* Creates an empty engine with no handlers; update number 0. */
+int luo_engine_new(luo_engine **ret);
+/* Unpreserves nothing: closes every held fd and frees everything. NULL is fine. */
+void luo_engine_free(luo_engine *e);
+/* Registers a handler after those registered so far; -EINVAL if its compatible is bad, -EEXIST if taken. */
+int luo_engine_add_handler(luo_engine *e, const struct luo_handler *h);
+/* Registers the built-in handlers in their order. */
+int luo_engine_add_default_handlers(luo_engine *e);
+const struct luo_handler *luo_engine_find_handler(const luo_engine *e, const char *compatible);
+
+uint64_t luo_engine_update_number(const luo_engine *e);
+size_t luo_engine_n_sessions(const luo_engine *e, enum luo_session_kind kind);
+size_t luo_engine_n_files(const luo_engine *e);
+
+/* Device commands.  uid is the caller's; LUO_UID_ANY skips ownership checks. */
+int luo_engine_create_session(luo_engine *e, const uint8_t name[LUO_NAME_FIELD], uint64_t flags,
+			      uint32_t uid, luo_session **ret);
+int luo_engine_retrieve_session(luo_engine *e, const uint8_t name[LUO_NAME_FIELD], uint32_t uid,
+				luo_session **ret);
+/* The session a handle id refers to, or NULL if the handle is stale. */
+luo_session *luo_engine_session_by_handle(const luo_engine *e, uint64_t handle);
+/* Any session (outgoing first, then incoming) by name, for listings; NULL if none. */
+luo_session *luo_engine_find_session(const luo_engine *e, enum luo_session_kind kind,
+				     const char *name);
+
+/* Session commands. */
+/* Does not consume fd: the engine keeps its own dup. */
+int luo_session_preserve_fd(luo_session *s, uint64_t token, int fd);
+/* Returns a new O_CLOEXEC fd in *ret_fd, owned by the caller. */
+int luo_session_retrieve_fd(luo_session *s, uint64_t token, int *ret_fd);
+int luo_session_finish(luo_session *s);
+/* The last fd of the session's handle closed. s is invalid afterwards. */
+void luo_session_release(luo_session *s);
+
+/* Update events. */
+/* Hands one outgoing session over: freeze, then move to incoming.  -EEXIST if
+ * an incoming session of that name exists; -EINVAL on an incoming session. */
+int luo_engine_handover_session(luo_engine *e, luo_session *s);
+/* The kexec: hand over every open outgoing session in creation order, drop every
+ * incoming one, live update number + 1.  On a freeze error nothing changes. */
+int luo_engine_reboot(luo_engine *e);
+
+/* Introspection. */
+const char *luo_session_name(const luo_session *s);
+enum luo_session_kind luo_session_kind(const luo_session *s);
+enum luo_session_state luo_session_state(const luo_session *s);
+uint64_t luo_session_flags(const luo_session *s);
+uint32_t luo_session_uid(const luo_session *s);
+uint64_t luo_session_handle(const luo_session *s); /* 0 if none */
+size_t luo_session_n_files(const luo_session *s);
+
+/* Iteration in creation (outgoing) or arrival (incoming) order. */
+luo_session *luo_engine_first_session(const luo_engine *e, enum luo_session_kind kind);
+luo_session *luo_session_next(const luo_session *s);
+
+struct luo_file_info {
+	uint64_t token;
+	const char *compatible;
+	int fd;             /* luod's reference, -EBADF once discarded */
+	bool retrieved;
+	int retrieve_error; /* 0 or the permanent -errno of a failed retrieve */
+	size_t data_size;
+};
+/* Calls cb for each file in preservation order; stops at and returns cb's first non-zero value. */
+int luo_session_foreach_file(const luo_session *s,
+			     int (*cb)(const struct luo_file_info *fi, void *userdata), void *userdata);
+
+/* FLB introspection (tests, status). */
+const struct luo_flb *luo_engine_find_flb(const luo_engine *e, const char *compatible);

@@ -1,0 +1,191 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * DOC: luod's wire protocol
+ *
+ * One request per SOCK_SEQPACKET message: a struct luo_wire_request header,
+ * then a command struct shaped exactly like the kernel's ioctl struct (first
+ * __u32 is its size; the payload must carry exactly `size` bytes).  Files
+ * travel as SCM_RIGHTS.  Device commands go to a connection on luod's
+ * listening socket, session commands to a session fd (one end of a
+ * socketpair whose other end luod keeps).
+ *
+ * Each reply is one message (or, for the streaming listings, several): a
+ * struct luo_wire_reply, then the command struct copied back (min(size,
+ * full size) bytes), then for listings an array of entries.  Replies echo the
+ * request's tag; clients use their thread id, so that several processes or
+ * threads sharing one socket each take only their own reply (peek first).
+ *
+ * luod applies the kernel's checks word for word (spec section 2), in order:
+ *   1. nr not a command of this kind of socket          -> EINVAL
+ *   2. op != _IO(0xBA, nr) exactly                       -> ENOTTY
+ *   3. payload shorter than 4 bytes or != size           -> EFAULT
+ *   4. (session) command does not suit the session kind  -> EINVAL
+ *   5. size < the kernel's full struct                   -> EINVAL
+ *   6. non-zero bytes past the struct luod knows          -> E2BIG
+ *   7. wrong number of fds for the command                -> EBADF/EINVAL
+ * Extensions (luod only) use nrs the kernel does not: 0x44.. on sessions,
+ * 0x80.. on connections, and trailing fields the kernel struct lacks
+ * (create: flags @72).
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "luo/uapi.h"
+
+#define LUO_WIRE_REQUEST_MAX 4096   /* whole request message */
+#define LUO_WIRE_REPLY_MAX 65536    /* whole reply message */
+
+struct luo_wire_request {
+	uint32_t op;  /* command word, _IO(0xBA, nr) */
+	uint32_t tag; /* echoed in the reply */
+	/* command struct follows */
+};
+
+#define LUO_WIRE_REPLY_MORE (1u << 0) /* another reply message follows (listings) */
+
+struct luo_wire_reply {
+	int32_t result; /* 0 or -errno */
+	uint32_t tag;
+	uint32_t flags; /* LUO_WIRE_REPLY_* */
+	uint32_t size;  /* bytes of payload that follow */
+};
+
+/* ---- luod's extensions of the device commands (on a connection) ---- */
+
+/* CREATE_SESSION with luod's trailing flags field (the kernel struct is 72 bytes). */
+struct luo_wire_create_session {
+	uint32_t size;
+	int32_t fd;
+	uint8_t name[LIVEUPDATE_SESSION_NAME_LENGTH];
+	uint64_t flags; /* LUO_SESSION_HANDOVER_ON_CLOSE */
+};
+
+enum {
+	LUO_CMD_DEVICE_OPEN = 0x80, /* claim the exclusive /dev/liveupdate slot for this connection */
+	LUO_CMD_STATUS = 0x81,
+	LUO_CMD_LIST = 0x82,
+	LUO_CMD_SHOW = 0x83,
+	LUO_CMD_UPDATE = 0x84,
+	LUO_CMD_REBOOT = 0x85,
+	LUO_CMD_IS_SESSION = 0x86, /* one fd attached */
+};
+#define LUO_IOCTL_DEVICE_OPEN _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_DEVICE_OPEN)
+#define LUO_IOCTL_STATUS _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_STATUS)
+#define LUO_IOCTL_LIST _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_LIST)
+#define LUO_IOCTL_SHOW _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_SHOW)
+#define LUO_IOCTL_UPDATE _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_UPDATE)
+#define LUO_IOCTL_REBOOT _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_REBOOT)
+#define LUO_IOCTL_IS_SESSION _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_IS_SESSION)
+
+/* DEVICE_OPEN, REBOOT: no arguments beyond size. */
+struct luo_wire_simple {
+	uint32_t size;
+	uint32_t reserved;
+};
+
+struct luo_wire_status {
+	uint32_t size;
+	uint32_t reserved;
+	uint64_t update_number;
+	uint64_t pid;
+	uint64_t n_outgoing;
+	uint64_t n_incoming;
+	uint64_t n_files;
+	uint64_t n_connections;
+	uint64_t fd_limit;       /* luod's RLIMIT_NOFILE */
+	uint64_t fds_in_use;
+	uint64_t started_usec;   /* CLOCK_REALTIME of luod's first start */
+	uint64_t n_live_updates; /* luod re-execs since its first start */
+	char version[32];
+};
+
+struct luo_wire_session_entry {
+	uint8_t name[LIVEUPDATE_SESSION_NAME_LENGTH];
+	uint32_t kind;  /* enum luo_session_kind */
+	uint32_t state; /* enum luo_session_state */
+	uint32_t uid;
+	uint32_t reserved;
+	uint64_t flags;
+	uint64_t n_files;
+};
+
+/* LIST: replies stream luo_wire_session_entry arrays, LUO_WIRE_REPLY_MORE on all but the last. */
+struct luo_wire_list {
+	uint32_t size;
+	uint32_t reserved;
+	uint64_t count; /* out: total entries */
+};
+
+struct luo_wire_file_entry {
+	uint64_t token;
+	char compatible[48];
+	uint32_t retrieved;
+	int32_t retrieve_error;
+	uint64_t data_size;
+};
+
+/* SHOW: first reply carries this struct and one luo_wire_session_entry; then
+ * luo_wire_file_entry arrays stream as for LIST. */
+struct luo_wire_show {
+	uint32_t size;
+	uint32_t kind; /* which namespace: enum luo_session_kind */
+	uint8_t name[LIVEUPDATE_SESSION_NAME_LENGTH];
+	uint64_t count; /* out: files */
+};
+
+#define LUO_UPDATE_PATH_MAX 512
+struct luo_wire_update {
+	uint32_t size;
+	uint32_t flags; /* none defined */
+	char exec_path[LUO_UPDATE_PATH_MAX]; /* empty: luod's own binary */
+	/* out: measured by luod */
+	uint64_t serialize_usec;
+	uint64_t exec_usec;    /* from execve() to the new luod's main() */
+	uint64_t restore_usec;
+	uint64_t total_usec;   /* from receiving the request to replying */
+	uint64_t state_size;
+	int32_t rolled_back;   /* 1 if the new binary refused and the old one took back */
+	uint32_t reserved2;
+};
+
+struct luo_wire_reboot {
+	uint32_t size;
+	uint32_t reserved;
+	uint64_t update_number; /* out */
+	uint64_t total_usec;    /* out */
+};
+
+struct luo_wire_is_session {
+	uint32_t size;
+	uint32_t reserved;
+	uint32_t is_session; /* out: 1 or 0 */
+	uint32_t reserved2;
+};
+
+/* ---- luod's extensions of the session commands (on a session fd) ---- */
+enum {
+	LUO_CMD_SESSION_HANDOVER = 0x44,
+};
+#define LUO_SESSION_HANDOVER _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_SESSION_HANDOVER)
+/* HANDOVER: struct luo_wire_simple, reserved must be 0. */
+
+/* ---- command table: the kernel's checks are driven by it ---- */
+enum luo_wire_target {
+	LUO_WIRE_DEVICE = 0,  /* a connection to luod's listening socket */
+	LUO_WIRE_SESSION = 1, /* a session fd */
+};
+
+struct luo_wire_command {
+	uint32_t nr;
+	enum luo_wire_target target;
+	uint32_t min_size;  /* the kernel's full struct (or luod's for extensions) */
+	uint32_t full_size; /* the struct luod knows */
+	uint8_t n_fds;      /* fds the request carries */
+	uint8_t reply_fds;  /* fds the reply carries on success */
+	const char *name;
+};
+
+/* The command nr on target, or NULL. */
+const struct luo_wire_command *luo_wire_command_find(enum luo_wire_target target, uint32_t nr);

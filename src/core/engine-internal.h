@@ -69,3 +69,22 @@ int luo_flb_file_preserve(struct luo_flb *flb);
 void luo_flb_file_unpreserve(struct luo_flb *flb);
 int luo_flb_file_retrieve(struct luo_flb *flb);
 void luo_flb_file_finish(struct luo_flb *flb);
+
+/*
+ * Constructors shared by the command paths and the state decoder, so that a
+ * decoded engine has exactly the invariants of one built by commands.
+ */
+/* session.c: allocates a session and links it into its kind's list and name
+ * index; -EEXIST if the name is taken in that namespace, -ENOMEM. */
+int luo_session_new(struct luo_engine *e, const char *name, size_t name_len,
+		    enum luo_session_kind kind, enum luo_session_state state, uint64_t flags,
+		    uint32_t uid, struct luo_session **ret);
+/* Unlinks and frees a session and its files without calling any handler;
+ * closes the files' fds unless the engine borrows them. */
+void luo_session_free(struct luo_session *s);
+/* Gives the session a handle id (0: none) and indexes it. */
+int luo_session_set_handle(struct luo_session *s, uint64_t handle);
+/* file.c: appends a file to s in preservation order and indexes its token.
+ * Takes ownership of fd and data on success only.  -EEXIST for a taken token. */
+int luo_file_new(struct luo_session *s, uint64_t token, const struct luo_handler *h, int fd,
+		 void *data, size_t data_size, struct luo_file **ret);

@@ -1,0 +1,184 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * DOC: helpers shared by the built-in file handlers
+ *
+ * Every handler keeps the same kind of record in f->data: a small versioned
+ * little-endian array of 64-bit fields,
+ *
+ *   le32 version | le32 n_fields | n_fields x le64
+ *
+ * written at preserve, rewritten in place at freeze (the state at the update)
+ * and parsed at retrieve.  The record crosses a live update inside the state
+ * blob, so parsing trusts nothing: a wrong size, version or field count is
+ * -EBADMSG.  Bumping a handler's version means changing its compatible string
+ * too, so that an older luod refuses the file instead of misreading it.
+ *
+ * Everything here is static inline: the handler files must link without the
+ * engine (the direct handler tests use them alone).
+ */
+#pragma once
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <linux/magic.h>
+
+#include "basic/macro.h"
+#include "core/handler.h"
+
+/* Older uapi headers (bookworm's) lack some pseudo-filesystem magics. */
+#ifndef PIDFS_MAGIC
+#define PIDFS_MAGIC 0x50494446
+#endif
+#ifndef SECRETMEM_MAGIC
+#define SECRETMEM_MAGIC 0x5345434d
+#endif
+#ifndef DMA_BUF_MAGIC
+#define DMA_BUF_MAGIC 0x444d4142
+#endif
+
+#define HANDLER_RECORD_HEADER 8u
+#define HANDLER_RECORD_MAX_FIELDS 16u
+
+/* A field value meaning "not known" (e.g. the position of an unseekable file). */
+#define HANDLER_UNKNOWN UINT64_MAX
+
+static inline void handler_put_le32(uint8_t *p, uint32_t v)
+{
+	for (unsigned i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline void handler_put_le64(uint8_t *p, uint64_t v)
+{
+	for (unsigned i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline uint32_t handler_get_le32(const uint8_t *p)
+{
+	uint32_t v = 0;
+
+	for (unsigned i = 0; i < 4; i++)
+		v |= (uint32_t)p[i] << (8 * i);
+	return v;
+}
+
+static inline uint64_t handler_get_le64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (unsigned i = 0; i < 8; i++)
+		v |= (uint64_t)p[i] << (8 * i);
+	return v;
+}
+
+static inline size_t handler_record_size(size_t n_fields)
+{
+	return HANDLER_RECORD_HEADER + 8 * n_fields;
+}
+
+static inline void handler_record_fill(uint8_t *p, uint32_t version, const uint64_t *fields,
+				       size_t n)
+{
+	handler_put_le32(p, version);
+	handler_put_le32(p + 4, (uint32_t)n);
+	for (size_t i = 0; i < n; i++)
+		handler_put_le64(p + HANDLER_RECORD_HEADER + 8 * i, fields[i]);
+}
+
+/*
+ * Writes the record into *data.  A buffer of the right size is reused in
+ * place, so that freeze, which rewrites a record preserve already allocated,
+ * cannot fail for want of memory.  Otherwise a new buffer replaces the old
+ * one; on failure *data is left as it was.
+ */
+static inline int handler_record_store(void **data, size_t *data_size, uint32_t version,
+				       const uint64_t *fields, size_t n)
+{
+	size_t size = handler_record_size(n);
+	uint8_t *p;
+
+	assert(n <= HANDLER_RECORD_MAX_FIELDS);
+	if (*data && *data_size == size) {
+		handler_record_fill(*data, version, fields, n);
+		return 0;
+	}
+	p = malloc(size);
+	if (!p)
+		return -ENOMEM;
+	handler_record_fill(p, version, fields, n);
+	free(*data);
+	*data = p;
+	*data_size = size;
+	return 0;
+}
+
+/* Parses a record of exactly n fields of the given version; -EBADMSG otherwise. */
+static inline int handler_record_parse(const void *data, size_t data_size, uint32_t version,
+				       uint64_t *ret_fields, size_t n)
+{
+	const uint8_t *p = data;
+
+	if (!p || data_size != handler_record_size(n))
+		return -EBADMSG;
+	if (handler_get_le32(p) != version || handler_get_le32(p + 4) != n)
+		return -EBADMSG;
+	for (size_t i = 0; i < n; i++)
+		ret_fields[i] = handler_get_le64(p + HANDLER_RECORD_HEADER + 8 * i);
+	return 0;
+}
+
+/* O_PATH fds refer to a file without opening it: no handler may take one. */
+static inline bool handler_fd_is_path_only(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	return fl < 0 || (fl & O_PATH);
+}
+
+/* The filesystem magic of the file behind fd, or -errno. */
+static inline int handler_fs_type(int fd, uint64_t *ret)
+{
+	struct statfs sfs;
+
+	if (fstatfs(fd, &sfs) < 0)
+		return negative_errno();
+	*ret = (uint64_t)(unsigned long)sfs.f_type;
+	return 0;
+}
+
+/* The memfd handler's predicate, also used by the regular handler to stay disjoint from it. */
+static inline bool handler_is_unlinked_tmpfs(int fd, const struct stat *st)
+{
+	uint64_t magic;
+
+	if (!S_ISREG(st->st_mode) || st->st_nlink != 0)
+		return false;
+	if (handler_fs_type(fd, &magic) < 0)
+		return false;
+	return magic == TMPFS_MAGIC;
+}
+
+/* Identity by inode: the file, however many times it is opened or dup'ed. */
+static inline int handler_get_id_inode(const struct luo_handler *h, int fd, const struct stat *st,
+				       struct luo_file_id *ret)
+{
+	*ret = (struct luo_file_id){
+		.dev = (uint64_t)st->st_dev,
+		.ino = (uint64_t)st->st_ino,
+	};
+	return 0;
+}
+
+/* Every built-in handler lets any file finish: luod holds it, nothing is pending. */
+static inline bool handler_can_finish_always(struct luo_handler_file *f)
+{
+	return true;
+}

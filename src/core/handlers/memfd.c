@@ -1,0 +1,109 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * DOC: the memfd handler ("memfd-v1")
+ *
+ * Serves memfds and every other unlinked tmpfs file, as the kernel's memfd
+ * handler does (spec section 6).  hugetlb memfds live on hugetlbfs, not tmpfs,
+ * and are refused here and by the regular handler, so the engine answers
+ * ENOENT for them as the kernel does.
+ *
+ * In userspace mode luod holds the file itself, so contents and size need no
+ * copying: they are the file.  What the record keeps is what the spec promises
+ * to carry and what someone else could change behind our back: the file
+ * position and the seals, plus the size and the inode for checking.
+ *
+ *   preserve: record dev, ino, size, position, seals
+ *   freeze:   record them again (the state at the update is what counts)
+ *   retrieve: check that the file is the recorded one with the recorded
+ *             seals (-EIO if not), then put the position back
+ *
+ * Identity for EBUSY is the inode: a second open of the same memfd through
+ * /proc is the same memfd.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "handlers-internal.h"
+
+#define MEMFD_RECORD_VERSION 1
+
+enum {
+	MEMFD_DEV,
+	MEMFD_INO,
+	MEMFD_SIZE,
+	MEMFD_POS,
+	MEMFD_SEALS,
+	_MEMFD_FIELDS,
+};
+
+static bool memfd_can_preserve(const struct luo_handler *h, int fd, const struct stat *st)
+{
+	return handler_is_unlinked_tmpfs(fd, st) && !handler_fd_is_path_only(fd);
+}
+
+static int memfd_record(struct luo_handler_file *f)
+{
+	uint64_t fields[_MEMFD_FIELDS];
+	struct stat st;
+	off_t pos;
+	int seals;
+
+	if (fstat(f->fd, &st) < 0)
+		return negative_errno();
+	pos = lseek(f->fd, 0, SEEK_CUR);
+	if (pos < 0)
+		return negative_errno();
+	seals = fcntl(f->fd, F_GET_SEALS);
+	if (seals < 0)
+		return negative_errno();
+
+	fields[MEMFD_DEV] = (uint64_t)st.st_dev;
+	fields[MEMFD_INO] = (uint64_t)st.st_ino;
+	fields[MEMFD_SIZE] = (uint64_t)st.st_size;
+	fields[MEMFD_POS] = (uint64_t)pos;
+	fields[MEMFD_SEALS] = (uint64_t)(unsigned)seals;
+	return handler_record_store(&f->data, &f->data_size, MEMFD_RECORD_VERSION, fields,
+				    _MEMFD_FIELDS);
+}
+
+static int memfd_retrieve(struct luo_handler_file *f)
+{
+	uint64_t fields[_MEMFD_FIELDS];
+	struct stat st;
+	int r, seals;
+
+	r = handler_record_parse(f->data, f->data_size, MEMFD_RECORD_VERSION, fields,
+				 _MEMFD_FIELDS);
+	if (r < 0)
+		return r;
+	if (fields[MEMFD_POS] > (uint64_t)INT64_MAX)
+		return -EBADMSG;
+
+	if (fstat(f->fd, &st) < 0)
+		return negative_errno();
+	/* The fd slot came from the state blob: make sure it is still this file. */
+	if ((uint64_t)st.st_dev != fields[MEMFD_DEV] || (uint64_t)st.st_ino != fields[MEMFD_INO] ||
+	    !S_ISREG(st.st_mode))
+		return -EIO;
+	seals = fcntl(f->fd, F_GET_SEALS);
+	if (seals < 0)
+		return negative_errno();
+	/* Seals only ever grow; a program relying on the recorded set must not get another. */
+	if ((uint64_t)(unsigned)seals != fields[MEMFD_SEALS])
+		return -EIO;
+
+	if (lseek(f->fd, (off_t)fields[MEMFD_POS], SEEK_SET) < 0)
+		return negative_errno();
+	return 0;
+}
+
+const struct luo_handler luo_handler_memfd = {
+	.compatible = "memfd-v1",
+	.can_preserve = memfd_can_preserve,
+	.get_id = handler_get_id_inode,
+	.preserve = memfd_record,
+	.freeze = memfd_record,
+	.retrieve = memfd_retrieve,
+	.can_finish = handler_can_finish_always,
+};

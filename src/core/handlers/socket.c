@@ -1,0 +1,220 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * DOC: the socket handler ("socket-v1") and the netns FLB ("netns-v1")
+ *
+ * Serves every socket, of any family and in any state (listening, connected,
+ * unix, TCP, UDP, ...).  luod holds the socket itself, so a listening socket
+ * keeps its port and its accept queue, and a connected one its peer and its
+ * buffered bytes: nothing has to be rebuilt, only checked.
+ *
+ *   preserve: record dev, ino, SO_DOMAIN, SO_TYPE, SO_PROTOCOL and the inode
+ *             of the socket's network namespace
+ *   retrieve: check the socket is still the recorded one (-EIO if not)
+ *
+ * Identity for EBUSY is the socket's inode.
+ *
+ * The socket's namespace comes from SIOCGSKNS, which needs CAP_NET_ADMIN over
+ * the namespace; without it the field is recorded as unknown and not checked.
+ *
+ * Sockets depend on the network namespace they live in, which is shared by
+ * all of them: that is the netns File-Lifecycle-Bound state.  The first
+ * preserved socket makes the FLB open luod's own namespace (flb->fd) and
+ * record its inode; after an update, the first retrieved socket makes it
+ * check that the fd still refers to that namespace.  The engine counts the
+ * sockets, and closes the fd and frees the record when the last one goes, so
+ * unpreserve and finish have nothing left to do.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <linux/sockios.h>
+
+#include "handlers-internal.h"
+
+#define SOCKET_RECORD_VERSION 1
+#define NETNS_RECORD_VERSION 1
+
+enum {
+	SOCKET_DEV,
+	SOCKET_INO,
+	SOCKET_FAMILY,
+	SOCKET_TYPE,
+	SOCKET_PROTOCOL,
+	SOCKET_NETNS,
+	_SOCKET_FIELDS,
+};
+
+enum {
+	NETNS_DEV,
+	NETNS_INO,
+	_NETNS_FIELDS,
+};
+
+static int socket_int_option(int fd, int opt, uint64_t *ret)
+{
+	int v;
+	socklen_t len = sizeof(v);
+
+	if (getsockopt(fd, SOL_SOCKET, opt, &v, &len) < 0)
+		return negative_errno();
+	if (len != sizeof(v))
+		return -EIO;
+	*ret = (uint64_t)(unsigned)v;
+	return 0;
+}
+
+/* The inode of the socket's network namespace, or HANDLER_UNKNOWN when we may not ask. */
+static int socket_netns_ino(int fd, uint64_t *ret)
+{
+	_cleanup_close_ int ns = -EBADF;
+	struct stat st;
+
+	ns = ioctl(fd, SIOCGSKNS);
+	if (ns < 0) {
+		if (errno == EPERM || errno == ENOTTY || errno == EINVAL) {
+			*ret = HANDLER_UNKNOWN;
+			return 0;
+		}
+		return negative_errno();
+	}
+	/* SIOCGSKNS gives an O_CLOEXEC fd; it is closed right here either way. */
+	if (fstat(ns, &st) < 0)
+		return negative_errno();
+	*ret = (uint64_t)st.st_ino;
+	return 0;
+}
+
+static int socket_describe(int fd, uint64_t fields[_SOCKET_FIELDS])
+{
+	struct stat st;
+	int r;
+
+	if (fstat(fd, &st) < 0)
+		return negative_errno();
+	if (!S_ISSOCK(st.st_mode))
+		return -ENOTSOCK;
+	fields[SOCKET_DEV] = (uint64_t)st.st_dev;
+	fields[SOCKET_INO] = (uint64_t)st.st_ino;
+	r = socket_int_option(fd, SO_DOMAIN, &fields[SOCKET_FAMILY]);
+	if (r < 0)
+		return r;
+	r = socket_int_option(fd, SO_TYPE, &fields[SOCKET_TYPE]);
+	if (r < 0)
+		return r;
+	r = socket_int_option(fd, SO_PROTOCOL, &fields[SOCKET_PROTOCOL]);
+	if (r < 0)
+		return r;
+	return socket_netns_ino(fd, &fields[SOCKET_NETNS]);
+}
+
+static bool socket_can_preserve(const struct luo_handler *h, int fd, const struct stat *st)
+{
+	return S_ISSOCK(st->st_mode) && !handler_fd_is_path_only(fd);
+}
+
+static int socket_preserve(struct luo_handler_file *f)
+{
+	uint64_t fields[_SOCKET_FIELDS];
+	int r;
+
+	r = socket_describe(f->fd, fields);
+	if (r < 0)
+		return r;
+	return handler_record_store(&f->data, &f->data_size, SOCKET_RECORD_VERSION, fields,
+				    _SOCKET_FIELDS);
+}
+
+static int socket_retrieve(struct luo_handler_file *f)
+{
+	uint64_t rec[_SOCKET_FIELDS], now[_SOCKET_FIELDS];
+	int r;
+
+	r = handler_record_parse(f->data, f->data_size, SOCKET_RECORD_VERSION, rec, _SOCKET_FIELDS);
+	if (r < 0)
+		return r;
+	r = socket_describe(f->fd, now);
+	if (r == -ENOTSOCK)
+		return -EIO;
+	if (r < 0)
+		return r;
+	for (unsigned i = 0; i < _SOCKET_FIELDS; i++) {
+		if (i == SOCKET_NETNS && (rec[i] == HANDLER_UNKNOWN || now[i] == HANDLER_UNKNOWN))
+			continue;
+		if (rec[i] != now[i])
+			return -EIO;
+	}
+	return 0;
+}
+
+const struct luo_handler luo_handler_socket = {
+	.compatible = "socket-v1",
+	.can_preserve = socket_can_preserve,
+	.get_id = handler_get_id_inode,
+	.preserve = socket_preserve,
+	.retrieve = socket_retrieve,
+	.can_finish = handler_can_finish_always,
+	.flb = &luo_flb_netns,
+};
+
+static int netns_preserve(struct luo_flb *flb)
+{
+	_cleanup_close_ int fd = -EBADF;
+	uint64_t fields[_NETNS_FIELDS];
+	struct stat st;
+	int r;
+
+	fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return negative_errno();
+	if (fstat(fd, &st) < 0)
+		return negative_errno();
+	fields[NETNS_DEV] = (uint64_t)st.st_dev;
+	fields[NETNS_INO] = (uint64_t)st.st_ino;
+	/*
+	 * The fd belongs to the engine.  One still held here must be for this
+	 * same namespace (luod does not move between namespaces); keep it rather
+	 * than leak or close what is not ours.
+	 */
+	if (flb->fd >= 0) {
+		struct stat held;
+
+		if (fstat(flb->fd, &held) < 0)
+			return negative_errno();
+		if (held.st_dev != st.st_dev || held.st_ino != st.st_ino)
+			return -EBUSY;
+	}
+	r = handler_record_store(&flb->data, &flb->data_size, NETNS_RECORD_VERSION, fields,
+				 _NETNS_FIELDS);
+	if (r < 0)
+		return r;
+	if (flb->fd < 0)
+		flb->fd = TAKE_FD(fd);
+	return 0;
+}
+
+static int netns_retrieve(struct luo_flb *flb)
+{
+	uint64_t fields[_NETNS_FIELDS];
+	struct stat st;
+	int r;
+
+	r = handler_record_parse(flb->data, flb->data_size, NETNS_RECORD_VERSION, fields,
+				 _NETNS_FIELDS);
+	if (r < 0)
+		return r;
+	if (flb->fd < 0)
+		return -EBADF;
+	if (fstat(flb->fd, &st) < 0)
+		return negative_errno();
+	if ((uint64_t)st.st_dev != fields[NETNS_DEV] || (uint64_t)st.st_ino != fields[NETNS_INO])
+		return -EIO;
+	return 0;
+}
+
+const struct luo_flb_ops luo_flb_netns = {
+	.compatible = "netns-v1",
+	.preserve = netns_preserve,
+	.retrieve = netns_retrieve,
+};

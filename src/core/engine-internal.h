@@ -88,3 +88,38 @@ int luo_session_set_handle(struct luo_session *s, uint64_t handle);
  * Takes ownership of fd and data on success only.  -EEXIST for a taken token. */
 int luo_file_new(struct luo_session *s, uint64_t token, const struct luo_handler *h, int fd,
 		 void *data, size_t data_size, struct luo_file **ret);
+
+/*
+ * Helpers shared between the engine's own files (added after the constructors
+ * above; the state codec may use them too).
+ */
+/* engine.c: checks the kernel's 64-byte name field: returns the name's length
+ * (1..63) or -EINVAL when it is empty or has no NUL. */
+int luo_name_parse(const uint8_t field[LUO_NAME_FIELD]);
+/* session.c: the session of that name in kind's namespace, or NULL. */
+struct luo_session *luo_session_lookup(const struct luo_engine *e, enum luo_session_kind kind,
+				       const char *name, size_t name_len);
+/* session.c: freezes every file of s in preservation order; on failure unfreezes
+ * those frozen so far (newest first) and returns the freeze error. */
+int luo_session_freeze(struct luo_session *s);
+/* session.c: unfreezes every frozen file of s, newest first. */
+void luo_session_unfreeze(struct luo_session *s);
+/* session.c: moves a frozen outgoing session to the incoming list as WAITING,
+ * drops its handle and marks its FLBs incoming.  The caller has reserved room
+ * in incoming_names and checked that the name is free there. */
+void luo_session_move_incoming(struct luo_session *s);
+/* session.c: drops a session at reboot: no handler call, FLB counts decremented. */
+void luo_session_drop(struct luo_session *s);
+/* file.c: the file with that token in s, or NULL. */
+struct luo_file *luo_file_lookup(const struct luo_session *s, uint64_t token);
+/* file.c: computes f's identity (fstat + the handler's get_id, or the open
+ * file description by default) and indexes it: 0, -EBUSY, -ENOMEM or -errno. */
+int luo_file_identify(struct luo_file *f);
+/* file.c: end of one file on the abort path: handler unpreserve, FLB
+ * unpreserve accounting, identity remove, close, free. */
+void luo_file_unpreserve(struct luo_file *f);
+/* file.c: end of one file on the finish path: handler finish, FLB finish
+ * accounting, identity remove, close, free. */
+void luo_file_finish(struct luo_file *f);
+/* flb.c: closes the FLB's fd (if close_fd) and frees its data; resets its flags. */
+void luo_flb_release(struct luo_flb *flb, bool close_fd);

@@ -1,0 +1,232 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * DOC: the engine object and its update events
+ *
+ * An engine is created empty (no handlers, update number 0), gets its
+ * handlers registered once, then lives as long as luod's state: sessions and
+ * files come and go through session.c and file.c, and the two update events
+ * live here because they move sessions between the outgoing and incoming
+ * namespaces.
+ *
+ * Both events are all-or-nothing.  Everything that can fail (every freeze,
+ * and the room in the incoming name index) is done before anything moves; a
+ * failing freeze unfreezes what was frozen so far, newest first, and the
+ * engine is exactly as before.  After the last freeze nothing can fail.
+ *
+ * luo_engine_free() is not an abort: it calls no handler and only releases
+ * what the engine holds (fds unless borrowed, memory).
+ */
+#include <errno.h>
+#include <search.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "basic/macro.h"
+#include "engine-internal.h"
+
+int luo_engine_new(luo_engine **ret)
+{
+	struct luo_engine *e;
+
+	if (!ret)
+		return -EINVAL;
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	list_init(&e->outgoing);
+	list_init(&e->incoming);
+	hashmap_init(&e->outgoing_names);
+	hashmap_init(&e->incoming_names);
+	hashmap_init(&e->handles);
+	for (size_t i = 0; i < LUO_MAX_FLBS; i++)
+		e->flbs[i].fd = -EBADF;
+	*ret = e;
+	return 0;
+}
+
+static void identity_node_keep(void *node)
+{
+	/* The nodes point at files, which are freed with their sessions. */
+	(void)node;
+}
+
+void luo_engine_free(luo_engine *e)
+{
+	if (!e)
+		return;
+	/*
+	 * Tear the identity tree down in one pass first: removing files one by
+	 * one would cost a kcmp() per tree level each.  With the root gone,
+	 * luo_identity_remove() only forgets the files' nodes.
+	 */
+	tdestroy(e->identity_root, identity_node_keep);
+	e->identity_root = NULL;
+	LIST_FOREACH_SAFE (n, &e->outgoing)
+		luo_session_free(list_entry(n, struct luo_session, order));
+	LIST_FOREACH_SAFE (n, &e->incoming)
+		luo_session_free(list_entry(n, struct luo_session, order));
+	for (size_t i = 0; i < e->n_flbs; i++)
+		luo_flb_release(&e->flbs[i], !e->borrowed_fds);
+	hashmap_done(&e->outgoing_names);
+	hashmap_done(&e->incoming_names);
+	hashmap_done(&e->handles);
+	free(e);
+}
+
+int luo_engine_add_handler(luo_engine *e, const struct luo_handler *h)
+{
+	size_t len;
+
+	if (!e || !h || !h->compatible)
+		return -EINVAL;
+	len = strnlen(h->compatible, LUO_COMPATIBLE_MAX);
+	if (len == 0 || len >= LUO_COMPATIBLE_MAX)
+		return -EINVAL;
+	if (h->flb &&
+	    (!h->flb->compatible || strnlen(h->flb->compatible, LUO_COMPATIBLE_MAX) == 0 ||
+	     strnlen(h->flb->compatible, LUO_COMPATIBLE_MAX) >= LUO_COMPATIBLE_MAX))
+		return -EINVAL;
+	if (luo_engine_find_handler(e, h->compatible))
+		return -EEXIST;
+	if (e->n_handlers >= LUO_MAX_HANDLERS)
+		return -ENOSPC;
+	e->handlers[e->n_handlers++] = h;
+	return 0;
+}
+
+const struct luo_handler *luo_engine_find_handler(const luo_engine *e, const char *compatible)
+{
+	if (!e || !compatible)
+		return NULL;
+	for (size_t i = 0; i < e->n_handlers; i++)
+		if (strcmp(e->handlers[i]->compatible, compatible) == 0)
+			return e->handlers[i];
+	return NULL;
+}
+
+uint64_t luo_engine_update_number(const luo_engine *e)
+{
+	return e->update_number;
+}
+
+size_t luo_engine_n_sessions(const luo_engine *e, enum luo_session_kind kind)
+{
+	return kind == LUO_SESSION_OUTGOING ? e->outgoing.count : e->incoming.count;
+}
+
+size_t luo_engine_n_files(const luo_engine *e)
+{
+	return e->n_files;
+}
+
+int luo_name_parse(const uint8_t field[LUO_NAME_FIELD])
+{
+	const uint8_t *nul;
+
+	if (!field)
+		return -EINVAL;
+	nul = memchr(field, 0, LUO_NAME_FIELD);
+	if (!nul || nul == field)
+		return -EINVAL;
+	return (int)(nul - field);
+}
+
+luo_session *luo_engine_find_session(const luo_engine *e, enum luo_session_kind kind,
+				     const char *name)
+{
+	size_t len;
+
+	if (!e || !name)
+		return NULL;
+	len = strnlen(name, LUO_NAME_FIELD);
+	if (len == 0 || len >= LUO_NAME_FIELD)
+		return NULL;
+	return luo_session_lookup(e, kind, name, len);
+}
+
+luo_session *luo_engine_first_session(const luo_engine *e, enum luo_session_kind kind)
+{
+	const struct list_head *h = kind == LUO_SESSION_OUTGOING ? &e->outgoing : &e->incoming;
+
+	if (list_empty(h))
+		return NULL;
+	return list_entry(h->node.next, struct luo_session, order);
+}
+
+luo_session *luo_session_next(const luo_session *s)
+{
+	const struct luo_engine *e = s->engine;
+	const struct list_head *h = s->kind == LUO_SESSION_OUTGOING ? &e->outgoing : &e->incoming;
+
+	if (s->order.next == &h->node)
+		return NULL;
+	return list_entry(s->order.next, struct luo_session, order);
+}
+
+const struct luo_flb *luo_engine_find_flb(const luo_engine *e, const char *compatible)
+{
+	if (!e || !compatible)
+		return NULL;
+	for (size_t i = 0; i < e->n_flbs; i++)
+		if (strcmp(e->flbs[i].ops->compatible, compatible) == 0)
+			return &e->flbs[i];
+	return NULL;
+}
+
+int luo_engine_handover_session(luo_engine *e, luo_session *s)
+{
+	int r;
+
+	if (!e || !s || s->engine != e)
+		return -EINVAL;
+	if (s->kind != LUO_SESSION_OUTGOING)
+		return -EINVAL;
+	/* Both checks come before any freeze, so a refusal leaves the files untouched. */
+	if (luo_session_lookup(e, LUO_SESSION_INCOMING, s->name, s->name_len))
+		return -EEXIST;
+	r = hashmap_reserve(&e->incoming_names, e->incoming_names.count + 1);
+	if (r < 0)
+		return r;
+	r = luo_session_freeze(s);
+	if (r < 0)
+		return r;
+	luo_session_move_incoming(s);
+	return 0;
+}
+
+int luo_engine_reboot(luo_engine *e)
+{
+	struct list_node *failed_at = NULL;
+	int r;
+
+	if (!e)
+		return -EINVAL;
+	/*
+	 * The incoming namespace is emptied before the outgoing sessions move in,
+	 * so room for the outgoing ones is all the move needs; reserving it now
+	 * keeps the part after the freezes free of failures.
+	 */
+	r = hashmap_reserve(&e->incoming_names, e->outgoing.count);
+	if (r < 0)
+		return r;
+	LIST_FOREACH (n, &e->outgoing) {
+		r = luo_session_freeze(list_entry(n, struct luo_session, order));
+		if (r < 0) {
+			failed_at = n;
+			break;
+		}
+	}
+	if (failed_at) {
+		/* The failing session already unfroze its own files; undo the earlier ones. */
+		for (struct list_node *n = failed_at->prev; n != &e->outgoing.node; n = n->prev)
+			luo_session_unfreeze(list_entry(n, struct luo_session, order));
+		return r;
+	}
+
+	LIST_FOREACH_SAFE (n, &e->incoming)
+		luo_session_drop(list_entry(n, struct luo_session, order));
+	LIST_FOREACH_SAFE (n, &e->outgoing)
+		luo_session_move_incoming(list_entry(n, struct luo_session, order));
+	e->update_number++;
+	return 0;
+}

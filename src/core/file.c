@@ -1,0 +1,307 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * DOC: preserved files
+ *
+ * A file enters an outgoing session through preserve_fd (or the state
+ * decoder, through the same luo_file_new()), as luod's own O_CLOEXEC dup of
+ * the caller's fd: the caller's fd is never consumed.  It is indexed by token
+ * in its session and by identity in the engine (the EBUSY check) for as long
+ * as the engine holds it, retrieved or not.  It leaves in one of three ways:
+ * unpreserve (its outgoing session aborted), finish (its incoming session
+ * finished, retrieved or not) or drop (its incoming session dropped by a
+ * reboot, without handler calls).  Each of them ends in luo_file_free().
+ *
+ * Retrieval happens once: the first successful retrieve_fd runs the FLB's
+ * and the handler's retrieve; a failure there is recorded and returned
+ * forever.  Every successful retrieve_fd hands out a new dup of the same fd,
+ * so all of them share one open file description.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include "basic/fd-util.h"
+#include "basic/macro.h"
+#include "engine-internal.h"
+
+static bool file_token_eq(const struct hash_node *n, const void *key)
+{
+	return container_of(n, struct luo_file, by_token)->hf.token == *(const uint64_t *)key;
+}
+
+struct luo_file *luo_file_lookup(const struct luo_session *s, uint64_t token)
+{
+	struct hash_node *n = hashmap_find(&s->tokens, hash_u64(token), file_token_eq, &token);
+
+	return n ? container_of(n, struct luo_file, by_token) : NULL;
+}
+
+int luo_file_new(struct luo_session *s, uint64_t token, const struct luo_handler *h, int fd,
+		 void *data, size_t data_size, struct luo_file **ret)
+{
+	struct luo_engine *e;
+	struct luo_flb *flb = NULL;
+	struct luo_file *f;
+	int r;
+
+	if (!s || !h || data_size > LUO_HANDLER_DATA_MAX || (data_size > 0 && !data))
+		return -EINVAL;
+	e = s->engine;
+	if (luo_file_lookup(s, token))
+		return -EEXIST;
+	if (h->flb) {
+		flb = luo_flb_get(e, h->flb);
+		if (!flb)
+			return -ENOSPC;
+	}
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	r = hashmap_insert(&s->tokens, &f->by_token, hash_u64(token));
+	if (r < 0) {
+		free(f);
+		return r;
+	}
+	f->hf.fd = fd;
+	f->hf.data = data;
+	f->hf.data_size = data_size;
+	f->hf.token = token;
+	f->handler = h;
+	f->flb = flb;
+	f->session = s;
+	list_append(&s->files, &f->order);
+	e->n_files++;
+	if (ret)
+		*ret = f;
+	return 0;
+}
+
+void luo_file_free(struct luo_file *f, bool close_fd)
+{
+	struct luo_session *s;
+
+	if (!f)
+		return;
+	s = f->session;
+	/* Before the close: by-description identities are ordered through the fd. */
+	luo_identity_remove(s->engine, f);
+	hashmap_remove(&s->tokens, &f->by_token);
+	list_remove(&s->files, &f->order);
+	s->engine->n_files--;
+	if (close_fd)
+		safe_close(f->hf.fd);
+	free(f->hf.data);
+	free(f);
+}
+
+static int file_get_id(const struct luo_handler *h, int fd, const struct stat *st,
+		       struct luo_file_id *ret)
+{
+	if (h->get_id)
+		return h->get_id(h, fd, st, ret);
+	/* The kernel's default identity is the open file description. */
+	*ret = (struct luo_file_id){
+		.dev = st->st_dev,
+		.ino = st->st_ino,
+		.by_description = true,
+	};
+	return 0;
+}
+
+int luo_file_identify(struct luo_file *f)
+{
+	struct luo_file_id id;
+	struct stat st;
+	int r;
+
+	luo_identity_remove(f->session->engine, f);
+	if (fstat(f->hf.fd, &st) < 0)
+		return negative_errno();
+	r = file_get_id(f->handler, f->hf.fd, &st, &id);
+	if (r < 0)
+		return r;
+	f->id = id;
+	return luo_identity_add(f->session->engine, f);
+}
+
+int luo_session_preserve_fd(luo_session *s, uint64_t token, int fd)
+{
+	_cleanup_close_ int dfd = -EBADF;
+	const struct luo_handler *h = NULL;
+	struct luo_engine *e;
+	struct luo_file_id id;
+	struct luo_file *f;
+	struct stat st;
+	int flags, r;
+
+	if (!s)
+		return -EINVAL;
+	if (s->kind != LUO_SESSION_OUTGOING)
+		return -EINVAL;
+	e = s->engine;
+	if (luo_file_lookup(s, token))
+		return -EEXIST;
+	if (fd < 0)
+		return -EBADF;
+	flags = fcntl(fd, F_GETFL);
+	if (flags < 0)
+		return -EBADF;
+	/* An O_PATH fd names a file without opening it: nothing to preserve. */
+	if (flags & O_PATH)
+		return -EBADF;
+	dfd = fd_dup_cloexec(fd);
+	if (dfd < 0)
+		return dfd;
+	if (fstat(dfd, &st) < 0)
+		return negative_errno();
+	for (size_t i = 0; i < e->n_handlers; i++)
+		if (e->handlers[i]->can_preserve &&
+		    e->handlers[i]->can_preserve(e->handlers[i], dfd, &st)) {
+			h = e->handlers[i];
+			break;
+		}
+	if (!h)
+		return -ENOENT;
+	r = file_get_id(h, dfd, &st, &id);
+	if (r < 0)
+		return r;
+	if (luo_identity_contains(e, &id, dfd))
+		return -EBUSY;
+
+	r = luo_file_new(s, token, h, dfd, NULL, 0, &f);
+	if (r < 0)
+		return r;
+	TAKE_FD(dfd);
+	f->id = id;
+	r = luo_identity_add(e, f);
+	if (r < 0)
+		goto err_free;
+	if (f->flb) {
+		r = luo_flb_file_preserve(f->flb);
+		if (r < 0)
+			goto err_identity;
+	}
+	if (h->preserve) {
+		r = h->preserve(&f->hf);
+		if (r < 0)
+			goto err_flb;
+	}
+	/* The record goes into the state blob, which bounds it. */
+	if (f->hf.data_size > LUO_HANDLER_DATA_MAX || (f->hf.data_size > 0 && !f->hf.data)) {
+		r = -EOVERFLOW;
+		goto err_unpreserve;
+	}
+	return 0;
+
+err_unpreserve:
+	if (h->unpreserve)
+		h->unpreserve(&f->hf);
+err_flb:
+	if (f->flb)
+		luo_flb_file_unpreserve(f->flb);
+err_identity:
+	luo_identity_remove(e, f);
+err_free:
+	luo_file_free(f, true);
+	return r;
+}
+
+/* The first retrieve of a file after its update; a failure is kept for good. */
+static int file_first_retrieve(struct luo_file *f)
+{
+	int r = 0;
+
+	if (f->flb) {
+		r = luo_flb_file_retrieve(f->flb);
+		if (r < 0) {
+			f->retrieve_error = r;
+			return r;
+		}
+	}
+	/*
+	 * The handler may replace the fd, and by-description identities are
+	 * ordered through it: leave the index while it changes, come back with
+	 * the identity of whatever fd the engine holds afterwards (a retrieved
+	 * file stays busy until it is finished).
+	 */
+	luo_identity_remove(f->session->engine, f);
+	if (f->handler->retrieve)
+		r = f->handler->retrieve(&f->hf);
+	if (r < 0)
+		f->retrieve_error = r;
+	else
+		f->retrieved = true;
+	(void)luo_file_identify(f);
+	return r;
+}
+
+int luo_session_retrieve_fd(luo_session *s, uint64_t token, int *ret_fd)
+{
+	struct luo_file *f;
+	int fd, r;
+
+	if (!s || !ret_fd)
+		return -EINVAL;
+	if (s->kind != LUO_SESSION_INCOMING)
+		return -EINVAL;
+	if (s->state == LUO_SESSION_FINISHED)
+		return -ENOENT;
+	f = luo_file_lookup(s, token);
+	if (!f)
+		return -ENOENT;
+	if (f->retrieve_error < 0)
+		return f->retrieve_error;
+	if (!f->retrieved) {
+		r = file_first_retrieve(f);
+		if (r < 0)
+			return r;
+	}
+	fd = fd_dup_cloexec(f->hf.fd);
+	if (fd < 0)
+		return fd;
+	*ret_fd = fd;
+	return 0;
+}
+
+void luo_file_unpreserve(struct luo_file *f)
+{
+	if (f->handler->unpreserve)
+		f->handler->unpreserve(&f->hf);
+	if (f->flb)
+		luo_flb_file_unpreserve(f->flb);
+	luo_file_free(f, !f->session->engine->borrowed_fds);
+}
+
+void luo_file_finish(struct luo_file *f)
+{
+	if (f->handler->finish)
+		f->handler->finish(&f->hf);
+	if (f->flb)
+		luo_flb_file_finish(f->flb);
+	luo_file_free(f, !f->session->engine->borrowed_fds);
+}
+
+int luo_session_foreach_file(const luo_session *s,
+			     int (*cb)(const struct luo_file_info *fi, void *userdata),
+			     void *userdata)
+{
+	if (!s || !cb)
+		return -EINVAL;
+	LIST_FOREACH (n, &s->files) {
+		const struct luo_file *f = list_entry(n, struct luo_file, order);
+		struct luo_file_info fi = {
+			.token = f->hf.token,
+			.compatible = f->handler->compatible,
+			.fd = f->hf.fd,
+			.retrieved = f->retrieved,
+			.retrieve_error = f->retrieve_error,
+			.data_size = f->hf.data_size,
+		};
+		int r = cb(&fi, userdata);
+
+		if (r != 0)
+			return r;
+	}
+	return 0;
+}

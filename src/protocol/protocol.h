@@ -26,6 +26,10 @@
  * Extensions (luod only) use nrs the kernel does not: 0x44.. on sessions,
  * 0x80.. on connections, and trailing fields the kernel struct lacks
  * (create: flags @72).
+ *
+ * The fd field of PRESERVE_FD's struct means nothing on the wire (the file is
+ * the SCM_RIGHTS fd); clients send -1 and luod ignores it.  Likewise the fd
+ * fields of create/retrieve replies: the new fd is the reply's SCM_RIGHTS fd.
  */
 #pragma once
 
@@ -79,7 +83,7 @@ enum {
 #define LUO_IOCTL_REBOOT _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_REBOOT)
 #define LUO_IOCTL_IS_SESSION _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_IS_SESSION)
 
-/* DEVICE_OPEN, REBOOT: no arguments beyond size. */
+/* DEVICE_OPEN: no arguments beyond size; reserved must be 0. */
 struct luo_wire_simple {
 	uint32_t size;
 	uint32_t reserved;
@@ -111,7 +115,12 @@ struct luo_wire_session_entry {
 	uint64_t n_files;
 };
 
-/* LIST: replies stream luo_wire_session_entry arrays, LUO_WIRE_REPLY_MORE on all but the last. */
+/*
+ * LIST: the first reply carries this struct (count set) like any reply; when
+ * it has LUO_WIRE_REPLY_MORE, further messages follow, each a payload of whole
+ * luo_wire_session_entry records (possibly none), LUO_WIRE_REPLY_MORE on all
+ * but the last.
+ */
 struct luo_wire_list {
 	uint32_t size;
 	uint32_t reserved;
@@ -126,8 +135,11 @@ struct luo_wire_file_entry {
 	uint64_t data_size;
 };
 
-/* SHOW: first reply carries this struct and one luo_wire_session_entry; then
- * luo_wire_file_entry arrays stream as for LIST. */
+/*
+ * SHOW: the first reply carries this struct (count set), with
+ * LUO_WIRE_REPLY_MORE; the second message carries exactly one
+ * luo_wire_session_entry; then luo_wire_file_entry arrays stream as for LIST.
+ */
 struct luo_wire_show {
 	uint32_t size;
 	uint32_t kind; /* which namespace: enum luo_session_kind */
@@ -189,3 +201,120 @@ struct luo_wire_command {
 
 /* The command nr on target, or NULL. */
 const struct luo_wire_command *luo_wire_command_find(enum luo_wire_target target, uint32_t nr);
+
+/* ---- server side (luod) ----
+ *
+ * A request is checked in the order of the list at the top of this file:
+ *
+ *   uint32_t tag = luo_wire_request_tag(msg, len);   // for the reply, even on errors
+ *   r = luo_wire_request_parse(target, msg, len, &p);               // steps 1-3
+ *   (luod: the handle lookup / ESTALE, then step 4, the session kind)
+ *   r = luo_wire_request_check_struct(&p, buf);                    // steps 5-6
+ *   r = luo_wire_request_check_fds(&p, n_fds);                     // step 7
+ *   ... run the command on buf ...
+ *   luo_wire_reply_send(sock, p.tag, 0, 0, buf, luo_wire_reply_size(&p), &fd, 1);
+ *
+ * On an error reply the payload is empty (as the kernel copies nothing back
+ * on failure); luod closes every received fd itself on every path.  None of
+ * these functions allocates or reads past len.
+ */
+
+/* A request that passed steps 1-3.  payload points into the caller's message. */
+struct luo_wire_parsed {
+	const struct luo_wire_command *cmd;
+	uint32_t op;
+	uint32_t tag;
+	const uint8_t *payload; /* the command struct as sent, size bytes (unaligned) */
+	uint32_t size;		/* its size field, == the payload's length */
+};
+
+/* The request's tag, or 0 when msg is shorter than the header (0 is nobody's tag). */
+uint32_t luo_wire_request_tag(const void *msg, size_t len);
+
+/*
+ * Checks steps 1-3 of a request message received on a socket of kind target.
+ * Returns 0 and fills *ret, or:
+ *   -EBADMSG  len < sizeof(struct luo_wire_request): no header, no tag;
+ *             luod may drop the message or close the connection
+ *   -EINVAL   the nr (op & 0xff) is no command of target
+ *   -ENOTTY   op != _IO(0xBA, nr)
+ *   -EFAULT   the payload is shorter than 4 bytes or not exactly `size` bytes
+ */
+int luo_wire_request_parse(enum luo_wire_target target, const void *msg, size_t len,
+			   struct luo_wire_parsed *ret);
+
+/*
+ * Steps 5-6: copies the struct into ret_struct (p->cmd->full_size bytes; the
+ * bytes the client did not send are zeroed, the size field is the client's).
+ * Returns 0, or:
+ *   -EINVAL   size < p->cmd->min_size
+ *   -E2BIG    a non-zero byte past p->cmd->full_size
+ * ret_struct is written only on success.
+ */
+int luo_wire_request_check_struct(const struct luo_wire_parsed *p, void *ret_struct);
+
+/*
+ * Step 7: n_fds is the number of fds that came with the request.  Returns 0,
+ * or -EBADF when a command that takes one fd came without, -EINVAL when fds
+ * came with a command that takes none, or more than the command takes.
+ */
+int luo_wire_request_check_fds(const struct luo_wire_parsed *p, size_t n_fds);
+
+/* Bytes of the struct to copy back in a successful reply: min(size, full_size). */
+uint32_t luo_wire_reply_size(const struct luo_wire_parsed *p);
+
+/*
+ * Sends one reply message: the header (result, tag, flags, size) followed by
+ * size bytes of payload, with n_fds fds (not consumed).  Returns 0 or -errno
+ * (-EMSGSIZE past LUO_WIRE_REPLY_MAX, -EPIPE when the peer is gone,
+ * -EAGAIN on a full non-blocking socket).
+ */
+int luo_wire_reply_send(int sock, uint32_t tag, int result, uint32_t flags, const void *payload,
+			size_t size, const int *fds, size_t n_fds);
+
+/* ---- client side (libluo, luoctl, the preload shim) ----
+ *
+ * Any number of threads and processes may share one socket: each request is
+ * tagged with the caller's thread id and each caller takes only the reply with
+ * its own tag (it peeks at the head of the queue and waits while the head is
+ * someone else's).  A reply whose tag names no living thread (its asker died)
+ * is discarded so that it cannot block the socket.  Works on blocking and
+ * non-blocking sockets.  May change errno.
+ */
+
+/*
+ * Sends op with the command struct arg (arg_size bytes, sent as they are:
+ * the caller sets the size field) and fds (not consumed) attached, and waits
+ * for the reply.  On success copies min(arg_size, reply size) bytes back into
+ * arg and stores the reply's fd (O_CLOEXEC) in *ret_fd, or -EBADF if none came
+ * (with ret_fd NULL a received fd is closed).  Returns the reply's result (0 or
+ * the server's -errno; on errors nothing is written and no fd is left open),
+ * or a local error:
+ *   -EINVAL      arg NULL with arg_size > 0, or n_fds > SOCKET_MAX_FDS
+ *   -E2BIG       the request does not fit LUO_WIRE_REQUEST_MAX and has non-zero
+ *                bytes past the command's full struct (with only zeros there it
+ *                is sent trimmed to the full struct, which luod treats alike)
+ *   -EMSGSIZE    the request does not fit and is no known command
+ *   -EBADMSG     a malformed reply (short, wrong size, more than one fd, a
+ *                result that is not 0 or -errno)
+ *   -ECONNRESET  the server closed the socket
+ *   -EPIPE, -EBADF, -ENOTSOCK, ...: from sendmsg()/recvmsg()
+ * No allocation, no stdio: the preload shim calls this from inside ioctl().
+ * A reply flagged LUO_WIRE_REPLY_MORE is drained (its further messages dropped).
+ */
+int luo_wire_call(int sock, uint32_t op, void *arg, uint32_t arg_size, const int *fds, size_t n_fds,
+		  int *ret_fd);
+
+/* Called for each message after the first of a streamed reply with its payload.
+ * A negative return stops the calls (the stream is still drained) and is returned. */
+typedef int (*luo_wire_chunk_fn)(const void *data, size_t size, void *userdata);
+
+/*
+ * As luo_wire_call() for LIST and SHOW: the first reply's struct is copied into
+ * arg, then fn is called for each following message until one comes without
+ * LUO_WIRE_REPLY_MORE.  Returns 0, the first reply's error, the first error
+ * of a later message, fn's first negative return, or a local error as for
+ * luo_wire_call() (-ENOMEM: it allocates one LUO_WIRE_REPLY_MAX buffer).
+ */
+int luo_wire_call_stream(int sock, uint32_t op, void *arg, uint32_t arg_size, luo_wire_chunk_fn fn,
+			 void *userdata);

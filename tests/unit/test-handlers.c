@@ -1,0 +1,763 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * DOC: tests of the built-in file handlers
+ *
+ * The handler operations are called directly on real files, the way the
+ * engine calls them: on luod's own dup of the file (struct luo_handler_file),
+ * with the record left in f->data between preserve and retrieve.  Each case
+ * closes the program's original fd before retrieving where that matters, so
+ * that what comes back can only come through the handler's file.
+ */
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/timerfd.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+#include <linux/magic.h>
+
+#include "basic/macro.h"
+#include "core/handler.h"
+#include "harness.h"
+
+static const struct luo_handler *const all_handlers[] = {
+	&luo_handler_memfd,   &luo_handler_socket,  &luo_handler_pipe,
+	&luo_handler_eventfd, &luo_handler_regular,
+};
+
+/* What the engine does on preserve: take its own dup and keep it in f. */
+static void hf_init(struct luo_handler_file *f, int fd)
+{
+	*f = (struct luo_handler_file){ .fd = fcntl(fd, F_DUPFD_CLOEXEC, 3) };
+	ASSERT_TRUE(f->fd >= 0);
+}
+
+static void hf_done(struct luo_handler_file *f)
+{
+	f->fd = safe_close(f->fd);
+	free(f->data);
+	f->data = NULL;
+	f->data_size = 0;
+}
+
+static bool accepts(const struct luo_handler *h, int fd)
+{
+	struct stat st;
+
+	ASSERT_OK(RET_NERRNO(fstat(fd, &st)));
+	return h->can_preserve(h, fd, &st);
+}
+
+/* The handler the engine would pick: the first, in registration order, that accepts. */
+static const struct luo_handler *pick(int fd)
+{
+	for (size_t i = 0; i < ELEMENTSOF(all_handlers); i++)
+		if (accepts(all_handlers[i], fd))
+			return all_handlers[i];
+	return NULL;
+}
+
+static void get_id(const struct luo_handler *h, int fd, struct luo_file_id *ret)
+{
+	struct stat st;
+
+	ASSERT_OK(RET_NERRNO(fstat(fd, &st)));
+	ASSERT_OK(h->get_id(h, fd, &st, ret));
+}
+
+static bool same_id(const struct luo_file_id *a, const struct luo_file_id *b)
+{
+	return a->dev == b->dev && a->ino == b->ino && a->extra == b->extra &&
+	       a->by_description == b->by_description;
+}
+
+static int make_memfd(const char *data, unsigned flags)
+{
+	int fd = memfd_create("test", MFD_CLOEXEC | flags);
+
+	ASSERT_TRUE(fd >= 0);
+	if (data)
+		ASSERT_EQ(write(fd, data, strlen(data)), (long long)strlen(data));
+	return fd;
+}
+
+static off_t position(int fd)
+{
+	return lseek(fd, 0, SEEK_CUR);
+}
+
+/* A listening TCP socket on 127.0.0.1 with a kernel-chosen port. */
+static int make_listener(uint16_t *ret_port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	ASSERT_TRUE(fd >= 0);
+	ASSERT_OK(RET_NERRNO(bind(fd, (struct sockaddr *)&sa, sizeof(sa))));
+	ASSERT_OK(RET_NERRNO(listen(fd, 16)));
+	ASSERT_OK(RET_NERRNO(getsockname(fd, (struct sockaddr *)&sa, &len)));
+	*ret_port = ntohs(sa.sin_port);
+	return fd;
+}
+
+static int connect_to(uint16_t port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_port = htons(port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	ASSERT_TRUE(fd >= 0);
+	ASSERT_OK(RET_NERRNO(connect(fd, (struct sockaddr *)&sa, sizeof(sa))));
+	return fd;
+}
+
+/* A linked file in tmpfs (/dev/shm), or a skip where there is none. */
+static int make_linked_tmpfs_file(char *path, size_t size)
+{
+	struct statfs sfs;
+	int fd;
+
+	if (statfs("/dev/shm", &sfs) < 0 || (unsigned long)sfs.f_type != TMPFS_MAGIC)
+		test_skip("/dev/shm is not a tmpfs");
+	snprintf(path, size, "/dev/shm/luo-test-handlers-%d", (int)getpid());
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	ASSERT_TRUE(fd >= 0);
+	return fd;
+}
+
+/* memfd */
+
+TEST(memfd_keeps_bytes_size_position_and_seals)
+{
+	struct luo_handler_file f;
+	char buf[32] = { 0 };
+	int fd = make_memfd("hello, live update", MFD_ALLOW_SEALING), seals;
+	struct stat st;
+
+	ASSERT_OK(RET_NERRNO(fcntl(fd, F_ADD_SEALS, F_SEAL_GROW | F_SEAL_SHRINK)));
+	ASSERT_EQ(lseek(fd, 7, SEEK_SET), 7);
+	ASSERT_TRUE(accepts(&luo_handler_memfd, fd));
+	hf_init(&f, fd);
+	ASSERT_OK(luo_handler_memfd.preserve(&f));
+	ASSERT_OK(luo_handler_memfd.freeze(&f));
+	/* The position drifts through the program's fd: retrieve must put it back. */
+	ASSERT_EQ(lseek(fd, 0, SEEK_SET), 0);
+	fd = safe_close(fd);
+
+	ASSERT_OK(luo_handler_memfd.retrieve(&f));
+	ASSERT_EQ(position(f.fd), 7);
+	ASSERT_OK(RET_NERRNO(fstat(f.fd, &st)));
+	ASSERT_EQ(st.st_size, 18);
+	seals = fcntl(f.fd, F_GET_SEALS);
+	ASSERT_EQ(seals, F_SEAL_GROW | F_SEAL_SHRINK);
+	ASSERT_EQ(pread(f.fd, buf, sizeof(buf), 0), 18);
+	ASSERT_STREQ(buf, "hello, live update");
+	ASSERT_TRUE(luo_handler_memfd.can_finish(&f));
+	hf_done(&f);
+}
+
+TEST(memfd_freeze_records_the_state_at_the_update)
+{
+	struct luo_handler_file f;
+	int fd = make_memfd("0123456789", 0);
+	void *record;
+
+	ASSERT_EQ(lseek(fd, 2, SEEK_SET), 2);
+	hf_init(&f, fd);
+	ASSERT_OK(luo_handler_memfd.preserve(&f));
+	record = f.data;
+	ASSERT_EQ(lseek(fd, 5, SEEK_SET), 5);
+	ASSERT_OK(luo_handler_memfd.freeze(&f));
+	/* Rewritten in place: freeze has nothing to allocate, so nothing to fail on. */
+	ASSERT_TRUE(f.data == record);
+	ASSERT_EQ(lseek(fd, 9, SEEK_SET), 9);
+	ASSERT_OK(luo_handler_memfd.retrieve(&f));
+	ASSERT_EQ(position(fd), 5);
+	hf_done(&f);
+	safe_close(fd);
+}
+
+TEST(memfd_retrieve_refuses_changed_seals)
+{
+	struct luo_handler_file f;
+	int fd = make_memfd("data", MFD_ALLOW_SEALING);
+
+	hf_init(&f, fd);
+	ASSERT_OK(luo_handler_memfd.preserve(&f));
+	ASSERT_OK(luo_handler_memfd.freeze(&f));
+	ASSERT_OK(RET_NERRNO(fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE)));
+	ASSERT_ERR(luo_handler_memfd.retrieve(&f), -EIO);
+	hf_done(&f);
+	safe_close(fd);
+}
+
+TEST(memfd_retrieve_refuses_another_file)
+{
+	struct luo_handler_file f;
+	int fd = make_memfd("one", 0), other = make_memfd("two", 0);
+
+	hf_init(&f, fd);
+	ASSERT_OK(luo_handler_memfd.preserve(&f));
+	/* As if the state blob named the wrong fd slot. */
+	safe_close(f.fd);
+	f.fd = fcntl(other, F_DUPFD_CLOEXEC, 3);
+	ASSERT_ERR(luo_handler_memfd.retrieve(&f), -EIO);
+	hf_done(&f);
+	safe_close(fd);
+	safe_close(other);
+}
+
+TEST(memfd_takes_unlinked_tmpfs_files)
+{
+	struct statfs sfs;
+	int fd;
+
+	if (statfs("/dev/shm", &sfs) < 0 || (unsigned long)sfs.f_type != TMPFS_MAGIC)
+		test_skip("/dev/shm is not a tmpfs");
+	fd = open("/dev/shm", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0)
+		test_skip("O_TMPFILE on /dev/shm: %s", strerror(errno));
+	ASSERT_TRUE(pick(fd) == &luo_handler_memfd);
+	safe_close(fd);
+}
+
+TEST(memfd_refuses_hugetlb)
+{
+	int fd = memfd_create("huge", MFD_CLOEXEC | MFD_HUGETLB);
+
+	if (fd < 0)
+		test_skip("no hugetlb memfd: %s", strerror(errno));
+	for (size_t i = 0; i < ELEMENTSOF(all_handlers); i++)
+		ASSERT_FALSE(accepts(all_handlers[i], fd));
+	safe_close(fd);
+}
+
+/* handler order */
+
+TEST(order_memfd_takes_memfd_regular_takes_linked_tmpfs)
+{
+	char path[128];
+	int memfd = make_memfd(NULL, 0), linked = make_linked_tmpfs_file(path, sizeof(path));
+
+	ASSERT_TRUE(pick(memfd) == &luo_handler_memfd);
+	ASSERT_TRUE(pick(linked) == &luo_handler_regular);
+	ASSERT_FALSE(accepts(&luo_handler_memfd, linked));
+	/* Disjoint whatever the order: regular refuses the memfd on its own. */
+	ASSERT_FALSE(accepts(&luo_handler_regular, memfd));
+	ASSERT_OK(RET_NERRNO(unlink(path)));
+	/* Unlinked, the same file becomes a memfd's kind. */
+	ASSERT_TRUE(pick(linked) == &luo_handler_memfd);
+	safe_close(memfd);
+	safe_close(linked);
+}
+
+TEST(order_each_kind_finds_its_handler)
+{
+	int sv[2], pfd[2], efd = eventfd(0, EFD_CLOEXEC), reg;
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/file", test_tmpdir());
+	reg = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	ASSERT_TRUE(reg >= 0 && efd >= 0);
+	ASSERT_OK(RET_NERRNO(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)));
+	ASSERT_OK(RET_NERRNO(pipe2(pfd, O_CLOEXEC)));
+	ASSERT_TRUE(pick(sv[0]) == &luo_handler_socket);
+	ASSERT_TRUE(pick(pfd[0]) == &luo_handler_pipe);
+	ASSERT_TRUE(pick(pfd[1]) == &luo_handler_pipe);
+	ASSERT_TRUE(pick(efd) == &luo_handler_eventfd);
+	ASSERT_TRUE(pick(reg) == &luo_handler_regular);
+	safe_close(sv[0]);
+	safe_close(sv[1]);
+	safe_close(pfd[0]);
+	safe_close(pfd[1]);
+	safe_close(efd);
+	safe_close(reg);
+}
+
+/* refusals */
+
+static void assert_no_handler(int fd, const char *what)
+{
+	for (size_t i = 0; i < ELEMENTSOF(all_handlers); i++)
+		if (accepts(all_handlers[i], fd))
+			test_fail_at(__FILE__, __LINE__, "%s accepted by %s", what,
+				     all_handlers[i]->compatible);
+}
+
+TEST(refuses_dev_null_directories_o_path_and_other_anon_files)
+{
+	sigset_t mask;
+	char path[PATH_MAX];
+	int fds[8], n = 0, reg;
+
+	snprintf(path, sizeof(path), "%s/file", test_tmpdir());
+	reg = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	ASSERT_TRUE(reg >= 0);
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGUSR1);
+	fds[n++] = open("/dev/null", O_RDWR | O_CLOEXEC);
+	fds[n++] = open(test_tmpdir(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	fds[n++] = open(path, O_PATH | O_CLOEXEC);
+	fds[n++] = epoll_create1(EPOLL_CLOEXEC);
+	fds[n++] = signalfd(-1, &mask, SFD_CLOEXEC);
+	fds[n++] = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+	fds[n++] = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	for (int i = 0; i < n; i++)
+		ASSERT_TRUE(fds[i] >= 0);
+	assert_no_handler(fds[0], "/dev/null");
+	assert_no_handler(fds[1], "a directory");
+	assert_no_handler(fds[2], "an O_PATH fd");
+	assert_no_handler(fds[3], "an epoll fd");
+	assert_no_handler(fds[4], "a signalfd");
+	assert_no_handler(fds[5], "a timerfd");
+	assert_no_handler(fds[6], "a namespace file");
+#ifdef SYS_pidfd_open
+	{
+		int pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+
+		if (pidfd >= 0) {
+			assert_no_handler(pidfd, "a pidfd");
+			safe_close(pidfd);
+		}
+	}
+#endif
+	for (int i = 0; i < n; i++)
+		safe_close(fds[i]);
+	safe_close(reg);
+}
+
+/* sockets */
+
+TEST(socket_listening_tcp_keeps_accepting_on_its_port)
+{
+	struct luo_handler_file f;
+	uint16_t port;
+	int lfd = make_listener(&port), client, conn;
+	char c = 0;
+
+	ASSERT_TRUE(pick(lfd) == &luo_handler_socket);
+	hf_init(&f, lfd);
+	ASSERT_OK(luo_handler_socket.preserve(&f));
+	lfd = safe_close(lfd);
+	ASSERT_OK(luo_handler_socket.retrieve(&f));
+
+	client = connect_to(port);
+	conn = accept4(f.fd, NULL, NULL, SOCK_CLOEXEC);
+	ASSERT_TRUE(conn >= 0);
+	ASSERT_EQ(write(client, "x", 1), 1);
+	ASSERT_EQ(read(conn, &c, 1), 1);
+	ASSERT_EQ(c, 'x');
+	safe_close(conn);
+	safe_close(client);
+	hf_done(&f);
+}
+
+TEST(socket_takes_any_family_and_state)
+{
+	int fds[8], n = 0, sv[2], dg[2];
+	uint16_t port;
+
+	ASSERT_OK(RET_NERRNO(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)));
+	ASSERT_OK(RET_NERRNO(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, dg)));
+	fds[n++] = sv[0];
+	fds[n++] = sv[1];
+	fds[n++] = dg[0];
+	fds[n++] = dg[1];
+	fds[n++] = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	fds[n++] = make_listener(&port);
+	fds[n++] = connect_to(port);
+	fds[n++] = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	for (int i = 0; i < n; i++) {
+		struct luo_handler_file f;
+
+		ASSERT_TRUE(fds[i] >= 0);
+		ASSERT_TRUE(pick(fds[i]) == &luo_handler_socket);
+		hf_init(&f, fds[i]);
+		ASSERT_OK(luo_handler_socket.preserve(&f));
+		ASSERT_OK(luo_handler_socket.retrieve(&f));
+		hf_done(&f);
+		safe_close(fds[i]);
+	}
+}
+
+TEST(socket_retrieve_refuses_another_kind_of_socket)
+{
+	struct luo_handler_file f;
+	int tcp = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int udp = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	ASSERT_TRUE(tcp >= 0 && udp >= 0);
+	hf_init(&f, tcp);
+	ASSERT_OK(luo_handler_socket.preserve(&f));
+	safe_close(f.fd);
+	f.fd = fcntl(udp, F_DUPFD_CLOEXEC, 3);
+	ASSERT_ERR(luo_handler_socket.retrieve(&f), -EIO);
+	hf_done(&f);
+	safe_close(tcp);
+	safe_close(udp);
+}
+
+TEST(socket_handler_depends_on_the_netns_flb)
+{
+	ASSERT_TRUE(luo_handler_socket.flb == &luo_flb_netns);
+	ASSERT_STREQ(luo_flb_netns.compatible, "netns-v1");
+}
+
+TEST(netns_flb_holds_and_checks_the_namespace)
+{
+	struct luo_flb flb = { .ops = &luo_flb_netns, .fd = -EBADF };
+	struct stat ns, held;
+
+	ASSERT_OK(RET_NERRNO(stat("/proc/self/ns/net", &ns)));
+	ASSERT_OK(luo_flb_netns.preserve(&flb));
+	ASSERT_TRUE(flb.fd >= 0);
+	ASSERT_TRUE(fcntl(flb.fd, F_GETFD) & FD_CLOEXEC);
+	ASSERT_OK(RET_NERRNO(fstat(flb.fd, &held)));
+	ASSERT_EQ(held.st_ino, ns.st_ino);
+	ASSERT_OK(luo_flb_netns.retrieve(&flb));
+
+	/* An fd slot that is not the recorded namespace is refused. */
+	safe_close(flb.fd);
+	flb.fd = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+	ASSERT_TRUE(flb.fd >= 0);
+	ASSERT_ERR(luo_flb_netns.retrieve(&flb), -EIO);
+
+	flb.data_size--;
+	ASSERT_ERR(luo_flb_netns.retrieve(&flb), -EBADMSG);
+	safe_close(flb.fd);
+	free(flb.data);
+}
+
+/* pipes */
+
+TEST(pipe_keeps_buffered_bytes)
+{
+	struct luo_handler_file r, w;
+	int pfd[2];
+	char buf[16] = { 0 };
+
+	ASSERT_OK(RET_NERRNO(pipe2(pfd, O_CLOEXEC)));
+	ASSERT_EQ(write(pfd[1], "buffered", 8), 8);
+	hf_init(&r, pfd[0]);
+	hf_init(&w, pfd[1]);
+	ASSERT_OK(luo_handler_pipe.preserve(&r));
+	ASSERT_OK(luo_handler_pipe.preserve(&w));
+	ASSERT_OK(luo_handler_pipe.freeze(&r));
+	ASSERT_OK(luo_handler_pipe.freeze(&w));
+	safe_close(pfd[0]);
+	safe_close(pfd[1]);
+
+	ASSERT_OK(luo_handler_pipe.retrieve(&r));
+	ASSERT_OK(luo_handler_pipe.retrieve(&w));
+	ASSERT_EQ(read(r.fd, buf, sizeof(buf)), 8);
+	ASSERT_STREQ(buf, "buffered");
+	ASSERT_EQ(write(w.fd, "!", 1), 1);
+	ASSERT_EQ(read(r.fd, buf, 1), 1);
+	ASSERT_EQ(buf[0], '!');
+	hf_done(&r);
+	hf_done(&w);
+}
+
+TEST(pipe_ends_differ_in_identity_dups_do_not)
+{
+	struct luo_file_id rid, wid, did;
+	int pfd[2], dup_r;
+
+	ASSERT_OK(RET_NERRNO(pipe2(pfd, O_CLOEXEC)));
+	dup_r = fcntl(pfd[0], F_DUPFD_CLOEXEC, 3);
+	get_id(&luo_handler_pipe, pfd[0], &rid);
+	get_id(&luo_handler_pipe, pfd[1], &wid);
+	get_id(&luo_handler_pipe, dup_r, &did);
+	ASSERT_FALSE(same_id(&rid, &wid));
+	ASSERT_TRUE(same_id(&rid, &did));
+	ASSERT_FALSE(rid.by_description);
+	safe_close(dup_r);
+	safe_close(pfd[0]);
+	safe_close(pfd[1]);
+}
+
+TEST(pipe_retrieve_refuses_the_other_end)
+{
+	struct luo_handler_file f;
+	int pfd[2];
+
+	ASSERT_OK(RET_NERRNO(pipe2(pfd, O_CLOEXEC)));
+	hf_init(&f, pfd[0]);
+	ASSERT_OK(luo_handler_pipe.preserve(&f));
+	safe_close(f.fd);
+	f.fd = fcntl(pfd[1], F_DUPFD_CLOEXEC, 3);
+	ASSERT_ERR(luo_handler_pipe.retrieve(&f), -EIO);
+	hf_done(&f);
+	safe_close(pfd[0]);
+	safe_close(pfd[1]);
+}
+
+TEST(pipe_takes_fifos)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/fifo", test_tmpdir());
+	ASSERT_OK(RET_NERRNO(mkfifo(path, 0600)));
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	ASSERT_TRUE(fd >= 0);
+	ASSERT_TRUE(pick(fd) == &luo_handler_pipe);
+	safe_close(fd);
+}
+
+/* eventfds */
+
+TEST(eventfd_keeps_its_counter)
+{
+	struct luo_handler_file f;
+	int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	uint64_t v = 41;
+
+	ASSERT_TRUE(fd >= 0);
+	ASSERT_EQ(write(fd, &v, sizeof(v)), 8);
+	v = 1;
+	ASSERT_EQ(write(fd, &v, sizeof(v)), 8);
+	hf_init(&f, fd);
+	ASSERT_OK(luo_handler_eventfd.preserve(&f));
+	ASSERT_OK(luo_handler_eventfd.freeze(&f));
+	safe_close(fd);
+	ASSERT_OK(luo_handler_eventfd.retrieve(&f));
+	ASSERT_EQ(read(f.fd, &v, sizeof(v)), 8);
+	ASSERT_EQ(v, 42);
+	hf_done(&f);
+}
+
+TEST(eventfd_identity_is_the_open_file_description)
+{
+	struct luo_file_id a, b;
+	int e1 = eventfd(0, EFD_CLOEXEC), e2 = eventfd(0, EFD_CLOEXEC);
+
+	ASSERT_TRUE(e1 >= 0 && e2 >= 0);
+	get_id(&luo_handler_eventfd, e1, &a);
+	get_id(&luo_handler_eventfd, e2, &b);
+	/* Same anonymous inode for both: only kcmp, which the engine runs, tells them apart. */
+	ASSERT_TRUE(a.by_description);
+	ASSERT_TRUE(b.by_description);
+	ASSERT_TRUE(accepts(&luo_handler_eventfd, e1));
+	ASSERT_TRUE(accepts(&luo_handler_eventfd, e2));
+	safe_close(e1);
+	safe_close(e2);
+}
+
+TEST(eventfd_retrieve_refuses_another_semaphore_mode)
+{
+	struct luo_handler_file f;
+	int sem = eventfd(3, EFD_CLOEXEC | EFD_SEMAPHORE), plain = eventfd(3, EFD_CLOEXEC);
+	char info[512] = { 0 }, path[64];
+	int ifd;
+	uint64_t v;
+
+	ASSERT_TRUE(sem >= 0 && plain >= 0);
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", sem);
+	ifd = open(path, O_RDONLY | O_CLOEXEC);
+	ASSERT_TRUE(ifd >= 0);
+	ASSERT_TRUE(read(ifd, info, sizeof(info) - 1) > 0);
+	safe_close(ifd);
+	if (!strstr(info, "eventfd-semaphore"))
+		test_skip("the kernel does not report eventfd-semaphore");
+
+	hf_init(&f, sem);
+	ASSERT_OK(luo_handler_eventfd.preserve(&f));
+	ASSERT_OK(luo_handler_eventfd.retrieve(&f));
+	ASSERT_EQ(read(f.fd, &v, sizeof(v)), 8);
+	ASSERT_EQ(v, 1); /* still a semaphore */
+	safe_close(f.fd);
+	f.fd = fcntl(plain, F_DUPFD_CLOEXEC, 3);
+	ASSERT_ERR(luo_handler_eventfd.retrieve(&f), -EIO);
+	hf_done(&f);
+	safe_close(sem);
+	safe_close(plain);
+}
+
+/* regular files */
+
+TEST(regular_comes_back_at_its_position)
+{
+	struct luo_handler_file f;
+	char path[PATH_MAX], buf[8] = { 0 };
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/file", test_tmpdir());
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	ASSERT_TRUE(fd >= 0);
+	ASSERT_EQ(write(fd, "abcdefgh", 8), 8);
+	ASSERT_EQ(lseek(fd, 3, SEEK_SET), 3);
+	ASSERT_TRUE(pick(fd) == &luo_handler_regular);
+	hf_init(&f, fd);
+	ASSERT_OK(luo_handler_regular.preserve(&f));
+	ASSERT_OK(luo_handler_regular.freeze(&f));
+	ASSERT_EQ(lseek(fd, 0, SEEK_END), 8);
+	safe_close(fd);
+	ASSERT_OK(luo_handler_regular.retrieve(&f));
+	ASSERT_EQ(position(f.fd), 3);
+	ASSERT_EQ(read(f.fd, buf, 5), 5);
+	ASSERT_STREQ(buf, "defgh");
+	hf_done(&f);
+}
+
+TEST(regular_retrieve_refuses_another_file)
+{
+	struct luo_handler_file f;
+	char p1[PATH_MAX], p2[PATH_MAX];
+	int a, b;
+
+	snprintf(p1, sizeof(p1), "%s/a", test_tmpdir());
+	snprintf(p2, sizeof(p2), "%s/b", test_tmpdir());
+	a = open(p1, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	b = open(p2, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	ASSERT_TRUE(a >= 0 && b >= 0);
+	hf_init(&f, a);
+	ASSERT_OK(luo_handler_regular.preserve(&f));
+	safe_close(f.fd);
+	f.fd = fcntl(b, F_DUPFD_CLOEXEC, 3);
+	ASSERT_ERR(luo_handler_regular.retrieve(&f), -EIO);
+	hf_done(&f);
+	safe_close(a);
+	safe_close(b);
+}
+
+/* records */
+
+/* One healthy file per handler, for the checks every handler must pass. */
+static int make_file_for(const struct luo_handler *h, int *ret_extra)
+{
+	int fd = -EBADF;
+
+	*ret_extra = -EBADF;
+	if (h == &luo_handler_memfd) {
+		fd = make_memfd("x", 0);
+	} else if (h == &luo_handler_socket) {
+		int sv[2];
+
+		ASSERT_OK(RET_NERRNO(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)));
+		fd = sv[0];
+		*ret_extra = sv[1];
+	} else if (h == &luo_handler_pipe) {
+		int pfd[2];
+
+		ASSERT_OK(RET_NERRNO(pipe2(pfd, O_CLOEXEC)));
+		fd = pfd[0];
+		*ret_extra = pfd[1];
+	} else if (h == &luo_handler_eventfd) {
+		fd = eventfd(0, EFD_CLOEXEC);
+	} else if (h == &luo_handler_regular) {
+		char path[PATH_MAX];
+
+		snprintf(path, sizeof(path), "%s/file", test_tmpdir());
+		fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	}
+	ASSERT_TRUE(fd >= 0);
+	return fd;
+}
+
+TEST(every_handler_refuses_a_corrupted_record)
+{
+	for (size_t i = 0; i < ELEMENTSOF(all_handlers); i++) {
+		const struct luo_handler *h = all_handlers[i];
+		struct luo_handler_file f;
+		int extra, fd = make_file_for(h, &extra);
+		uint8_t *p;
+
+		test_diag("%s", h->compatible);
+		hf_init(&f, fd);
+		ASSERT_OK(h->preserve(&f));
+		ASSERT_TRUE(f.data && f.data_size > 8);
+		p = f.data;
+
+		f.data_size--; /* wrong size */
+		ASSERT_ERR(h->retrieve(&f), -EBADMSG);
+		f.data_size++;
+		p[0] ^= 0xff; /* wrong version */
+		ASSERT_ERR(h->retrieve(&f), -EBADMSG);
+		p[0] ^= 0xff;
+		p[4] ^= 0x01; /* wrong field count */
+		ASSERT_ERR(h->retrieve(&f), -EBADMSG);
+		p[4] ^= 0x01;
+		f.data = NULL; /* no record at all */
+		ASSERT_ERR(h->retrieve(&f), -EBADMSG);
+		f.data = p;
+		ASSERT_OK(h->retrieve(&f));
+
+		hf_done(&f);
+		safe_close(fd);
+		safe_close(extra);
+	}
+}
+
+TEST(every_handler_freezes_and_finishes_a_healthy_file)
+{
+	for (size_t i = 0; i < ELEMENTSOF(all_handlers); i++) {
+		const struct luo_handler *h = all_handlers[i];
+		struct luo_handler_file f;
+		int extra, fd = make_file_for(h, &extra);
+		struct luo_file_id a, b;
+		int dup_fd;
+
+		test_diag("%s", h->compatible);
+		ASSERT_TRUE(strlen(h->compatible) < LUO_COMPATIBLE_MAX);
+		ASSERT_TRUE(accepts(h, fd));
+		hf_init(&f, fd);
+		/* The identity of luod's dup is the identity of the program's fd. */
+		get_id(h, fd, &a);
+		get_id(h, f.fd, &b);
+		ASSERT_TRUE(same_id(&a, &b));
+		ASSERT_OK(h->preserve(&f));
+		ASSERT_TRUE(f.data_size <= LUO_HANDLER_DATA_MAX);
+		if (h->freeze)
+			ASSERT_OK(h->freeze(&f));
+		if (h->unfreeze)
+			h->unfreeze(&f);
+		if (h->freeze)
+			ASSERT_OK(h->freeze(&f));
+		ASSERT_OK(h->retrieve(&f));
+		/* The engine hands out dups after retrieve: they must be the same open file. */
+		dup_fd = fcntl(f.fd, F_DUPFD_CLOEXEC, 3);
+		ASSERT_TRUE(dup_fd >= 0);
+		ASSERT_TRUE(h->can_finish(&f));
+		if (h->finish)
+			h->finish(&f);
+		safe_close(dup_fd);
+		hf_done(&f);
+		safe_close(fd);
+		safe_close(extra);
+	}
+}
+
+TEST_MAIN(TEST_CASE(memfd_keeps_bytes_size_position_and_seals),
+	  TEST_CASE(memfd_freeze_records_the_state_at_the_update),
+	  TEST_CASE(memfd_retrieve_refuses_changed_seals),
+	  TEST_CASE(memfd_retrieve_refuses_another_file),
+	  TEST_CASE(memfd_takes_unlinked_tmpfs_files), TEST_CASE(memfd_refuses_hugetlb),
+	  TEST_CASE(order_memfd_takes_memfd_regular_takes_linked_tmpfs),
+	  TEST_CASE(order_each_kind_finds_its_handler),
+	  TEST_CASE(refuses_dev_null_directories_o_path_and_other_anon_files),
+	  TEST_CASE(socket_listening_tcp_keeps_accepting_on_its_port),
+	  TEST_CASE(socket_takes_any_family_and_state),
+	  TEST_CASE(socket_retrieve_refuses_another_kind_of_socket),
+	  TEST_CASE(socket_handler_depends_on_the_netns_flb),
+	  TEST_CASE(netns_flb_holds_and_checks_the_namespace), TEST_CASE(pipe_keeps_buffered_bytes),
+	  TEST_CASE(pipe_ends_differ_in_identity_dups_do_not),
+	  TEST_CASE(pipe_retrieve_refuses_the_other_end), TEST_CASE(pipe_takes_fifos),
+	  TEST_CASE(eventfd_keeps_its_counter),
+	  TEST_CASE(eventfd_identity_is_the_open_file_description),
+	  TEST_CASE(eventfd_retrieve_refuses_another_semaphore_mode),
+	  TEST_CASE(regular_comes_back_at_its_position),
+	  TEST_CASE(regular_retrieve_refuses_another_file),
+	  TEST_CASE(every_handler_refuses_a_corrupted_record),
+	  TEST_CASE(every_handler_freezes_and_finishes_a_healthy_file))

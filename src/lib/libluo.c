@@ -1,0 +1,395 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * DOC: libluo, the client library
+ *
+ * Thin and stateless: every call is one request to luod over the caller's
+ * connection or session fd (src/protocol/), or one of the kernel's ioctls
+ * when the fd is the kernel's own (/dev/liveupdate or an anonymous-inode
+ * session fd).  The library keeps nothing between calls, so any number of
+ * threads and processes may use the same fds at once.
+ *
+ * Which path a call takes is decided per fd: a SOCK_SEQPACKET socket is
+ * luod's, a character device is /dev/liveupdate, an fd whose /proc link reads
+ * "anon_inode:[luo_session]" is a kernel session.  LUO_LIB_FORCE_IOCTL=1 in
+ * the environment (meant for the library's tests only) takes the ioctl path
+ * for every fd, so that the ioctl code can be exercised against the preload
+ * shim on a kernel without LUO.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "basic/fd-util.h"
+#include "basic/macro.h"
+#include "luo/luo.h"
+#include "luo/uapi.h"
+#include "protocol/protocol.h"
+
+#define KERNEL_SESSION_LINK "anon_inode:[luo_session]"
+#define DEFAULT_SOCKET "/run/luo/luod.sock"
+
+_Static_assert(LUO_SESSION_NAME_LENGTH == LIVEUPDATE_SESSION_NAME_LENGTH, "name field");
+
+enum fd_kind {
+	FD_LUOD,   /* a socket to luod: messages */
+	FD_KERNEL, /* the kernel's (or the shim's) fd: ioctls */
+};
+
+static bool force_ioctl(void)
+{
+	const char *e = getenv("LUO_LIB_FORCE_IOCTL");
+
+	return e && strcmp(e, "1") == 0;
+}
+
+static int is_kernel_session_link(int fd)
+{
+	char link[64];
+	int r;
+
+	r = fd_read_link(fd, link, sizeof(link));
+	if (r < 0)
+		return r;
+	return strncmp(link, KERNEL_SESSION_LINK, strlen(KERNEL_SESSION_LINK)) == 0;
+}
+
+/* Returns SOCK_* of fd, 0 if it is no socket, or -errno (-EBADF if closed). */
+static int socket_type(int fd)
+{
+	int type = 0;
+	socklen_t len = sizeof(type);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
+		return errno == ENOTSOCK ? 0 : negative_errno();
+	return type;
+}
+
+/*
+ * The kind of a session fd.  One getsockopt() on the common path: the request
+ * round trip is what luo is measured by.  Anything that is neither luod's
+ * socket nor a kernel session gets the kernel's answer to a foreign ioctl.
+ */
+static int session_fd_kind(int fd)
+{
+	int r;
+
+	if (force_ioctl())
+		return FD_KERNEL;
+	r = socket_type(fd);
+	if (r < 0)
+		return r;
+	if (r == SOCK_SEQPACKET)
+		return FD_LUOD;
+	if (r != 0)
+		return -ENOTTY;
+	r = is_kernel_session_link(fd);
+	if (r < 0)
+		return r;
+	return r ? FD_KERNEL : -ENOTTY;
+}
+
+/* The kind of a device fd: luod's connection or /dev/liveupdate. */
+static int device_fd_kind(int fd)
+{
+	struct stat st;
+	int r;
+
+	if (force_ioctl())
+		return FD_KERNEL;
+	r = socket_type(fd);
+	if (r < 0)
+		return r;
+	if (r == SOCK_SEQPACKET)
+		return FD_LUOD;
+	if (r != 0)
+		return -ENOTTY;
+	if (fstat(fd, &st) < 0)
+		return negative_errno();
+	return S_ISCHR(st.st_mode) ? FD_KERNEL : -ENOTTY;
+}
+
+static int kernel_ioctl(int fd, unsigned long cmd, void *arg)
+{
+	int r;
+
+	do
+		r = ioctl(fd, cmd, arg);
+	while (r < 0 && errno == EINTR);
+	return r < 0 ? negative_errno() : 0;
+}
+
+/* Name checks shared by create and retrieve: 1..63 bytes and a NUL within 64. */
+static int check_name(const char *name)
+{
+	size_t n;
+
+	if (!name)
+		return -EINVAL;
+	n = strnlen(name, LUO_SESSION_NAME_LENGTH);
+	if (n == 0 || n == LUO_SESSION_NAME_LENGTH)
+		return -EINVAL;
+	return (int)n;
+}
+
+_public_ int luo_connect(const char *socket_path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	_cleanup_close_ int fd = -EBADF;
+	char buf[sizeof(sa.sun_path)];
+	const char *path = socket_path;
+	size_t len;
+	int r;
+
+	if (socket_path && !*socket_path)
+		return -EINVAL;
+	if (!path)
+		path = getenv("LUO_SOCKET");
+	if (!path || !*path) {
+		const char *rt = getenv("XDG_RUNTIME_DIR");
+
+		if (rt && *rt) {
+			size_t k = strlen(rt);
+
+			if (k + strlen("/luo/luod.sock") >= sizeof(buf))
+				return -ENAMETOOLONG;
+			memcpy(buf, rt, k);
+			memcpy(buf + k, "/luo/luod.sock", strlen("/luo/luod.sock") + 1);
+			path = buf;
+		} else
+			path = DEFAULT_SOCKET;
+	}
+	len = strlen(path);
+	if (len >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	memcpy(sa.sun_path, path, len + 1);
+
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return negative_errno();
+	do
+		r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return negative_errno();
+	return TAKE_FD(fd);
+}
+
+/* The reply of create/retrieve must carry the session fd. */
+static int take_session_fd(int r, int fd, int *ret_session_fd)
+{
+	if (r < 0) {
+		safe_close(fd);
+		return r;
+	}
+	if (fd < 0)
+		return -EBADMSG;
+	*ret_session_fd = fd;
+	return 0;
+}
+
+_public_ int luo_session_create(int luo_fd, const char *name, uint64_t flags, int *ret_session_fd)
+{
+	int fd = -EBADF, kind, n, r;
+
+	if (luo_fd < 0)
+		return -EBADF;
+	n = check_name(name);
+	if (n < 0)
+		return n;
+	if (!ret_session_fd || (flags & ~(uint64_t)LUO_SESSION_HANDOVER_ON_CLOSE))
+		return -EINVAL;
+
+	kind = device_fd_kind(luo_fd);
+	if (kind < 0)
+		return kind;
+	if (kind == FD_KERNEL) {
+		struct liveupdate_ioctl_create_session a = { .size = sizeof(a), .fd = -1 };
+
+		/* The kernel has no flags; pretending would lose the promise. */
+		if (flags != 0)
+			return -EOPNOTSUPP;
+		memcpy(a.name, name, n);
+		r = kernel_ioctl(luo_fd, LIVEUPDATE_IOCTL_CREATE_SESSION, &a);
+		if (r < 0)
+			return r;
+		*ret_session_fd = a.fd;
+		return 0;
+	}
+
+	struct luo_wire_create_session w = { .size = sizeof(w), .fd = -1, .flags = flags };
+	memcpy(w.name, name, n);
+	r = luo_wire_call(luo_fd, LIVEUPDATE_IOCTL_CREATE_SESSION, &w, sizeof(w), NULL, 0, &fd);
+	return take_session_fd(r, fd, ret_session_fd);
+}
+
+_public_ int luo_session_retrieve(int luo_fd, const char *name, int *ret_session_fd)
+{
+	struct liveupdate_ioctl_retrieve_session a = { .size = sizeof(a), .fd = -1 };
+	int fd = -EBADF, kind, n, r;
+
+	if (luo_fd < 0)
+		return -EBADF;
+	n = check_name(name);
+	if (n < 0)
+		return n;
+	if (!ret_session_fd)
+		return -EINVAL;
+	memcpy(a.name, name, n);
+
+	kind = device_fd_kind(luo_fd);
+	if (kind < 0)
+		return kind;
+	if (kind == FD_KERNEL) {
+		r = kernel_ioctl(luo_fd, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, &a);
+		if (r < 0)
+			return r;
+		*ret_session_fd = a.fd;
+		return 0;
+	}
+	r = luo_wire_call(luo_fd, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, &a, sizeof(a), NULL, 0, &fd);
+	return take_session_fd(r, fd, ret_session_fd);
+}
+
+_public_ int luo_session_preserve_fd(int session_fd, uint64_t token, int fd)
+{
+	struct liveupdate_session_preserve_fd a = { .size = sizeof(a), .fd = -1, .token = token };
+	int kind;
+
+	if (session_fd < 0 || fd < 0)
+		return -EBADF;
+	kind = session_fd_kind(session_fd);
+	if (kind < 0)
+		return kind;
+	if (kind == FD_KERNEL) {
+		a.fd = fd;
+		return kernel_ioctl(session_fd, LIVEUPDATE_SESSION_PRESERVE_FD, &a);
+	}
+	/* sendmsg() refuses a closed fd with EBADF before anything is sent. */
+	return luo_wire_call(session_fd, LIVEUPDATE_SESSION_PRESERVE_FD, &a, sizeof(a), &fd, 1,
+			     NULL);
+}
+
+_public_ int luo_session_retrieve_fd(int session_fd, uint64_t token, int *ret_fd)
+{
+	struct liveupdate_session_retrieve_fd a = { .size = sizeof(a), .fd = -1, .token = token };
+	int fd = -EBADF, kind, r;
+
+	if (session_fd < 0)
+		return -EBADF;
+	if (!ret_fd)
+		return -EINVAL;
+	kind = session_fd_kind(session_fd);
+	if (kind < 0)
+		return kind;
+	if (kind == FD_KERNEL) {
+		r = kernel_ioctl(session_fd, LIVEUPDATE_SESSION_RETRIEVE_FD, &a);
+		if (r < 0)
+			return r;
+		*ret_fd = a.fd;
+		return 0;
+	}
+	r = luo_wire_call(session_fd, LIVEUPDATE_SESSION_RETRIEVE_FD, &a, sizeof(a), NULL, 0, &fd);
+	return take_session_fd(r, fd, ret_fd);
+}
+
+_public_ int luo_session_finish(int session_fd)
+{
+	struct liveupdate_session_finish a = { .size = sizeof(a) };
+	int kind;
+
+	if (session_fd < 0)
+		return -EBADF;
+	kind = session_fd_kind(session_fd);
+	if (kind < 0)
+		return kind;
+	if (kind == FD_KERNEL)
+		return kernel_ioctl(session_fd, LIVEUPDATE_SESSION_FINISH, &a);
+	return luo_wire_call(session_fd, LIVEUPDATE_SESSION_FINISH, &a, sizeof(a), NULL, 0, NULL);
+}
+
+_public_ int luo_session_get_name(int session_fd, char ret_name[LUO_SESSION_NAME_LENGTH])
+{
+	struct liveupdate_session_get_name a = { .size = sizeof(a) };
+	int kind, r;
+
+	if (session_fd < 0)
+		return -EBADF;
+	if (!ret_name)
+		return -EINVAL;
+	kind = session_fd_kind(session_fd);
+	if (kind < 0)
+		return kind;
+	if (kind == FD_KERNEL)
+		r = kernel_ioctl(session_fd, LIVEUPDATE_SESSION_GET_NAME, &a);
+	else
+		r = luo_wire_call(session_fd, LIVEUPDATE_SESSION_GET_NAME, &a, sizeof(a), NULL, 0,
+				  NULL);
+	if (r < 0)
+		return r;
+	/* Never hand the caller an unterminated string, whatever the peer sent. */
+	a.name[LUO_SESSION_NAME_LENGTH - 1] = 0;
+	memcpy(ret_name, a.name, LUO_SESSION_NAME_LENGTH);
+	return 0;
+}
+
+_public_ int luo_session_handover(int session_fd)
+{
+	struct luo_wire_simple a = { .size = sizeof(a) };
+	int kind;
+
+	if (session_fd < 0)
+		return -EBADF;
+	kind = session_fd_kind(session_fd);
+	if (kind < 0)
+		return kind;
+	/* The kernel hands sessions over only all at once, by kexec. */
+	if (kind == FD_KERNEL)
+		return -EOPNOTSUPP;
+	return luo_wire_call(session_fd, LUO_SESSION_HANDOVER, &a, sizeof(a), NULL, 0, NULL);
+}
+
+_public_ int luo_fd_is_session(int fd)
+{
+	struct luo_wire_is_session a = { .size = sizeof(a) };
+	_cleanup_close_ int luo_fd = -EBADF;
+	int domain = 0, r;
+	socklen_t len = sizeof(domain);
+
+	if (fd < 0)
+		return -EBADF;
+	r = is_kernel_session_link(fd);
+	if (r == -ENOENT)
+		return -EBADF; /* /proc/self/fd/N does not exist: fd is not open */
+	if (r < 0)
+		return r;
+	if (r > 0)
+		return 1;
+
+	r = socket_type(fd);
+	if (r < 0)
+		return r;
+	if (r != SOCK_SEQPACKET)
+		return 0;
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0)
+		return negative_errno();
+	if (domain != AF_UNIX)
+		return 0;
+
+	/* Only luod knows the inodes of the session ends it handed out. */
+	luo_fd = luo_connect(NULL);
+	if (luo_fd == -ENOENT || luo_fd == -ECONNREFUSED)
+		return 0; /* no luod: no live luod session either */
+	if (luo_fd < 0)
+		return luo_fd;
+	r = luo_wire_call(luo_fd, LUO_IOCTL_IS_SESSION, &a, sizeof(a), &fd, 1, NULL);
+	if (r < 0)
+		return r;
+	return a.is_session ? 1 : 0;
+}

@@ -59,3 +59,77 @@ int luo_state_decode(luo_engine *e, const void *blob, size_t size, unsigned flag
 		     const struct luo_state_ext *ext);
 /* Describes a blob for a person (or as JSON) on f; the blob is checked as by decode. */
 int luo_state_dump(const void *blob, size_t size, FILE *f, bool json);
+
+/*
+ * Codec internals shared by state.c and state-dump.c: the node versions, the
+ * flag bits, and a validating walker over a blob.
+ */
+#define LUO_STATE_FLB_COMPATIBLE "luo-flb-v1"
+#define LUO_STATE_SESSION_COMPATIBLE "luo-session-v1"
+#define LUO_STATE_FILE_COMPATIBLE "luo-file-v1"
+
+#define LUO_STATE_FLB_INCOMING (1u << 0)
+#define LUO_STATE_FLB_RETRIEVED (1u << 1)
+#define LUO_STATE_FLB_FLAGS_ALL (LUO_STATE_FLB_INCOMING | LUO_STATE_FLB_RETRIEVED)
+#define LUO_STATE_FILE_FROZEN (1u << 0)
+#define LUO_STATE_FILE_RETRIEVED (1u << 1)
+#define LUO_STATE_FILE_FLAGS_ALL (LUO_STATE_FILE_FROZEN | LUO_STATE_FILE_RETRIEVED)
+
+struct luo_state_root {
+	uint64_t update_number;
+	uint64_t next_handle;
+	size_t size; /* of the blob */
+};
+
+struct luo_state_flb {
+	const char *compatible; /* the FLB ops' compatible */
+	uint64_t count;
+	uint32_t flags;
+	int fd; /* slot, or -1 */
+	const void *data;
+	size_t data_size;
+};
+
+struct luo_state_session {
+	const char *name; /* not NUL-terminated: name_len bytes */
+	size_t name_len;
+	enum luo_session_kind kind;
+	enum luo_session_state state;
+	uint64_t flags;
+	uint32_t uid;
+	uint64_t handle;
+	size_t n_files;
+};
+
+struct luo_state_file {
+	uint64_t token;
+	const char *handler; /* the handler's compatible */
+	int fd;		     /* slot, or -1 once discarded */
+	uint32_t flags;
+	int retrieve_error;
+	const void *data;
+	size_t data_size;
+};
+
+/*
+ * Callbacks of luo_state_walk(), each optional, called in blob order as each
+ * node is found valid; the whole-blob checks (duplicate fd slots, handles,
+ * names and tokens) run after the last session, before ext().  A callback's
+ * error stops the walk and is returned.  Pointers are valid during the call.
+ */
+struct luo_state_visitor {
+	/* The ext node accepted under the root; NULL with any_ext false: none. */
+	const char *ext_node;
+	/* Accept any one other root node as the ext node (inspection). */
+	bool any_ext;
+	int (*root)(const struct luo_state_root *r, void *userdata);
+	int (*flb)(const struct luo_state_flb *flb, void *userdata);
+	int (*session)(const struct luo_state_session *s, void *userdata);
+	int (*file)(const struct luo_state_file *f, void *userdata);
+	/* offset is -1 if there is no ext node; name is its name then, or NULL. */
+	int (*ext)(const void *fdt, int offset, const char *name, void *userdata);
+};
+
+/* Checks blob as decode does (without handlers or fds) and reports what it holds. */
+int luo_state_walk(const void *blob, size_t size, const struct luo_state_visitor *v,
+		   void *userdata);

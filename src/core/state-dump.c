@@ -1,0 +1,403 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * DOC: a state blob described for a person, or as JSON for a script
+ *
+ * luoctl dump-state reads a blob (typically the sealed memfd luod passes to
+ * its successor) and calls luo_state_dump().  The blob is checked exactly as
+ * luo_state_decode() checks it, minus what needs a live engine (registered
+ * handlers, open fds), through the same walker; a bad blob gives the same
+ * errno and prints nothing.  The daemon's own node is shown by name with its
+ * property names and sizes: its layout belongs to the daemon.
+ *
+ * Lifecycle: the walk prints into in-memory streams (FLBs and sessions apart,
+ * so that JSON groups them whatever order the blob has); only when the whole
+ * blob has been found valid is the text written to the caller's FILE.
+ * Session names and handler strings may hold any byte: the text form escapes
+ * them C-style, JSON passes valid UTF-8 through, escapes the rest as \u00XX
+ * and adds the exact bytes in hex.
+ */
+#include <inttypes.h>
+#include <libfdt.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "basic/macro.h"
+#include "core/state.h"
+
+struct dump {
+	bool json;
+	FILE *head, *flbs, *sessions, *ext;
+	char *head_buf, *flbs_buf, *sessions_buf, *ext_buf;
+	size_t head_len, flbs_len, sessions_len, ext_len;
+	size_t n_flbs, n_sessions, n_files; /* n_files: in the current session */
+	uint64_t update_number, next_handle, size;
+};
+
+static const char *kind_name(enum luo_session_kind kind)
+{
+	return kind == LUO_SESSION_OUTGOING ? "outgoing" : "incoming";
+}
+
+static const char *state_name(enum luo_session_state state)
+{
+	switch (state) {
+	case LUO_SESSION_OPEN:
+		return "open";
+	case LUO_SESSION_WAITING:
+		return "waiting";
+	case LUO_SESSION_RETRIEVED:
+		return "retrieved";
+	case LUO_SESSION_FINISHED:
+		return "finished";
+	case LUO_SESSION_STUCK:
+		return "stuck";
+	}
+	return "unknown";
+}
+
+static void put_hex(FILE *f, const void *data, size_t size)
+{
+	const uint8_t *p = data;
+
+	for (size_t i = 0; i < size; i++)
+		fprintf(f, "%02x", p[i]);
+}
+
+/* C-style, inside double quotes: printable ASCII as is, anything else \xNN. */
+static void put_text_string(FILE *f, const char *s, size_t len)
+{
+	fputc('"', f);
+	for (size_t i = 0; i < len; i++) {
+		uint8_t c = (uint8_t)s[i];
+
+		if (c == '"' || c == '\\')
+			fprintf(f, "\\%c", c);
+		else if (c >= 0x20 && c < 0x7f)
+			fputc(c, f);
+		else
+			fprintf(f, "\\x%02x", c);
+	}
+	fputc('"', f);
+}
+
+/* Length of the valid UTF-8 sequence at p (at most n bytes), or 0. */
+static size_t utf8_valid_len(const uint8_t *p, size_t n)
+{
+	uint32_t cp, min;
+	size_t len;
+
+	if (p[0] < 0x80)
+		return 1;
+	if ((p[0] & 0xe0) == 0xc0) {
+		len = 2, cp = p[0] & 0x1f, min = 0x80;
+	} else if ((p[0] & 0xf0) == 0xe0) {
+		len = 3, cp = p[0] & 0x0f, min = 0x800;
+	} else if ((p[0] & 0xf8) == 0xf0) {
+		len = 4, cp = p[0] & 0x07, min = 0x10000;
+	} else
+		return 0;
+	if (len > n)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (p[i] & 0x3f);
+	}
+	/* No overlong forms, no surrogates, nothing past U+10FFFF. */
+	if (cp < min || (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
+		return 0;
+	return len;
+}
+
+static void put_json_string(FILE *f, const char *s, size_t len)
+{
+	const uint8_t *p = (const uint8_t *)s;
+
+	fputc('"', f);
+	for (size_t i = 0; i < len;) {
+		size_t k = utf8_valid_len(p + i, len - i);
+
+		if (p[i] == '"' || p[i] == '\\')
+			fprintf(f, "\\%c", p[i]);
+		else if (k == 1 && p[i] >= 0x20 && p[i] != 0x7f)
+			fputc(p[i], f);
+		else if (k > 1)
+			fwrite(p + i, 1, k, f);
+		else
+			fprintf(f, "\\u%04x", p[i]);
+		i += k > 1 ? k : 1;
+	}
+	fputc('"', f);
+}
+
+static void put_json_hex(FILE *f, const void *data, size_t size)
+{
+	fputc('"', f);
+	put_hex(f, data, size);
+	fputc('"', f);
+}
+
+static void put_data_text(FILE *f, const void *data, size_t size)
+{
+	fprintf(f, "data %zu bytes", size);
+	if (size > 0) {
+		fputs(": ", f);
+		put_hex(f, data, size);
+	}
+}
+
+static const char *bool_json(bool b)
+{
+	return b ? "true" : "false";
+}
+
+static int dump_root(const struct luo_state_root *r, void *userdata)
+{
+	struct dump *d = userdata;
+
+	d->update_number = r->update_number;
+	d->next_handle = r->next_handle;
+	d->size = r->size;
+	return 0;
+}
+
+static int dump_flb(const struct luo_state_flb *flb, void *userdata)
+{
+	struct dump *d = userdata;
+	FILE *f = d->flbs;
+	bool incoming = flb->flags & LUO_STATE_FLB_INCOMING;
+	bool retrieved = flb->flags & LUO_STATE_FLB_RETRIEVED;
+
+	if (d->json) {
+		fprintf(f, "%s\n    { \"flb\": ", d->n_flbs ? "," : "");
+		put_json_string(f, flb->compatible, strlen(flb->compatible));
+		fprintf(f,
+			", \"count\": %" PRIu64 ", \"incoming\": %s, \"retrieved\": %s, "
+			"\"fd\": %d, \"data_size\": %zu, \"data\": ",
+			flb->count, bool_json(incoming), bool_json(retrieved), flb->fd,
+			flb->data_size);
+		put_json_hex(f, flb->data, flb->data_size);
+		fputs(" }", f);
+	} else {
+		fprintf(f, "  flb %zu: ", d->n_flbs);
+		put_text_string(f, flb->compatible, strlen(flb->compatible));
+		fprintf(f, ", count %" PRIu64 ", flags %s%s%s, fd %d, ", flb->count,
+			incoming ? "incoming" : "", incoming && retrieved ? "," : "",
+			retrieved ? "retrieved" : (incoming ? "" : "none"), flb->fd);
+		put_data_text(f, flb->data, flb->data_size);
+		fputc('\n', f);
+	}
+	d->n_flbs++;
+	return 0;
+}
+
+/* Closes the JSON object of the session before, if any. */
+static void json_end_session(struct dump *d)
+{
+	if (d->n_sessions > 0)
+		fprintf(d->sessions, "%s] }", d->n_files ? "\n      " : "");
+}
+
+static int dump_session(const struct luo_state_session *s, void *userdata)
+{
+	struct dump *d = userdata;
+	FILE *f = d->sessions;
+	bool hoc = s->flags & LUO_SESSION_FLAG_HANDOVER_ON_CLOSE;
+
+	if (d->json) {
+		json_end_session(d);
+		fprintf(f, "%s\n    { \"name\": ", d->n_sessions ? "," : "");
+		put_json_string(f, s->name, s->name_len);
+		fputs(", \"name_hex\": ", f);
+		put_json_hex(f, s->name, s->name_len);
+		fprintf(f,
+			", \"kind\": \"%s\", \"state\": \"%s\", \"uid\": %" PRIu32
+			", \"flags\": %" PRIu64 ", \"handover_on_close\": %s, \"handle\": %" PRIu64
+			", \"n_files\": %zu, \"files\": [",
+			kind_name(s->kind), state_name(s->state), s->uid, s->flags, bool_json(hoc),
+			s->handle, s->n_files);
+	} else {
+		fprintf(f, "  session %zu: ", d->n_sessions);
+		put_text_string(f, s->name, s->name_len);
+		fprintf(f,
+			" %s %s, uid %" PRIu32 ", flags 0x%" PRIx64 "%s, handle %" PRIu64
+			", %zu file%s\n",
+			kind_name(s->kind), state_name(s->state), s->uid, s->flags,
+			hoc ? " (handover-on-close)" : "", s->handle, s->n_files,
+			s->n_files == 1 ? "" : "s");
+	}
+	d->n_sessions++;
+	d->n_files = 0;
+	return 0;
+}
+
+static int dump_file(const struct luo_state_file *fl, void *userdata)
+{
+	struct dump *d = userdata;
+	FILE *f = d->sessions;
+	bool frozen = fl->flags & LUO_STATE_FILE_FROZEN;
+	bool retrieved = fl->flags & LUO_STATE_FILE_RETRIEVED;
+
+	if (d->json) {
+		fprintf(f, "%s\n        { \"token\": %" PRIu64 ", \"handler\": ",
+			d->n_files ? "," : "", fl->token);
+		put_json_string(f, fl->handler, strlen(fl->handler));
+		fprintf(f,
+			", \"fd\": %d, \"frozen\": %s, \"retrieved\": %s, \"retrieve_error\": %d, "
+			"\"data_size\": %zu, \"data\": ",
+			fl->fd, bool_json(frozen), bool_json(retrieved), fl->retrieve_error,
+			fl->data_size);
+		put_json_hex(f, fl->data, fl->data_size);
+		fputs(" }", f);
+	} else {
+		fprintf(f, "    file %zu: token %" PRIu64 " (0x%" PRIx64 "), handler ", d->n_files,
+			fl->token, fl->token);
+		put_text_string(f, fl->handler, strlen(fl->handler));
+		fprintf(f, ", fd %d", fl->fd);
+		if (frozen)
+			fputs(", frozen", f);
+		if (retrieved)
+			fputs(", retrieved", f);
+		if (fl->retrieve_error)
+			fprintf(f, ", retrieve error %d (%s)", fl->retrieve_error,
+				strerror(-fl->retrieve_error));
+		fputs(", ", f);
+		put_data_text(f, fl->data, fl->data_size);
+		fputc('\n', f);
+	}
+	d->n_files++;
+	return 0;
+}
+
+static int dump_ext(const void *fdt, int offset, const char *name, void *userdata)
+{
+	struct dump *d = userdata;
+	FILE *f = d->ext;
+	size_t n_props = 0, n_nodes = 0;
+	int off;
+
+	if (offset < 0)
+		return 0;
+	if (d->json) {
+		fputs(",\n  \"ext\": { \"node\": ", f);
+		put_json_string(f, name, strlen(name));
+		fputs(", \"properties\": [", f);
+	} else {
+		fputs("ext node ", f);
+		put_text_string(f, name, strlen(name));
+		fputc('\n', f);
+	}
+	fdt_for_each_property_offset(off, fdt, offset)
+	{
+		const char *pname = NULL;
+		int len;
+
+		if (!fdt_getprop_by_offset(fdt, off, &pname, &len) || !pname || len < 0)
+			return -EBADMSG;
+		if (d->json) {
+			fprintf(f, "%s{ \"name\": ", n_props ? ", " : "");
+			put_json_string(f, pname, strlen(pname));
+			fprintf(f, ", \"size\": %d }", len);
+		} else {
+			fputs("  property ", f);
+			put_text_string(f, pname, strlen(pname));
+			fprintf(f, ", %d bytes\n", len);
+		}
+		n_props++;
+	}
+	if (off != -FDT_ERR_NOTFOUND)
+		return luo_fdt_errno(off);
+	fdt_for_each_subnode(off, fdt, offset) n_nodes++;
+	if (off != -FDT_ERR_NOTFOUND)
+		return luo_fdt_errno(off);
+	if (d->json)
+		fprintf(f, "], \"subnodes\": %zu }", n_nodes);
+	else
+		fprintf(f, "  %zu subnode%s\n", n_nodes, n_nodes == 1 ? "" : "s");
+	return 0;
+}
+
+static void dump_close(struct dump *d)
+{
+	if (d->head)
+		fclose(d->head);
+	if (d->flbs)
+		fclose(d->flbs);
+	if (d->sessions)
+		fclose(d->sessions);
+	if (d->ext)
+		fclose(d->ext);
+	free(d->head_buf);
+	free(d->flbs_buf);
+	free(d->sessions_buf);
+	free(d->ext_buf);
+}
+
+static int dump_open(struct dump *d)
+{
+	d->head = open_memstream(&d->head_buf, &d->head_len);
+	d->flbs = open_memstream(&d->flbs_buf, &d->flbs_len);
+	d->sessions = open_memstream(&d->sessions_buf, &d->sessions_len);
+	d->ext = open_memstream(&d->ext_buf, &d->ext_len);
+	return d->head && d->flbs && d->sessions && d->ext ? 0 : -ENOMEM;
+}
+
+/* Flushes a memstream so that its buffer and length are final. */
+static int dump_flush(FILE *f)
+{
+	return fflush(f) == 0 && !ferror(f) ? 0 : -ENOMEM;
+}
+
+int luo_state_dump(const void *blob, size_t size, FILE *f, bool json)
+{
+	struct dump d = { .json = json };
+	const struct luo_state_visitor visitor = {
+		.any_ext = true,
+		.root = dump_root,
+		.flb = dump_flb,
+		.session = dump_session,
+		.file = dump_file,
+		.ext = dump_ext,
+	};
+	int r;
+
+	if (!f)
+		return -EINVAL;
+	r = dump_open(&d);
+	if (r < 0)
+		goto out;
+	r = luo_state_walk(blob, size, &visitor, &d);
+	if (r < 0)
+		goto out;
+
+	if (json) {
+		json_end_session(&d);
+		fprintf(d.head,
+			"{\n  \"compatible\": \"%s\",\n  \"size\": %" PRIu64
+			",\n  \"update_number\": %" PRIu64 ",\n  \"next_handle\": %" PRIu64
+			",\n  \"flbs\": [",
+			LUO_STATE_COMPATIBLE, d.size, d.update_number, d.next_handle);
+		fprintf(d.flbs, "%s],\n  \"sessions\": [", d.n_flbs ? "\n  " : "");
+		fprintf(d.sessions, "%s]", d.n_sessions ? "\n  " : "");
+		fputs("\n}\n", d.ext);
+	} else {
+		fprintf(d.head,
+			"state %s, %" PRIu64 " bytes\nupdate number %" PRIu64
+			"\nnext handle %" PRIu64 "\n%zu flb%s\n",
+			LUO_STATE_COMPATIBLE, d.size, d.update_number, d.next_handle, d.n_flbs,
+			d.n_flbs == 1 ? "" : "s");
+		fprintf(d.flbs, "%zu session%s\n", d.n_sessions, d.n_sessions == 1 ? "" : "s");
+	}
+	if ((r = dump_flush(d.head)) < 0 || (r = dump_flush(d.flbs)) < 0 ||
+	    (r = dump_flush(d.sessions)) < 0 || (r = dump_flush(d.ext)) < 0)
+		goto out;
+	if (fwrite(d.head_buf, 1, d.head_len, f) != d.head_len ||
+	    fwrite(d.flbs_buf, 1, d.flbs_len, f) != d.flbs_len ||
+	    fwrite(d.sessions_buf, 1, d.sessions_len, f) != d.sessions_len ||
+	    fwrite(d.ext_buf, 1, d.ext_len, f) != d.ext_len)
+		r = -EIO;
+out:
+	dump_close(&d);
+	return r;
+}

@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * DOC: luo-preload.so internals
+ *
+ * The shim is split in three: preload.c holds the interposed libc entry
+ * points and decides which calls are about /dev/liveupdate or its fds;
+ * emulate.c plays the kernel's ioctl handler (argument checks, then one
+ * request to luod); uaccess.c copies to and from the caller's memory without
+ * ever faulting, so that a bad pointer becomes EFAULT as in the kernel.
+ *
+ * Nothing here allocates or keeps an fd open between calls: the only state
+ * is two fixed-size tables of socket inode numbers (which sockets are device
+ * fds, which are session fds), updated with atomics, so that every entry
+ * point is safe in threaded programs and right after fork().
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#define LUO_DEVICE_PATH "/dev/liveupdate"
+
+enum preload_fd_kind {
+	PRELOAD_FD_OTHER = 0,
+	PRELOAD_FD_DEVICE,
+	PRELOAD_FD_SESSION,
+};
+
+/* ---- uaccess.c ---- */
+
+/* Copies n bytes from the caller's src to dst; -EFAULT if src is not readable. */
+int uaccess_read(void *dst, const void *src, size_t n);
+/* Copies n bytes from src to the caller's dst; -EFAULT if dst is not writable. */
+int uaccess_write(void *dst, const void *src, size_t n);
+
+/* ---- emulate.c ---- */
+
+/* luod's socket path: $LUO_SOCKET, $XDG_RUNTIME_DIR/luo/luod.sock or /run/luo/luod.sock. */
+int preload_socket_path(char *buf, size_t size);
+/* A new CLOEXEC connection to luod, or -errno (never allocates). */
+int preload_connect(void);
+/*
+ * Sends one request (op, then the command struct) on sock with send_fd
+ * attached if >= 0 (not consumed), and waits for the reply carrying this
+ * thread's tag.  Copies at most reply_size payload bytes to reply; a received
+ * fd (CLOEXEC) goes to *ret_fd, or is closed when ret_fd is NULL.  Returns
+ * luod's result (0 or -errno), or -EIO when luod is gone or misbehaves.
+ */
+int preload_wire_call(int sock, uint32_t op, const void *req, size_t req_size, int send_fd,
+		      void *reply, size_t reply_size, int *ret_fd);
+/* Emulates ioctl(fd, cmd, arg) for a device or session fd; 0 or -errno. */
+int preload_emulate_ioctl(int fd, enum preload_fd_kind kind, unsigned int cmd, void *arg);
+
+/* ---- preload.c ---- */
+
+/* Remembers that the socket with inode ino is a luod session fd. */
+void preload_remember_session(int fd);
+/* The libc fstat(), bypassing the shim's own. */
+int preload_real_fstat(int fd, struct stat *st);

@@ -25,6 +25,8 @@
 #include <linux/magic.h>
 
 #include "basic/macro.h"
+#include "core/engine-internal.h"
+#include "core/engine.h"
 #include "core/handler.h"
 #include "harness.h"
 
@@ -739,6 +741,383 @@ TEST(every_handler_freezes_and_finishes_a_healthy_file)
 	}
 }
 
+/*
+ * End to end through the engine: create a session, preserve, hand it over,
+ * retrieve the session and the file, as a restarting program does.
+ */
+
+static luo_engine *engine_new(void)
+{
+	luo_engine *e = NULL;
+
+	ASSERT_OK(luo_engine_new(&e));
+	ASSERT_OK(luo_engine_add_default_handlers(e));
+	return e;
+}
+
+static void name_field(uint8_t field[LUO_NAME_FIELD], const char *name)
+{
+	memset(field, 0, LUO_NAME_FIELD);
+	memcpy(field, name, strlen(name));
+}
+
+static luo_session *session_create(luo_engine *e, const char *name)
+{
+	uint8_t field[LUO_NAME_FIELD];
+	luo_session *s = NULL;
+
+	name_field(field, name);
+	ASSERT_OK(luo_engine_create_session(e, field, 0, LUO_UID_ANY, &s));
+	return s;
+}
+
+/* Hands s over and retrieves it again under its name, as the program's successor. */
+static luo_session *session_handover(luo_engine *e, luo_session *s)
+{
+	uint8_t field[LUO_NAME_FIELD];
+	luo_session *in = NULL;
+
+	name_field(field, luo_session_name(s));
+	ASSERT_OK(luo_engine_handover_session(e, s));
+	ASSERT_OK(luo_engine_retrieve_session(e, field, LUO_UID_ANY, &in));
+	return in;
+}
+
+/* Preserves fd under token, closes the caller's fd, hands over and retrieves the file. */
+static int round_trip(luo_engine *e, int fd)
+{
+	luo_session *s = session_create(e, "round-trip"), *in;
+	int out = -EBADF;
+
+	ASSERT_OK(luo_session_preserve_fd(s, 1, fd));
+	safe_close(fd);
+	in = session_handover(e, s);
+	ASSERT_OK(luo_session_retrieve_fd(in, 1, &out));
+	ASSERT_TRUE(fcntl(out, F_GETFD) & FD_CLOEXEC);
+	return out;
+}
+
+static int compatible_cb(const struct luo_file_info *fi, void *userdata)
+{
+	*(const char **)userdata = fi->compatible;
+	return 0;
+}
+
+/* The compatible of the handler that took the only file of s. */
+static const char *handler_of(const luo_session *s)
+{
+	const char *c = NULL;
+
+	ASSERT_EQ(luo_session_n_files(s), 1);
+	ASSERT_OK(luo_session_foreach_file(s, compatible_cb, &c));
+	return c;
+}
+
+TEST(engine_memfd_comes_back_with_bytes_size_position_and_seals)
+{
+	luo_engine *e = engine_new();
+	int fd = make_memfd("persistent state", MFD_ALLOW_SEALING), out;
+	char buf[32] = { 0 };
+	struct stat st;
+
+	ASSERT_OK(RET_NERRNO(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_SEAL)));
+	ASSERT_EQ(lseek(fd, 11, SEEK_SET), 11);
+	out = round_trip(e, fd);
+	ASSERT_EQ(position(out), 11);
+	ASSERT_OK(RET_NERRNO(fstat(out, &st)));
+	ASSERT_EQ(st.st_size, 16);
+	ASSERT_EQ(fcntl(out, F_GET_SEALS), F_SEAL_SHRINK | F_SEAL_SEAL);
+	ASSERT_EQ(pread(out, buf, sizeof(buf), 0), 16);
+	ASSERT_STREQ(buf, "persistent state");
+	safe_close(out);
+	luo_engine_free(e);
+}
+
+TEST(engine_memfd_position_is_the_one_at_the_update)
+{
+	luo_engine *e = engine_new();
+	luo_session *s = session_create(e, "moving"), *in;
+	int fd = make_memfd("0123456789", 0), out;
+
+	ASSERT_EQ(lseek(fd, 1, SEEK_SET), 1);
+	ASSERT_OK(luo_session_preserve_fd(s, 7, fd));
+	/* The program goes on using the file until it hands the session over. */
+	ASSERT_EQ(lseek(fd, 6, SEEK_SET), 6);
+	in = session_handover(e, s);
+	ASSERT_EQ(lseek(fd, 0, SEEK_SET), 0);
+	safe_close(fd);
+	ASSERT_OK(luo_session_retrieve_fd(in, 7, &out));
+	ASSERT_EQ(position(out), 6);
+	safe_close(out);
+	luo_engine_free(e);
+}
+
+TEST(engine_tcp_listener_keeps_accepting_on_its_port)
+{
+	luo_engine *e = engine_new();
+	struct sockaddr_in sa;
+	socklen_t len = sizeof(sa);
+	uint16_t port;
+	int lfd = make_listener(&port), out, client, conn;
+	char c = 0;
+
+	out = round_trip(e, lfd); /* the original fd is closed before the handover */
+	ASSERT_OK(RET_NERRNO(getsockname(out, (struct sockaddr *)&sa, &len)));
+	ASSERT_EQ(ntohs(sa.sin_port), port);
+	client = connect_to(port);
+	conn = accept4(out, NULL, NULL, SOCK_CLOEXEC);
+	ASSERT_TRUE(conn >= 0);
+	ASSERT_EQ(write(conn, "y", 1), 1);
+	ASSERT_EQ(read(client, &c, 1), 1);
+	ASSERT_EQ(c, 'y');
+	safe_close(conn);
+	safe_close(client);
+	safe_close(out);
+	luo_engine_free(e);
+}
+
+TEST(engine_pipe_keeps_its_buffered_bytes)
+{
+	luo_engine *e = engine_new();
+	int pfd[2], out;
+	char buf[16] = { 0 };
+
+	ASSERT_OK(RET_NERRNO(pipe2(pfd, O_CLOEXEC)));
+	ASSERT_EQ(write(pfd[1], "in flight", 9), 9);
+	safe_close(pfd[1]);
+	out = round_trip(e, pfd[0]);
+	ASSERT_EQ(read(out, buf, sizeof(buf)), 9);
+	ASSERT_STREQ(buf, "in flight");
+	safe_close(out);
+	luo_engine_free(e);
+}
+
+TEST(engine_eventfd_keeps_its_counter)
+{
+	luo_engine *e = engine_new();
+	int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), out;
+	uint64_t v = 1234;
+
+	ASSERT_TRUE(fd >= 0);
+	ASSERT_EQ(write(fd, &v, sizeof(v)), 8);
+	out = round_trip(e, fd);
+	v = 0;
+	ASSERT_EQ(read(out, &v, sizeof(v)), 8);
+	ASSERT_EQ(v, 1234);
+	safe_close(out);
+	luo_engine_free(e);
+}
+
+TEST(engine_regular_file_comes_back_at_its_position)
+{
+	luo_engine *e = engine_new();
+	char path[PATH_MAX], buf[4] = { 0 };
+	int fd, out;
+
+	snprintf(path, sizeof(path), "%s/file", test_tmpdir());
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	ASSERT_TRUE(fd >= 0);
+	ASSERT_EQ(write(fd, "0123456789", 10), 10);
+	ASSERT_EQ(lseek(fd, 4, SEEK_SET), 4);
+	out = round_trip(e, fd);
+	ASSERT_EQ(position(out), 4);
+	ASSERT_EQ(read(out, buf, 3), 3);
+	ASSERT_STREQ(buf, "456");
+	safe_close(out);
+	luo_engine_free(e);
+}
+
+TEST(engine_refuses_files_no_handler_takes)
+{
+	luo_engine *e = engine_new();
+	luo_session *s = session_create(e, "refusals");
+	char path[PATH_MAX];
+	int devnull, dir, opath, ep, reg;
+
+	snprintf(path, sizeof(path), "%s/file", test_tmpdir());
+	reg = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	dir = open(test_tmpdir(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	opath = open(path, O_PATH | O_CLOEXEC);
+	ep = epoll_create1(EPOLL_CLOEXEC);
+	ASSERT_TRUE(reg >= 0 && devnull >= 0 && dir >= 0 && opath >= 0 && ep >= 0);
+	ASSERT_ERR(luo_session_preserve_fd(s, 1, devnull), -ENOENT);
+	ASSERT_ERR(luo_session_preserve_fd(s, 2, dir), -ENOENT);
+	ASSERT_ERR(luo_session_preserve_fd(s, 3, ep), -ENOENT);
+	/* Spec section 3: an O_PATH fd is not an open file at all. */
+	ASSERT_ERR(luo_session_preserve_fd(s, 4, opath), -EBADF);
+	ASSERT_EQ(luo_session_n_files(s), 0);
+	safe_close(devnull);
+	safe_close(dir);
+	safe_close(opath);
+	safe_close(ep);
+	safe_close(reg);
+	luo_engine_free(e);
+}
+
+TEST(engine_order_memfd_takes_memfd_regular_takes_linked_tmpfs)
+{
+	luo_engine *e = engine_new();
+	luo_session *a = session_create(e, "a"), *b = session_create(e, "b");
+	char path[128];
+	int memfd = make_memfd(NULL, 0), linked = make_linked_tmpfs_file(path, sizeof(path));
+
+	ASSERT_OK(luo_session_preserve_fd(a, 1, memfd));
+	ASSERT_STREQ(handler_of(a), "memfd-v1");
+	ASSERT_OK(luo_session_preserve_fd(b, 1, linked));
+	ASSERT_STREQ(handler_of(b), "regular-v1");
+	ASSERT_OK(RET_NERRNO(unlink(path)));
+	safe_close(memfd);
+	safe_close(linked);
+	luo_engine_free(e);
+}
+
+TEST(engine_two_eventfds_are_two_files_a_dup_is_busy)
+{
+	luo_engine *e = engine_new();
+	luo_session *s = session_create(e, "eventfds");
+	int e1 = eventfd(0, EFD_CLOEXEC), e2 = eventfd(0, EFD_CLOEXEC), d1;
+
+	ASSERT_TRUE(e1 >= 0 && e2 >= 0);
+	d1 = fcntl(e1, F_DUPFD_CLOEXEC, 3);
+	ASSERT_OK(luo_session_preserve_fd(s, 1, e1));
+	ASSERT_OK(luo_session_preserve_fd(s, 2, e2));
+	ASSERT_ERR(luo_session_preserve_fd(s, 3, d1), -EBUSY);
+	ASSERT_EQ(luo_session_n_files(s), 2);
+	safe_close(e1);
+	safe_close(e2);
+	safe_close(d1);
+	luo_engine_free(e);
+}
+
+TEST(engine_both_pipe_ends_are_files_a_dup_is_busy)
+{
+	luo_engine *e = engine_new();
+	luo_session *s = session_create(e, "pipes");
+	int pfd[2], dr, dw;
+
+	ASSERT_OK(RET_NERRNO(pipe2(pfd, O_CLOEXEC)));
+	dr = fcntl(pfd[0], F_DUPFD_CLOEXEC, 3);
+	dw = fcntl(pfd[1], F_DUPFD_CLOEXEC, 3);
+	ASSERT_OK(luo_session_preserve_fd(s, 1, pfd[0]));
+	ASSERT_OK(luo_session_preserve_fd(s, 2, pfd[1]));
+	ASSERT_ERR(luo_session_preserve_fd(s, 3, dr), -EBUSY);
+	ASSERT_ERR(luo_session_preserve_fd(s, 4, dw), -EBUSY);
+	ASSERT_EQ(luo_session_n_files(s), 2);
+	safe_close(pfd[0]);
+	safe_close(pfd[1]);
+	safe_close(dr);
+	safe_close(dw);
+	luo_engine_free(e);
+}
+
+TEST(engine_sockets_share_one_netns_flb)
+{
+	luo_engine *e = engine_new();
+	luo_session *s = session_create(e, "sockets");
+	const struct luo_flb *flb;
+	struct stat ns, held;
+	int sv[2], udp = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), fd0;
+
+	ASSERT_TRUE(udp >= 0);
+	ASSERT_OK(RET_NERRNO(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)));
+	ASSERT_OK(luo_session_preserve_fd(s, 1, sv[0]));
+	flb = luo_engine_find_flb(e, "netns-v1");
+	ASSERT_TRUE(flb != NULL);
+	fd0 = flb->fd;
+	ASSERT_TRUE(fd0 >= 0);
+	ASSERT_OK(luo_session_preserve_fd(s, 2, sv[1]));
+	ASSERT_OK(luo_session_preserve_fd(s, 3, udp));
+	ASSERT_EQ(flb->count, 3);
+	ASSERT_EQ(flb->fd, fd0);
+	ASSERT_OK(RET_NERRNO(stat("/proc/self/ns/net", &ns)));
+	ASSERT_OK(RET_NERRNO(fstat(flb->fd, &held)));
+	ASSERT_EQ(held.st_ino, ns.st_ino);
+
+	/* Closing the outgoing session aborts it: the last socket releases the namespace. */
+	luo_session_release(s);
+	ASSERT_EQ(flb->count, 0);
+	ASSERT_TRUE(flb->fd < 0);
+	ASSERT_TRUE(flb->data == NULL);
+	safe_close(sv[0]);
+	safe_close(sv[1]);
+	safe_close(udp);
+	luo_engine_free(e);
+}
+
+static unsigned netns_preserves, netns_retrieves;
+
+static int counting_netns_preserve(struct luo_flb *flb)
+{
+	netns_preserves++;
+	return luo_flb_netns.preserve(flb);
+}
+
+static int counting_netns_retrieve(struct luo_flb *flb)
+{
+	netns_retrieves++;
+	return luo_flb_netns.retrieve(flb);
+}
+
+TEST(engine_netns_flb_preserved_once_retrieved_once)
+{
+	static const struct luo_flb_ops counting_netns = {
+		.compatible = "netns-v1",
+		.preserve = counting_netns_preserve,
+		.retrieve = counting_netns_retrieve,
+	};
+	struct luo_handler counted_socket = luo_handler_socket;
+	luo_engine *e = NULL;
+	luo_session *s, *in;
+	int fds[3], out;
+
+	counted_socket.flb = &counting_netns;
+	ASSERT_OK(luo_engine_new(&e));
+	ASSERT_OK(luo_engine_add_handler(e, &counted_socket));
+	s = session_create(e, "counted");
+	for (int i = 0; i < 3; i++) {
+		fds[i] = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+		ASSERT_TRUE(fds[i] >= 0);
+		ASSERT_OK(luo_session_preserve_fd(s, (uint64_t)i, fds[i]));
+	}
+	ASSERT_EQ(netns_preserves, 1);
+	ASSERT_EQ(luo_engine_find_flb(e, "netns-v1")->count, 3);
+	in = session_handover(e, s);
+	for (int i = 0; i < 3; i++) {
+		ASSERT_OK(luo_session_retrieve_fd(in, (uint64_t)i, &out));
+		safe_close(out);
+		safe_close(fds[i]);
+	}
+	ASSERT_EQ(netns_retrieves, 1);
+	ASSERT_OK(luo_session_finish(in));
+	ASSERT_EQ(luo_engine_find_flb(e, "netns-v1")->count, 0);
+	luo_session_release(in);
+	luo_engine_free(e);
+}
+
+static struct luo_file *only_file(luo_session *s)
+{
+	ASSERT_EQ(luo_session_n_files(s), 1);
+	return list_entry(s->files.node.next, struct luo_file, order);
+}
+
+TEST(engine_corrupted_record_fails_retrieve_with_ebadmsg_for_good)
+{
+	luo_engine *e = engine_new();
+	luo_session *s = session_create(e, "corrupt"), *in;
+	int fd = make_memfd("x", 0), out = -EBADF;
+
+	ASSERT_OK(luo_session_preserve_fd(s, 5, fd));
+	safe_close(fd);
+	in = session_handover(e, s);
+	/* As if the record had come back truncated from the state blob. */
+	only_file(in)->hf.data_size--;
+	ASSERT_ERR(luo_session_retrieve_fd(in, 5, &out), -EBADMSG);
+	ASSERT_ERR(luo_session_retrieve_fd(in, 5, &out), -EBADMSG);
+	ASSERT_EQ(out, -EBADF);
+	luo_engine_free(e);
+}
+
 TEST_MAIN(TEST_CASE(memfd_keeps_bytes_size_position_and_seals),
 	  TEST_CASE(memfd_freeze_records_the_state_at_the_update),
 	  TEST_CASE(memfd_retrieve_refuses_changed_seals),
@@ -760,4 +1139,17 @@ TEST_MAIN(TEST_CASE(memfd_keeps_bytes_size_position_and_seals),
 	  TEST_CASE(regular_comes_back_at_its_position),
 	  TEST_CASE(regular_retrieve_refuses_another_file),
 	  TEST_CASE(every_handler_refuses_a_corrupted_record),
-	  TEST_CASE(every_handler_freezes_and_finishes_a_healthy_file))
+	  TEST_CASE(every_handler_freezes_and_finishes_a_healthy_file),
+	  TEST_CASE(engine_memfd_comes_back_with_bytes_size_position_and_seals),
+	  TEST_CASE(engine_memfd_position_is_the_one_at_the_update),
+	  TEST_CASE(engine_tcp_listener_keeps_accepting_on_its_port),
+	  TEST_CASE(engine_pipe_keeps_its_buffered_bytes),
+	  TEST_CASE(engine_eventfd_keeps_its_counter),
+	  TEST_CASE(engine_regular_file_comes_back_at_its_position),
+	  TEST_CASE(engine_refuses_files_no_handler_takes),
+	  TEST_CASE(engine_order_memfd_takes_memfd_regular_takes_linked_tmpfs),
+	  TEST_CASE(engine_two_eventfds_are_two_files_a_dup_is_busy),
+	  TEST_CASE(engine_both_pipe_ends_are_files_a_dup_is_busy),
+	  TEST_CASE(engine_sockets_share_one_netns_flb),
+	  TEST_CASE(engine_netns_flb_preserved_once_retrieved_once),
+	  TEST_CASE(engine_corrupted_record_fails_retrieve_with_ebadmsg_for_good))

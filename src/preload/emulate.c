@@ -54,8 +54,8 @@ static const struct kernel_command kernel_commands[] = {
 	  sizeof(struct liveupdate_session_preserve_fd), true, false },
 	{ LIVEUPDATE_CMD_SESSION_RETRIEVE_FD, PRELOAD_FD_SESSION,
 	  sizeof(struct liveupdate_session_retrieve_fd), false, true },
-	{ LIVEUPDATE_CMD_SESSION_FINISH, PRELOAD_FD_SESSION, sizeof(struct liveupdate_session_finish),
-	  false, false },
+	{ LIVEUPDATE_CMD_SESSION_FINISH, PRELOAD_FD_SESSION,
+	  sizeof(struct liveupdate_session_finish), false, false },
 	{ LIVEUPDATE_CMD_SESSION_GET_NAME, PRELOAD_FD_SESSION,
 	  sizeof(struct liveupdate_session_get_name), false, false },
 };

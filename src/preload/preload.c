@@ -59,7 +59,7 @@ int __fxstatat64(int ver, int dirfd, const char *path, struct stat64 *st, int fl
 
 /* ---- lazy libc resolution ---- */
 
-#define REAL(ret, name, ...)                                                                      \
+#define REAL(ret, name, ...)                                                                       \
 	static ret (*real_##name(void))(__VA_ARGS__)                                               \
 	{                                                                                          \
 		static void *_Atomic cached;                                                       \

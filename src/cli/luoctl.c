@@ -41,7 +41,7 @@
 enum exit_code {
 	EXIT_OK = 0,
 	EXIT_FAILED = 1,      /* luod replied an error, or the local operation failed */
-	EXIT_USAGE = 2,       /* bad command line */
+	EXIT_USAGE = 2,	      /* bad command line */
 	EXIT_UNREACHABLE = 3, /* cannot connect to luod, or it hung up / did not answer */
 	EXIT_NOT_FOUND = 4,   /* show of a session that does not exist (for this uid) */
 	EXIT_ROLLED_BACK = 5, /* update refused by the new binary, previous luod serving */
@@ -126,10 +126,7 @@ static int usage_error(const char *fmt, ...)
 /* For commands without arguments: accepts --json after the command too. */
 static int parse_no_args(int argc, char **argv, const char *name)
 {
-	static const struct option options[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{}
-	};
+	static const struct option options[] = { { "json", no_argument, NULL, 'j' }, {} };
 	int c;
 
 	optind = 1;
@@ -296,11 +293,12 @@ static int call(int fd, const char *what, uint32_t nr, const void *req, size_t r
 }
 
 /*
- * A streaming listing: the first reply carries the command struct copied
- * back (cmd_size bytes, into cmd) followed by head_size bytes of a fixed
- * head (into head; SHOW's session entry) and entries; later replies carry
- * entries only.  Every entry is passed to cb.  Returns luod's result (0 or
- * -errno) or a positive exit code with the message printed.
+ * A streaming listing (protocol.h): the first reply carries the command struct
+ * copied back (cmd_size bytes, into cmd), the next head_size bytes are a fixed
+ * head (into head; SHOW's session entry, in the second message), and the rest,
+ * in messages flagged LUO_WIRE_REPLY_MORE on all but the last, are whole
+ * entries, each passed to cb.  Returns luod's result (0 or -errno) or a
+ * positive exit code with the message printed.
  */
 static int call_stream(int fd, const char *what, uint32_t nr, const void *req, size_t req_size,
 		       void *cmd, size_t cmd_size, void *head, size_t head_size, size_t entry_size,
@@ -308,7 +306,7 @@ static int call_stream(int fd, const char *what, uint32_t nr, const void *req, s
 {
 	_cleanup_free_ uint8_t *buf = malloc(LUO_WIRE_REPLY_MAX);
 	struct luo_wire_reply h;
-	bool first = true;
+	bool got_cmd = false, got_head = head_size == 0;
 	int r;
 
 	if (!buf) {
@@ -327,16 +325,23 @@ static int call_stream(int fd, const char *what, uint32_t nr, const void *req, s
 		if (h.result < 0)
 			return h.result;
 		len = (size_t)r;
-		if (first) {
-			if (len < cmd_size + head_size)
+		if (!got_cmd) {
+			if (len < cmd_size)
 				return transport_failure(what, -EBADMSG);
 			memcpy(cmd, buf + off, cmd_size);
-			memcpy(head, buf + off + cmd_size, head_size);
-			off += cmd_size + head_size;
-			len -= cmd_size + head_size;
-			first = false;
+			off += cmd_size;
+			len -= cmd_size;
+			got_cmd = true;
 		}
-		if (len % entry_size != 0)
+		if (!got_head && len > 0) {
+			if (len < head_size)
+				return transport_failure(what, -EBADMSG);
+			memcpy(head, buf + off, head_size);
+			off += head_size;
+			len -= head_size;
+			got_head = true;
+		}
+		if (len % entry_size != 0 || (len > 0 && !got_head))
 			return transport_failure(what, -EBADMSG);
 		for (size_t i = 0; i < len / entry_size; i++) {
 			r = cb(buf + off + i * entry_size, userdata);
@@ -344,7 +349,7 @@ static int call_stream(int fd, const char *what, uint32_t nr, const void *req, s
 				return r;
 		}
 		if (!(h.flags & LUO_WIRE_REPLY_MORE))
-			return 0;
+			return got_head ? 0 : transport_failure(what, -EBADMSG);
 	}
 }
 
@@ -433,8 +438,8 @@ static int cmd_status(int argc, char **argv)
 		       ",\"outgoing_sessions\":%" PRIu64 ",\"incoming_sessions\":%" PRIu64
 		       ",\"files\":%" PRIu64 ",\"connections\":%" PRIu64 ",\"fd_limit\":%" PRIu64
 		       ",\"fds_in_use\":%" PRIu64 ",\"started_usec\":%" PRIu64 "}\n",
-		       st.update_number, st.n_live_updates, st.n_outgoing, st.n_incoming, st.n_files,
-		       st.n_connections, st.fd_limit, st.fds_in_use, st.started_usec);
+		       st.update_number, st.n_live_updates, st.n_outgoing, st.n_incoming,
+		       st.n_files, st.n_connections, st.fd_limit, st.fds_in_use, st.started_usec);
 		return EXIT_OK;
 	}
 
@@ -514,8 +519,8 @@ static int print_sessions_table(const struct luo_wire_session_entry *v, size_t n
 			escape_human(v[i].name, name_field_length(v[i].name, sizeof(v[i].name)));
 		char uid[16], files[24];
 		const char *cells[ELEMENTSOF(headers)] = {
-			name, kind_name(v[i].kind), state_name(v[i].state), uid, files,
-			flags_name(v[i].flags),
+			name,  kind_name(v[i].kind),   state_name(v[i].state), uid,
+			files, flags_name(v[i].flags),
 		};
 
 		if (!name) {
@@ -688,7 +693,8 @@ static int show_one(int fd, const char *name, uint32_t kind, bool *printed_any)
 		printf(*printed_any ? "," : "");
 		json_print_show(&s, &f);
 	} else {
-		_cleanup_free_ char *n = escape_human(s.name, name_field_length(s.name, sizeof(s.name)));
+		_cleanup_free_ char *n =
+			escape_human(s.name, name_field_length(s.name, sizeof(s.name)));
 
 		if (*printed_any)
 			printf("\n");
@@ -714,12 +720,10 @@ static int show_one(int fd, const char *name, uint32_t kind, bool *printed_any)
 
 static int cmd_show(int argc, char **argv)
 {
-	static const struct option options[] = {
-		{ "outgoing", no_argument, NULL, 'o' },
-		{ "incoming", no_argument, NULL, 'i' },
-		{ "json", no_argument, NULL, 'j' },
-		{}
-	};
+	static const struct option options[] = { { "outgoing", no_argument, NULL, 'o' },
+						 { "incoming", no_argument, NULL, 'i' },
+						 { "json", no_argument, NULL, 'j' },
+						 {} };
 	_cleanup_close_ int fd = -EBADF;
 	bool outgoing = true, incoming = true, printed = false;
 	const char *name;
@@ -774,8 +778,9 @@ static int cmd_show(int argc, char **argv)
 		_cleanup_free_ char *n = escape_human((const uint8_t *)name, len);
 		log_error("show: no session named '%s'%s (or it belongs to another uid)",
 			  n ? n : name,
-			  outgoing && incoming ? "" : outgoing ? " among outgoing sessions"
-							       : " among incoming sessions");
+			  outgoing && incoming ? ""
+			  : outgoing	       ? " among outgoing sessions"
+					       : " among incoming sessions");
 		return EXIT_NOT_FOUND;
 	}
 	return EXIT_OK;
@@ -785,11 +790,9 @@ static int cmd_show(int argc, char **argv)
 
 static int cmd_update(int argc, char **argv)
 {
-	static const struct option options[] = {
-		{ "exec", required_argument, NULL, 'e' },
-		{ "json", no_argument, NULL, 'j' },
-		{}
-	};
+	static const struct option options[] = { { "exec", required_argument, NULL, 'e' },
+						 { "json", no_argument, NULL, 'j' },
+						 {} };
 	_cleanup_close_ int fd = -EBADF;
 	_cleanup_free_ struct luo_wire_update *u = calloc(1, sizeof(*u));
 	const char *exec = NULL;
@@ -844,7 +847,8 @@ static int cmd_update(int argc, char **argv)
 	if (r < 0 && !u->rolled_back) {
 		if (arg_json) {
 			printf("{\"result\":\"failed\",\"errno\":%d,\"error\":", -r);
-			json_print_string(stdout, (const uint8_t *)strerror(-r), strlen(strerror(-r)));
+			json_print_string(stdout, (const uint8_t *)strerror(-r),
+					  strlen(strerror(-r)));
 			printf(",\"rolled_back\":false}\n");
 		}
 		log_error("update: failed: %s; the update was aborted and luod goes on serving "
@@ -877,8 +881,10 @@ static int cmd_update(int argc, char **argv)
 			printf("update: rolled back: the new binary refused the state; the previous "
 			       "luod took it back and goes on serving, nothing lost\n");
 		else
-			printf("update: done, luod runs %s\n", exec ? path : "its own binary again");
-		printf("blackout:     %s (request sent to reply received, measured by luoctl)\n", b);
+			printf("update: done, luod runs %s\n",
+			       exec ? path : "its own binary again");
+		printf("blackout:     %s (request sent to reply received, measured by luoctl)\n",
+		       b);
 		printf("  serialize:  %s\n", s);
 		printf("  exec:       %s\n", e);
 		printf("  restore:    %s\n", re);
@@ -925,7 +931,8 @@ static int cmd_reboot(int argc, char **argv)
 		format_duration(b, sizeof(b), blackout);
 		format_duration(t, sizeof(t), rb.total_usec);
 		printf("reboot: done, live update number is now %" PRIu64 "\n", rb.update_number);
-		printf("blackout:     %s (request sent to reply received, measured by luoctl)\n", b);
+		printf("blackout:     %s (request sent to reply received, measured by luoctl)\n",
+		       b);
 		printf("  luod total: %s\n", t);
 	}
 	return EXIT_OK;
@@ -968,10 +975,7 @@ static int read_all(int fd, uint8_t **ret, size_t *ret_size)
 
 static int parse_file_arg(int argc, char **argv, const char **ret_file)
 {
-	static const struct option options[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{}
-	};
+	static const struct option options[] = { { "json", no_argument, NULL, 'j' }, {} };
 	int c;
 
 	optind = 1;
@@ -1053,10 +1057,7 @@ static int find_preload(char *buf, size_t size)
 
 static int cmd_run(int argc, char **argv)
 {
-	static const struct option options[] = {
-		{ "socket", required_argument, NULL, 's' },
-		{}
-	};
+	static const struct option options[] = { { "socket", required_argument, NULL, 's' }, {} };
 	char preload[PATH_MAX], sock[PATH_MAX];
 	const char *path, *old;
 	_cleanup_free_ char *ld = NULL;
@@ -1117,20 +1118,18 @@ static const struct {
 	const char *name;
 	int (*fn)(int argc, char **argv);
 } commands[] = {
-	{ "status", cmd_status },	  { "list", cmd_list },	    { "show", cmd_show },
-	{ "update", cmd_update },	  { "reboot", cmd_reboot }, { "dump-state", cmd_dump_state },
+	{ "status", cmd_status }, { "list", cmd_list },	    { "show", cmd_show },
+	{ "update", cmd_update }, { "reboot", cmd_reboot }, { "dump-state", cmd_dump_state },
 	{ "run", cmd_run },
 };
 
 int main(int argc, char **argv)
 {
-	static const struct option options[] = {
-		{ "socket", required_argument, NULL, 's' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{}
-	};
+	static const struct option options[] = { { "socket", required_argument, NULL, 's' },
+						 { "json", no_argument, NULL, 'j' },
+						 { "help", no_argument, NULL, 'h' },
+						 { "version", no_argument, NULL, 'V' },
+						 {} };
 	int c;
 
 	/* '+': options stop at the command, whose own options follow it. */

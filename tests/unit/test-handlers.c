@@ -15,6 +15,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -28,6 +29,7 @@
 #include "core/engine-internal.h"
 #include "core/engine.h"
 #include "core/handler.h"
+#include "core/state.h"
 #include "harness.h"
 
 static const struct luo_handler *const all_handlers[] = {
@@ -741,6 +743,72 @@ TEST(every_handler_freezes_and_finishes_a_healthy_file)
 	}
 }
 
+/* Lowers RLIMIT_NOFILE so that no new fd can be opened; returns the old limit. */
+static struct rlimit no_fd_to_spare(void)
+{
+	struct rlimit old, rl;
+	int lowest = fcntl(0, F_DUPFD_CLOEXEC, 0);
+
+	ASSERT_TRUE(lowest >= 0);
+	safe_close(lowest);
+	ASSERT_OK(RET_NERRNO(getrlimit(RLIMIT_NOFILE, &old)));
+	rl = old;
+	rl.rlim_cur = (rlim_t)lowest;
+	ASSERT_OK(RET_NERRNO(setrlimit(RLIMIT_NOFILE, &rl)));
+	ASSERT_ERRNO(fcntl(0, F_DUPFD_CLOEXEC, 0), EMFILE);
+	return old;
+}
+
+TEST(every_handler_freezes_and_retrieves_with_no_fd_to_spare)
+{
+	struct luo_handler_file f[ELEMENTSOF(all_handlers)];
+	int fds[ELEMENTSOF(all_handlers)], extras[ELEMENTSOF(all_handlers)];
+	struct rlimit old;
+
+	for (size_t i = 0; i < ELEMENTSOF(all_handlers); i++) {
+		fds[i] = make_file_for(all_handlers[i], &extras[i]);
+		hf_init(&f[i], fds[i]);
+		ASSERT_OK(all_handlers[i]->preserve(&f[i]));
+	}
+	/* luod may sit at its fd limit when an update comes: that is no reason to fail. */
+	old = no_fd_to_spare();
+	for (size_t i = 0; i < ELEMENTSOF(all_handlers); i++) {
+		test_diag("%s", all_handlers[i]->compatible);
+		if (all_handlers[i]->freeze)
+			ASSERT_OK(all_handlers[i]->freeze(&f[i]));
+		ASSERT_OK(all_handlers[i]->retrieve(&f[i]));
+	}
+	ASSERT_OK(RET_NERRNO(setrlimit(RLIMIT_NOFILE, &old)));
+	for (size_t i = 0; i < ELEMENTSOF(all_handlers); i++) {
+		hf_done(&f[i]);
+		safe_close(fds[i]);
+		safe_close(extras[i]);
+	}
+}
+
+TEST(eventfd_freeze_keeps_the_semaphore_mode)
+{
+	struct luo_handler_file f;
+	int sem = eventfd(0, EFD_CLOEXEC | EFD_SEMAPHORE), plain = eventfd(0, EFD_CLOEXEC);
+	struct rlimit old;
+
+	ASSERT_TRUE(sem >= 0 && plain >= 0);
+	hf_init(&f, sem);
+	ASSERT_OK(luo_handler_eventfd.preserve(&f));
+	old = no_fd_to_spare();
+	ASSERT_OK(luo_handler_eventfd.freeze(&f));
+	ASSERT_OK(RET_NERRNO(setrlimit(RLIMIT_NOFILE, &old)));
+	/* Had freeze lost the mode, a plain eventfd would now pass for this one. */
+	safe_close(f.fd);
+	f.fd = fcntl(plain, F_DUPFD_CLOEXEC, 3);
+	if (luo_handler_eventfd.retrieve(&f) == 0)
+		test_skip("the kernel does not report eventfd-semaphore");
+	ASSERT_ERR(luo_handler_eventfd.retrieve(&f), -EIO);
+	hf_done(&f);
+	safe_close(sem);
+	safe_close(plain);
+}
+
 /*
  * End to end through the engine: create a session, preserve, hand it over,
  * retrieve the session and the file, as a restarting program does.
@@ -1118,6 +1186,90 @@ TEST(engine_corrupted_record_fails_retrieve_with_ebadmsg_for_good)
 	luo_engine_free(e);
 }
 
+struct retrieved {
+	int memfd, listener, pipe_r, efd, reg;
+};
+
+/* Retrieves the files preserved by engine_records_survive_the_state_blob. */
+static void retrieve_all(luo_session *in, struct retrieved *r)
+{
+	ASSERT_OK(luo_session_retrieve_fd(in, 1, &r->memfd));
+	ASSERT_OK(luo_session_retrieve_fd(in, 2, &r->listener));
+	ASSERT_OK(luo_session_retrieve_fd(in, 3, &r->pipe_r));
+	ASSERT_OK(luo_session_retrieve_fd(in, 4, &r->efd));
+	ASSERT_OK(luo_session_retrieve_fd(in, 5, &r->reg));
+}
+
+TEST(engine_records_survive_the_state_blob)
+{
+	luo_engine *e = engine_new(), *next = engine_new();
+	luo_session *s = session_create(e, "blob"), *in = NULL;
+	uint8_t field[LUO_NAME_FIELD];
+	struct retrieved r;
+	char path[PATH_MAX], c = 0;
+	int memfd = make_memfd("abcdef", 0), pfd[2], efd = eventfd(9, EFD_CLOEXEC), reg, client;
+	uint16_t port;
+	int listener = make_listener(&port), conn;
+	void *blob = NULL;
+	size_t size = 0;
+	uint64_t v = 0;
+
+	snprintf(path, sizeof(path), "%s/file", test_tmpdir());
+	reg = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	ASSERT_TRUE(reg >= 0 && efd >= 0);
+	ASSERT_EQ(write(reg, "0123456789", 10), 10);
+	ASSERT_EQ(lseek(reg, 8, SEEK_SET), 8);
+	ASSERT_EQ(lseek(memfd, 2, SEEK_SET), 2);
+	ASSERT_OK(RET_NERRNO(pipe2(pfd, O_CLOEXEC)));
+	ASSERT_EQ(write(pfd[1], "p", 1), 1);
+	ASSERT_OK(luo_session_preserve_fd(s, 1, memfd));
+	ASSERT_OK(luo_session_preserve_fd(s, 2, listener));
+	ASSERT_OK(luo_session_preserve_fd(s, 3, pfd[0]));
+	ASSERT_OK(luo_session_preserve_fd(s, 4, efd));
+	ASSERT_OK(luo_session_preserve_fd(s, 5, reg));
+	ASSERT_OK(luo_engine_handover_session(e, s));
+	ASSERT_EQ(lseek(memfd, 0, SEEK_SET), 0);
+	ASSERT_EQ(lseek(reg, 0, SEEK_SET), 0);
+
+	/*
+	 * What luod's live update does: the state goes through the blob into a
+	 * new engine.  The new engine borrows the fds, which the old one still
+	 * owns and closes at the end.
+	 */
+	ASSERT_OK(luo_state_encode(e, NULL, &blob, &size));
+	ASSERT_OK(luo_state_decode(next, blob, size, LUO_STATE_BORROW_FDS, NULL));
+	name_field(field, "blob");
+	ASSERT_OK(luo_engine_retrieve_session(next, field, LUO_UID_ANY, &in));
+	retrieve_all(in, &r);
+
+	ASSERT_EQ(position(r.memfd), 2);
+	ASSERT_EQ(position(r.reg), 8);
+	ASSERT_EQ(read(r.pipe_r, &c, 1), 1);
+	ASSERT_EQ(c, 'p');
+	ASSERT_EQ(read(r.efd, &v, sizeof(v)), 8);
+	ASSERT_EQ(v, 9);
+	client = connect_to(port);
+	conn = accept4(r.listener, NULL, NULL, SOCK_CLOEXEC);
+	ASSERT_TRUE(conn >= 0);
+
+	safe_close(conn);
+	safe_close(client);
+	safe_close(r.memfd);
+	safe_close(r.listener);
+	safe_close(r.pipe_r);
+	safe_close(r.efd);
+	safe_close(r.reg);
+	safe_close(memfd);
+	safe_close(listener);
+	safe_close(pfd[0]);
+	safe_close(pfd[1]);
+	safe_close(efd);
+	safe_close(reg);
+	free(blob);
+	luo_engine_free(next);
+	luo_engine_free(e);
+}
+
 TEST_MAIN(TEST_CASE(memfd_keeps_bytes_size_position_and_seals),
 	  TEST_CASE(memfd_freeze_records_the_state_at_the_update),
 	  TEST_CASE(memfd_retrieve_refuses_changed_seals),
@@ -1152,4 +1304,7 @@ TEST_MAIN(TEST_CASE(memfd_keeps_bytes_size_position_and_seals),
 	  TEST_CASE(engine_both_pipe_ends_are_files_a_dup_is_busy),
 	  TEST_CASE(engine_sockets_share_one_netns_flb),
 	  TEST_CASE(engine_netns_flb_preserved_once_retrieved_once),
-	  TEST_CASE(engine_corrupted_record_fails_retrieve_with_ebadmsg_for_good))
+	  TEST_CASE(engine_corrupted_record_fails_retrieve_with_ebadmsg_for_good),
+	  TEST_CASE(every_handler_freezes_and_retrieves_with_no_fd_to_spare),
+	  TEST_CASE(eventfd_freeze_keeps_the_semaphore_mode),
+	  TEST_CASE(engine_records_survive_the_state_blob))

@@ -11,11 +11,15 @@
  * file description (by_description: the engine compares with kcmp), so two
  * eventfds are two files and a dup of one is the same file.
  *
- *   preserve: record the flags (EFD_SEMAPHORE from /proc/self/fdinfo, where
- *             the kernel reports it, and O_NONBLOCK) and, for information,
- *             the counter
- *   freeze:   record them again
- *   retrieve: check the file is still an eventfd of the same kind (-EIO)
+ *   preserve: record the flags: EFD_SEMAPHORE, from /proc/self/fdinfo where
+ *             the kernel reports it ("eventfd-semaphore", with a field saying
+ *             whether it did), and O_NONBLOCK
+ *   freeze:   record O_NONBLOCK again (the semaphore mode is fixed for life),
+ *             without opening anything: luod may be at its fd limit, and a
+ *             healthy file must not make the update fail
+ *   retrieve: check the file is still an eventfd of the same mode (-EIO);
+ *             a mode that cannot be read now (no fd to spare) is not checked
+ *             rather than failing the file for good
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -33,7 +37,6 @@
 enum {
 	EVENTFD_FLAGS,
 	EVENTFD_SEMAPHORE_KNOWN, /* 1 if the kernel reported eventfd-semaphore */
-	EVENTFD_COUNT,		 /* informational; HANDLER_UNKNOWN if not reported */
 	_EVENTFD_FIELDS,
 };
 
@@ -66,85 +69,96 @@ static int eventfd_get_id(const struct luo_handler *h, int fd, const struct stat
 	return 0;
 }
 
-/* Reads what the kernel reports about an eventfd in /proc/self/fdinfo. */
-static int eventfd_read_fdinfo(int fd, bool *ret_sem_known, bool *ret_sem, uint64_t *ret_count)
+/*
+ * Whether the eventfd is a semaphore, as /proc/self/fdinfo reports it: 1 or
+ * 0, -ENODATA if the kernel does not report it, -errno if it cannot be read.
+ * Plain open/read into a stack buffer: this runs once per preserved eventfd.
+ */
+static int eventfd_read_semaphore(int fd)
 {
-	char path[64], line[256];
-	FILE *file;
-	bool sem_known = false, sem = false;
-	uint64_t count = HANDLER_UNKNOWN;
+	_cleanup_close_ int info = -EBADF;
+	char path[64], buf[512];
+	const char *p;
+	ssize_t n;
 
 	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
-	file = fopen(path, "re");
-	if (!file)
+	info = open(path, O_RDONLY | O_CLOEXEC);
+	if (info < 0)
 		return negative_errno();
-	while (fgets(line, sizeof(line), file)) {
-		unsigned long long v;
-
-		if (sscanf(line, "eventfd-semaphore: %llu", &v) == 1) {
-			sem_known = true;
-			sem = v != 0;
-		} else if (sscanf(line, "eventfd-count: %llx", &v) == 1) {
-			count = v;
-		}
-	}
-	fclose(file);
-	*ret_sem_known = sem_known;
-	*ret_sem = sem;
-	*ret_count = count;
-	return 0;
+	n = read(info, buf, sizeof(buf) - 1);
+	if (n < 0)
+		return negative_errno();
+	buf[n] = 0;
+	p = strstr(buf, "\neventfd-semaphore:");
+	if (!p)
+		return -ENODATA;
+	p += strlen("\neventfd-semaphore:");
+	p += strspn(p, " \t");
+	if (*p != '0' && *p != '1')
+		return -ENODATA;
+	return *p == '1';
 }
 
-static int eventfd_describe(int fd, uint64_t fields[_EVENTFD_FIELDS])
+static uint64_t eventfd_nonblock(int fl)
 {
-	bool sem_known, sem;
-	uint64_t count;
-	int fl, r;
-
-	if (!eventfd_is_eventfd(fd))
-		return -EIO;
-	fl = fcntl(fd, F_GETFL);
-	if (fl < 0)
-		return negative_errno();
-	r = eventfd_read_fdinfo(fd, &sem_known, &sem, &count);
-	if (r < 0)
-		return r;
-	fields[EVENTFD_FLAGS] = (uint64_t)((sem ? EFD_SEMAPHORE : 0) | (fl & O_NONBLOCK));
-	fields[EVENTFD_SEMAPHORE_KNOWN] = sem_known;
-	fields[EVENTFD_COUNT] = count;
-	return 0;
+	return (uint64_t)(fl & O_NONBLOCK);
 }
 
-static int eventfd_record(struct luo_handler_file *f)
+static int eventfd_preserve(struct luo_handler_file *f)
 {
 	uint64_t fields[_EVENTFD_FIELDS];
-	int r;
+	int fl, sem;
 
-	r = eventfd_describe(f->fd, fields);
+	fl = fcntl(f->fd, F_GETFL);
+	if (fl < 0)
+		return negative_errno();
+	sem = eventfd_read_semaphore(f->fd);
+	if (sem < 0 && sem != -ENODATA)
+		return sem;
+	fields[EVENTFD_FLAGS] = (sem > 0 ? EFD_SEMAPHORE : 0) | eventfd_nonblock(fl);
+	fields[EVENTFD_SEMAPHORE_KNOWN] = sem >= 0;
+	return handler_record_store(&f->data, &f->data_size, EVENTFD_RECORD_VERSION, fields,
+				    _EVENTFD_FIELDS);
+}
+
+static int eventfd_freeze(struct luo_handler_file *f)
+{
+	uint64_t fields[_EVENTFD_FIELDS];
+	int fl, r;
+
+	r = handler_record_parse(f->data, f->data_size, EVENTFD_RECORD_VERSION, fields,
+				 _EVENTFD_FIELDS);
 	if (r < 0)
-		return r;
+		return eventfd_preserve(f);
+	fl = fcntl(f->fd, F_GETFL);
+	if (fl < 0)
+		return negative_errno();
+	fields[EVENTFD_FLAGS] =
+		(fields[EVENTFD_FLAGS] & ~(uint64_t)O_NONBLOCK) | eventfd_nonblock(fl);
 	return handler_record_store(&f->data, &f->data_size, EVENTFD_RECORD_VERSION, fields,
 				    _EVENTFD_FIELDS);
 }
 
 static int eventfd_retrieve(struct luo_handler_file *f)
 {
-	uint64_t rec[_EVENTFD_FIELDS], now[_EVENTFD_FIELDS];
-	int r;
+	uint64_t rec[_EVENTFD_FIELDS];
+	int r, sem;
 
 	r = handler_record_parse(f->data, f->data_size, EVENTFD_RECORD_VERSION, rec,
 				 _EVENTFD_FIELDS);
 	if (r < 0)
 		return r;
 	if (rec[EVENTFD_FLAGS] & ~(uint64_t)(EFD_SEMAPHORE | O_NONBLOCK) ||
-	    rec[EVENTFD_SEMAPHORE_KNOWN] > 1)
+	    rec[EVENTFD_SEMAPHORE_KNOWN] > 1 ||
+	    (!rec[EVENTFD_SEMAPHORE_KNOWN] && (rec[EVENTFD_FLAGS] & EFD_SEMAPHORE)))
 		return -EBADMSG;
-	r = eventfd_describe(f->fd, now);
-	if (r < 0)
-		return r;
+	/* The fd slot came from the state blob: make sure it is still an eventfd. */
+	if (!eventfd_is_eventfd(f->fd))
+		return -EIO;
 	/* The semaphore mode is fixed at creation: a change means another file. */
-	if (rec[EVENTFD_SEMAPHORE_KNOWN] && now[EVENTFD_SEMAPHORE_KNOWN] &&
-	    (rec[EVENTFD_FLAGS] & EFD_SEMAPHORE) != (now[EVENTFD_FLAGS] & EFD_SEMAPHORE))
+	sem = eventfd_read_semaphore(f->fd);
+	if (rec[EVENTFD_SEMAPHORE_KNOWN] && sem >= 0 &&
+	    !!(rec[EVENTFD_FLAGS] & EFD_SEMAPHORE) != !!sem)
 		return -EIO;
 	return 0;
 }
@@ -153,8 +167,8 @@ const struct luo_handler luo_handler_eventfd = {
 	.compatible = "eventfd-v1",
 	.can_preserve = eventfd_can_preserve,
 	.get_id = eventfd_get_id,
-	.preserve = eventfd_record,
-	.freeze = eventfd_record,
+	.preserve = eventfd_preserve,
+	.freeze = eventfd_freeze,
 	.retrieve = eventfd_retrieve,
 	.can_finish = handler_can_finish_always,
 };

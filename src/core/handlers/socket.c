@@ -14,7 +14,8 @@
  * Identity for EBUSY is the socket's inode.
  *
  * The socket's namespace comes from SIOCGSKNS, which needs CAP_NET_ADMIN over
- * the namespace; without it the field is recorded as unknown and not checked.
+ * the namespace and an fd slot; without them the field is recorded as
+ * unknown and not checked.
  *
  * Sockets depend on the network namespace they live in, which is shared by
  * all of them: that is the netns File-Lifecycle-Bound state.  The first
@@ -65,25 +66,21 @@ static int socket_int_option(int fd, int opt, uint64_t *ret)
 	return 0;
 }
 
-/* The inode of the socket's network namespace, or HANDLER_UNKNOWN when we may not ask. */
-static int socket_netns_ino(int fd, uint64_t *ret)
+/*
+ * The inode of the socket's network namespace, or HANDLER_UNKNOWN when it
+ * cannot be had: SIOCGSKNS needs CAP_NET_ADMIN and a free fd slot, and a
+ * socket must not be refused, nor its retrieve fail for good, for want of
+ * either.  The check is a consistency check; the socket is the same file.
+ */
+static uint64_t socket_netns_ino(int fd)
 {
 	_cleanup_close_ int ns = -EBADF;
 	struct stat st;
 
 	ns = ioctl(fd, SIOCGSKNS);
-	if (ns < 0) {
-		if (errno == EPERM || errno == ENOTTY || errno == EINVAL) {
-			*ret = HANDLER_UNKNOWN;
-			return 0;
-		}
-		return negative_errno();
-	}
-	/* SIOCGSKNS gives an O_CLOEXEC fd; it is closed right here either way. */
-	if (fstat(ns, &st) < 0)
-		return negative_errno();
-	*ret = (uint64_t)st.st_ino;
-	return 0;
+	if (ns < 0 || fstat(ns, &st) < 0)
+		return HANDLER_UNKNOWN;
+	return (uint64_t)st.st_ino;
 }
 
 static int socket_describe(int fd, uint64_t fields[_SOCKET_FIELDS])
@@ -106,7 +103,8 @@ static int socket_describe(int fd, uint64_t fields[_SOCKET_FIELDS])
 	r = socket_int_option(fd, SO_PROTOCOL, &fields[SOCKET_PROTOCOL]);
 	if (r < 0)
 		return r;
-	return socket_netns_ino(fd, &fields[SOCKET_NETNS]);
+	fields[SOCKET_NETNS] = socket_netns_ino(fd);
+	return 0;
 }
 
 static bool socket_can_preserve(const struct luo_handler *h, int fd, const struct stat *st)

@@ -300,7 +300,7 @@ static int wait_for_own(int sock, uint32_t tag, struct luo_wire_reply *ret)
 	unsigned ns = 2000;
 
 	for (;;) {
-		struct pollfd pfd = { .fd = sock, .events = POLLIN };
+		struct pollfd pfd = { .fd = sock, .events = POLLIN | POLLRDHUP };
 		struct luo_wire_reply h;
 		int n;
 
@@ -316,7 +316,8 @@ static int wait_for_own(int sock, uint32_t tag, struct luo_wire_reply *ret)
 			continue;
 		if (n < 0)
 			return n;
-		if (n == 0 && (pfd.revents & POLLHUP))
+		/* Nothing left and the peer will send no more. */
+		if (n == 0 && (pfd.revents & (POLLHUP | POLLRDHUP)))
 			return -ECONNRESET;
 		if (n < (int)sizeof(h)) {
 			/* Too short to carry a tag: nobody's, and it would block the queue. */

@@ -51,9 +51,17 @@ static bool eventfd_is_eventfd(int fd)
 
 static bool eventfd_can_preserve(const struct luo_handler *h, int fd, const struct stat *st)
 {
-	/* Anonymous inodes are neither directories, devices, sockets nor pipes. */
-	if (S_ISDIR(st->st_mode) || S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode) ||
-	    S_ISSOCK(st->st_mode) || S_ISFIFO(st->st_mode) || S_ISLNK(st->st_mode))
+	uint64_t magic;
+
+	/*
+	 * Anonymous inodes have no file type, except on kernels that give them
+	 * S_IFREG; there the filesystem tells them from regular files, more
+	 * cheaply than the link does.
+	 */
+	if (S_ISREG(st->st_mode)) {
+		if (handler_fs_type(fd, &magic) < 0 || magic != ANON_INODE_FS_MAGIC)
+			return false;
+	} else if ((st->st_mode & S_IFMT) != 0)
 		return false;
 	return eventfd_is_eventfd(fd) && !handler_fd_is_path_only(fd);
 }

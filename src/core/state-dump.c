@@ -6,8 +6,8 @@
  * its successor) and calls luo_state_dump().  The blob is checked exactly as
  * luo_state_decode() checks it, minus what needs a live engine (registered
  * handlers, open fds), through the same walker; a bad blob gives the same
- * errno and prints nothing.  The daemon's own node is shown by name with its
- * property names and sizes: its layout belongs to the daemon.
+ * errno and prints nothing.  luod's own node (LUO_STATE_EXT_NODE) is shown
+ * with its property names and sizes only: its layout belongs to the daemon.
  *
  * Lifecycle: the walk prints into in-memory streams (FLBs and sessions apart,
  * so that JSON groups them whatever order the blob has); only when the whole
@@ -353,7 +353,7 @@ int luo_state_dump(const void *blob, size_t size, FILE *f, bool json)
 {
 	struct dump d = { .json = json };
 	const struct luo_state_visitor visitor = {
-		.any_ext = true,
+		.ext_node = LUO_STATE_EXT_NODE,
 		.root = dump_root,
 		.flb = dump_flb,
 		.session = dump_session,

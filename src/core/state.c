@@ -706,8 +706,8 @@ static int walk_root(struct walk *w)
 			r = walk_flb(w, node);
 		else if (node_name_has_prefix(name, len, "session@"))
 			r = walk_session(w, node);
-		else if (w->ext_offset < 0 && w->v &&
-			 (w->v->any_ext || (w->v->ext_node && strcmp(name, w->v->ext_node) == 0))) {
+		else if (w->ext_offset < 0 && w->v && w->v->ext_node &&
+			 strcmp(name, w->v->ext_node) == 0) {
 			w->ext_offset = node;
 			w->ext_name = name;
 			r = 0;

@@ -64,6 +64,8 @@ int luo_state_dump(const void *blob, size_t size, FILE *f, bool json);
  * Codec internals shared by state.c and state-dump.c: the node versions, the
  * flag bits, and a validating walker over a blob.
  */
+/* The name luod gives its ext node; luo_state_dump() accepts this one. */
+#define LUO_STATE_EXT_NODE "luod"
 #define LUO_STATE_FLB_COMPATIBLE "luo-flb-v1"
 #define LUO_STATE_SESSION_COMPATIBLE "luo-session-v1"
 #define LUO_STATE_FILE_COMPATIBLE "luo-file-v1"
@@ -118,10 +120,8 @@ struct luo_state_file {
  * error stops the walk and is returned.  Pointers are valid during the call.
  */
 struct luo_state_visitor {
-	/* The ext node accepted under the root; NULL with any_ext false: none. */
+	/* The one ext node accepted under the root, or NULL for none. */
 	const char *ext_node;
-	/* Accept any one other root node as the ext node (inspection). */
-	bool any_ext;
 	int (*root)(const struct luo_state_root *r, void *userdata);
 	int (*flb)(const struct luo_state_flb *flb, void *userdata);
 	int (*session)(const struct luo_state_session *s, void *userdata);

@@ -1,0 +1,537 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * DOC: luod's request handling
+ *
+ * Every message a connection or a session socket delivers comes here.  The
+ * checks are the kernel's, in the kernel's order (protocol.h): the header
+ * (nr, command word, payload size), then, on a session socket, the handle
+ * lookup (ESTALE for a previous generation) and the session-kind check, then
+ * the struct (size, E2BIG) and the fd count; only then does the engine run.
+ * Every fd that came with the message is closed on every path: the engine
+ * keeps its own dup of a preserved file.
+ *
+ * Policy lives here too: the peer's uid (SO_PEERCRED of its connection)
+ * owns the sessions it creates, other uids (except root) see none of them,
+ * and the per-uid limits are checked before anything is allocated.
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include "basic/fd-util.h"
+#include "basic/macro.h"
+#include "basic/socket-util.h"
+#include "config.h"
+#include "luod.h"
+#include "protocol/protocol.h"
+
+union cmd_struct {
+	struct luo_wire_create_session create;
+	struct liveupdate_ioctl_retrieve_session retrieve;
+	struct liveupdate_session_preserve_fd preserve;
+	struct liveupdate_session_retrieve_fd retrieve_fd;
+	struct liveupdate_session_finish finish;
+	struct liveupdate_session_get_name get_name;
+	struct luo_wire_simple simple;
+	struct luo_wire_status status;
+	struct luo_wire_list list;
+	struct luo_wire_show show;
+	struct luo_wire_update update;
+	struct luo_wire_reboot reboot;
+	struct luo_wire_is_session is_session;
+	uint8_t bytes[LUO_WIRE_REQUEST_MAX];
+};
+
+static size_t engine_n_sessions(const struct luod *d)
+{
+	return luo_engine_n_sessions(d->engine, LUO_SESSION_OUTGOING) +
+	       luo_engine_n_sessions(d->engine, LUO_SESSION_INCOMING);
+}
+
+/* Charges the owner of a session what an engine call changed (it touches only that session). */
+static void charge(struct luod *d, uint32_t uid, size_t sessions_before, size_t files_before)
+{
+	struct uid_usage *u = uid_usage_get(d, uid);
+	size_t sessions = engine_n_sessions(d), files = luo_engine_n_files(d->engine);
+
+	if (!u)
+		return;
+	if (sessions >= sessions_before)
+		u->n_sessions += sessions - sessions_before;
+	else
+		u->n_sessions -= MIN(u->n_sessions, sessions_before - sessions);
+	if (files >= files_before)
+		u->n_files += files - files_before;
+	else
+		u->n_files -= MIN(u->n_files, files_before - files);
+}
+
+static bool is_session_fd(struct luod *d, int fd)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode) || st.st_dev != d->sock_dev)
+		return false;
+	return session_ep_find_by_ino(d, st.st_ino) != NULL;
+}
+
+static void reply_ok(struct luod *d, struct endpoint *ep, const struct luo_wire_parsed *p,
+		     const void *cmd, int fd)
+{
+	endpoint_reply(d, ep, p->tag, 0, 0, cmd, luo_wire_reply_size(p), NULL, 0, fd);
+}
+
+/* ---- session commands ---- */
+
+static int session_preserve(struct luod *d, luo_session *s, union cmd_struct *c, int fd)
+{
+	uint32_t uid = luo_session_uid(s);
+	struct uid_usage *u = uid_usage_get(d, uid);
+	size_t sessions = engine_n_sessions(d), files = luo_engine_n_files(d->engine);
+	int flags, r;
+
+	/* An O_PATH fd is no open file to the kernel either. */
+	flags = fcntl(fd, F_GETFL);
+	if (flags < 0 || (flags & O_PATH))
+		return -EBADF;
+	/* A session fd is an anonymous file in the kernel, which no handler takes;
+	 * here it is also a socket that would keep its own session open forever. */
+	if (is_session_fd(d, fd))
+		return -ENOENT;
+	if (!u)
+		return -ENOMEM;
+	if (u->n_files >= limit_files(d, uid))
+		return -ENOSPC;
+	r = luo_session_preserve_fd(s, c->preserve.token, fd);
+	if (r < 0)
+		return r;
+	charge(d, uid, sessions, files);
+	return 0;
+}
+
+static void handle_session_request(struct luod *d, struct endpoint *ep,
+				   const struct luo_wire_parsed *p, int *fds, size_t n_fds,
+				   bool fds_truncated)
+{
+	union cmd_struct c;
+	luo_session *s;
+	int r, out_fd = -EBADF;
+	uint32_t nr = p->cmd->nr;
+
+	s = ep->handle ? luo_engine_session_by_handle(d->engine, ep->handle) : NULL;
+	if (!s) {
+		/* A handover or reboot moved the session on: this fd is of an older generation. */
+		ep->handle = 0;
+		r = -ESTALE;
+		goto out;
+	}
+	/* Step 4: the command must suit the session's kind. */
+	bool outgoing = luo_session_kind(s) == LUO_SESSION_OUTGOING;
+	if (((nr == LIVEUPDATE_CMD_SESSION_PRESERVE_FD || nr == LUO_CMD_SESSION_HANDOVER) &&
+	     !outgoing) ||
+	    ((nr == LIVEUPDATE_CMD_SESSION_RETRIEVE_FD || nr == LIVEUPDATE_CMD_SESSION_FINISH) &&
+	     outgoing)) {
+		r = -EINVAL;
+		goto out;
+	}
+	r = luo_wire_request_check_struct(p, &c);
+	if (r < 0)
+		goto out;
+	if (fds_truncated) {
+		r = -EMFILE;
+		goto out;
+	}
+	r = luo_wire_request_check_fds(p, n_fds);
+	if (r < 0)
+		goto out;
+
+	switch (nr) {
+	case LIVEUPDATE_CMD_SESSION_PRESERVE_FD:
+		r = session_preserve(d, s, &c, fds[0]);
+		break;
+	case LIVEUPDATE_CMD_SESSION_RETRIEVE_FD:
+		r = luo_session_retrieve_fd(s, c.retrieve_fd.token, &out_fd);
+		if (r >= 0)
+			c.retrieve_fd.fd = -1; /* the file is the reply's SCM_RIGHTS fd */
+		break;
+	case LIVEUPDATE_CMD_SESSION_FINISH: {
+		size_t sessions = engine_n_sessions(d), files = luo_engine_n_files(d->engine);
+
+		if (c.finish.reserved != 0) {
+			r = -EINVAL;
+			break;
+		}
+		r = luo_session_finish(s);
+		if (r >= 0)
+			charge(d, luo_session_uid(s), sessions, files);
+		break;
+	}
+	case LIVEUPDATE_CMD_SESSION_GET_NAME:
+		if (c.get_name.reserved != 0) {
+			r = -EINVAL;
+			break;
+		}
+		memset(c.get_name.name, 0, sizeof(c.get_name.name));
+		snprintf((char *)c.get_name.name, sizeof(c.get_name.name), "%s",
+			 luo_session_name(s));
+		r = 0;
+		break;
+	case LUO_CMD_SESSION_HANDOVER:
+		if (c.simple.reserved != 0) {
+			r = -EINVAL;
+			break;
+		}
+		r = luo_engine_handover_session(d->engine, s);
+		if (r >= 0) {
+			log_debug("session handed over");
+			ep->handle = 0;
+		}
+		break;
+	default:
+		r = -EINVAL;
+		break;
+	}
+out:
+	close_many(fds, n_fds);
+	if (r < 0) {
+		safe_close(out_fd);
+		endpoint_reply(d, ep, p->tag, r, 0, NULL, 0, NULL, 0, -EBADF);
+		return;
+	}
+	reply_ok(d, ep, p, &c, out_fd);
+}
+
+/* ---- device commands ---- */
+
+/* Makes the socketpair behind a new session fd; returns luod's end, the client's in *ret_client. */
+static int make_session_socket(uint64_t *ret_ino, int *ret_client)
+{
+	int pair[2];
+	struct stat st;
+
+	/* Blocking on both ends: the client's end is the client's file, and luod
+	 * uses MSG_DONTWAIT on its own. */
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
+		return negative_errno();
+	if (fstat(pair[1], &st) < 0) {
+		int r = negative_errno();
+		close_many(pair, 2);
+		return r;
+	}
+	*ret_ino = st.st_ino;
+	*ret_client = pair[1];
+	return pair[0];
+}
+
+static int device_create_or_retrieve(struct luod *d, struct endpoint *ep, bool create,
+				     union cmd_struct *c, int *ret_fd)
+{
+	_cleanup_close_ int ours = -EBADF, client = -EBADF;
+	size_t sessions = engine_n_sessions(d), files = luo_engine_n_files(d->engine);
+	uint64_t ino = 0;
+	luo_session *s;
+	int r;
+
+	if (create) {
+		struct uid_usage *u = uid_usage_get(d, ep->uid);
+
+		if (!u)
+			return -ENOMEM;
+		if (c->create.flags & ~LUO_SESSION_FLAGS_ALL)
+			return -EINVAL;
+		if (u->n_sessions >= limit_sessions(d, ep->uid))
+			return -ENOSPC;
+	}
+	/* The socket first: undoing a created session could hand it over. */
+	r = make_session_socket(&ino, &client);
+	if (r < 0)
+		return r;
+	ours = r;
+	if (create)
+		r = luo_engine_create_session(d->engine, c->create.name, c->create.flags, ep->uid,
+					      &s);
+	else
+		r = luo_engine_retrieve_session(d->engine, c->retrieve.name, ep->uid, &s);
+	if (r < 0)
+		return r;
+	uint32_t owner = luo_session_uid(s);
+	struct endpoint *sep = session_ep_add(d, TAKE_FD(ours), luo_session_handle(s), ino, owner);
+	if (!sep) {
+		/* Nobody holds it: the close rule applies at once. */
+		luo_session_release(s);
+		charge(d, owner, sessions, files);
+		return -ENOMEM;
+	}
+	charge(d, owner, sessions, files);
+	log_debug("%s session \"%s\" for pid %d", create ? "created" : "retrieved",
+		  luo_session_name(s), (int)ep->pid);
+	c->create.fd = -1; /* the session is the reply's SCM_RIGHTS fd */
+	*ret_fd = TAKE_FD(client);
+	return 0;
+}
+
+static void fill_session_entry(luo_session *s, struct luo_wire_session_entry *e)
+{
+	memset(e, 0, sizeof(*e));
+	snprintf((char *)e->name, sizeof(e->name), "%s", luo_session_name(s));
+	e->kind = luo_session_kind(s);
+	e->state = luo_session_state(s);
+	e->uid = luo_session_uid(s);
+	e->flags = luo_session_flags(s);
+	e->n_files = luo_session_n_files(s);
+}
+
+static bool visible(const struct endpoint *ep, luo_session *s)
+{
+	return ep->uid == 0 || luo_session_uid(s) == ep->uid;
+}
+
+#define ENTRIES_PER_MESSAGE(type) ((LUO_WIRE_REPLY_MAX - sizeof(struct luo_wire_reply)) / sizeof(type))
+
+static void device_list(struct luod *d, struct endpoint *ep, const struct luo_wire_parsed *p,
+			union cmd_struct *c)
+{
+	const size_t per = ENTRIES_PER_MESSAGE(struct luo_wire_session_entry);
+	_cleanup_free_ struct luo_wire_session_entry *chunk = NULL;
+	uint64_t count = 0;
+	size_t n = 0;
+
+	if (ep->uid == 0)
+		count = engine_n_sessions(d);
+	else
+		for (int k = LUO_SESSION_OUTGOING; k <= LUO_SESSION_INCOMING; k++)
+			for (luo_session *s = luo_engine_first_session(d->engine, k); s;
+			     s = luo_session_next(s))
+				count += visible(ep, s);
+	if (d->queued_bytes + count * sizeof(*chunk) > LUOD_QUEUE_BUDGET) {
+		endpoint_reply(d, ep, p->tag, -ENOBUFS, 0, NULL, 0, NULL, 0, -EBADF);
+		return;
+	}
+	chunk = malloc(per * sizeof(*chunk));
+	if (!chunk) {
+		endpoint_reply(d, ep, p->tag, -ENOMEM, 0, NULL, 0, NULL, 0, -EBADF);
+		return;
+	}
+	c->list.count = count;
+	endpoint_reply(d, ep, p->tag, 0, count ? LUO_WIRE_REPLY_MORE : 0, c,
+		       luo_wire_reply_size(p), NULL, 0, -EBADF);
+	if (!count)
+		return;
+	uint64_t sent = 0;
+	for (int k = LUO_SESSION_OUTGOING; k <= LUO_SESSION_INCOMING; k++)
+		for (luo_session *s = luo_engine_first_session(d->engine, k); s;
+		     s = luo_session_next(s)) {
+			if (!visible(ep, s))
+				continue;
+			fill_session_entry(s, &chunk[n++]);
+			sent++;
+			if (n == per && sent < count) {
+				endpoint_reply(d, ep, p->tag, 0, LUO_WIRE_REPLY_MORE, chunk,
+					       n * sizeof(*chunk), NULL, 0, -EBADF);
+				n = 0;
+			}
+		}
+	endpoint_reply(d, ep, p->tag, 0, 0, chunk, n * sizeof(*chunk), NULL, 0, -EBADF);
+}
+
+struct show_ctx {
+	struct luod *d;
+	struct endpoint *ep;
+	uint32_t tag;
+	struct luo_wire_file_entry *chunk;
+	size_t n, per;
+	uint64_t left;
+};
+
+static int show_file(const struct luo_file_info *fi, void *userdata)
+{
+	struct show_ctx *x = userdata;
+	struct luo_wire_file_entry *e = &x->chunk[x->n++];
+
+	memset(e, 0, sizeof(*e));
+	e->token = fi->token;
+	snprintf(e->compatible, sizeof(e->compatible), "%s", fi->compatible ? fi->compatible : "");
+	e->retrieved = fi->retrieved;
+	e->retrieve_error = fi->retrieve_error;
+	e->data_size = fi->data_size;
+	x->left--;
+	if (x->n == x->per || x->left == 0) {
+		endpoint_reply(x->d, x->ep, x->tag, 0, x->left ? LUO_WIRE_REPLY_MORE : 0, x->chunk,
+			       x->n * sizeof(*e), NULL, 0, -EBADF);
+		x->n = 0;
+	}
+	return 0;
+}
+
+static bool name_field_valid(const uint8_t name[LIVEUPDATE_SESSION_NAME_LENGTH])
+{
+	return name[0] != 0 && memchr(name, 0, LIVEUPDATE_SESSION_NAME_LENGTH) != NULL;
+}
+
+static void device_show(struct luod *d, struct endpoint *ep, const struct luo_wire_parsed *p,
+			union cmd_struct *c)
+{
+	struct luo_wire_session_entry entry;
+	struct show_ctx x = { .d = d, .ep = ep, .tag = p->tag };
+	luo_session *s;
+	int r = 0;
+
+	if (c->show.kind > LUO_SESSION_INCOMING || !name_field_valid(c->show.name))
+		r = -EINVAL;
+	else {
+		s = luo_engine_find_session(d->engine, c->show.kind, (const char *)c->show.name);
+		/* Another uid's session does not exist as far as this peer can tell. */
+		if (!s || !visible(ep, s))
+			r = -ENOENT;
+	}
+	if (r >= 0) {
+		x.left = luo_session_n_files(s);
+		if (d->queued_bytes + x.left * sizeof(*x.chunk) > LUOD_QUEUE_BUDGET)
+			r = -ENOBUFS;
+	}
+	if (r >= 0) {
+		x.per = ENTRIES_PER_MESSAGE(struct luo_wire_file_entry);
+		x.chunk = malloc(x.per * sizeof(*x.chunk));
+		if (!x.chunk)
+			r = -ENOMEM;
+	}
+	if (r < 0) {
+		endpoint_reply(d, ep, p->tag, r, 0, NULL, 0, NULL, 0, -EBADF);
+		return;
+	}
+	c->show.count = x.left;
+	endpoint_reply(d, ep, p->tag, 0, LUO_WIRE_REPLY_MORE, c, luo_wire_reply_size(p), NULL, 0,
+		       -EBADF);
+	fill_session_entry(s, &entry);
+	endpoint_reply(d, ep, p->tag, 0, x.left ? LUO_WIRE_REPLY_MORE : 0, &entry, sizeof(entry),
+		       NULL, 0, -EBADF);
+	if (x.left)
+		(void)luo_session_foreach_file(s, show_file, &x);
+	free(x.chunk);
+}
+
+static void device_status(struct luod *d, union cmd_struct *c)
+{
+	struct rlimit rl;
+	int n;
+
+	c->status.update_number = luo_engine_update_number(d->engine);
+	c->status.pid = (uint64_t)getpid();
+	c->status.n_outgoing = luo_engine_n_sessions(d->engine, LUO_SESSION_OUTGOING);
+	c->status.n_incoming = luo_engine_n_sessions(d->engine, LUO_SESSION_INCOMING);
+	c->status.n_files = luo_engine_n_files(d->engine);
+	c->status.n_connections = d->conns.count;
+	c->status.fd_limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (uint64_t)rl.rlim_cur : 0;
+	n = fd_count_open();
+	c->status.fds_in_use = n > 0 ? (uint64_t)n : 0;
+	c->status.started_usec = d->started_usec;
+	c->status.n_live_updates = d->n_live_updates;
+	memset(c->status.version, 0, sizeof(c->status.version));
+	snprintf(c->status.version, sizeof(c->status.version), "%s", LUO_VERSION);
+}
+
+static void handle_device_request(struct luod *d, struct endpoint *ep,
+				  const struct luo_wire_parsed *p, int *fds, size_t n_fds,
+				  bool fds_truncated)
+{
+	uint64_t t_request = now_usec(CLOCK_MONOTONIC);
+	union cmd_struct c;
+	int r, out_fd = -EBADF;
+
+	r = luo_wire_request_check_struct(p, &c);
+	if (r < 0)
+		goto out;
+	if (fds_truncated) {
+		r = -EMFILE;
+		goto out;
+	}
+	r = luo_wire_request_check_fds(p, n_fds);
+	if (r < 0)
+		goto out;
+
+	switch (p->cmd->nr) {
+	case LIVEUPDATE_CMD_CREATE_SESSION:
+	case LIVEUPDATE_CMD_RETRIEVE_SESSION:
+		r = device_create_or_retrieve(d, ep, p->cmd->nr == LIVEUPDATE_CMD_CREATE_SESSION,
+					      &c, &out_fd);
+		break;
+	case LUO_CMD_DEVICE_OPEN:
+		if (c.simple.reserved != 0)
+			r = -EINVAL;
+		else if (d->device_holder)
+			r = -EBUSY; /* one opener in the whole system, as the kernel's device */
+		else {
+			d->device_holder = ep;
+			ep->device_holder = true;
+			r = 0;
+		}
+		break;
+	case LUO_CMD_STATUS:
+		device_status(d, &c);
+		r = 0;
+		break;
+	case LUO_CMD_LIST:
+		close_many(fds, n_fds);
+		device_list(d, ep, p, &c);
+		return;
+	case LUO_CMD_SHOW:
+		close_many(fds, n_fds);
+		device_show(d, ep, p, &c);
+		return;
+	case LUO_CMD_IS_SESSION:
+		c.is_session.is_session = is_session_fd(d, fds[0]);
+		r = 0;
+		break;
+	case LUO_CMD_UPDATE:
+	case LUO_CMD_REBOOT:
+		close_many(fds, n_fds);
+		if (ep->uid != 0 && ep->uid != (uint32_t)geteuid()) {
+			endpoint_reply(d, ep, p->tag, -EPERM, 0, NULL, 0, NULL, 0, -EBADF);
+			return;
+		}
+		liveupdate_request(d, ep, p->op, p->tag, &c, p->size, t_request);
+		return;
+	default:
+		r = -EINVAL;
+		break;
+	}
+out:
+	close_many(fds, n_fds);
+	if (r < 0) {
+		safe_close(out_fd);
+		endpoint_reply(d, ep, p->tag, r, 0, NULL, 0, NULL, 0, -EBADF);
+		return;
+	}
+	reply_ok(d, ep, p, &c, out_fd);
+}
+
+int handle_request(struct luod *d, struct endpoint *ep, const uint8_t *buf, size_t len,
+		   int *fds, size_t n_fds, bool fds_truncated)
+{
+	enum luo_wire_target target = ep->type == EP_SESSION ? LUO_WIRE_SESSION : LUO_WIRE_DEVICE;
+	struct luo_wire_parsed p;
+	int r;
+
+	r = luo_wire_request_parse(target, buf, len, &p);
+	if (r == -EBADMSG) {
+		close_many(fds, n_fds);
+		/* No header, no tag: nobody could take a reply.  A connection that sends
+		 * junk is closed; a session fd may be shared, so its junk is dropped. */
+		return ep->type == EP_CONN ? -ECONNABORTED : 0;
+	}
+	if (r < 0) {
+		close_many(fds, n_fds);
+		endpoint_reply(d, ep, luo_wire_request_tag(buf, len), r, 0, NULL, 0, NULL, 0,
+			       -EBADF);
+		return 0;
+	}
+	if (ep->type == EP_SESSION)
+		handle_session_request(d, ep, &p, fds, n_fds, fds_truncated);
+	else
+		handle_device_request(d, ep, &p, fds, n_fds, fds_truncated);
+	return 0;
+}

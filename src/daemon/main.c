@@ -1,0 +1,428 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * DOC: luod's entry point
+ *
+ * Three ways in:
+ *   - a fresh start: options, socket path resolution, the check that no other
+ *     luod serves the path, daemonizing (unless --foreground: the parent
+ *     exits 0 only once the child listens), readiness (log line, the path on
+ *     stdout, pid file, READY=1 to $NOTIFY_SOCKET), then the event loop;
+ *   - `--restore FD` (internal): a previous luod re-executed into this image
+ *     with its state in memfd FD (liveupdate.c), and the event loop goes on
+ *     where the old one stopped;
+ *   - `--check-state FD` (internal): decode a state without adopting its fds
+ *     and say whether this binary accepts it (exit 0 and "luod-state-ok"), so
+ *     that an update to a binary that would refuse is never started.
+ * SIGTERM and SIGINT end the loop: the socket is unlinked, exit code 0.
+ */
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "basic/fd-util.h"
+#include "basic/macro.h"
+#include "config.h"
+#include "luod.h"
+
+struct options {
+	bool foreground;
+	const char *socket;
+	const char *pid_file;
+	int check_state_fd;
+	int restore_fd;
+	int previous_exe_fd;
+	int rolled_back;
+	uint64_t exec_usec;
+};
+
+enum {
+	ARG_SOCKET = 0x100,
+	ARG_PID_FILE,
+	ARG_MAX_SESSIONS,
+	ARG_MAX_FILES,
+	ARG_MAX_CONNECTIONS,
+	ARG_VERSION,
+	ARG_CHECK_STATE,
+	ARG_RESTORE,
+	ARG_PREVIOUS_EXE,
+	ARG_ROLLED_BACK,
+	ARG_EXEC_USEC,
+};
+
+static void help(void)
+{
+	printf("Usage: luod [OPTIONS]\n"
+	       "Holds Live Update Orchestrator sessions for local programs.\n\n"
+	       "  -f --foreground          do not daemonize\n"
+	       "     --socket PATH         listen on PATH (default: $LUO_SOCKET,\n"
+	       "                           $XDG_RUNTIME_DIR/luo/luod.sock, /run/luo/luod.sock)\n"
+	       "     --pid-file PATH       write the pid to PATH once listening\n"
+	       "     --max-sessions N      sessions per uid (default %" PRIu64 " for root, %" PRIu64
+	       " for others)\n"
+	       "     --max-files N         preserved files per uid (default %" PRIu64
+	       " for root, %" PRIu64 " for others)\n"
+	       "     --max-connections N   connections per uid (default %" PRIu64 ")\n"
+	       "  -v --verbose             log debug messages\n"
+	       "  -h --help                show this help\n"
+	       "     --version             show the version\n",
+	       LUOD_ROOT_MAX_SESSIONS, LUOD_USER_MAX_SESSIONS, LUOD_ROOT_MAX_FILES,
+	       LUOD_USER_MAX_FILES, LUOD_MAX_CONNECTIONS);
+}
+
+static int parse_u64(const char *s, uint64_t *ret)
+{
+	char *end;
+	unsigned long long v;
+
+	if (!s || !*s || *s == '-')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || *end)
+		return -EINVAL;
+	*ret = v;
+	return 0;
+}
+
+static int parse_fd(const char *s, int *ret)
+{
+	uint64_t v;
+
+	if (parse_u64(s, &v) < 0 || v > INT_MAX)
+		return -EINVAL;
+	*ret = (int)v;
+	return 0;
+}
+
+/* Returns 0 to go on, or an exit code + 1. */
+static int parse_args(struct luod *d, struct options *o, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "foreground", no_argument, NULL, 'f' },
+		{ "socket", required_argument, NULL, ARG_SOCKET },
+		{ "pid-file", required_argument, NULL, ARG_PID_FILE },
+		{ "max-sessions", required_argument, NULL, ARG_MAX_SESSIONS },
+		{ "max-files", required_argument, NULL, ARG_MAX_FILES },
+		{ "max-connections", required_argument, NULL, ARG_MAX_CONNECTIONS },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, ARG_VERSION },
+		{ "check-state", required_argument, NULL, ARG_CHECK_STATE },
+		{ "restore", required_argument, NULL, ARG_RESTORE },
+		{ "previous-exe", required_argument, NULL, ARG_PREVIOUS_EXE },
+		{ "rolled-back", required_argument, NULL, ARG_ROLLED_BACK },
+		{ "exec-usec", required_argument, NULL, ARG_EXEC_USEC },
+		{},
+	};
+	int c;
+
+	/* The arguments to pass on at re-exec: everything but the internal options. */
+	d->args = calloc(argc + 1, sizeof(char *));
+	if (!d->args)
+		return LUOD_EXIT_FAILURE + 1;
+	d->self_path = argv[0];
+
+	while ((c = getopt_long(argc, argv, "fvh", longopts, NULL)) >= 0) {
+		bool internal = false;
+		uint64_t v = 0;
+
+		switch (c) {
+		case 'f':
+			o->foreground = true;
+			break;
+		case ARG_SOCKET:
+			o->socket = optarg;
+			break;
+		case ARG_PID_FILE:
+			o->pid_file = optarg;
+			break;
+		case ARG_MAX_SESSIONS:
+		case ARG_MAX_FILES:
+		case ARG_MAX_CONNECTIONS:
+			if (parse_u64(optarg, &v) < 0 || v == 0) {
+				fprintf(stderr, "luod: %s needs a positive number\n",
+					argv[optind - 1]);
+				return LUOD_EXIT_USAGE + 1;
+			}
+			if (c == ARG_MAX_SESSIONS)
+				d->limits.max_sessions = v;
+			else if (c == ARG_MAX_FILES)
+				d->limits.max_files = v;
+			else
+				d->limits.max_connections = v;
+			break;
+		case 'v':
+			log_verbose = true;
+			break;
+		case 'h':
+			help();
+			return LUOD_EXIT_OK + 1;
+		case ARG_VERSION:
+			printf("luod %s\n", LUO_VERSION);
+			return LUOD_EXIT_OK + 1;
+		case ARG_CHECK_STATE:
+		case ARG_RESTORE:
+		case ARG_PREVIOUS_EXE: {
+			int fd;
+
+			if (parse_fd(optarg, &fd) < 0) {
+				fprintf(stderr, "luod: bad fd '%s'\n", optarg);
+				return LUOD_EXIT_USAGE + 1;
+			}
+			if (c == ARG_CHECK_STATE)
+				o->check_state_fd = fd;
+			else if (c == ARG_RESTORE)
+				o->restore_fd = fd;
+			else
+				o->previous_exe_fd = fd;
+			internal = true;
+			break;
+		}
+		case ARG_ROLLED_BACK:
+			if (parse_u64(optarg, &v) < 0 || v == 0 || v > 4095) {
+				fprintf(stderr, "luod: bad errno '%s'\n", optarg);
+				return LUOD_EXIT_USAGE + 1;
+			}
+			o->rolled_back = (int)v;
+			internal = true;
+			break;
+		case ARG_EXEC_USEC:
+			if (parse_u64(optarg, &o->exec_usec) < 0) {
+				fprintf(stderr, "luod: bad time '%s'\n", optarg);
+				return LUOD_EXIT_USAGE + 1;
+			}
+			internal = true;
+			break;
+		default:
+			fprintf(stderr, "Try 'luod --help'.\n");
+			return LUOD_EXIT_USAGE + 1;
+		}
+		if (!internal) {
+			/* getopt_long may have taken the argument from the next word. */
+			int first = optind - 1;
+			if (optarg && argv[first] == optarg && first > 0 &&
+			    strncmp(argv[first - 1], "--", 2) == 0 && !strchr(argv[first - 1], '='))
+				d->args[d->n_args++] = argv[first - 1];
+			d->args[d->n_args++] = argv[first];
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "luod: unexpected argument '%s'\n", argv[optind]);
+		return LUOD_EXIT_USAGE + 1;
+	}
+	return 0;
+}
+
+static int resolve_socket_path(const struct options *o, char *buf, size_t size)
+{
+	const char *env = getenv("LUO_SOCKET"), *xdg = getenv("XDG_RUNTIME_DIR");
+	int n;
+
+	if (o->socket)
+		n = snprintf(buf, size, "%s", o->socket);
+	else if (env && *env)
+		n = snprintf(buf, size, "%s", env);
+	else if (xdg && *xdg)
+		n = snprintf(buf, size, "%s/luo/luod.sock", xdg);
+	else
+		n = snprintf(buf, size, "/run/luo/luod.sock");
+	if (n <= 0 || (size_t)n >= size)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+static void notify_ready(void)
+{
+	const char *path = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	size_t len;
+	int fd;
+
+	if (!path || !*path)
+		return;
+	len = strlen(path);
+	if (len >= sizeof(sa.sun_path) || (path[0] != '/' && path[0] != '@'))
+		return;
+	memcpy(sa.sun_path, path, len);
+	if (sa.sun_path[0] == '@')
+		sa.sun_path[0] = 0; /* abstract namespace */
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	if (sendto(fd, "READY=1", 7, MSG_NOSIGNAL, (struct sockaddr *)&sa,
+		   offsetof(struct sockaddr_un, sun_path) + len) < 0)
+		log_warning("could not notify %s: %m", path);
+	safe_close(fd);
+}
+
+static int write_pid_file(const char *path)
+{
+	char buf[32];
+	int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+	_cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+
+	if (fd < 0)
+		return negative_errno();
+	if (write(fd, buf, n) != n)
+		return -EIO;
+	return 0;
+}
+
+/* Forks; the parent waits for the child's readiness byte and exits with it. */
+static int daemonize(int *ret_ready_fd)
+{
+	int pipefd[2];
+	pid_t pid;
+
+	if (pipe2(pipefd, O_CLOEXEC) < 0)
+		return negative_errno();
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		return negative_errno();
+	if (pid > 0) {
+		unsigned char code = LUOD_EXIT_FAILURE;
+
+		safe_close(pipefd[1]);
+		if (read(pipefd[0], &code, 1) != 1)
+			code = LUOD_EXIT_FAILURE;
+		_exit(code);
+	}
+	safe_close(pipefd[0]);
+	if (setsid() < 0)
+		return negative_errno();
+	*ret_ready_fd = pipefd[1];
+	return 0;
+}
+
+static void report_ready(int *ready_fd, unsigned char code)
+{
+	if (*ready_fd < 0)
+		return;
+	(void)!write(*ready_fd, &code, 1);
+	*ready_fd = safe_close(*ready_fd);
+}
+
+int main(int argc, char **argv)
+{
+	struct options o = { .check_state_fd = -1, .restore_fd = -1, .previous_exe_fd = -1 };
+	struct luod d;
+	int ready_fd = -EBADF, r;
+	uint64_t t_main = now_usec(CLOCK_MONOTONIC);
+	long limit;
+
+	r = luod_init(&d);
+	if (r < 0) {
+		log_error("cannot set up: %s", strerror(-r));
+		return LUOD_EXIT_FAILURE;
+	}
+	d.t_main_usec = t_main;
+	r = parse_args(&d, &o, argc, argv);
+	if (r > 0) {
+		free(d.args);
+		luod_done(&d);
+		return r - 1;
+	}
+
+	if (o.check_state_fd >= 0) {
+		r = liveupdate_check_state(o.check_state_fd);
+		free(d.args);
+		luod_done(&d);
+		if (r < 0) {
+			log_error("state refused: %s", strerror(-r));
+			return -r < 126 ? -r : LUOD_EXIT_FAILURE;
+		}
+		printf("luod-state-ok %s\n", LUO_VERSION);
+		return LUOD_EXIT_OK;
+	}
+
+	/* Every preserved file costs luod an fd. */
+	limit = fd_raise_limit();
+	if (limit < 0)
+		log_warning("cannot raise RLIMIT_NOFILE: %s", strerror((int)-limit));
+
+	if (o.restore_fd >= 0) {
+		d.previous_exe_fd = o.previous_exe_fd;
+		d.t_exec_usec = o.exec_usec;
+		r = liveupdate_restore(&d, o.restore_fd, o.rolled_back);
+		safe_close(o.restore_fd);
+		if (r < 0) {
+			log_error("cannot restore the state: %s", strerror(-r));
+			return LUOD_EXIT_FAILURE;
+		}
+	} else {
+		r = resolve_socket_path(&o, d.socket_path, sizeof(d.socket_path));
+		if (r < 0) {
+			log_error("socket path too long");
+			return LUOD_EXIT_USAGE;
+		}
+		if (!o.foreground) {
+			r = daemonize(&ready_fd);
+			if (r < 0) {
+				log_error("cannot daemonize: %s", strerror(-r));
+				return LUOD_EXIT_FAILURE;
+			}
+		}
+		r = server_listen(&d);
+		if (r == -EADDRINUSE) {
+			log_error("another luod already serves %s", d.socket_path);
+			report_ready(&ready_fd, LUOD_EXIT_RUNNING);
+			free(d.args);
+			luod_done(&d);
+			return LUOD_EXIT_RUNNING;
+		}
+		if (r < 0) {
+			log_error("cannot listen on %s: %s", d.socket_path, strerror(-r));
+			report_ready(&ready_fd, LUOD_EXIT_FAILURE);
+			free(d.args);
+			luod_done(&d);
+			return LUOD_EXIT_FAILURE;
+		}
+		d.started_usec = now_usec(CLOCK_REALTIME);
+	}
+
+	r = server_arm(&d);
+	if (r < 0) {
+		log_error("cannot set up the event loop: %s", strerror(-r));
+		report_ready(&ready_fd, LUOD_EXIT_FAILURE);
+		return LUOD_EXIT_FAILURE;
+	}
+	if (o.restore_fd < 0) {
+		log_info("listening on %s (fd limit %ld)", d.socket_path, limit);
+		printf("%s\n", d.socket_path);
+		fflush(stdout);
+		if (o.pid_file && (r = write_pid_file(o.pid_file)) < 0)
+			log_warning("cannot write %s: %s", o.pid_file, strerror(-r));
+		notify_ready();
+		if (ready_fd >= 0) {
+			int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+			if (null >= 0) {
+				dup2(null, STDIN_FILENO);
+				safe_close(null);
+			}
+			if (chdir("/") < 0)
+				log_warning("chdir /: %m");
+		}
+		report_ready(&ready_fd, LUOD_EXIT_OK);
+	}
+
+	r = server_run(&d);
+	if (r < 0)
+		log_error("event loop failed: %s", strerror(-r));
+	(void)unlink(d.socket_path);
+	if (o.pid_file)
+		(void)unlink(o.pid_file);
+	free(d.args);
+	luod_done(&d);
+	return r < 0 ? LUOD_EXIT_FAILURE : LUOD_EXIT_OK;
+}

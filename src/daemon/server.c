@@ -1,0 +1,696 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * DOC: luod's event loop, connections and session sockets
+ *
+ * A single-threaded epoll loop over level-triggered fds: the listening
+ * socket, a signalfd for SIGTERM/SIGINT, every client connection and luod's
+ * end of every session socketpair.  Everything is non-blocking; requests are
+ * handled one at a time, to completion, in the order each socket delivers
+ * them.
+ *
+ * Connection lifecycle: accept4() -> SO_PEERCRED (uid, pid) -> per-uid
+ * connection limit (over it: closed at once) -> requests -> hang-up: the
+ * /dev/liveupdate slot it held is freed.
+ *
+ * Session socket lifecycle: created by CREATE/RETRIEVE (commands.c) ->
+ * requests -> hang-up, which the kernel reports once the last client fd is
+ * closed: a live handle is released in the engine (abort, implicit finish or
+ * handover-on-close), a stale one (previous generation) is just dropped.
+ *
+ * Replies go out with MSG_DONTWAIT; what the socket cannot take waits in the
+ * endpoint's queue and the endpoint's requests are not read until it drains,
+ * so a peer that never reads makes luod hold at most one request's replies.
+ */
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "basic/fd-util.h"
+#include "basic/macro.h"
+#include "basic/socket-util.h"
+#include "luod.h"
+#include "protocol/protocol.h"
+
+static bool uid_eq(const struct hash_node *n, const void *key)
+{
+	return container_of(n, struct uid_usage, node)->uid == *(const uint32_t *)key;
+}
+
+struct uid_usage *uid_usage_get(struct luod *d, uint32_t uid)
+{
+	uint64_t h = hash_u64(uid);
+	struct hash_node *n = hashmap_find(&d->uids, h, uid_eq, &uid);
+	struct uid_usage *u;
+
+	if (n)
+		return container_of(n, struct uid_usage, node);
+	u = calloc(1, sizeof(*u));
+	if (!u)
+		return NULL;
+	u->uid = uid;
+	if (hashmap_insert(&d->uids, &u->node, h) < 0) {
+		free(u);
+		return NULL;
+	}
+	return u;
+}
+
+uint64_t limit_sessions(const struct luod *d, uint32_t uid)
+{
+	if (d->limits.max_sessions)
+		return d->limits.max_sessions;
+	return uid == 0 ? LUOD_ROOT_MAX_SESSIONS : LUOD_USER_MAX_SESSIONS;
+}
+
+uint64_t limit_files(const struct luod *d, uint32_t uid)
+{
+	if (d->limits.max_files)
+		return d->limits.max_files;
+	return uid == 0 ? LUOD_ROOT_MAX_FILES : LUOD_USER_MAX_FILES;
+}
+
+static uint64_t limit_connections(const struct luod *d)
+{
+	return d->limits.max_connections ? d->limits.max_connections : LUOD_MAX_CONNECTIONS;
+}
+
+int uid_usage_recount(struct luod *d)
+{
+	/* Only after a reboot or restore: O(sessions) is the price of an update. */
+	for (size_t b = 0; b < d->uids.n_buckets; b++)
+		for (struct hash_node *n = d->uids.buckets[b]; n; n = n->next) {
+			struct uid_usage *u = container_of(n, struct uid_usage, node);
+			u->n_sessions = u->n_files = 0;
+		}
+	for (int kind = LUO_SESSION_OUTGOING; kind <= LUO_SESSION_INCOMING; kind++)
+		for (luo_session *s = luo_engine_first_session(d->engine, kind); s;
+		     s = luo_session_next(s)) {
+			struct uid_usage *u = uid_usage_get(d, luo_session_uid(s));
+
+			if (!u)
+				return -ENOMEM;
+			u->n_sessions++;
+			u->n_files += luo_session_n_files(s);
+		}
+	return 0;
+}
+
+static bool ino_eq(const struct hash_node *n, const void *key)
+{
+	return container_of(n, struct endpoint, by_ino)->ino == *(const uint64_t *)key;
+}
+
+struct endpoint *session_ep_find_by_ino(struct luod *d, uint64_t ino)
+{
+	struct hash_node *n = hashmap_find(&d->by_ino, hash_u64(ino), ino_eq, &ino);
+
+	return n ? container_of(n, struct endpoint, by_ino) : NULL;
+}
+
+static int endpoint_watch(struct luod *d, struct endpoint *ep, uint32_t events, bool add)
+{
+	struct epoll_event ev = { .events = events, .data.ptr = ep };
+
+	if (d->epoll_fd < 0)
+		return 0; /* restoring: server_arm() adds everything */
+	if (!add && ep->events == events)
+		return 0;
+	if (epoll_ctl(d->epoll_fd, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, ep->fd, &ev) < 0)
+		return negative_errno();
+	ep->events = events;
+	return 0;
+}
+
+static uint32_t endpoint_wanted_events(const struct endpoint *ep)
+{
+	/* While replies wait, stop reading requests: one request's output at a time. */
+	return ep->out_head ? EPOLLOUT : (EPOLLIN | EPOLLRDHUP);
+}
+
+struct endpoint *conn_add(struct luod *d, int fd, uint32_t uid, pid_t pid)
+{
+	struct uid_usage *u = uid_usage_get(d, uid);
+	struct endpoint *ep;
+
+	if (!u) {
+		safe_close(fd);
+		return NULL;
+	}
+	ep = calloc(1, sizeof(*ep));
+	if (!ep) {
+		safe_close(fd);
+		return NULL;
+	}
+	ep->type = EP_CONN;
+	ep->fd = fd;
+	ep->uid = uid;
+	ep->pid = pid;
+	if (endpoint_watch(d, ep, EPOLLIN | EPOLLRDHUP, true) < 0) {
+		safe_close(fd);
+		free(ep);
+		return NULL;
+	}
+	list_append(&d->conns, &ep->node);
+	u->n_connections++;
+	return ep;
+}
+
+struct endpoint *session_ep_add(struct luod *d, int fd, uint64_t handle, uint64_t ino,
+				uint32_t uid)
+{
+	struct endpoint *ep = calloc(1, sizeof(*ep));
+
+	if (!ep) {
+		safe_close(fd);
+		return NULL;
+	}
+	ep->type = EP_SESSION;
+	ep->fd = fd;
+	ep->uid = uid;
+	ep->handle = handle;
+	ep->ino = ino;
+	if (hashmap_insert(&d->by_ino, &ep->by_ino, hash_u64(ino)) < 0) {
+		safe_close(fd);
+		free(ep);
+		return NULL;
+	}
+	if (endpoint_watch(d, ep, EPOLLIN | EPOLLRDHUP, true) < 0) {
+		hashmap_remove(&d->by_ino, &ep->by_ino);
+		safe_close(fd);
+		free(ep);
+		return NULL;
+	}
+	list_append(&d->sessions, &ep->node);
+	return ep;
+}
+
+void endpoint_drop_queue(struct luod *d, struct endpoint *ep)
+{
+	while (ep->out_head) {
+		struct outmsg *m = ep->out_head;
+
+		ep->out_head = m->next;
+		safe_close(m->fd);
+		d->queued_bytes -= m->len;
+		free(m);
+	}
+	ep->out_tail = NULL;
+	ep->out_bytes = 0;
+}
+
+static void endpoint_free(struct luod *d, struct endpoint *ep)
+{
+	endpoint_drop_queue(d, ep);
+	if (d->epoll_fd >= 0)
+		(void)epoll_ctl(d->epoll_fd, EPOLL_CTL_DEL, ep->fd, NULL);
+	if (ep->type == EP_CONN) {
+		struct uid_usage *u = uid_usage_get(d, ep->uid);
+
+		if (u && u->n_connections > 0)
+			u->n_connections--;
+		if (d->device_holder == ep)
+			d->device_holder = NULL;
+		list_remove(&d->conns, &ep->node);
+	} else if (ep->type == EP_SESSION) {
+		hashmap_remove(&d->by_ino, &ep->by_ino);
+		list_remove(&d->sessions, &ep->node);
+	}
+	safe_close(ep->fd);
+	free(ep);
+}
+
+/* The last client fd of a session closed: the kernel's close rule. */
+static void session_hangup(struct luod *d, struct endpoint *ep)
+{
+	luo_session *s = ep->handle ? luo_engine_session_by_handle(d->engine, ep->handle) : NULL;
+
+	if (s) {
+		uint32_t uid = luo_session_uid(s);
+		size_t sessions_before = luo_engine_n_sessions(d->engine, LUO_SESSION_OUTGOING) +
+					 luo_engine_n_sessions(d->engine, LUO_SESSION_INCOMING);
+		size_t files_before = luo_engine_n_files(d->engine);
+		struct uid_usage *u = uid_usage_get(d, uid);
+
+		log_debug("session \"%s\" closed by its last holder", luo_session_name(s));
+		luo_session_release(s);
+		/* The engine decides whether the session ends, moves or sticks: charge the
+		 * owner what actually went away. */
+		size_t sessions_after = luo_engine_n_sessions(d->engine, LUO_SESSION_OUTGOING) +
+					luo_engine_n_sessions(d->engine, LUO_SESSION_INCOMING);
+		size_t files_after = luo_engine_n_files(d->engine);
+		if (u) {
+			u->n_sessions -= MIN(u->n_sessions, sessions_before - sessions_after);
+			u->n_files -= MIN(u->n_files, files_before - files_after);
+		}
+	}
+	endpoint_free(d, ep);
+}
+
+static void endpoint_update_events(struct luod *d, struct endpoint *ep)
+{
+	if (endpoint_watch(d, ep, endpoint_wanted_events(ep), false) < 0)
+		log_warning("epoll_ctl failed for fd %d: %m", ep->fd);
+}
+
+void endpoint_flush(struct luod *d, struct endpoint *ep)
+{
+	while (ep->out_head) {
+		struct outmsg *m = ep->out_head;
+		struct iovec iov = { .iov_base = m->data, .iov_len = m->len };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+		union {
+			struct cmsghdr align;
+			char buf[CMSG_SPACE(sizeof(int))];
+		} control;
+		ssize_t n;
+
+		if (m->fd >= 0) {
+			memset(&control, 0, sizeof(control));
+			mh.msg_control = &control;
+			mh.msg_controllen = sizeof(control.buf);
+			struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+			c->cmsg_level = SOL_SOCKET;
+			c->cmsg_type = SCM_RIGHTS;
+			c->cmsg_len = CMSG_LEN(sizeof(int));
+			memcpy(CMSG_DATA(c), &m->fd, sizeof(int));
+		}
+		do
+			n = sendmsg(ep->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+		while (n < 0 && errno == EINTR);
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			break;
+		if (n < 0)
+			log_debug("reply to fd %d dropped: %m", ep->fd);
+		/* Sent, or the peer is gone: either way this message is done. */
+		ep->out_head = m->next;
+		if (!ep->out_head)
+			ep->out_tail = NULL;
+		ep->out_bytes -= m->len;
+		d->queued_bytes -= m->len;
+		safe_close(m->fd);
+		free(m);
+		if (n < 0 && (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN)) {
+			endpoint_drop_queue(d, ep);
+			break;
+		}
+	}
+	endpoint_update_events(d, ep);
+}
+
+void endpoint_reply(struct luod *d, struct endpoint *ep, uint32_t tag, int result, uint32_t flags,
+		    const void *payload, size_t len, const void *extra, size_t extra_len, int fd)
+{
+	struct luo_wire_reply hdr = {
+		.result = result,
+		.tag = tag,
+		.flags = flags,
+		.size = (uint32_t)(len + extra_len),
+	};
+	size_t total = sizeof(hdr) + len + extra_len;
+	struct outmsg *m = malloc(sizeof(*m) + total);
+
+	if (!m) {
+		log_warning("out of memory for a reply: dropped");
+		safe_close(fd);
+		return;
+	}
+	m->next = NULL;
+	m->fd = fd;
+	m->len = total;
+	memcpy(m->data, &hdr, sizeof(hdr));
+	if (len)
+		memcpy(m->data + sizeof(hdr), payload, len);
+	if (extra_len)
+		memcpy(m->data + sizeof(hdr) + len, extra, extra_len);
+	if (ep->out_tail)
+		ep->out_tail->next = m;
+	else
+		ep->out_head = m;
+	ep->out_tail = m;
+	ep->out_bytes += total;
+	d->queued_bytes += total;
+	endpoint_flush(d, ep);
+}
+
+int luod_init(struct luod *d)
+{
+	int r;
+
+	memset(d, 0, sizeof(*d));
+	d->epoll_fd = d->signal_fd = d->reserve_fd = d->previous_exe_fd = -EBADF;
+	d->listen_ep.type = EP_LISTEN;
+	d->listen_ep.fd = -EBADF;
+	d->signal_ep.type = EP_SIGNAL;
+	d->signal_ep.fd = -EBADF;
+	d->pending.conn_fd = -EBADF;
+	list_init(&d->conns);
+	list_init(&d->sessions);
+	hashmap_init(&d->by_ino);
+	hashmap_init(&d->uids);
+	r = luo_engine_new(&d->engine);
+	if (r < 0)
+		return r;
+	return luo_engine_add_default_handlers(d->engine);
+}
+
+void luod_done(struct luod *d)
+{
+	LIST_FOREACH_SAFE(i, &d->conns)
+	endpoint_free(d, list_entry(i, struct endpoint, node));
+	LIST_FOREACH_SAFE(i, &d->sessions)
+	endpoint_free(d, list_entry(i, struct endpoint, node));
+	for (size_t b = 0; b < d->uids.n_buckets; b++)
+		for (struct hash_node *n = d->uids.buckets[b], *next; n; n = next) {
+			next = n->next;
+			free(container_of(n, struct uid_usage, node));
+		}
+	hashmap_done(&d->uids);
+	hashmap_done(&d->by_ino);
+	luo_engine_free(d->engine);
+	d->engine = NULL;
+	d->listen_ep.fd = safe_close(d->listen_ep.fd);
+	d->signal_ep.fd = safe_close(d->signal_ep.fd);
+	d->epoll_fd = safe_close(d->epoll_fd);
+	d->reserve_fd = safe_close(d->reserve_fd);
+	d->previous_exe_fd = safe_close(d->previous_exe_fd);
+}
+
+static int make_parent_dir(const char *path)
+{
+	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	char *slash;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (!slash || slash == dir)
+		return 0;
+	*slash = 0;
+	for (char *p = dir + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = 0;
+		if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+			return negative_errno();
+		*p = '/';
+	}
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+		return negative_errno();
+	return 0;
+}
+
+int server_listen(struct luod *d)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	_cleanup_close_ int fd = -EBADF;
+	struct stat st;
+	size_t len = strlen(d->socket_path);
+	int r;
+
+	if (len == 0 || len >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	memcpy(sa.sun_path, d->socket_path, len + 1);
+	r = make_parent_dir(d->socket_path);
+	if (r < 0)
+		return r;
+
+	/* Never take over a live socket: ask it first.  Only a socket nobody
+	 * listens on (ECONNREFUSED) is stale and may be replaced. */
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return negative_errno();
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+		return -EADDRINUSE;
+	if (errno == ECONNREFUSED && lstat(d->socket_path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+		log_info("replacing stale socket %s", d->socket_path);
+		if (unlink(d->socket_path) < 0 && errno != ENOENT)
+			return negative_errno();
+	}
+	fd = safe_close(fd);
+
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return negative_errno();
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		return negative_errno();
+	/* Isolation is by uid (SO_PEERCRED), not by file mode: every local user may connect. */
+	if (chmod(d->socket_path, 0666) < 0) {
+		r = negative_errno();
+		(void)unlink(d->socket_path);
+		return r;
+	}
+	if (listen(fd, SOMAXCONN) < 0) {
+		r = negative_errno();
+		(void)unlink(d->socket_path);
+		return r;
+	}
+	d->listen_ep.fd = TAKE_FD(fd);
+	return 0;
+}
+
+int server_arm(struct luod *d)
+{
+	struct stat st;
+	sigset_t mask;
+	int r;
+
+	if (fstat(d->listen_ep.fd, &st) < 0)
+		return negative_errno();
+	d->sock_dev = st.st_dev;
+
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+		return negative_errno();
+	signal(SIGPIPE, SIG_IGN);
+	d->signal_ep.fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (d->signal_ep.fd < 0)
+		return negative_errno();
+	d->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (d->reserve_fd < 0)
+		return negative_errno();
+
+	d->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+	if (d->epoll_fd < 0)
+		return negative_errno();
+	r = endpoint_watch(d, &d->listen_ep, EPOLLIN, true);
+	if (r < 0)
+		return r;
+	r = endpoint_watch(d, &d->signal_ep, EPOLLIN, true);
+	if (r < 0)
+		return r;
+	LIST_FOREACH(i, &d->conns)
+	{
+		struct endpoint *ep = list_entry(i, struct endpoint, node);
+		r = endpoint_watch(d, ep, endpoint_wanted_events(ep), true);
+		if (r < 0)
+			return r;
+	}
+	LIST_FOREACH(i, &d->sessions)
+	{
+		struct endpoint *ep = list_entry(i, struct endpoint, node);
+		r = endpoint_watch(d, ep, endpoint_wanted_events(ep), true);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static void shed_connection(struct luod *d)
+{
+	/* Out of fds: the pending connection would keep the listening socket readable
+	 * forever.  Give up the spare fd to take it and close it at once. */
+	d->reserve_fd = safe_close(d->reserve_fd);
+	int fd = accept4(d->listen_ep.fd, NULL, NULL, SOCK_CLOEXEC);
+	safe_close(fd);
+	d->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	log_warning("out of file descriptors: refused a connection");
+}
+
+static void handle_accept(struct luod *d)
+{
+	for (int i = 0; i < 64; i++) {
+		struct ucred cred;
+		socklen_t len = sizeof(cred);
+		int fd = accept4(d->listen_ep.fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE)
+				shed_connection(d);
+			else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+				 errno != ECONNABORTED)
+				log_warning("accept: %m");
+			return;
+		}
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+			log_warning("SO_PEERCRED: %m");
+			safe_close(fd);
+			continue;
+		}
+		struct uid_usage *u = uid_usage_get(d, cred.uid);
+		if (!u || u->n_connections >= limit_connections(d)) {
+			log_debug("uid %u is at its connection limit: connection closed",
+				  (unsigned)cred.uid);
+			safe_close(fd);
+			continue;
+		}
+		if (!conn_add(d, fd, cred.uid, cred.pid))
+			log_warning("could not add a connection");
+		else
+			log_debug("connection from pid %d uid %u", (int)cred.pid, (unsigned)cred.uid);
+	}
+}
+
+/*
+ * Receives one request.  Returns its length (> 0), 0 for an empty message,
+ * -EAGAIN when none is queued, -ECONNRESET at end of stream.  fds that
+ * arrived are in fds[0..*ret_n_fds); *ret_ctrunc says some could not be
+ * received (luod out of fds).
+ */
+static ssize_t receive(int sock, uint8_t *buf, size_t size, int *fds, size_t *ret_n_fds,
+		       bool *ret_ctrunc)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int) * LUOD_RECV_MAX_FDS)];
+	} control;
+	struct iovec iov = { .iov_base = buf, .iov_len = size };
+	struct msghdr mh = {
+		.msg_iov = &iov,
+		.msg_iovlen = 1,
+		.msg_control = &control,
+		.msg_controllen = sizeof(control),
+	};
+	size_t n_fds = 0;
+	ssize_t n;
+
+	do
+		n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return -EAGAIN;
+		return -ECONNRESET;
+	}
+	for (struct cmsghdr *c = mh.msg_controllen ? CMSG_FIRSTHDR(&mh) : NULL; c;
+	     c = CMSG_NXTHDR(&mh, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
+		    c->cmsg_len < CMSG_LEN(0))
+			continue;
+		size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < k; i++) {
+			int fd;
+
+			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+			if (n_fds < LUOD_RECV_MAX_FDS)
+				fds[n_fds++] = fd;
+			else
+				safe_close(fd);
+		}
+	}
+	*ret_n_fds = n_fds;
+	*ret_ctrunc = !!(mh.msg_flags & MSG_CTRUNC);
+	if (mh.msg_flags & MSG_TRUNC)
+		return (ssize_t)size; /* longer than any request: the parser refuses it */
+	if (n == 0 && n_fds == 0 && !*ret_ctrunc) {
+		/* A zero-length read is an empty message or the end of the stream. */
+		struct pollfd p = { .fd = sock, .events = POLLRDHUP };
+		if (poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP))) {
+			uint8_t peek;
+			ssize_t k = recv(sock, &peek, 1, MSG_DONTWAIT | MSG_PEEK);
+			if (k <= 0)
+				return -ECONNRESET;
+		}
+	}
+	return n;
+}
+
+static void handle_endpoint_input(struct luod *d, struct endpoint *ep)
+{
+	static uint8_t buf[LUO_WIRE_REQUEST_MAX + 1];
+	static int fds[LUOD_RECV_MAX_FDS];
+
+	/* A bounded batch per wakeup keeps one busy peer from starving the others. */
+	for (int i = 0; i < 32 && !ep->out_head; i++) {
+		size_t n_fds = 0;
+		bool ctrunc = false;
+		ssize_t n = receive(ep->fd, buf, sizeof(buf), fds, &n_fds, &ctrunc);
+
+		if (n == -EAGAIN)
+			return;
+		if (n == -ECONNRESET) {
+			if (ep->type == EP_SESSION)
+				session_hangup(d, ep);
+			else
+				endpoint_free(d, ep);
+			return;
+		}
+		int r = handle_request(d, ep, buf, (size_t)n, fds, n_fds, ctrunc);
+		if (r == -ECONNABORTED) {
+			log_debug("closing connection of pid %d: unparseable message", (int)ep->pid);
+			endpoint_free(d, ep);
+			return;
+		}
+		if (d->quit)
+			return;
+	}
+}
+
+static void handle_signal(struct luod *d)
+{
+	struct signalfd_siginfo si;
+
+	while (read(d->signal_ep.fd, &si, sizeof(si)) == sizeof(si)) {
+		log_info("received signal %u, exiting", si.ssi_signo);
+		d->quit = true;
+	}
+}
+
+int server_run(struct luod *d)
+{
+	struct epoll_event events[64];
+
+	while (!d->quit) {
+		int n = epoll_wait(d->epoll_fd, events, ELEMENTSOF(events), -1);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return negative_errno();
+		}
+		for (int i = 0; i < n && !d->quit; i++) {
+			struct endpoint *ep = events[i].data.ptr;
+
+			switch (ep->type) {
+			case EP_LISTEN:
+				handle_accept(d);
+				break;
+			case EP_SIGNAL:
+				handle_signal(d);
+				break;
+			case EP_CONN:
+			case EP_SESSION:
+				if (ep->out_head) {
+					endpoint_flush(d, ep);
+					if (ep->out_head)
+						break;
+				}
+				/* The endpoint may be freed here: later events of this batch can
+				 * only name it if epoll reported it twice, which it does not. */
+				handle_endpoint_input(d, ep);
+				break;
+			}
+		}
+	}
+	return 0;
+}

@@ -290,7 +290,8 @@ static bool visible(const struct endpoint *ep, luo_session *s)
 	return ep->uid == 0 || luo_session_uid(s) == ep->uid;
 }
 
-#define ENTRIES_PER_MESSAGE(type) ((LUO_WIRE_REPLY_MAX - sizeof(struct luo_wire_reply)) / sizeof(type))
+#define ENTRIES_PER_MESSAGE(type)                                                                  \
+	((LUO_WIRE_REPLY_MAX - sizeof(struct luo_wire_reply)) / sizeof(type))
 
 static void device_list(struct luod *d, struct endpoint *ep, const struct luo_wire_parsed *p,
 			union cmd_struct *c)
@@ -317,8 +318,8 @@ static void device_list(struct luod *d, struct endpoint *ep, const struct luo_wi
 		return;
 	}
 	c->list.count = count;
-	endpoint_reply(d, ep, p->tag, 0, count ? LUO_WIRE_REPLY_MORE : 0, c,
-		       luo_wire_reply_size(p), NULL, 0, -EBADF);
+	endpoint_reply(d, ep, p->tag, 0, count ? LUO_WIRE_REPLY_MORE : 0, c, luo_wire_reply_size(p),
+		       NULL, 0, -EBADF);
 	if (!count)
 		return;
 	uint64_t sent = 0;
@@ -509,8 +510,8 @@ out:
 	reply_ok(d, ep, p, &c, out_fd);
 }
 
-int handle_request(struct luod *d, struct endpoint *ep, const uint8_t *buf, size_t len,
-		   int *fds, size_t n_fds, bool fds_truncated)
+int handle_request(struct luod *d, struct endpoint *ep, const uint8_t *buf, size_t len, int *fds,
+		   size_t n_fds, bool fds_truncated)
 {
 	enum luo_wire_target target = ep->type == EP_SESSION ? LUO_WIRE_SESSION : LUO_WIRE_DEVICE;
 	struct luo_wire_parsed p;

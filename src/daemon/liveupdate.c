@@ -130,8 +130,7 @@ static int ext_write(void *fdt, void *userdata)
 	FDT_CHECK(fdt_property_placeholder(fdt, "connections", (int)(d->conns.count * CONN_RECORD),
 					   (void **)&p));
 	i = 0;
-	LIST_FOREACH(n, &d->conns)
-	{
+	LIST_FOREACH (n, &d->conns) {
 		struct endpoint *ep = list_entry(n, struct endpoint, node);
 		uint8_t *r = p + i++ * CONN_RECORD;
 
@@ -143,8 +142,7 @@ static int ext_write(void *fdt, void *userdata)
 	FDT_CHECK(fdt_property_placeholder(fdt, "sessions",
 					   (int)(d->sessions.count * SESSION_RECORD), (void **)&p));
 	i = 0;
-	LIST_FOREACH(n, &d->sessions)
-	{
+	LIST_FOREACH (n, &d->sessions) {
 		struct endpoint *ep = list_entry(n, struct endpoint, node);
 		uint8_t *r = p + i++ * SESSION_RECORD;
 		bool live = ep->handle && luo_engine_session_by_handle(d->engine, ep->handle);
@@ -361,16 +359,16 @@ static int keep_file(const struct luo_file_info *fi, void *userdata)
 static int set_keep_fds(struct luod *d, bool keep, const int *extra, size_t n_extra)
 {
 	static const struct luo_handler *const handlers[] = {
-		&luo_handler_memfd, &luo_handler_socket,  &luo_handler_pipe,
+		&luo_handler_memfd,   &luo_handler_socket,  &luo_handler_pipe,
 		&luo_handler_eventfd, &luo_handler_regular,
 	};
 	struct keep_ctx k = { .cloexec = !keep };
 
 	keep_fd(&k, d->listen_ep.fd);
-	LIST_FOREACH(n, &d->conns)
-	keep_fd(&k, list_entry(n, struct endpoint, node)->fd);
-	LIST_FOREACH(n, &d->sessions)
-	keep_fd(&k, list_entry(n, struct endpoint, node)->fd);
+	LIST_FOREACH (n, &d->conns)
+		keep_fd(&k, list_entry(n, struct endpoint, node)->fd);
+	LIST_FOREACH (n, &d->sessions)
+		keep_fd(&k, list_entry(n, struct endpoint, node)->fd);
 	for (int kind = LUO_SESSION_OUTGOING; kind <= LUO_SESSION_INCOMING; kind++)
 		for (luo_session *s = luo_engine_first_session(d->engine, kind); s;
 		     s = luo_session_next(s))
@@ -474,8 +472,8 @@ static int run_check(const char *binary, int memfd)
 		}
 		usleep(1000);
 	}
-	for (ssize_t n; got < sizeof(out) - 1 && (n = read(pipefd[0], out + got,
-							    sizeof(out) - 1 - got)) > 0;)
+	for (ssize_t n;
+	     got < sizeof(out) - 1 && (n = read(pipefd[0], out + got, sizeof(out) - 1 - got)) > 0;)
 		got += n;
 	safe_close(pipefd[0]);
 
@@ -540,8 +538,7 @@ static int reexec(struct luod *d, const char *binary, const char *exec_path,
 	int r;
 
 	/* Replies still queued cannot be carried over: send what the sockets take. */
-	LIST_FOREACH(n, &d->conns)
-	{
+	LIST_FOREACH (n, &d->conns) {
 		struct endpoint *ep = list_entry(n, struct endpoint, node);
 		if (ep->out_head)
 			endpoint_flush(d, ep);
@@ -550,8 +547,7 @@ static int reexec(struct luod *d, const char *binary, const char *exec_path,
 			endpoint_drop_queue(d, ep);
 		}
 	}
-	LIST_FOREACH(n, &d->sessions)
-	{
+	LIST_FOREACH (n, &d->sessions) {
 		struct endpoint *ep = list_entry(n, struct endpoint, node);
 		if (ep->out_head)
 			endpoint_flush(d, ep);
@@ -588,8 +584,8 @@ static int reexec(struct luod *d, const char *binary, const char *exec_path,
 }
 
 static void reply_update(struct luod *d, struct endpoint *ep, const struct pending_reply *pr,
-			 int result, const char *exec_path, uint64_t serialize_usec, uint64_t exec_usec,
-			 uint64_t restore_usec, bool rolled_back)
+			 int result, const char *exec_path, uint64_t serialize_usec,
+			 uint64_t exec_usec, uint64_t restore_usec, bool rolled_back)
 {
 	struct luo_wire_update u = {
 		.size = pr->size,
@@ -738,8 +734,7 @@ static int adopt(struct luod *d, struct ext_read_ctx *x)
 	d->n_live_updates = x->live_updates;
 	for (size_t i = 0; i < x->n_conns; i++) {
 		const uint8_t *r = x->conns + i * CONN_RECORD;
-		struct endpoint *ep =
-			conn_add(d, (int)get32(r), get32(r + 4), (pid_t)get32(r + 8));
+		struct endpoint *ep = conn_add(d, (int)get32(r), get32(r + 4), (pid_t)get32(r + 8));
 
 		if (!ep)
 			return -ENOMEM;
@@ -826,8 +821,7 @@ int liveupdate_restore(struct luod *d, int memfd, int rollback_error)
 		uint64_t now = now_usec(CLOCK_MONOTONIC);
 		struct endpoint *ep = NULL;
 
-		LIST_FOREACH(n, &d->conns)
-		{
+		LIST_FOREACH (n, &d->conns) {
 			struct endpoint *c = list_entry(n, struct endpoint, node);
 			if (c->fd == x.pending.conn_fd)
 				ep = c;

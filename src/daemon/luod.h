@@ -81,19 +81,19 @@ struct endpoint {
 	uint32_t uid;
 	struct outmsg *out_head, *out_tail;
 	size_t out_bytes;
-	uint32_t events;        /* what epoll currently watches */
-	struct list_node node;  /* luod.conns or luod.sessions */
+	uint32_t events;       /* what epoll currently watches */
+	struct list_node node; /* luod.conns or luod.sessions */
 	/* EP_CONN */
 	pid_t pid;
 	bool device_holder;
 	/* EP_SESSION */
-	uint64_t handle;        /* engine handle id; 0 once known to be stale */
-	uint64_t ino;           /* inode of the client end */
+	uint64_t handle; /* engine handle id; 0 once known to be stale */
+	uint64_t ino;	 /* inode of the client end */
 	struct hash_node by_ino;
 };
 
 struct luod_limits {
-	uint64_t max_sessions;   /* 0: the default for the uid */
+	uint64_t max_sessions; /* 0: the default for the uid */
 	uint64_t max_files;
 	uint64_t max_connections;
 };
@@ -104,9 +104,9 @@ struct pending_reply {
 	int conn_fd;
 	uint32_t op;
 	uint32_t tag;
-	uint32_t size;              /* the request's size field, for the copy back */
-	uint64_t t_request_usec;    /* CLOCK_MONOTONIC when the request arrived */
-	uint64_t t_serialize_usec;  /* CLOCK_MONOTONIC when the blackout began */
+	uint32_t size;		   /* the request's size field, for the copy back */
+	uint64_t t_request_usec;   /* CLOCK_MONOTONIC when the request arrived */
+	uint64_t t_serialize_usec; /* CLOCK_MONOTONIC when the blackout began */
 	uint64_t state_size;
 };
 
@@ -124,14 +124,14 @@ struct luod {
 	struct endpoint *device_holder;
 	struct luod_limits limits;
 	uint64_t queued_bytes;
-	uint64_t started_usec;   /* CLOCK_REALTIME of the first start */
+	uint64_t started_usec; /* CLOCK_REALTIME of the first start */
 	uint64_t n_live_updates;
-	uint64_t t_main_usec;    /* CLOCK_MONOTONIC at main() */
-	uint64_t t_exec_usec;    /* CLOCK_MONOTONIC just before the execve() that started us */
+	uint64_t t_main_usec; /* CLOCK_MONOTONIC at main() */
+	uint64_t t_exec_usec; /* CLOCK_MONOTONIC just before the execve() that started us */
 	struct pending_reply pending;
-	char **args;             /* the original arguments, passed on at re-exec */
+	char **args; /* the original arguments, passed on at re-exec */
 	int n_args;
-	char *self_path;         /* argv[0] */
+	char *self_path; /* argv[0] */
 	bool quit;
 };
 
@@ -175,8 +175,8 @@ void endpoint_flush(struct luod *d, struct endpoint *ep);
 /* commands.c */
 /* Handles one message; fds[0..n_fds) are consumed.  Returns -ECONNABORTED to
  * make the caller close a connection that sent junk. */
-int handle_request(struct luod *d, struct endpoint *ep, const uint8_t *buf, size_t len,
-		   int *fds, size_t n_fds, bool fds_truncated);
+int handle_request(struct luod *d, struct endpoint *ep, const uint8_t *buf, size_t len, int *fds,
+		   size_t n_fds, bool fds_truncated);
 
 /* liveupdate.c */
 /* Handles UPDATE or REBOOT; replies itself (now, or from the new image). */

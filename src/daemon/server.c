@@ -165,8 +165,7 @@ struct endpoint *conn_add(struct luod *d, int fd, uint32_t uid, pid_t pid)
 	return ep;
 }
 
-struct endpoint *session_ep_add(struct luod *d, int fd, uint64_t handle, uint64_t ino,
-				uint32_t uid)
+struct endpoint *session_ep_add(struct luod *d, int fd, uint64_t handle, uint64_t ino, uint32_t uid)
 {
 	struct endpoint *ep = calloc(1, sizeof(*ep));
 
@@ -365,10 +364,10 @@ int luod_init(struct luod *d)
 
 void luod_done(struct luod *d)
 {
-	LIST_FOREACH_SAFE(i, &d->conns)
-	endpoint_free(d, list_entry(i, struct endpoint, node));
-	LIST_FOREACH_SAFE(i, &d->sessions)
-	endpoint_free(d, list_entry(i, struct endpoint, node));
+	LIST_FOREACH_SAFE (i, &d->conns)
+		endpoint_free(d, list_entry(i, struct endpoint, node));
+	LIST_FOREACH_SAFE (i, &d->sessions)
+		endpoint_free(d, list_entry(i, struct endpoint, node));
 	for (size_t b = 0; b < d->uids.n_buckets; b++)
 		for (struct hash_node *n = d->uids.buckets[b], *next; n; n = next) {
 			next = n->next;
@@ -489,15 +488,13 @@ int server_arm(struct luod *d)
 	r = endpoint_watch(d, &d->signal_ep, EPOLLIN, true);
 	if (r < 0)
 		return r;
-	LIST_FOREACH(i, &d->conns)
-	{
+	LIST_FOREACH (i, &d->conns) {
 		struct endpoint *ep = list_entry(i, struct endpoint, node);
 		r = endpoint_watch(d, ep, endpoint_wanted_events(ep), true);
 		if (r < 0)
 			return r;
 	}
-	LIST_FOREACH(i, &d->sessions)
-	{
+	LIST_FOREACH (i, &d->sessions) {
 		struct endpoint *ep = list_entry(i, struct endpoint, node);
 		r = endpoint_watch(d, ep, endpoint_wanted_events(ep), true);
 		if (r < 0)
@@ -547,7 +544,8 @@ static void handle_accept(struct luod *d)
 		if (!conn_add(d, fd, cred.uid, cred.pid))
 			log_warning("could not add a connection");
 		else
-			log_debug("connection from pid %d uid %u", (int)cred.pid, (unsigned)cred.uid);
+			log_debug("connection from pid %d uid %u", (int)cred.pid,
+				  (unsigned)cred.uid);
 	}
 }
 
@@ -637,7 +635,8 @@ static void handle_endpoint_input(struct luod *d, struct endpoint *ep)
 		}
 		int r = handle_request(d, ep, buf, (size_t)n, fds, n_fds, ctrunc);
 		if (r == -ECONNABORTED) {
-			log_debug("closing connection of pid %d: unparseable message", (int)ep->pid);
+			log_debug("closing connection of pid %d: unparseable message",
+				  (int)ep->pid);
 			endpoint_free(d, ep);
 			return;
 		}

@@ -321,8 +321,8 @@ static void *load_sender(void *arg)
 		while (i < opt.keys && len + per <= cap) {
 			char key[256];
 			make_key(key, sizeof(key), i);
-			len += (size_t)snprintf((char *)batch + len, 300, "PUT %s %" PRIu64 "\n", key,
-						opt.size);
+			len += (size_t)snprintf((char *)batch + len, 300, "PUT %s %" PRIu64 "\n",
+						key, opt.size);
 			make_value(i, batch + len);
 			len += opt.size;
 			i++;
@@ -414,7 +414,8 @@ static int cmd_verify(void)
 		uint64_t first = i;
 		size_t len = 0, n = 0;
 		/* Keep the replies of one batch around 4 MiB. */
-		size_t max_n = MAX((size_t)1, MIN((size_t)BATCH_MAX, BATCH_BYTES / (opt.size + 16)));
+		size_t max_n =
+			MAX((size_t)1, MIN((size_t)BATCH_MAX, BATCH_BYTES / (opt.size + 16)));
 
 		while (i < opt.keys && n < max_n) {
 			char key[256];
@@ -513,9 +514,9 @@ static int hammer_request(struct worker *w, struct link *l, const char *line, si
 				if (r >= 0) {
 					record_latency(w, (now_s() - t0) * 1e3);
 					return r == 1 && vlen == opt.size &&
-							       memcmp(*val, expect, vlen) == 0 ?
-						       0 :
-						       1;
+							       memcmp(*val, expect, vlen) == 0
+						       ? 0
+						       : 1;
 				}
 			} else {
 				char *reply;
@@ -550,13 +551,15 @@ static void *hammer_thread(void *arg)
 		return NULL;
 	while (!stop_requested && (opt.duration <= 0 || now_s() < hammer_deadline) &&
 	       (opt.requests == 0 || atomic_fetch_add(&total_requests, 1) < opt.requests)) {
-		bool write = opt.write_every && (w->requests % opt.write_every) == opt.write_every - 1;
+		bool write =
+			opt.write_every && (w->requests % opt.write_every) == opt.write_every - 1;
 		int len, r;
 
 		if (write) {
 			/* Each write is a new key whose presence is checked at the end. */
-			len = snprintf(line, sizeof(line), "SET hammer:%d:%" PRIu64 " v%" PRIu64 "\n",
-				       w->id, w->writes, w->writes);
+			len = snprintf(line, sizeof(line),
+				       "SET hammer:%d:%" PRIu64 " v%" PRIu64 "\n", w->id, w->writes,
+				       w->writes);
 			r = hammer_request(w, &l, line, (size_t)len, NULL, &val, &cap);
 			if (r == 0)
 				w->writes++;

@@ -299,8 +299,8 @@ static int reply_stats(struct server *srv, struct conn *c)
 	kv_store_stats(&srv->store, &st);
 	return out_printf(c,
 			  "STATS keys=%" PRIu64 " bytes=%" PRIu64 " used=%" PRIu64 " size=%" PRIu64
-			  " slots=%" PRIu64 " generation=%" PRIu64 " connections=%zu requests=%" PRIu64
-			  "\n",
+			  " slots=%" PRIu64 " generation=%" PRIu64
+			  " connections=%zu requests=%" PRIu64 "\n",
 			  st.keys, st.live_bytes, st.used, st.size, st.table_slots, st.generation,
 			  srv->n_conns, srv->requests);
 }
@@ -371,8 +371,8 @@ static ssize_t line_request(struct server *srv, struct conn *c, const char *in, 
 		else if (word_is(cmd, cmdlen, "GET"))
 			r = reply_get(srv, c, key, klen);
 		else
-			r = out_printf(c, kv_store_del(&srv->store, key, klen) < 0 ? "NOTFOUND\n" :
-										     "OK\n");
+			r = out_printf(c, kv_store_del(&srv->store, key, klen) < 0 ? "NOTFOUND\n"
+										   : "OK\n");
 	} else if (word_is(cmd, cmdlen, "SET")) {
 		key = next_word(&p, end, &klen);
 		/* The value is the rest of the line after one space, spaces included. */
@@ -425,13 +425,12 @@ static size_t url_decode(char *dst, const char *src, size_t n)
 	return o;
 }
 
-static int http_reply(struct conn *c, int status, const char *reason, const void *body,
-		      size_t len)
+static int http_reply(struct conn *c, int status, const char *reason, const void *body, size_t len)
 {
-	if (out_printf(c,
-		       "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n%s\r\n",
-		       status, reason, len, c->close_after_flush ? "Connection: close\r\n" : "") <
-	    0)
+	if (out_printf(
+		    c,
+		    "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n%s\r\n",
+		    status, reason, len, c->close_after_flush ? "Connection: close\r\n" : "") < 0)
 		return -ENOMEM;
 	return len ? out_append(c, body, len) : 0;
 }
@@ -579,9 +578,9 @@ static int conn_process(struct server *srv, struct conn *c)
 	size_t pos = 0;
 
 	while (pos < c->in_len && !c->close_after_flush && out_pending(c) < OUT_HIGH_WATER) {
-		ssize_t n = c->kind == CONN_LINE ?
-				    line_request(srv, c, c->in + pos, c->in_len - pos) :
-				    http_request(srv, c, c->in + pos, c->in_len - pos);
+		ssize_t n = c->kind == CONN_LINE
+				    ? line_request(srv, c, c->in + pos, c->in_len - pos)
+				    : http_request(srv, c, c->in + pos, c->in_len - pos);
 		if (n < 0)
 			return (int)n;
 		if (n == 0)
@@ -799,7 +798,8 @@ static int save_snapshot(struct server *srv)
 		return negative_errno();
 	/* Only the used part of the arena: the rest of the file is zero. */
 	while (done < st.used) {
-		ssize_t n = write(fd, srv->store.base + done, (size_t)MIN(st.used - done, 1u << 30));
+		ssize_t n =
+			write(fd, srv->store.base + done, (size_t)MIN(st.used - done, 1u << 30));
 		if (n < 0)
 			return negative_errno();
 		done += (uint64_t)n;
@@ -962,8 +962,8 @@ static int start_with_luo(struct server *srv)
 		}
 		if (r < 0) {
 			log_msg("cannot listen on %s port %d: %s", srv->opt.bind_addr,
-				r == -EADDRINUSE && srv->listen_fd >= 0 ? srv->opt.http_port :
-									  srv->opt.port,
+				r == -EADDRINUSE && srv->listen_fd >= 0 ? srv->opt.http_port
+									: srv->opt.port,
 				strerror(-r));
 			return r;
 		}
@@ -1386,21 +1386,22 @@ int main(int argc, char **argv)
 	}
 
 	startup_ms = ms_since(&start_time);
-	how = !srv.restored ? "fresh" :
-	      srv.opt.use_luo ? "restored from session" : "restored from snapshot";
+	how = !srv.restored	? "fresh"
+	      : srv.opt.use_luo ? "restored from session"
+				: "restored from snapshot";
 	if (srv.opt.ready_file) {
 		r = write_ready_file(&srv, startup_ms);
 		if (r < 0)
 			log_msg("cannot write %s: %s", srv.opt.ready_file, strerror(-r));
 	}
 	if (srv.http_fd >= 0)
-		printf("kv-server: ready on port %d (http %d), %" PRIu64 " keys, %s, %.2f ms from start\n",
+		printf("kv-server: ready on port %d (http %d), %" PRIu64
+		       " keys, %s, %.2f ms from start\n",
 		       socket_port(srv.listen_fd), socket_port(srv.http_fd),
 		       kv_store_count(&srv.store), how, startup_ms);
 	else
 		printf("kv-server: ready on port %d, %" PRIu64 " keys, %s, %.2f ms from start\n",
-		       socket_port(srv.listen_fd), kv_store_count(&srv.store),
-		       how, startup_ms);
+		       socket_port(srv.listen_fd), kv_store_count(&srv.store), how, startup_ms);
 	fflush(stdout);
 
 	/* Requests that were buffered when the predecessor stopped are answered first. */

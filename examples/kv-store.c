@@ -287,8 +287,7 @@ void kv_store_close(struct kv_store *s)
 	s->fd = safe_close(s->fd);
 }
 
-int kv_store_set(struct kv_store *s, const void *key, size_t klen, const void *value,
-		 size_t vlen)
+int kv_store_set(struct kv_store *s, const void *key, size_t klen, const void *value, size_t vlen)
 {
 	uint64_t h = hash_key(key, klen), rec_off, idx;
 	struct kv_record *rec;

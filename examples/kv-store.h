@@ -34,7 +34,7 @@
 #define KV_VALUE_MAX (1024u * 1024 * 1024)
 
 struct kv_store {
-	int fd;        /* the memfd, owned */
+	int fd;	       /* the memfd, owned */
 	uint8_t *base; /* its mapping; moves when the file grows */
 	uint64_t size; /* bytes mapped (the file size) */
 };
@@ -42,8 +42,8 @@ struct kv_store {
 struct kv_stats {
 	uint64_t keys;
 	uint64_t live_bytes; /* key and value bytes of live records */
-	uint64_t used;       /* arena bytes in use, garbage included */
-	uint64_t size;       /* file size */
+	uint64_t used;	     /* arena bytes in use, garbage included */
+	uint64_t size;	     /* file size */
 	uint64_t table_slots;
 	uint64_t generation; /* how many times the store was handed over */
 };
@@ -59,8 +59,7 @@ int kv_store_open(struct kv_store *s, int fd);
 void kv_store_close(struct kv_store *s);
 
 /* Inserts or replaces.  -ENOMEM or the ftruncate errno if the file cannot grow. */
-int kv_store_set(struct kv_store *s, const void *key, size_t klen, const void *value,
-		 size_t vlen);
+int kv_store_set(struct kv_store *s, const void *key, size_t klen, const void *value, size_t vlen);
 /*
  * Looks key up: 0 and the value (a pointer into the mapping, valid until the
  * next change to the store), or -ENOENT.

@@ -230,7 +230,8 @@ static int run_case(const struct test_case *c, unsigned timeout, char *reason, s
 int test_main(const struct test_case *cases, size_t n, int argc, char **argv)
 {
 	const char *only = argc > 1 ? argv[1] : NULL;
-	unsigned timeout = getenv("LUO_TEST_TIMEOUT") ? (unsigned)atoi(getenv("LUO_TEST_TIMEOUT")) : 60;
+	unsigned timeout =
+		getenv("LUO_TEST_TIMEOUT") ? (unsigned)atoi(getenv("LUO_TEST_TIMEOUT")) : 60;
 	size_t planned = 0, failed = 0, num = 0;
 
 	signal(SIGPIPE, SIG_IGN);

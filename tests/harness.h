@@ -25,7 +25,10 @@ struct test_case {
 	void (*fn)(void);
 };
 
-#define TEST_CASE(n) { #n, test_##n }
+#define TEST_CASE(n)                                                                               \
+	{                                                                                          \
+#n, test_##n                                                                       \
+	}
 #define TEST(n) static void test_##n(void)
 
 int test_main(const struct test_case *cases, size_t n, int argc, char **argv);
@@ -33,7 +36,7 @@ int test_main(const struct test_case *cases, size_t n, int argc, char **argv);
 	int main(int argc, char **argv)                                                            \
 	{                                                                                          \
 		static const struct test_case cases[] = { __VA_ARGS__ };                           \
-		return test_main(cases, sizeof(cases) / sizeof(cases[0]), argc, argv);           \
+		return test_main(cases, sizeof(cases) / sizeof(cases[0]), argc, argv);             \
 	}
 
 void test_fail_at(const char *file, int line, const char *fmt, ...)
@@ -55,7 +58,7 @@ void test_need_fds(long n);
 #define ASSERT_FALSE(expr)                                                                         \
 	do {                                                                                       \
 		if ((expr))                                                                        \
-			test_fail_at(__FILE__, __LINE__, "expected false: %s", #expr);            \
+			test_fail_at(__FILE__, __LINE__, "expected false: %s", #expr);             \
 	} while (0)
 /* expr >= 0 */
 #define ASSERT_OK(expr)                                                                            \
@@ -82,14 +85,16 @@ void test_need_fds(long n);
 		long long _r = (long long)(expr);                                                  \
 		int _e = errno;                                                                    \
 		if (_r != -1 || _e != (err))                                                       \
-			test_fail_at(__FILE__, __LINE__, "%s = %lld errno %d (%s), expected -1 errno %d (%s)", \
-				     #expr, _r, _e, strerror(_e), (int)(err), strerror(err));      \
+			test_fail_at(__FILE__, __LINE__,                                           \
+				     "%s = %lld errno %d (%s), expected -1 errno %d (%s)", #expr,  \
+				     _r, _e, strerror(_e), (int)(err), strerror(err));             \
 	} while (0)
 #define ASSERT_EQ(a, b)                                                                            \
 	do {                                                                                       \
 		long long _a = (long long)(a), _b = (long long)(b);                                \
 		if (_a != _b)                                                                      \
-			test_fail_at(__FILE__, __LINE__, "%s == %s: %lld != %lld", #a, #b, _a, _b); \
+			test_fail_at(__FILE__, __LINE__, "%s == %s: %lld != %lld", #a, #b, _a,     \
+				     _b);                                                          \
 	} while (0)
 #define ASSERT_NE(a, b)                                                                            \
 	do {                                                                                       \

@@ -19,7 +19,8 @@ static const char *root_path(const char *var, const char *rel, char *buf, size_t
 	const char *root = getenv(var);
 
 	if (!root)
-		test_fail_at(__FILE__, __LINE__, "%s is not set (run the tests with meson test)", var);
+		test_fail_at(__FILE__, __LINE__, "%s is not set (run the tests with meson test)",
+			     var);
 	snprintf(buf, size, "%s/%s", root, rel);
 	return buf;
 }
@@ -97,8 +98,8 @@ void test_luod_start(struct test_luod *d, const char *const *extra_args)
 			close(fd);
 			if (cred.pid != d->pid)
 				test_fail_at(__FILE__, __LINE__,
-					     "socket %s is served by pid %d, not our luod %d", d->socket,
-					     (int)cred.pid, (int)d->pid);
+					     "socket %s is served by pid %d, not our luod %d",
+					     d->socket, (int)cred.pid, (int)d->pid);
 			return;
 		}
 		int status;
@@ -121,7 +122,8 @@ void test_luod_stop(struct test_luod *d)
 		if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
 			d->pid = 0;
 			if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-				test_fail_at(__FILE__, __LINE__, "luod ended with status 0x%x", status);
+				test_fail_at(__FILE__, __LINE__, "luod ended with status 0x%x",
+					     status);
 			return;
 		}
 		usleep(5000);

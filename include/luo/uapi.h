@@ -56,7 +56,7 @@ struct liveupdate_ioctl_retrieve_session {
 	__s32 fd;
 	__u8 name[LIVEUPDATE_SESSION_NAME_LENGTH];
 };
-#define LIVEUPDATE_IOCTL_RETRIEVE_SESSION                                                         \
+#define LIVEUPDATE_IOCTL_RETRIEVE_SESSION                                                          \
 	_IO(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_RETRIEVE_SESSION)
 
 /* Preserves the file behind @fd under @token in an outgoing session. */
@@ -65,7 +65,7 @@ struct liveupdate_session_preserve_fd {
 	__s32 fd;
 	__aligned_u64 token;
 };
-#define LIVEUPDATE_SESSION_PRESERVE_FD                                                            \
+#define LIVEUPDATE_SESSION_PRESERVE_FD                                                             \
 	_IO(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_SESSION_PRESERVE_FD)
 
 /* Retrieves the file under @token from an incoming session into @fd. */
@@ -74,7 +74,7 @@ struct liveupdate_session_retrieve_fd {
 	__s32 fd;
 	__aligned_u64 token;
 };
-#define LIVEUPDATE_SESSION_RETRIEVE_FD                                                            \
+#define LIVEUPDATE_SESSION_RETRIEVE_FD                                                             \
 	_IO(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_SESSION_RETRIEVE_FD)
 
 /* Ends the handover of an incoming session; @reserved must be 0. */

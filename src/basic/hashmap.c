@@ -91,7 +91,8 @@ int hashmap_insert(struct hashmap *m, struct hash_node *n, uint64_t hash)
 	return 0;
 }
 
-struct hash_node *hashmap_find(const struct hashmap *m, uint64_t hash, hash_eq_fn eq, const void *key)
+struct hash_node *hashmap_find(const struct hashmap *m, uint64_t hash, hash_eq_fn eq,
+			       const void *key)
 {
 	if (m->n_buckets == 0)
 		return NULL;

@@ -35,7 +35,8 @@ void hashmap_init(struct hashmap *m);
 void hashmap_done(struct hashmap *m);
 /* Returns 0 or -ENOMEM.  The caller guarantees the key is not present. */
 int hashmap_insert(struct hashmap *m, struct hash_node *n, uint64_t hash);
-struct hash_node *hashmap_find(const struct hashmap *m, uint64_t hash, hash_eq_fn eq, const void *key);
+struct hash_node *hashmap_find(const struct hashmap *m, uint64_t hash, hash_eq_fn eq,
+			       const void *key);
 void hashmap_remove(struct hashmap *m, struct hash_node *n);
 /* Makes room for at least n entries without rehashing; 0 or -ENOMEM. */
 int hashmap_reserve(struct hashmap *m, size_t n);

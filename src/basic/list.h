@@ -53,10 +53,10 @@ static inline void list_remove(struct list_head *h, struct list_node *n)
 #define LIST_FOREACH(pos, head)                                                                    \
 	for (struct list_node *pos = (head)->node.next; pos != &(head)->node; pos = pos->next)
 #define LIST_FOREACH_SAFE(pos, head)                                                               \
-	for (struct list_node *pos = (head)->node.next, *pos##_next = pos->next; pos != &(head)->node; \
-	     pos = pos##_next, pos##_next = pos->next)
+	for (struct list_node *pos = (head)->node.next, *pos##_next = pos->next;                   \
+	     pos != &(head)->node; pos = pos##_next, pos##_next = pos->next)
 #define LIST_FOREACH_REVERSE(pos, head)                                                            \
 	for (struct list_node *pos = (head)->node.prev; pos != &(head)->node; pos = pos->prev)
 #define LIST_FOREACH_REVERSE_SAFE(pos, head)                                                       \
-	for (struct list_node *pos = (head)->node.prev, *pos##_prev = pos->prev; pos != &(head)->node; \
-	     pos = pos##_prev, pos##_prev = pos->prev)
+	for (struct list_node *pos = (head)->node.prev, *pos##_prev = pos->prev;                   \
+	     pos != &(head)->node; pos = pos##_prev, pos##_prev = pos->prev)

@@ -49,11 +49,11 @@ enum luo_session_kind {
 };
 
 enum luo_session_state {
-	LUO_SESSION_OPEN = 0,      /* outgoing, held by its creator */
+	LUO_SESSION_OPEN = 0,	   /* outgoing, held by its creator */
 	LUO_SESSION_WAITING = 1,   /* incoming, not retrieved */
 	LUO_SESSION_RETRIEVED = 2, /* incoming, retrieved, not finished */
 	LUO_SESSION_FINISHED = 3,  /* incoming, finished, fd still open */
-	LUO_SESSION_STUCK = 4,     /* incoming, implicit finish refused */
+	LUO_SESSION_STUCK = 4,	   /* incoming, implicit finish refused */
 };
 
 /* Creates an empty engine with no handlers; update number 0. */
@@ -114,14 +114,15 @@ luo_session *luo_session_next(const luo_session *s);
 struct luo_file_info {
 	uint64_t token;
 	const char *compatible;
-	int fd;             /* luod's reference, -EBADF once discarded */
+	int fd; /* luod's reference, -EBADF once discarded */
 	bool retrieved;
 	int retrieve_error; /* 0 or the permanent -errno of a failed retrieve */
 	size_t data_size;
 };
 /* Calls cb for each file in preservation order; stops at and returns cb's first non-zero value. */
 int luo_session_foreach_file(const luo_session *s,
-			     int (*cb)(const struct luo_file_info *fi, void *userdata), void *userdata);
+			     int (*cb)(const struct luo_file_info *fi, void *userdata),
+			     void *userdata);
 
 /* FLB introspection (tests, status). */
 const struct luo_flb *luo_engine_find_flb(const luo_engine *e, const char *compatible);

@@ -66,11 +66,11 @@ struct luo_flb_ops {
 /* One FLB instance per engine and ops; the engine counts, the ops keep data. */
 struct luo_flb {
 	const struct luo_flb_ops *ops;
-	uint64_t count;   /* dependent files preserved or not yet finished */
-	bool incoming;    /* came over an update and is not yet retrieved */
-	bool retrieved;   /* retrieve ran after the update */
-	int fd;           /* optional resource, owned by the engine, -EBADF if none */
-	void *data;       /* malloc'ed by the ops, freed by the engine */
+	uint64_t count; /* dependent files preserved or not yet finished */
+	bool incoming;	/* came over an update and is not yet retrieved */
+	bool retrieved; /* retrieve ran after the update */
+	int fd;		/* optional resource, owned by the engine, -EBADF if none */
+	void *data;	/* malloc'ed by the ops, freed by the engine */
 	size_t data_size;
 };
 

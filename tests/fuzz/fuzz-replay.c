@@ -64,7 +64,8 @@ int main(int argc, char **argv)
 				char path[4096];
 
 				if (list[j]->d_name[0] != '.') {
-					snprintf(path, sizeof(path), "%s/%s", argv[i], list[j]->d_name);
+					snprintf(path, sizeof(path), "%s/%s", argv[i],
+						 list[j]->d_name);
 					if (replay_file(path) < 0)
 						failed++;
 					count++;
@@ -79,7 +80,8 @@ int main(int argc, char **argv)
 			}
 			printf("ok %d - %s (%d inputs)\n", ++n, argv[i], count);
 		} else {
-			printf("%sok %d - %s\n", replay_file(argv[i]) < 0 ? "not " : "", ++n, argv[i]);
+			printf("%sok %d - %s\n", replay_file(argv[i]) < 0 ? "not " : "", ++n,
+			       argv[i]);
 		}
 	}
 	printf("1..%d\n", n);

@@ -11,24 +11,20 @@
  * never be reached through the shim.  The answer is copied back and a
  * received fd is put into the struct's fd field.
  *
- * Requests and replies follow src/protocol/protocol.h.  Several threads, and
- * processes that inherited the same session fd, may call at once on one
- * socket: each request carries the caller's thread id as tag, and a caller
- * takes a reply off the socket only after peeking that the tag is its own.
+ * Requests go through luo_wire_call() (src/protocol), which allocates nothing
+ * and is safe for several threads, and processes that inherited the same
+ * session fd, calling at once on one socket: replies are matched by thread id.
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "basic/macro.h"
-#include "basic/socket-util.h"
 #include "preload-internal.h"
 #include "protocol/protocol.h"
 
@@ -93,91 +89,23 @@ int preload_connect(void)
 	return TAKE_FD(fd);
 }
 
-static uint32_t thread_tag(void)
+int preload_wire_call(int sock, uint32_t op, void *arg, uint32_t arg_size, int send_fd, int *ret_fd)
 {
-	return (uint32_t)gettid();
-}
-
-/* Waits until a message is queued; the socket may be non-blocking (a caller's O_NONBLOCK). */
-static int wait_readable(int sock)
-{
-	struct pollfd p = { .fd = sock, .events = POLLIN };
-
-	for (;;) {
-		int k = poll(&p, 1, -1);
-
-		if (k > 0)
-			return 0;
-		if (k < 0 && errno != EINTR)
-			return negative_errno();
-	}
-}
-
-static int receive_reply(int sock, uint32_t tag, void *reply, size_t reply_size, int *ret_fd)
-{
-	union {
-		struct luo_wire_reply header;
-		uint8_t bytes[sizeof(struct luo_wire_reply) + 256];
-	} msg;
-	int fds[1] = { -EBADF };
-	size_t n_fds = 0;
-	ssize_t n;
 	int r;
 
-	for (;;) {
-		struct luo_wire_reply peek;
-
-		r = wait_readable(sock);
-		if (r < 0)
-			return -EIO;
-		/* No control buffer: a peek must not install the fds of someone else's reply. */
-		n = recv(sock, &peek, sizeof(peek), MSG_PEEK | MSG_DONTWAIT);
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
-			continue;
-		if (n <= 0)
-			return -EIO;
-		if ((size_t)n < sizeof(peek) || peek.tag == tag)
-			break;
-		/* Another thread's or process's reply is first in line: let its owner take it. */
-		struct timespec ts = { .tv_nsec = 20 * 1000 };
-		nanosleep(&ts, NULL);
-	}
-
-	n = socket_recv_message(sock, &msg, sizeof(msg), fds, 1, &n_fds, MSG_DONTWAIT);
-	if (n < (ssize_t)sizeof(struct luo_wire_reply) || msg.header.tag != tag ||
-	    msg.header.size > (size_t)n - sizeof(struct luo_wire_reply)) {
-		if (n > 0)
-			close_many(fds, n_fds);
+	r = luo_wire_call(sock, op, arg, arg_size, send_fd >= 0 ? &send_fd : NULL, send_fd >= 0,
+			  ret_fd);
+	switch (r) {
+	case -ECONNRESET:
+	case -EPIPE:
+	case -ENOTCONN:
+	case -EBADMSG:
+	case -EMSGSIZE:
+		/* luod is gone or spoke nonsense: no kernel errno fits better than EIO. */
 		return -EIO;
+	default:
+		return r;
 	}
-	if (msg.header.result < 0) {
-		close_many(fds, n_fds);
-		return msg.header.result;
-	}
-	memcpy(reply, msg.bytes + sizeof(struct luo_wire_reply), MIN(reply_size, msg.header.size));
-	if (ret_fd)
-		*ret_fd = n_fds > 0 ? fds[0] : -EBADF;
-	else
-		close_many(fds, n_fds);
-	return 0;
-}
-
-int preload_wire_call(int sock, uint32_t op, const void *req, size_t req_size, int send_fd,
-		      void *reply, size_t reply_size, int *ret_fd)
-{
-	struct luo_wire_request header = { .op = op, .tag = thread_tag() };
-	struct iovec iov[2] = {
-		{ .iov_base = &header, .iov_len = sizeof(header) },
-		{ .iov_base = (void *)req, .iov_len = req_size },
-	};
-	ssize_t n;
-
-	n = socket_send_message(sock, iov, 2, send_fd >= 0 ? &send_fd : NULL, send_fd >= 0);
-	if (n == -EBADF)
-		return -EBADF; /* the file to preserve is not open */
-	if (n < 0)
-		return -EIO;
-	return receive_reply(sock, header.tag, reply, reply_size, ret_fd);
 }
 
 /* -E2BIG if a byte of the caller's [from, to) is non-zero, -EFAULT if unreadable, else 0. */
@@ -208,15 +136,13 @@ static int check_zeroed(const uint8_t *arg, size_t from, size_t to)
 static int probe_e2big(int fd, const struct kernel_command *c, const uint8_t *local)
 {
 	uint8_t req[PRELOAD_STRUCT_MAX] = { 0 };
-	uint8_t reply[PRELOAD_STRUCT_MAX];
 	uint32_t size = c->size + 8;
 	int r;
 
 	memcpy(req, local, c->size);
 	memcpy(req, &size, sizeof(size));
 	memset(req + c->size, 0xff, 8);
-	r = preload_wire_call(fd, _IO(LIVEUPDATE_IOCTL_TYPE, c->nr), req, size, -EBADF, reply,
-			      sizeof(reply), NULL);
+	r = preload_wire_call(fd, _IO(LIVEUPDATE_IOCTL_TYPE, c->nr), req, size, -EBADF, NULL);
 	return r < 0 && r != -EIO ? r : -E2BIG;
 }
 
@@ -263,8 +189,7 @@ int preload_emulate_ioctl(int fd, enum preload_fd_kind kind, unsigned int cmd, v
 			send_fd = fd_field;
 	}
 	memcpy(out, local, c->size);
-	r = preload_wire_call(fd, cmd, local, c->size, send_fd, out, c->size,
-			      c->fd_out ? &new_fd : NULL);
+	r = preload_wire_call(fd, cmd, out, c->size, send_fd, c->fd_out ? &new_fd : NULL);
 	if (r < 0)
 		return r;
 	if (c->fd_out) {

@@ -42,14 +42,13 @@ int preload_socket_path(char *buf, size_t size);
 /* A new CLOEXEC connection to luod, or -errno (never allocates). */
 int preload_connect(void);
 /*
- * Sends one request (op, then the command struct) on sock with send_fd
- * attached if >= 0 (not consumed), and waits for the reply carrying this
- * thread's tag.  Copies at most reply_size payload bytes to reply; a received
- * fd (CLOEXEC) goes to *ret_fd, or is closed when ret_fd is NULL.  Returns
+ * luo_wire_call() on sock with send_fd attached if >= 0 (not consumed): arg
+ * is sent as is and luod's struct copied back into it; a received fd
+ * (CLOEXEC) goes to *ret_fd, or is closed when ret_fd is NULL.  Returns
  * luod's result (0 or -errno), or -EIO when luod is gone or misbehaves.
  */
-int preload_wire_call(int sock, uint32_t op, const void *req, size_t req_size, int send_fd,
-		      void *reply, size_t reply_size, int *ret_fd);
+int preload_wire_call(int sock, uint32_t op, void *arg, uint32_t arg_size, int send_fd,
+		      int *ret_fd);
 /* Emulates ioctl(fd, cmd, arg) for a device or session fd; 0 or -errno. */
 int preload_emulate_ioctl(int fd, enum preload_fd_kind kind, unsigned int cmd, void *arg);
 

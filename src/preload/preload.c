@@ -211,16 +211,16 @@ void preload_remember_session(int fd)
 /* Asks luod whether fd is one of its session sockets: 1, 0, or -errno when luod is unreachable. */
 static int ask_luod_is_session(int fd)
 {
-	struct luo_wire_is_session q = { .size = sizeof(q) }, a = { 0 };
+	struct luo_wire_is_session q = { .size = sizeof(q) };
 	_cleanup_close_ int conn = -EBADF;
 	int r;
 
 	conn = preload_connect();
 	if (conn < 0)
 		return conn;
-	r = preload_wire_call(conn, LUO_IOCTL_IS_SESSION, &q, sizeof(q), fd, &a, sizeof(a), NULL);
+	r = preload_wire_call(conn, LUO_IOCTL_IS_SESSION, &q, sizeof(q), fd, NULL);
 	if (r >= 0)
-		return a.is_session ? 1 : 0;
+		return q.is_session ? 1 : 0;
 	if (r == -EIO)
 		return r;
 	/* A luod without IS_SESSION: a session socket's peer is luod itself. */
@@ -286,7 +286,7 @@ static bool device_present(struct stat *ret_socket_st)
 
 static int device_open(int flags)
 {
-	struct luo_wire_simple q = { .size = sizeof(q) }, a;
+	struct luo_wire_simple q = { .size = sizeof(q) };
 	_cleanup_close_ int fd = -EBADF;
 	struct stat st;
 	int r;
@@ -296,8 +296,7 @@ static int device_open(int flags)
 	fd = preload_connect();
 	if (fd < 0)
 		return -ENOENT;
-	r = preload_wire_call(fd, LUO_IOCTL_DEVICE_OPEN, &q, sizeof(q), -EBADF, &a, sizeof(a),
-			      NULL);
+	r = preload_wire_call(fd, LUO_IOCTL_DEVICE_OPEN, &q, sizeof(q), -EBADF, NULL);
 	if (r == -EIO)
 		return -ENOENT; /* luod went away between connect and reply */
 	if (r < 0)

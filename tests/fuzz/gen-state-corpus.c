@@ -1,0 +1,333 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * DOC: writes the seed corpus of fuzz-state
+ *
+ * Builds engines with the built-in handlers and real files (memfds, pipes,
+ * eventfds, sockets with their netns FLB) through the engine's own commands,
+ * takes them through handover, retrieval, finish and reboot, and writes each
+ * encoded state into the directory given as the only argument, together with
+ * a few broken variants (truncated, another version, an unknown handler, a
+ * duplicate token, a flipped bit).  Not part of the build; run it by hand
+ * after a format change, from a build directory:
+ *
+ *   cc -D_GNU_SOURCE -I.. -I../include -I../src -I. tests/../../tests/fuzz/gen-state-corpus.c \
+ *      src/core/libcore.a src/basic/libbasic.a -lfdt -o gen-state-corpus
+ *   ./gen-state-corpus ../tests/fuzz/corpus/fuzz-state
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libfdt.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/engine-internal.h"
+#include "core/state.h"
+
+static const char *outdir;
+
+static void die(const char *what, int r)
+{
+	fprintf(stderr, "gen-state-corpus: %s: %s\n", what, strerror(r < 0 ? -r : r));
+	exit(1);
+}
+
+#define CHECK(expr)                                                                                \
+	do {                                                                                       \
+		int _r = (expr);                                                                   \
+		if (_r < 0)                                                                        \
+			die(#expr, _r);                                                            \
+	} while (0)
+
+static int ext_write(void *fdt, void *userdata)
+{
+	int r = fdt_property_u32(fdt, "connections", 2);
+
+	if (r >= 0)
+		r = fdt_property_string(fdt, "socket", "/run/luo/luod.sock");
+	if (r >= 0)
+		r = fdt_begin_node(fdt, "connection@0");
+	if (r >= 0)
+		r = fdt_property_u32(fdt, "fd", 3);
+	if (r >= 0)
+		r = fdt_end_node(fdt);
+	return r < 0 ? luo_fdt_errno(r) : 0;
+}
+
+static const struct luo_state_ext luod_ext = { LUO_STATE_EXT_NODE, ext_write, NULL, NULL };
+
+static void write_file(const char *name, const void *blob, size_t size)
+{
+	char path[4096];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", outdir, name);
+	f = fopen(path, "we");
+	if (!f || fwrite(blob, 1, size, f) != size || fclose(f) != 0)
+		die(path, errno);
+}
+
+static void *encode(const luo_engine *e, const struct luo_state_ext *ext, size_t *size)
+{
+	void *blob = NULL;
+
+	CHECK(luo_state_encode(e, ext, &blob, size));
+	return blob;
+}
+
+static void emit(const char *name, const luo_engine *e, const struct luo_state_ext *ext)
+{
+	size_t size;
+	void *blob = encode(e, ext, &size);
+
+	write_file(name, blob, size);
+	free(blob);
+}
+
+static luo_engine *engine(void)
+{
+	luo_engine *e = NULL;
+
+	CHECK(luo_engine_new(&e));
+	CHECK(luo_engine_add_default_handlers(e));
+	return e;
+}
+
+static luo_session *create(luo_engine *e, const char *name, uint64_t flags, uint32_t uid)
+{
+	uint8_t field[LUO_NAME_FIELD] = { 0 };
+	luo_session *s = NULL;
+
+	memcpy(field, name, strnlen(name, LUO_NAME_FIELD - 1));
+	CHECK(luo_engine_create_session(e, field, flags, uid, &s));
+	return s;
+}
+
+static luo_session *retrieve(luo_engine *e, const char *name)
+{
+	uint8_t field[LUO_NAME_FIELD] = { 0 };
+	luo_session *s = NULL;
+
+	memcpy(field, name, strnlen(name, LUO_NAME_FIELD - 1));
+	CHECK(luo_engine_retrieve_session(e, field, LUO_UID_ANY, &s));
+	return s;
+}
+
+static void preserve(luo_session *s, uint64_t token, int fd)
+{
+	CHECK(luo_session_preserve_fd(s, token, fd));
+	close(fd);
+}
+
+static int memfd_with(const char *text)
+{
+	int fd = memfd_create("seed", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+	if (fd < 0 || write(fd, text, strlen(text)) < 0)
+		die("memfd", errno);
+	return fd;
+}
+
+static int a_pipe(void)
+{
+	int p[2];
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		die("pipe", errno);
+	if (write(p[1], "buffered", 8) < 0)
+		die("pipe write", errno);
+	close(p[1]);
+	return p[0];
+}
+
+static int an_eventfd(void)
+{
+	int fd = eventfd(3, EFD_CLOEXEC);
+
+	if (fd < 0)
+		die("eventfd", errno);
+	return fd;
+}
+
+static int a_listener(void)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 4) < 0)
+		die("socket", errno);
+	return fd;
+}
+
+static void retrieve_fd(luo_session *s, uint64_t token)
+{
+	int fd = -EBADF;
+
+	CHECK(luo_session_retrieve_fd(s, token, &fd));
+	close(fd);
+}
+
+/* Replaces the first occurrence of from by to (same length) in blob. */
+static void patch(void *blob, size_t size, const char *from, const char *to)
+{
+	size_t n = strlen(from);
+	uint8_t *p = memmem(blob, size, from, n);
+
+	if (!p || strlen(to) != n)
+		die("patch", EINVAL);
+	memcpy(p, to, n);
+}
+
+int main(int argc, char **argv)
+{
+	luo_engine *e;
+	luo_session *s;
+	size_t size;
+	uint8_t *blob;
+	char name[LUO_NAME_FIELD];
+
+	if (argc != 2) {
+		fprintf(stderr, "usage: gen-state-corpus DIR\n");
+		return 2;
+	}
+	outdir = argv[1];
+
+	e = engine();
+	emit("valid-empty", e, NULL);
+	emit("valid-empty-with-luod-node", e, &luod_ext);
+	luo_engine_free(e);
+
+	/* One outgoing session with one file of each kind but sockets. */
+	e = engine();
+	s = create(e, "kv-server", 0, 1000);
+	preserve(s, 1, memfd_with("the data"));
+	preserve(s, 2, a_pipe());
+	preserve(s, 3, an_eventfd());
+	emit("valid-one-session", e, &luod_ext);
+	luo_engine_free(e);
+
+	/* Sockets bring the netns FLB. */
+	e = engine();
+	s = create(e, "listener", LUO_SESSION_FLAG_HANDOVER_ON_CLOSE, 0);
+	preserve(s, 80, a_listener());
+	preserve(s, 443, a_listener());
+	s = create(e, "other", 0, 0);
+	preserve(s, 80, a_listener());
+	emit("valid-sockets-flb", e, &luod_ext);
+	luo_engine_free(e);
+
+	/* Every state: open, waiting, retrieved (some files), finished, stuck. */
+	e = engine();
+	s = create(e, "waiting", 0, 1000);
+	preserve(s, 1, memfd_with("waiting"));
+	CHECK(luo_engine_handover_session(e, s));
+	s = create(e, "retrieved", 0, 1000);
+	preserve(s, 1, memfd_with("retrieved"));
+	preserve(s, 2, an_eventfd());
+	preserve(s, 3, a_listener());
+	CHECK(luo_engine_handover_session(e, s));
+	s = retrieve(e, "retrieved");
+	retrieve_fd(s, 1);
+	retrieve_fd(s, 3);
+	s = create(e, "finished", 0, 1000);
+	preserve(s, 9, an_eventfd());
+	CHECK(luo_engine_handover_session(e, s));
+	s = retrieve(e, "finished");
+	CHECK(luo_session_finish(s));
+	s = create(e, "stuck", 0, 1000);
+	preserve(s, 4, a_pipe());
+	CHECK(luo_engine_handover_session(e, s));
+	s = retrieve(e, "stuck");
+	/* What a refused implicit finish leaves behind. */
+	s->state = LUO_SESSION_STUCK;
+	CHECK(luo_session_set_handle(s, 0));
+	s = create(e, "waiting", 0, 1000); /* outgoing: another namespace */
+	preserve(s, 5, memfd_with("again"));
+	emit("valid-every-state", e, &luod_ext);
+
+	/* A reboot: update number 1, outgoing moved in, incoming dropped. */
+	CHECK(luo_engine_reboot(e));
+	emit("valid-after-reboot", e, &luod_ext);
+	luo_engine_free(e);
+
+	/* A failed retrieve that lost its fd. */
+	e = engine();
+	s = create(e, "failed", 0, 1000);
+	preserve(s, 1, an_eventfd());
+	preserve(s, 2, an_eventfd());
+	CHECK(luo_engine_handover_session(e, s));
+	s = retrieve(e, "failed");
+	{
+		struct luo_file *f = luo_file_lookup(s, 2);
+
+		luo_identity_remove(e, f);
+		close(f->hf.fd);
+		f->hf.fd = -EBADF;
+		f->retrieve_error = -EIO;
+	}
+	emit("valid-failed-retrieve", e, NULL);
+	luo_engine_free(e);
+
+	/* Names at the limits and of any byte; many sessions. */
+	e = engine();
+	memset(name, 'n', LUO_NAME_FIELD - 1);
+	name[LUO_NAME_FIELD - 1] = '\0';
+	s = create(e, name, 0, 1);
+	preserve(s, UINT64_MAX, an_eventfd());
+	preserve(s, 0, an_eventfd());
+	create(e, "\x01\"\\\xff\xc3\xa9 \t", 0, 2);
+	create(e, "x", 0, 3);
+	for (int i = 0; i < 40; i++) {
+		char n[16];
+
+		snprintf(n, sizeof(n), "s%d", i);
+		s = create(e, n, 0, (uint32_t)i);
+		preserve(s, (uint64_t)i, an_eventfd());
+		if (i % 3 == 0)
+			CHECK(luo_engine_handover_session(e, s));
+	}
+	emit("valid-many-sessions", e, NULL);
+	luo_engine_free(e);
+
+	/* Broken variants of a small valid blob. */
+	e = engine();
+	s = create(e, "kv-server", 0, 1000);
+	preserve(s, 1, memfd_with("the data"));
+	preserve(s, 2, an_eventfd());
+	blob = encode(e, NULL, &size);
+	write_file("bad-truncated", blob, size - 7);
+	patch(blob, size, "luod-v1", "luod-v2");
+	write_file("bad-root-version", blob, size);
+	patch(blob, size, "luod-v2", "luod-v1");
+	patch(blob, size, "memfd-v1", "memfx-v1");
+	write_file("bad-unknown-handler", blob, size);
+	patch(blob, size, "memfx-v1", "memfd-v1");
+	patch(blob, size, "luo-session-v1", "luo-session-v2");
+	write_file("bad-session-version", blob, size);
+	patch(blob, size, "luo-session-v2", "luo-session-v1");
+	blob[size / 2] ^= 0x10;
+	write_file("bad-bit-flip", blob, size);
+	blob[size / 2] ^= 0x10;
+	free(blob);
+	/* Two files with one token: the second token patched to the first. */
+	{
+		uint8_t two[8] = { 0, 0, 0, 0, 0, 0, 0, 2 }, one[8] = { 0, 0, 0, 0, 0, 0, 0, 1 };
+		uint8_t *p;
+
+		blob = encode(e, NULL, &size);
+		p = memmem(blob, size, two, sizeof(two));
+		if (!p)
+			die("token", ENOENT);
+		memcpy(p, one, sizeof(one));
+		write_file("bad-duplicate-token", blob, size);
+		free(blob);
+	}
+	luo_engine_free(e);
+	return 0;
+}

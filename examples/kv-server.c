@@ -220,6 +220,8 @@ static int buf_reserve(char **buf, size_t *cap, size_t need)
 
 static int out_append(struct conn *c, const void *data, size_t n)
 {
+	if (n == 0)
+		return 0;
 	if (c->out_off == c->out_len)
 		c->out_off = c->out_len = 0;
 	if (buf_reserve(&c->out, &c->out_cap, c->out_len + n) < 0)
@@ -867,7 +869,8 @@ static int restore_connections(struct server *srv, int session_fd, int meta_fd)
 			r = -ENOMEM;
 			goto out;
 		}
-		memcpy(c->in, cur, rec.in_len);
+		if (rec.in_len)
+			memcpy(c->in, cur, rec.in_len);
 		c->in_len = rec.in_len;
 		cur += rec.in_len + rec.out_len;
 		srv->conns_restored++;

@@ -1,0 +1,340 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * DOC: luoctl's commands, output and exit codes
+ *
+ * Each case starts a real luod (tests/luod-test.h) where it needs one, makes
+ * sessions with libluo as an ordinary client would, and runs the build's
+ * luoctl as a separate process, checking its tables, its JSON (with jq) and
+ * the exit codes luoctl(8) documents: 0 ok, 1 failed, 2 usage, 3 luod
+ * unreachable, 4 not found.
+ */
+#include <fcntl.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "cli-test.h"
+#include "harness.h"
+#include "luo/luo.h"
+#include "luod-test.h"
+
+static struct cli_out o;
+
+static int create_session(int luo, const char *name, uint64_t flags)
+{
+	int s = -1;
+
+	ASSERT_OK(luo_session_create(luo, name, flags, &s));
+	return s;
+}
+
+TEST(bad_usage_exits_2)
+{
+	const char *const *cases[] = {
+		(const char *const[]){ NULL },
+		(const char *const[]){ "frobnicate", NULL },
+		(const char *const[]){ "--no-such-option", "status", NULL },
+		(const char *const[]){ "show", NULL },
+		(const char *const[]){ "show", "a", "b", NULL },
+		(const char *const[]){
+			"show", "0123456789012345678901234567890123456789012345678901234567890123",
+			NULL },
+		(const char *const[]){ "show", "", NULL },
+		(const char *const[]){ "show", "--incoming", "--outgoing", "x", NULL },
+		(const char *const[]){ "status", "extra", NULL },
+		(const char *const[]){ "list", "extra", NULL },
+		(const char *const[]){ "update", "extra", NULL },
+		(const char *const[]){ "update", "--exec", NULL },
+		(const char *const[]){ "reboot", "now", NULL },
+		(const char *const[]){ "dump-state", NULL },
+		(const char *const[]){ "dump-state", "a", "b", NULL },
+		(const char *const[]){ "run", NULL },
+		(const char *const[]){ "--socket", "", "status", NULL },
+	};
+
+	/* Usage errors are found before luoctl tries to connect: no luod here. */
+	setenv("LUO_SOCKET", "/nonexistent/luod.sock", 1);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cli_luoctl(&o, cases[i]);
+		ASSERT_EQ(o.status, 2);
+		ASSERT_TRUE(strstr(o.err, "luoctl help") != NULL);
+		ASSERT_STREQ(o.out, "");
+	}
+}
+
+TEST(help_and_version_exit_0)
+{
+	LUOCTL(&o, "help");
+	ASSERT_EQ(o.status, 0);
+	ASSERT_TRUE(strstr(o.out, "dump-state") != NULL);
+	LUOCTL(&o, "--help");
+	ASSERT_EQ(o.status, 0);
+	ASSERT_TRUE(strstr(o.out, "Exit codes") != NULL);
+	LUOCTL(&o, "--version");
+	ASSERT_EQ(o.status, 0);
+	ASSERT_TRUE(strncmp(o.out, "luoctl ", 7) == 0);
+}
+
+TEST(no_luod_exits_3_and_says_where)
+{
+	char sock[300];
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	/* Nothing at the path. */
+	snprintf(sock, sizeof(sock), "%s/none.sock", test_tmpdir());
+	const char *const *cmds[] = {
+		(const char *const[]){ "--socket", sock, "status", NULL },
+		(const char *const[]){ "--socket", sock, "list", NULL },
+		(const char *const[]){ "--socket", sock, "show", "x", NULL },
+		(const char *const[]){ "--socket", sock, "update", NULL },
+		(const char *const[]){ "--socket", sock, "reboot", NULL },
+		(const char *const[]){ "--socket", sock, "--json", "status", NULL },
+	};
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		cli_luoctl(&o, cmds[i]);
+		ASSERT_EQ(o.status, 3);
+		ASSERT_TRUE(strstr(o.err, "is luod running?") != NULL);
+		ASSERT_TRUE(strstr(o.err, sock) != NULL);
+		ASSERT_TRUE(strstr(o.err, strerror(ENOENT)) != NULL);
+	}
+
+	/* A socket nobody listens on any more (a dead luod's): connection refused. */
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	ASSERT_OK(fd);
+	strcpy(sa.sun_path, sock);
+	ASSERT_OK(bind(fd, (struct sockaddr *)&sa, sizeof(sa)));
+	close(fd);
+	setenv("LUO_SOCKET", sock, 1);
+	LUOCTL(&o, "status");
+	ASSERT_EQ(o.status, 3);
+	ASSERT_TRUE(strstr(o.err, strerror(ECONNREFUSED)) != NULL);
+}
+
+TEST(status_reports_luod)
+{
+	struct test_luod d;
+	char expr[128];
+
+	cli_need_jq();
+	test_luod_start(&d, NULL);
+	LUOCTL(&o, "status");
+	ASSERT_EQ(o.status, 0);
+	snprintf(expr, sizeof(expr), "luod:           pid %d,", (int)d.pid);
+	ASSERT_TRUE(strstr(o.out, expr) != NULL);
+	ASSERT_TRUE(strstr(o.out, "update number:  0") != NULL);
+	ASSERT_TRUE(strstr(o.out, d.socket) != NULL);
+
+	LUOCTL(&o, "--json", "status");
+	ASSERT_EQ(o.status, 0);
+	snprintf(expr, sizeof(expr), ".pid == %d and .update_number == 0", (int)d.pid);
+	ASSERT_JQ(o.out, expr);
+	ASSERT_JQ(o.out, ".fd_limit > 0 and .outgoing_sessions == 0 and (.version | length > 0)");
+	/* --json is accepted after the command too. */
+	LUOCTL(&o, "status", "--json");
+	ASSERT_EQ(o.status, 0);
+	ASSERT_JQ(o.out, expr);
+	test_luod_stop(&d);
+}
+
+/* Names with bytes a table could not show as they are. */
+static const char *const odd_names[] = {
+	"plain", "with space", "tab\there", "back\\slash", "\xff\xfe", "new\nline", "caf\xc3\xa9",
+};
+static const char *const odd_escaped[] = {
+	"plain",      "with\\x20space", "tab\\x09here",	 "back\\\\slash",
+	"\\xff\\xfe", "new\\x0aline",	"caf\\xc3\\xa9",
+};
+static const char *const odd_hex[] = {
+	"706c61696e", "77697468207370616365", "7461620968657265", "6261636b5c736c617368",
+	"fffe",	      "6e65770a6c696e65",     "636166c3a9",
+};
+
+TEST(list_prints_aligned_escaped_table)
+{
+	struct test_luod d;
+	int luo, s[7];
+	size_t kind_col = 0;
+	char *line, *save = NULL;
+	int n_lines = 0;
+
+	test_luod_start(&d, NULL);
+	LUOCTL(&o, "list");
+	ASSERT_EQ(o.status, 0);
+	ASSERT_STREQ(o.out, "No sessions.\n");
+
+	luo = ASSERT_OK(luo_connect(NULL));
+	for (size_t i = 0; i < 7; i++)
+		s[i] = create_session(luo, odd_names[i],
+				      i == 0 ? LUO_SESSION_HANDOVER_ON_CLOSE : 0);
+	int efd = eventfd(0, EFD_CLOEXEC);
+	ASSERT_OK(luo_session_preserve_fd(s[0], 42, efd));
+	close(efd);
+
+	LUOCTL(&o, "list");
+	ASSERT_EQ(o.status, 0);
+	for (size_t i = 0; i < 7; i++)
+		ASSERT_TRUE(strstr(o.out, odd_escaped[i]) != NULL);
+	ASSERT_TRUE(strstr(o.out, "handover-on-close") != NULL);
+	/* Every line has the KIND column at the same offset, and no raw control byte. */
+	for (const char *p = o.out; *p; p++)
+		ASSERT_TRUE(*p == '\n' || (*p >= 0x20 && *p < 0x7f));
+	for (line = strtok_r(o.out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		const char *k = strstr(line, n_lines == 0 ? "KIND" : "outgoing");
+
+		ASSERT_TRUE(k != NULL);
+		if (n_lines == 0)
+			kind_col = (size_t)(k - line);
+		ASSERT_EQ((size_t)(k - line), kind_col);
+		n_lines++;
+	}
+	ASSERT_EQ(n_lines, 8);
+
+	for (size_t i = 0; i < 7; i++)
+		close(s[i]);
+	close(luo);
+	test_luod_stop(&d);
+}
+
+TEST(list_json_is_valid_and_exact)
+{
+	struct test_luod d;
+	int luo, s[7];
+	char expr[256];
+
+	cli_need_jq();
+	test_luod_start(&d, NULL);
+	luo = ASSERT_OK(luo_connect(NULL));
+	for (size_t i = 0; i < 7; i++)
+		s[i] = create_session(luo, odd_names[i], 0);
+	int m = cli_memfd_with_pattern(1000, 1);
+	ASSERT_OK(m);
+	ASSERT_OK(luo_session_preserve_fd(s[2], 0, m));
+	close(m);
+
+	LUOCTL(&o, "--json", "list");
+	ASSERT_EQ(o.status, 0);
+	ASSERT_JQ(o.out, ".sessions | length == 7");
+	for (size_t i = 0; i < 7; i++) {
+		snprintf(expr, sizeof(expr),
+			 "[.sessions[] | select(.name_hex == \"%s\")] | length == 1 and "
+			 ".[0].kind == \"outgoing\" and .[0].state == \"open\" and .[0].uid == %u",
+			 odd_hex[i], (unsigned)getuid());
+		ASSERT_JQ(o.out, expr);
+	}
+	/* Valid UTF-8 and escaped control characters come through as they are. */
+	ASSERT_JQ(o.out, "any(.sessions[]; .name == \"caf\\u00e9\")");
+	ASSERT_JQ(o.out, "any(.sessions[]; .name == \"new\\nline\")");
+	ASSERT_JQ(o.out, ".sessions[] | select(.name == \"tab\\there\") | .files == 1");
+
+	for (size_t i = 0; i < 7; i++)
+		close(s[i]);
+	close(luo);
+	test_luod_stop(&d);
+}
+
+TEST(show_prints_session_and_files)
+{
+	struct test_luod d;
+	int luo, s, m, e;
+
+	cli_need_jq();
+	test_luod_start(&d, NULL);
+	luo = ASSERT_OK(luo_connect(NULL));
+	s = create_session(luo, "db state", 0);
+	m = cli_memfd_with_pattern(4096, 7);
+	ASSERT_OK(m);
+	e = eventfd(3, EFD_CLOEXEC);
+	ASSERT_OK(e);
+	ASSERT_OK(luo_session_preserve_fd(s, 7, m));
+	ASSERT_OK(luo_session_preserve_fd(s, 18446744073709551615ULL, e));
+	close(m);
+	close(e);
+
+	LUOCTL(&o, "show", "db state");
+	ASSERT_EQ(o.status, 0);
+	ASSERT_TRUE(strstr(o.out, "session:  db\\x20state") != NULL);
+	ASSERT_TRUE(strstr(o.out, "kind:     outgoing") != NULL);
+	ASSERT_TRUE(strstr(o.out, "files:    2") != NULL);
+	ASSERT_TRUE(strstr(o.out, "TOKEN") != NULL);
+	ASSERT_TRUE(strstr(o.out, "18446744073709551615") != NULL);
+	ASSERT_TRUE(strstr(o.out, "memfd") != NULL);
+
+	LUOCTL(&o, "--json", "show", "db state");
+	ASSERT_EQ(o.status, 0);
+	ASSERT_JQ(o.out, ".sessions | length == 1");
+	ASSERT_JQ(o.out, ".sessions[0].name == \"db state\" and .sessions[0].files == 2");
+	ASSERT_JQ(o.out, "[.sessions[0].file_list[].token] == [7, 18446744073709551615]");
+	ASSERT_JQ(o.out, ".sessions[0].file_list | all(.retrieved == false)");
+
+	/* --incoming restricts to the other namespace, where it is not. */
+	LUOCTL(&o, "show", "--incoming", "db state");
+	ASSERT_EQ(o.status, 4);
+	LUOCTL(&o, "show", "--outgoing", "db state");
+	ASSERT_EQ(o.status, 0);
+
+	close(s);
+	close(luo);
+	test_luod_stop(&d);
+}
+
+TEST(show_unknown_session_exits_4)
+{
+	struct test_luod d;
+	int luo, s;
+
+	test_luod_start(&d, NULL);
+	LUOCTL(&o, "show", "nobody");
+	ASSERT_EQ(o.status, 4);
+	ASSERT_TRUE(strstr(o.err, "no session named 'nobody'") != NULL);
+	ASSERT_STREQ(o.out, "");
+
+	/* A session that existed and was aborted by closing its fd is gone too. */
+	luo = ASSERT_OK(luo_connect(NULL));
+	s = create_session(luo, "short-lived", 0);
+	LUOCTL(&o, "show", "short-lived");
+	ASSERT_EQ(o.status, 0);
+	close(s);
+	/* luod sees the hang-up asynchronously: give it a moment. */
+	for (int i = 0; i < 200; i++) {
+		LUOCTL(&o, "show", "short-lived");
+		if (o.status == 4)
+			break;
+		usleep(10000);
+	}
+	ASSERT_EQ(o.status, 4);
+	close(luo);
+	test_luod_stop(&d);
+}
+
+TEST(run_execs_the_command_with_the_shim)
+{
+	char preload[512], sock[300], out[8192];
+	int status;
+
+	test_build_path("src/preload/luo-preload.so", preload, sizeof(preload));
+	if (access(preload, R_OK) < 0)
+		test_skip("luo-preload.so is not built");
+	snprintf(sock, sizeof(sock), "%s/some.sock", test_tmpdir());
+	char luoctl[512];
+	test_build_path("src/cli/luoctl", luoctl, sizeof(luoctl));
+	/* The exit status is the command's own; the environment points at the shim and socket. */
+	status = test_run_command_output(
+		(const char *const[]){ luoctl, "run", "--socket", sock, "--", "/bin/sh", "-c",
+				       "echo \"$LD_PRELOAD|$LUO_SOCKET\"; exit 7", NULL },
+		out, sizeof(out));
+	ASSERT_EQ(status, 7);
+	ASSERT_TRUE(strstr(out, "luo-preload.so|") != NULL);
+	ASSERT_TRUE(strstr(out, sock) != NULL);
+	status = test_run_command(
+		(const char *const[]){ luoctl, "run", "--", "/nonexistent", NULL });
+	ASSERT_EQ(status, 127);
+}
+
+TEST_MAIN(TEST_CASE(bad_usage_exits_2), TEST_CASE(help_and_version_exit_0),
+	  TEST_CASE(no_luod_exits_3_and_says_where), TEST_CASE(status_reports_luod),
+	  TEST_CASE(list_prints_aligned_escaped_table), TEST_CASE(list_json_is_valid_and_exact),
+	  TEST_CASE(show_prints_session_and_files), TEST_CASE(show_unknown_session_exits_4),
+	  TEST_CASE(run_execs_the_command_with_the_shim))

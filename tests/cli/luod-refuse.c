@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * DOC: stand-ins for a new luod binary that refuses the state
+ *
+ * `luoctl update --exec` runs the target twice: first `BINARY --check-state
+ * FD` in a child (must print luod-state-ok and exit 0), then, in the
+ * blackout, `BINARY --restore FD --previous-exe FD2 ...` in luod's own
+ * process.  Built twice from this file:
+ *
+ *   luod-refuse-check    refuses at --check-state (exit 1, as a binary that
+ *                        does not understand the state would); the update
+ *                        must be aborted before the blackout.
+ *   luod-refuse-restore  passes the check (it is the real luod there) but at
+ *                        --restore runs the real luod with its test switch
+ *                        LUOD_TEST_REJECT_RESTORE set, so that the state is
+ *                        refused inside the blackout and handed back with
+ *                        fexecve() to the previous binary.
+ *
+ * The real luod is $LUO_BUILD_ROOT/src/daemon/luod; the environment reaches
+ * here from the test through luod.  Nothing is corrupted: every fd and the
+ * state memfd pass through untouched.
+ */
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int main(int argc, char **argv)
+{
+	const char *root = getenv("LUO_BUILD_ROOT");
+	char luod[4096];
+	bool check = argc > 1 && strcmp(argv[1], "--check-state") == 0;
+
+	if (!root) {
+		fprintf(stderr, "luod-refuse: LUO_BUILD_ROOT is not set\n");
+		return 1;
+	}
+	snprintf(luod, sizeof(luod), "%s/src/daemon/luod", root);
+#ifdef REFUSE_AT_CHECK
+	if (check) {
+		fprintf(stderr, "luod-refuse-check: refusing the state\n");
+		return 1;
+	}
+#else
+	if (!check && setenv("LUOD_TEST_REJECT_RESTORE", "1", 1) < 0)
+		return 1;
+#endif
+	argv[0] = luod;
+	execv(luod, argv);
+	perror("luod-refuse: execv");
+	return 127;
+}

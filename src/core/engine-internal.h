@@ -121,5 +121,8 @@ void luo_file_unpreserve(struct luo_file *f);
 /* file.c: end of one file on the finish path: handler finish, FLB finish
  * accounting, identity remove, close, free. */
 void luo_file_finish(struct luo_file *f);
+/* identity.c: whether two of our fds share one open file description
+ * (false when the kernel cannot tell). */
+bool luo_fd_same_description(int fd1, int fd2);
 /* flb.c: closes the FLB's fd (if close_fd) and frees its data; resets its flags. */
 void luo_flb_release(struct luo_flb *flb, bool close_fd);

@@ -166,14 +166,16 @@ int luo_session_preserve_fd(luo_session *s, uint64_t token, int fd)
 	r = file_get_id(h, dfd, &st, &id);
 	if (r < 0)
 		return r;
-	if (luo_identity_contains(e, &id, dfd))
-		return -EBUSY;
 
 	r = luo_file_new(s, token, h, dfd, NULL, 0, &f);
 	if (r < 0)
 		return r;
 	TAKE_FD(dfd);
 	f->id = id;
+	/*
+	 * The EBUSY check and the indexing are one tree search: the file is
+	 * indexed here or found busy.  Nothing observable happened before it.
+	 */
 	r = luo_identity_add(e, f);
 	if (r < 0)
 		goto err_free;
@@ -210,7 +212,9 @@ err_free:
 /* The first retrieve of a file after its update; a failure is kept for good. */
 static int file_first_retrieve(struct luo_file *f)
 {
-	int r = 0;
+	struct luo_engine *e = f->session->engine;
+	_cleanup_close_ int keep = -EBADF;
+	int old_fd = f->hf.fd, r = 0;
 
 	if (f->flb) {
 		r = luo_flb_file_retrieve(f->flb);
@@ -220,19 +224,30 @@ static int file_first_retrieve(struct luo_file *f)
 		}
 	}
 	/*
-	 * The handler may replace the fd, and by-description identities are
-	 * ordered through it: leave the index while it changes, come back with
-	 * the identity of whatever fd the engine holds afterwards (a retrieved
-	 * file stays busy until it is finished).
+	 * The handler may replace the fd (closing the old one), and
+	 * by-description identities are ordered through it.  Holding a dup of
+	 * the old file keeps it comparable, so the index entry can be moved only
+	 * if the fd did change.
 	 */
-	luo_identity_remove(f->session->engine, f);
+	keep = fd_dup_cloexec(old_fd);
+	if (keep < 0)
+		return keep;
 	if (f->handler->retrieve)
 		r = f->handler->retrieve(&f->hf);
+	/* A new file may even have come back under the old fd's number. */
+	if (f->hf.fd != old_fd || !luo_fd_same_description(f->hf.fd, keep)) {
+		int new_fd = f->hf.fd;
+
+		f->hf.fd = keep;
+		luo_identity_remove(e, f);
+		f->hf.fd = new_fd;
+		/* A retrieved file stays busy until it is finished. */
+		(void)luo_file_identify(f);
+	}
 	if (r < 0)
 		f->retrieve_error = r;
 	else
 		f->retrieved = true;
-	(void)luo_file_identify(f);
 	return r;
 }
 

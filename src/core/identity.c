@@ -28,9 +28,16 @@ static int cmp_u64(uint64_t a, uint64_t b)
 	return a < b ? -1 : a > b ? 1 : 0;
 }
 
+/*
+ * kcmp() needs our pid; getpid() is a system call of its own, so it is read
+ * once per index operation rather than once per comparison (and not cached
+ * for good, which a fork would invalidate).
+ */
+static pid_t identity_pid;
+
 static int cmp_description(int fd1, int fd2)
 {
-	pid_t pid = getpid();
+	pid_t pid = identity_pid;
 	long r;
 
 	if (fd1 == fd2)
@@ -81,6 +88,7 @@ int luo_identity_add(struct luo_engine *e, struct luo_file *f)
 
 	if (f->id_node)
 		return 0;
+	identity_pid = getpid();
 	node = tsearch(f, &e->identity_root, identity_cmp);
 	if (!node)
 		return -ENOMEM;
@@ -94,6 +102,7 @@ void luo_identity_remove(struct luo_engine *e, struct luo_file *f)
 {
 	if (!f->id_node)
 		return;
+	identity_pid = getpid();
 	if (e->identity_root)
 		tdelete(f, &e->identity_root, identity_cmp);
 	f->id_node = NULL;
@@ -103,5 +112,13 @@ bool luo_identity_contains(struct luo_engine *e, const struct luo_file_id *id, i
 {
 	struct luo_file key = { .id = *id, .hf.fd = fd };
 
+	identity_pid = getpid();
 	return tfind(&key, &e->identity_root, identity_cmp) != NULL;
+}
+
+bool luo_fd_same_description(int fd1, int fd2)
+{
+	pid_t pid = getpid();
+
+	return syscall(SYS_kcmp, pid, pid, KCMP_FILE, fd1, fd2) == 0;
 }

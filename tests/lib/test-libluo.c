@@ -1,0 +1,642 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * DOC: libluo against a real luod
+ *
+ * Every case starts the build's luod on a socket in its own directory and
+ * drives it through the public API only: each function with its success and
+ * each of its errors, returned fds checked for O_CLOEXEC, and the whole life
+ * of a session (create, preserve, hand over, retrieve, finish).  The last
+ * case runs libluo's ioctl path under the preload shim.
+ */
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "luo/luo.h"
+#include "luod-test.h"
+
+static void start(struct test_luod *d)
+{
+	char luod[512];
+
+	test_build_path("src/daemon/luod", luod, sizeof(luod));
+	if (access(luod, X_OK) < 0)
+		test_skip("luod is not built (%s)", luod);
+	test_luod_start(d, NULL);
+}
+
+static bool is_cloexec(int fd)
+{
+	int flags = fcntl(fd, F_GETFD);
+
+	return flags >= 0 && (flags & FD_CLOEXEC);
+}
+
+static int memfd_with(const char *data)
+{
+	int fd = memfd_create("libluo-test", MFD_CLOEXEC);
+
+	ASSERT_OK(fd);
+	ASSERT_EQ(write(fd, data, strlen(data)), (ssize_t)strlen(data));
+	return fd;
+}
+
+static void assert_memfd_holds(int fd, const char *data)
+{
+	char buf[256] = { 0 };
+
+	ASSERT_EQ(pread(fd, buf, sizeof(buf) - 1, 0), (ssize_t)strlen(data));
+	ASSERT_STREQ(buf, data);
+}
+
+static int closed_fd(void)
+{
+	int fd = eventfd(0, EFD_CLOEXEC);
+
+	ASSERT_OK(fd);
+	close(fd);
+	return fd;
+}
+
+/* Creates an outgoing session name with one memfd under token 1, hands it
+ * over and returns the (now stale) fd. */
+static int handed_over(int luo, const char *name, const char *data)
+{
+	int s, m = memfd_with(data);
+
+	ASSERT_OK(luo_session_create(luo, name, 0, &s));
+	ASSERT_OK(luo_session_preserve_fd(s, 1, m));
+	close(m);
+	ASSERT_OK(luo_session_handover(s));
+	return s;
+}
+
+/* ---- luo_connect ---- */
+
+TEST(connect_finds_luod_by_path_env_and_runtime_dir)
+{
+	struct test_luod d;
+	char dir[512], link[600];
+	int fd;
+
+	start(&d);
+	fd = ASSERT_OK(luo_connect(d.socket));
+	ASSERT_TRUE(is_cloexec(fd));
+	close(fd);
+
+	/* test_luod_start() set $LUO_SOCKET. */
+	fd = ASSERT_OK(luo_connect(NULL));
+	close(fd);
+
+	/* Without $LUO_SOCKET: $XDG_RUNTIME_DIR/luo/luod.sock. */
+	snprintf(dir, sizeof(dir), "%s/rt", d.dir);
+	ASSERT_OK(mkdir(dir, 0700));
+	snprintf(link, sizeof(link), "%s/rt/luo", d.dir);
+	ASSERT_OK(mkdir(link, 0700));
+	snprintf(link, sizeof(link), "%s/rt/luo/luod.sock", d.dir);
+	ASSERT_OK(symlink(d.socket, link));
+	unsetenv("LUO_SOCKET");
+	setenv("XDG_RUNTIME_DIR", dir, 1);
+	fd = ASSERT_OK(luo_connect(NULL));
+	close(fd);
+	/* An empty $LUO_SOCKET counts as unset. */
+	setenv("LUO_SOCKET", "", 1);
+	fd = ASSERT_OK(luo_connect(NULL));
+	close(fd);
+
+	test_luod_stop(&d);
+}
+
+TEST(connect_reports_a_missing_luod)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char path[512], longpath[200];
+	int s;
+
+	snprintf(path, sizeof(path), "%s/nothing.sock", test_tmpdir());
+	ASSERT_ERR(luo_connect(path), -ENOENT);
+
+	/* A socket file nobody listens on any more. */
+	snprintf(path, sizeof(path), "%s/stale.sock", test_tmpdir());
+	s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	ASSERT_OK(s);
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	ASSERT_OK(bind(s, (struct sockaddr *)&sa, sizeof(sa)));
+	close(s);
+	ASSERT_ERR(luo_connect(path), -ECONNREFUSED);
+
+	memset(longpath, 'x', sizeof(longpath) - 1);
+	longpath[0] = '/';
+	longpath[sizeof(longpath) - 1] = 0;
+	ASSERT_ERR(luo_connect(longpath), -ENAMETOOLONG);
+	ASSERT_ERR(luo_connect(""), -EINVAL);
+}
+
+/* ---- luo_session_create ---- */
+
+TEST(create_returns_a_cloexec_session_fd_named_as_asked)
+{
+	char name[LUO_SESSION_NAME_LENGTH];
+	struct test_luod d;
+	int luo, s;
+
+	start(&d);
+	luo = ASSERT_OK(luo_connect(NULL));
+	ASSERT_OK(luo_session_create(luo, "svc", 0, &s));
+	ASSERT_TRUE(s >= 0);
+	ASSERT_TRUE(is_cloexec(s));
+	ASSERT_OK(luo_session_get_name(s, name));
+	ASSERT_STREQ(name, "svc");
+	close(s);
+	close(luo);
+	test_luod_stop(&d);
+}
+
+TEST(create_checks_its_arguments)
+{
+	char n63[64], n64[65];
+	struct test_luod d;
+	int luo, s = -7, f;
+
+	memset(n63, 'a', 63);
+	n63[63] = 0;
+	memset(n64, 'b', 64);
+	n64[64] = 0;
+	start(&d);
+	luo = ASSERT_OK(luo_connect(NULL));
+
+	ASSERT_ERR(luo_session_create(-1, "svc", 0, &s), -EBADF);
+	ASSERT_ERR(luo_session_create(closed_fd(), "svc", 0, &s), -EBADF);
+	ASSERT_ERR(luo_session_create(luo, NULL, 0, &s), -EINVAL);
+	ASSERT_ERR(luo_session_create(luo, "", 0, &s), -EINVAL);
+	ASSERT_ERR(luo_session_create(luo, n64, 0, &s), -EINVAL);
+	ASSERT_ERR(luo_session_create(luo, "svc", 0, NULL), -EINVAL);
+	ASSERT_ERR(luo_session_create(luo, "svc", 2, &s), -EINVAL);
+	ASSERT_EQ(s, -7);
+	/* A file that is neither luod nor /dev/liveupdate. */
+	f = ASSERT_OK(memfd_create("x", MFD_CLOEXEC));
+	ASSERT_ERR(luo_session_create(f, "svc", 0, &s), -ENOTTY);
+	close(f);
+
+	/* 63 bytes is the longest name; any non-NUL byte is allowed. */
+	ASSERT_OK(luo_session_create(luo, n63, 0, &s));
+	close(s);
+	ASSERT_OK(luo_session_create(luo, "\x01\xff name/with:odd bytes", 0, &s));
+	close(s);
+
+	close(luo);
+	test_luod_stop(&d);
+}
+
+TEST(create_of_a_taken_name_is_eexist)
+{
+	struct test_luod d;
+	int luo, s, s2 = -7;
+
+	start(&d);
+	luo = ASSERT_OK(luo_connect(NULL));
+	ASSERT_OK(luo_session_create(luo, "svc", 0, &s));
+	ASSERT_ERR(luo_session_create(luo, "svc", 0, &s2), -EEXIST);
+	ASSERT_EQ(s2, -7);
+	close(s);
+	close(luo);
+	test_luod_stop(&d);
+}
+
+TEST(closing_an_outgoing_session_aborts_it)
+{
+	struct test_luod d;
+	int luo, s, m;
+
+	start(&d);
+	luo = ASSERT_OK(luo_connect(NULL));
+	m = memfd_with("x");
+	ASSERT_OK(luo_session_create(luo, "svc", 0, &s));
+	ASSERT_OK(luo_session_preserve_fd(s, 1, m));
+	close(s);
+	/* luod sees the hang-up asynchronously: the name frees up shortly. */
+	for (int i = 0; i < 200; i++) {
+		int r = luo_session_create(luo, "svc", 0, &s);
+		if (r != -EEXIST) {
+			ASSERT_OK(r);
+			break;
+		}
+		usleep(5000);
+	}
+	/* The memfd is free again: it can be preserved in the new session. */
+	ASSERT_OK(luo_session_preserve_fd(s, 1, m));
+	ASSERT_ERR(luo_session_retrieve(luo, "svc", &m), -ENOENT);
+	close(s);
+	close(m);
+	close(luo);
+	test_luod_stop(&d);
+}
+
+/* ---- the whole life of a session ---- */
+
+TEST(handover_then_retrieve_gives_the_same_file_back)
+{
+	char name[LUO_SESSION_NAME_LENGTH];
+	struct test_luod d;
+	int luo, old, s, m, m2;
+
+	start(&d);
+	luo = ASSERT_OK(luo_connect(NULL));
+	old = handed_over(luo, "svc", "hello, successor");
+
+	ASSERT_OK(luo_session_retrieve(luo, "svc", &s));
+	ASSERT_TRUE(is_cloexec(s));
+	ASSERT_OK(luo_session_get_name(s, name));
+	ASSERT_STREQ(name, "svc");
+	ASSERT_OK(luo_session_retrieve_fd(s, 1, &m));
+	ASSERT_TRUE(is_cloexec(m));
+	assert_memfd_holds(m, "hello, successor");
+	/* A second retrieve is the same open file. */
+	ASSERT_OK(luo_session_retrieve_fd(s, 1, &m2));
+	ASSERT_OK(lseek(m, 3, SEEK_SET));
+	ASSERT_EQ(lseek(m2, 0, SEEK_CUR), 3);
+	close(m2);
+
+	ASSERT_OK(luo_session_finish(s));
+	ASSERT_OK(luo_session_finish(s)); /* a second finish does nothing */
+	ASSERT_ERR(luo_session_retrieve_fd(s, 1, &m2), -ENOENT);
+	assert_memfd_holds(m, "hello, successor");
+
+	close(m);
+	close(s);
+	close(old);
+	close(luo);
+	test_luod_stop(&d);
+}
+
+TEST(handover_on_close_keeps_the_session_for_the_successor)
+{
+	struct test_luod d;
+	int luo, s = -1, m, r = -ENOENT;
+
+	start(&d);
+	luo = ASSERT_OK(luo_connect(NULL));
+	m = memfd_with("kept");
+	ASSERT_OK(luo_session_create(luo, "svc", LUO_SESSION_HANDOVER_ON_CLOSE, &s));
+	ASSERT_OK(luo_session_preserve_fd(s, 9, m));
+	close(m);
+	close(s);
+	for (int i = 0; i < 200 && r == -ENOENT; i++) {
+		r = luo_session_retrieve(luo, "svc", &s);
+		if (r == -ENOENT)
+			usleep(5000);
+	}
+	ASSERT_OK(r);
+	ASSERT_OK(luo_session_retrieve_fd(s, 9, &m));
+	assert_memfd_holds(m, "kept");
+	close(m);
+	close(s);
+	close(luo);
+	test_luod_stop(&d);
+}
+
+TEST(commands_on_a_handed_over_fd_are_estale)
+{
+	char name[LUO_SESSION_NAME_LENGTH];
+	struct test_luod d;
+	int luo, old, m, fd = -7;
+
+	start(&d);
+	luo = ASSERT_OK(luo_connect(NULL));
+	old = handed_over(luo, "svc", "x");
+	m = memfd_with("y");
+	ASSERT_ERR(luo_session_preserve_fd(old, 2, m), -ESTALE);
+	ASSERT_ERR(luo_session_retrieve_fd(old, 1, &fd), -ESTALE);
+	ASSERT_ERR(luo_session_finish(old), -ESTALE);
+	ASSERT_ERR(luo_session_get_name(old, name), -ESTALE);
+	ASSERT_ERR(luo_session_handover(old), -ESTALE);
+	ASSERT_EQ(fd, -7);
+	close(m);
+	close(old);
+	close(luo);
+	test_luod_stop(&d);
+}
+
+/* ---- errors of the session commands ---- */
+
+TEST(preserve_errors_are_the_kernel_ones)
+{
+	struct test_luod d;
+	int luo, s, s2, m, m2, null, dupm;
+
+	start(&d);
+	luo = ASSERT_OK(luo_connect(NULL));
+	ASSERT_OK(luo_session_create(luo, "a", 0, &s));
+	ASSERT_OK(luo_session_create(luo, "b", 0, &s2));
+	m = memfd_with("1");
+	m2 = memfd_with("2");
+
+	ASSERT_OK(luo_session_preserve_fd(s, 0, m)); /* token 0 is a token */
+	ASSERT_ERR(luo_session_preserve_fd(s, 0, m2), -EEXIST);
+	ASSERT_OK(luo_session_preserve_fd(s2, 0, m2)); /* tokens are per session */
+	ASSERT_ERR(luo_session_preserve_fd(s, 1, m), -EBUSY);
+	ASSERT_ERR(luo_session_preserve_fd(s2, 1, m), -EBUSY);
+	dupm = dup(m);
+	ASSERT_ERR(luo_session_preserve_fd(s, 2, dupm), -EBUSY);
+	close(dupm);
+
+	null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	ASSERT_OK(null);
+	ASSERT_ERR(luo_session_preserve_fd(s, 3, null), -ENOENT);
+	close(null);
+
+	ASSERT_ERR(luo_session_preserve_fd(s, 4, closed_fd()), -EBADF);
+	ASSERT_ERR(luo_session_preserve_fd(s, 4, -1), -EBADF);
+	ASSERT_ERR(luo_session_preserve_fd(-1, 4, m), -EBADF);
+	ASSERT_ERR(luo_session_preserve_fd(closed_fd(), 4, m), -EBADF);
+
+	close(m);
+	close(m2);
+	close(s);
+	close(s2);
+	close(luo);
+	test_luod_stop(&d);
+}
+
+TEST(incoming_and_outgoing_commands_refuse_the_other_kind)
+{
+	struct test_luod d;
+	int luo, out, old, in, m, fd = -7;
+
+	start(&d);
+	luo = ASSERT_OK(luo_connect(NULL));
+	ASSERT_OK(luo_session_create(luo, "out", 0, &out));
+	old = handed_over(luo, "in", "x");
+	ASSERT_OK(luo_session_retrieve(luo, "in", &in));
+	m = memfd_with("m");
+
+	/* Outgoing sessions take files; incoming ones give them back. */
+	ASSERT_ERR(luo_session_retrieve_fd(out, 1, &fd), -EINVAL);
+	ASSERT_ERR(luo_session_finish(out), -EINVAL);
+	ASSERT_ERR(luo_session_preserve_fd(in, 2, m), -EINVAL);
+	ASSERT_ERR(luo_session_handover(in), -EINVAL);
+	ASSERT_EQ(fd, -7);
+
+	close(m);
+	close(in);
+	close(old);
+	close(out);
+	close(luo);
+	test_luod_stop(&d);
+}
+
+TEST(retrieve_errors_are_the_kernel_ones)
+{
+	struct test_luod d;
+	int luo, old, in, in2 = -7, fd = -7;
+
+	start(&d);
+	luo = ASSERT_OK(luo_connect(NULL));
+	ASSERT_ERR(luo_session_retrieve(luo, "nobody", &in), -ENOENT);
+	old = handed_over(luo, "svc", "x");
+	ASSERT_OK(luo_session_retrieve(luo, "svc", &in));
+	ASSERT_ERR(luo_session_retrieve(luo, "svc", &in2), -EINVAL); /* retrieved once */
+	ASSERT_ERR(luo_session_retrieve_fd(in, 12345, &fd), -ENOENT);
+	ASSERT_EQ(in2, -7);
+	ASSERT_EQ(fd, -7);
+
+	ASSERT_ERR(luo_session_retrieve(-1, "svc", &in2), -EBADF);
+	ASSERT_ERR(luo_session_retrieve(luo, "", &in2), -EINVAL);
+	ASSERT_ERR(luo_session_retrieve(luo, NULL, &in2), -EINVAL);
+	ASSERT_ERR(luo_session_retrieve(luo, "svc", NULL), -EINVAL);
+	ASSERT_ERR(luo_session_retrieve_fd(in, 1, NULL), -EINVAL);
+	ASSERT_ERR(luo_session_retrieve_fd(-1, 1, &fd), -EBADF);
+	ASSERT_ERR(luo_session_finish(-1), -EBADF);
+	ASSERT_ERR(luo_session_finish(closed_fd()), -EBADF);
+	ASSERT_ERR(luo_session_handover(-1), -EBADF);
+	ASSERT_ERR(luo_session_get_name(-1, (char[64]){ 0 }), -EBADF);
+	ASSERT_ERR(luo_session_get_name(in, NULL), -EINVAL);
+
+	/* Closing a retrieved session ends it: the name is gone. */
+	close(in);
+	for (int i = 0; i < 200; i++) {
+		int r = luo_session_retrieve(luo, "svc", &in2);
+		if (r == -ENOENT)
+			break;
+		ASSERT_ERR(r, -EINVAL);
+		usleep(5000);
+	}
+	ASSERT_ERR(luo_session_retrieve(luo, "svc", &in2), -ENOENT);
+
+	close(old);
+	close(luo);
+	test_luod_stop(&d);
+}
+
+TEST(handover_of_a_name_already_waiting_is_eexist)
+{
+	struct test_luod d;
+	int luo, old, s;
+
+	start(&d);
+	luo = ASSERT_OK(luo_connect(NULL));
+	old = handed_over(luo, "svc", "x");
+	ASSERT_OK(luo_session_create(luo, "svc", 0, &s)); /* separate namespaces */
+	ASSERT_ERR(luo_session_handover(s), -EEXIST);
+	close(s);
+	close(old);
+	close(luo);
+	test_luod_stop(&d);
+}
+
+/* ---- luo_fd_is_session ---- */
+
+TEST(fd_is_session_tells_sessions_from_other_fds)
+{
+	struct test_luod d;
+	int luo, s, dup_s, sp[2], f, m;
+	char path[512];
+
+	start(&d);
+	luo = ASSERT_OK(luo_connect(NULL));
+	ASSERT_OK(luo_session_create(luo, "svc", 0, &s));
+	dup_s = dup(s);
+	ASSERT_OK(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp));
+	snprintf(path, sizeof(path), "%s/plain", d.dir);
+	f = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	ASSERT_OK(f);
+	m = memfd_with("m");
+
+	ASSERT_EQ(luo_fd_is_session(s), 1);
+	ASSERT_EQ(luo_fd_is_session(dup_s), 1);
+	ASSERT_EQ(luo_fd_is_session(sp[0]), 0);
+	ASSERT_EQ(luo_fd_is_session(luo), 0);
+	ASSERT_EQ(luo_fd_is_session(f), 0);
+	ASSERT_EQ(luo_fd_is_session(m), 0);
+	ASSERT_ERR(luo_fd_is_session(closed_fd()), -EBADF);
+	ASSERT_ERR(luo_fd_is_session(-1), -EBADF);
+
+	close(m);
+	close(f);
+	close(sp[0]);
+	close(sp[1]);
+	close(dup_s);
+	close(s);
+	close(luo);
+	test_luod_stop(&d);
+}
+
+/* ---- sharing ---- */
+
+struct preserver {
+	int session;
+	uint64_t first;
+	int failures;
+};
+
+static void *preserve_many(void *userdata)
+{
+	struct preserver *p = userdata;
+
+	for (uint64_t t = p->first; t < p->first + 50; t++) {
+		int e = eventfd(0, EFD_CLOEXEC);
+
+		if (e < 0 || luo_session_preserve_fd(p->session, t, e) < 0)
+			p->failures++;
+		if (e >= 0)
+			close(e);
+	}
+	return NULL;
+}
+
+TEST(threads_sharing_a_session_fd_each_get_their_answer)
+{
+	struct preserver p[4];
+	pthread_t t[4];
+	struct test_luod d;
+	int luo, s, fd;
+
+	start(&d);
+	luo = ASSERT_OK(luo_connect(NULL));
+	ASSERT_OK(luo_session_create(luo, "svc", 0, &s));
+	for (int i = 0; i < 4; i++) {
+		p[i] = (struct preserver){ .session = s, .first = (uint64_t)i * 1000 };
+		ASSERT_OK(-pthread_create(&t[i], NULL, preserve_many, &p[i]));
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(t[i], NULL);
+		ASSERT_EQ(p[i].failures, 0);
+	}
+	ASSERT_OK(luo_session_handover(s));
+	close(s);
+	ASSERT_OK(luo_session_retrieve(luo, "svc", &s));
+	for (int i = 0; i < 4; i++) {
+		ASSERT_OK(luo_session_retrieve_fd(s, (uint64_t)i * 1000 + 49, &fd));
+		close(fd);
+	}
+	close(s);
+	close(luo);
+	test_luod_stop(&d);
+}
+
+/* ---- the ioctl path, under the preload shim ---- */
+
+static int run_under_shim(void)
+{
+	char name[LUO_SESSION_NAME_LENGTH];
+	int dev, s, s2, m, fd;
+
+	dev = open("/dev/liveupdate", O_RDWR | O_CLOEXEC);
+	if (dev < 0)
+		return 10;
+	if (luo_session_create(dev, "k", LUO_SESSION_HANDOVER_ON_CLOSE, &s) != -EOPNOTSUPP)
+		return 11;
+	if (luo_session_create(dev, "k", 0, &s) < 0 || !is_cloexec(s))
+		return 12;
+	if (luo_session_create(dev, "k", 0, &s2) != -EEXIST)
+		return 13;
+	m = memfd_with("via ioctl");
+	if (luo_session_preserve_fd(s, 5, m) < 0)
+		return 14;
+	if (luo_session_preserve_fd(s, 5, m) != -EEXIST)
+		return 15;
+	if (luo_session_get_name(s, name) < 0 || strcmp(name, "k") != 0)
+		return 16;
+	if (luo_session_handover(s) != -EOPNOTSUPP)
+		return 17;
+	if (luo_session_retrieve_fd(s, 5, &fd) != -EINVAL)
+		return 18;
+	if (luo_session_finish(s) != -EINVAL)
+		return 19;
+	if (luo_session_retrieve(dev, "nobody", &s2) != -ENOENT)
+		return 20;
+	close(m);
+	close(s);
+	close(dev);
+	return 0;
+}
+
+TEST(ioctl_path_works_under_the_preload_shim)
+{
+	char shim[512], self[512];
+	struct test_luod d;
+	int status;
+	pid_t pid;
+
+	test_build_path("src/preload/luo-preload.so", shim, sizeof(shim));
+	if (access(shim, R_OK) < 0)
+		test_skip("the preload shim is not built (%s)", shim);
+	start(&d);
+	ssize_t k = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	ASSERT_TRUE(k > 0);
+	self[k] = 0;
+
+	fflush(stdout);
+	pid = fork();
+	ASSERT_OK(pid);
+	if (pid == 0) {
+		const char *argv[] = { self, "--shim-child", NULL };
+
+		dup2(STDERR_FILENO, STDOUT_FILENO);
+		setenv("LD_PRELOAD", shim, 1);
+		setenv("LUO_LIB_FORCE_IOCTL", "1", 1);
+		/* A sanitizer runtime must otherwise come first in the library list. */
+		setenv("ASAN_OPTIONS", "verify_asan_link_order=0:detect_leaks=1", 1);
+		execv(self, (char *const *)argv);
+		_exit(127);
+	}
+	ASSERT_OK(waitpid(pid, &status, 0));
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		test_fail_at(__FILE__, __LINE__, "the libluo program under the shim failed: 0x%x",
+			     status);
+	test_luod_stop(&d);
+}
+
+static const struct test_case cases[] = {
+	TEST_CASE(connect_finds_luod_by_path_env_and_runtime_dir),
+	TEST_CASE(connect_reports_a_missing_luod),
+	TEST_CASE(create_returns_a_cloexec_session_fd_named_as_asked),
+	TEST_CASE(create_checks_its_arguments),
+	TEST_CASE(create_of_a_taken_name_is_eexist),
+	TEST_CASE(closing_an_outgoing_session_aborts_it),
+	TEST_CASE(handover_then_retrieve_gives_the_same_file_back),
+	TEST_CASE(handover_on_close_keeps_the_session_for_the_successor),
+	TEST_CASE(commands_on_a_handed_over_fd_are_estale),
+	TEST_CASE(preserve_errors_are_the_kernel_ones),
+	TEST_CASE(incoming_and_outgoing_commands_refuse_the_other_kind),
+	TEST_CASE(retrieve_errors_are_the_kernel_ones),
+	TEST_CASE(handover_of_a_name_already_waiting_is_eexist),
+	TEST_CASE(fd_is_session_tells_sessions_from_other_fds),
+	TEST_CASE(threads_sharing_a_session_fd_each_get_their_answer),
+	TEST_CASE(ioctl_path_works_under_the_preload_shim),
+};
+
+int main(int argc, char **argv)
+{
+	/* The shim case re-runs this program under LD_PRELOAD for its body. */
+	if (argc == 2 && strcmp(argv[1], "--shim-child") == 0)
+		return run_under_shim();
+	return test_main(cases, sizeof(cases) / sizeof(cases[0]), argc, argv);
+}

@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * DOC: what the benchmark programs share
+ *
+ * Each benchmark program starts its own luod (the build's, or --luod PATH)
+ * on a socket in a private temporary directory, measures, stops it, and
+ * prints exactly one JSON object on stdout for bench/run to collect; its
+ * progress goes to stderr.  This module holds the clock, the statistics, the
+ * luod process, the file-limit raise and a tiny JSON writer, so that each
+ * program holds only its measurement.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t bench_now_ns(void);
+
+/* Sorts v in place; the p-quantile (0..1, nearest rank) of n values. */
+double bench_quantile(double *v, size_t n, double p);
+double bench_mean(const double *v, size_t n);
+
+/* Least squares fit of y = a + b x; returns b, stores a and r^2 when non-NULL. */
+double bench_slope(const double *x, const double *y, size_t n, double *ret_intercept,
+		   double *ret_r2);
+
+/*
+ * Raises RLIMIT_NOFILE (soft and, when allowed, hard) to at least want and
+ * returns the soft limit now in force (which may be lower), or -errno.
+ * Children (luod) inherit it.
+ */
+long bench_raise_fd_limit(long want);
+
+struct bench_luod {
+	pid_t pid;
+	char dir[128];
+	char socket[192];
+	char path[512]; /* the binary */
+};
+
+/*
+ * Starts luod in the foreground on a socket in a fresh temporary directory,
+ * with the extra NULL-terminated arguments, and waits until it accepts
+ * connections from this pid's luod.  luod's output goes to stderr.
+ */
+int bench_luod_start(struct bench_luod *d, const char *luod_path, const char *const *extra);
+/* SIGTERM, reap, remove the directory.  Returns luod's exit status or -errno. */
+int bench_luod_stop(struct bench_luod *d);
+/* A new connection to d's socket through libluo. */
+int bench_luod_connect(const struct bench_luod *d);
+
+/* Resident and proportional set size of pid in bytes (VmRSS, smaps_rollup Pss). */
+int bench_proc_memory(pid_t pid, uint64_t *ret_rss, uint64_t *ret_pss);
+
+/*
+ * The JSON object on stdout.  Keys are plain identifiers; values are written
+ * as they are given.  bench_json_begin() opens it, bench_json_end() closes it.
+ */
+void bench_json_begin(const char *benchmark);
+void bench_json_num(const char *key, double v);
+void bench_json_int(const char *key, int64_t v);
+void bench_json_str(const char *key, const char *v);
+void bench_json_bool(const char *key, bool v);
+/* Opens a nested array of objects, or an object inside it, and closes them. */
+void bench_json_array_begin(const char *key);
+void bench_json_array_end(void);
+void bench_json_object_begin(void);
+void bench_json_object_end(void);
+void bench_json_end(void);
+
+/* Progress on stderr, prefixed with the program's name. */
+void bench_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* The luod binary: --luod's value, $LUO_BENCH_LUOD, or the build's. */
+const char *bench_default_luod(void);

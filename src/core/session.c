@@ -220,6 +220,9 @@ int luo_session_finish(luo_session *s)
 		return -EINVAL;
 	if (s->state == LUO_SESSION_FINISHED)
 		return 0;
+	/* Only a retrieved session has a holder who could ask. */
+	if (s->state != LUO_SESSION_RETRIEVED)
+		return -EINVAL;
 	/* All or nothing: any refusal leaves every file in place for a retry. */
 	LIST_FOREACH (n, &s->files) {
 		struct luo_file *f = list_entry(n, struct luo_file, order);

@@ -1013,6 +1013,91 @@ TEST(release_finished_frees_session)
 	luo_engine_free(e);
 }
 
+TEST(finish_waiting_or_stuck_session_einval)
+{
+	luo_engine *e = test_engine();
+	luo_session *s = test_create(e, "s");
+
+	test_preserve_new(s, 1);
+	ASSERT_OK(luo_engine_handover_session(e, s));
+	/* Not reachable through a handle, but refused all the same. */
+	ASSERT_ERR(luo_session_finish(s), -EINVAL);
+	ASSERT_EQ(test_calls[OP_CAN_FINISH], 0);
+	s = test_retrieve_session(e, "s");
+	test_inject.can_finish = (struct test_fail){ true, 1, 1 };
+	luo_session_release(s);
+	ASSERT_EQ(luo_session_state(s), LUO_SESSION_STUCK);
+	test_inject.can_finish.on = false;
+	ASSERT_ERR(luo_session_finish(s), -EINVAL);
+	ASSERT_EQ(luo_session_n_files(s), 1);
+	luo_engine_free(e);
+}
+
+/* ---- the constructors shared with the state decoder ---- */
+
+TEST(session_new_checks_name_and_namespace)
+{
+	luo_engine *e = test_engine();
+	luo_session *s = NULL;
+
+	ASSERT_ERR(luo_session_new(e, "", 0, LUO_SESSION_OUTGOING, LUO_SESSION_OPEN, 0, 1, &s),
+		   -EINVAL);
+	ASSERT_ERR(luo_session_new(e, "a\0b", 3, LUO_SESSION_OUTGOING, LUO_SESSION_OPEN, 0, 1, &s),
+		   -EINVAL);
+	ASSERT_OK(luo_session_new(e, "x", 1, LUO_SESSION_INCOMING, LUO_SESSION_WAITING, 0, 1, &s));
+	ASSERT_ERR(
+		luo_session_new(e, "x", 1, LUO_SESSION_INCOMING, LUO_SESSION_RETRIEVED, 0, 1, NULL),
+		-EEXIST);
+	ASSERT_OK(luo_session_new(e, "x", 1, LUO_SESSION_OUTGOING, LUO_SESSION_OPEN, 0, 1, NULL));
+	ASSERT_EQ(luo_session_handle(s), 0);
+	ASSERT_TRUE(luo_engine_find_session(e, LUO_SESSION_INCOMING, "x") == s);
+	luo_engine_free(e);
+}
+
+TEST(session_set_handle_unique_and_never_reused)
+{
+	luo_engine *e = test_engine();
+	luo_session *a = NULL, *b = NULL;
+
+	ASSERT_OK(luo_session_new(e, "a", 1, LUO_SESSION_OUTGOING, LUO_SESSION_OPEN, 0, 1, &a));
+	ASSERT_OK(luo_session_new(e, "b", 1, LUO_SESSION_OUTGOING, LUO_SESSION_OPEN, 0, 1, &b));
+	ASSERT_OK(luo_session_set_handle(a, 40));
+	ASSERT_ERR(luo_session_set_handle(b, 40), -EEXIST);
+	ASSERT_EQ(luo_session_handle(b), 0);
+	ASSERT_TRUE(luo_engine_session_by_handle(e, 40) == a);
+	/* Commands go on after the highest handle seen. */
+	ASSERT_TRUE(test_create(e, "c")->handle > 40);
+	ASSERT_OK(luo_session_set_handle(a, 0));
+	ASSERT_TRUE(luo_engine_session_by_handle(e, 40) == NULL);
+	luo_engine_free(e);
+}
+
+TEST(file_new_takes_fd_and_data_on_success_only)
+{
+	luo_engine *e = test_engine();
+	luo_session *s = test_create(e, "s");
+	struct luo_file *f = NULL;
+	int fd = test_eventfd(), fd2 = test_eventfd();
+	void *data = malloc(4), *data2 = malloc(4);
+
+	ASSERT_TRUE(data && data2);
+	ASSERT_OK(luo_file_new(s, 3, &test_handler, fd, data, 4, &f));
+	ASSERT_EQ(f->hf.fd, fd);
+	ASSERT_EQ(luo_engine_n_files(e), 1);
+	ASSERT_ERR(luo_file_new(s, 3, &test_handler, fd2, data2, 4, NULL), -EEXIST);
+	ASSERT_ERR(luo_file_new(s, 4, &test_handler, fd2, data2, LUO_HANDLER_DATA_MAX + 1, NULL),
+		   -EINVAL);
+	/* Refused: fd2 and data2 are still ours. */
+	ASSERT_TRUE(fd_is_open(fd2));
+	close(fd2);
+	free(data2);
+	ASSERT_OK(luo_file_identify(f));
+	ASSERT_TRUE(f->id_node != NULL);
+	/* Freed with the engine: fd closed, data freed (ASan checks the latter). */
+	luo_engine_free(e);
+	ASSERT_FALSE(fd_is_open(fd));
+}
+
 TEST(engine_free_calls_no_handler)
 {
 	luo_engine *e = test_engine();
@@ -1078,4 +1163,9 @@ TEST_MAIN(TEST_CASE(add_handler_compatible_empty_einval),
 	  TEST_CASE(release_handover_on_close_failing_aborts),
 	  TEST_CASE(release_retrieved_finishes_implicitly),
 	  TEST_CASE(release_retrieved_refused_becomes_stuck),
-	  TEST_CASE(release_finished_frees_session), TEST_CASE(engine_free_calls_no_handler))
+	  TEST_CASE(release_finished_frees_session),
+	  TEST_CASE(finish_waiting_or_stuck_session_einval),
+	  TEST_CASE(session_new_checks_name_and_namespace),
+	  TEST_CASE(session_set_handle_unique_and_never_reused),
+	  TEST_CASE(file_new_takes_fd_and_data_on_success_only),
+	  TEST_CASE(engine_free_calls_no_handler))

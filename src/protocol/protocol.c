@@ -251,14 +251,14 @@ static bool tag_owner_gone(uint32_t tag)
 }
 
 /* Peeks at the head message's header; returns the message's full length. */
-static int peek_header(int sock, struct luo_wire_reply *ret)
+static int peek_header(int sock, struct luo_wire_reply *ret, int flags)
 {
 	ssize_t n;
 
 	*ret = (struct luo_wire_reply){ 0 };
 	/* No control buffer: any fds stay queued with the message for its owner. */
 	do
-		n = recv(sock, ret, sizeof(*ret), MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC);
+		n = recv(sock, ret, sizeof(*ret), MSG_PEEK | MSG_TRUNC | flags);
 	while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return negative_errno();
@@ -276,7 +276,7 @@ static void discard_head(int sock, uint32_t dead_tag)
 	int n;
 
 	pthread_mutex_lock(&discard_lock);
-	n = peek_header(sock, &h);
+	n = peek_header(sock, &h, MSG_DONTWAIT);
 	if (n >= 0 && (n < (int)sizeof(h) || h.tag == dead_tag)) {
 		char sink[1];
 		/* Taken without room for fds: whatever it carried is closed. */
@@ -294,31 +294,40 @@ static void backoff(unsigned *ns)
 		*ns *= 2;
 }
 
-/* Waits until the head of the queue is a message tagged tag; it stays queued. */
+/* Whether the peer has shut down its sending side (or is gone). */
+static bool peer_hung_up(int sock)
+{
+	struct pollfd pfd = { .fd = sock, .events = POLLIN | POLLRDHUP };
+
+	return poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLHUP | POLLRDHUP));
+}
+
+/*
+ * Waits until the head of the queue is a message tagged tag; it stays queued.
+ * The peek itself blocks (on a blocking socket), which saves a poll() per
+ * call on the path every request takes.
+ */
 static int wait_for_own(int sock, uint32_t tag, struct luo_wire_reply *ret)
 {
 	unsigned ns = 2000;
 
 	for (;;) {
-		struct pollfd pfd = { .fd = sock, .events = POLLIN | POLLRDHUP };
 		struct luo_wire_reply h;
 		int n;
 
-		if (poll(&pfd, 1, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			return negative_errno();
-		}
-		if (pfd.revents & POLLNVAL)
-			return -EBADF;
-		n = peek_header(sock, &h);
-		if (n == -EAGAIN)
+		n = peek_header(sock, &h, 0);
+		if (n == -EAGAIN) {
+			/* A non-blocking socket: wait for something to look at. */
+			struct pollfd pfd = { .fd = sock, .events = POLLIN | POLLRDHUP };
+
+			if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+				return negative_errno();
 			continue;
+		}
 		if (n < 0)
 			return n;
-		/* Nothing left and the peer will send no more. */
-		if (n == 0 && (pfd.revents & (POLLHUP | POLLRDHUP)))
-			return -ECONNRESET;
+		if (n == 0 && peer_hung_up(sock))
+			return -ECONNRESET; /* nothing left, and the peer will send no more */
 		if (n < (int)sizeof(h)) {
 			/* Too short to carry a tag: nobody's, and it would block the queue. */
 			discard_head(sock, 0);

@@ -353,6 +353,7 @@ static void *fake_serve_one(void *userdata)
 	f->op = ((struct luo_wire_request *)f->got)->op;
 	f->tag = luo_wire_request_tag(f->got, f->len);
 	close_many(fds, f->n_fds);
+	usleep(20000); /* let the client wait for its reply, as it would for luod */
 
 	if (f->parse) {
 		struct luo_wire_parsed p;
@@ -513,6 +514,27 @@ TEST(call_with_a_closed_fd_fails_with_ebadf_and_sends_nothing)
 				 NULL),
 		   -EBADF);
 	ASSERT_ERR(recv(sv[1], b, sizeof(b), MSG_DONTWAIT) < 0 ? -errno : 0, -EAGAIN);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+TEST(call_works_on_a_non_blocking_socket)
+{
+	struct liveupdate_session_retrieve_fd reply = { .size = 16, .fd = -1, .token = 5 };
+	struct liveupdate_session_retrieve_fd a = { .size = 16, .token = 1 };
+	struct fake f = { .reply = &reply, .reply_size = sizeof(reply) };
+	int sv[2];
+	pthread_t t;
+
+	fake_pair(sv);
+	ASSERT_OK(fcntl(sv[0], F_SETFL, O_NONBLOCK));
+	f.sock = sv[1];
+	ASSERT_OK(-pthread_create(&t, NULL, fake_serve_one, &f));
+	/* The fake answers only after a pause, so the first peek finds nothing. */
+	ASSERT_OK(
+		luo_wire_call(sv[0], LIVEUPDATE_SESSION_RETRIEVE_FD, &a, sizeof(a), NULL, 0, NULL));
+	pthread_join(t, NULL);
+	ASSERT_EQ(a.token, 5);
 	close(sv[0]);
 	close(sv[1]);
 }
@@ -862,6 +884,7 @@ TEST_MAIN(TEST_CASE(command_table_has_the_kernel_sizes),
 	  TEST_CASE(call_returns_the_server_error_and_writes_nothing),
 	  TEST_CASE(call_sends_its_fds_and_server_checks_reach_the_client),
 	  TEST_CASE(call_with_a_closed_fd_fails_with_ebadf_and_sends_nothing),
+	  TEST_CASE(call_works_on_a_non_blocking_socket),
 	  TEST_CASE(call_closes_fds_of_malformed_replies),
 	  TEST_CASE(call_with_an_unwanted_reply_fd_closes_it),
 	  TEST_CASE(call_reports_a_gone_server),

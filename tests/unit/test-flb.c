@@ -6,6 +6,7 @@
  * finish, its count carried over handovers and reboots.  The dependent
  * handler is "test-flb-v1", which takes pipes.
  */
+#include "core/state.h"
 #include "test-util.h"
 
 /* Preserves the read end of a new pipe under token. */
@@ -292,6 +293,80 @@ TEST(flb_freeze_failure_leaves_flb_unchanged)
 	luo_engine_free(e);
 }
 
+TEST(flb_count_and_flags_survive_encode_decode)
+{
+	luo_engine *e = test_flb_engine(), *d = NULL;
+	luo_session *a = test_create(e, "a"), *b = test_create(e, "b");
+	const struct luo_flb *flb;
+	void *blob = NULL;
+	size_t size = 0;
+	int flb_fd;
+
+	preserve_pipe(a, 1);
+	preserve_pipe(a, 2);
+	preserve_pipe(b, 1);
+	ASSERT_OK(luo_engine_handover_session(e, a));
+	flb_fd = flb_of(e)->fd;
+	ASSERT_OK(luo_state_encode(e, NULL, &blob, &size));
+	ASSERT_OK(luo_engine_new(&d));
+	ASSERT_OK(luo_engine_add_handler(d, &test_flb_handler));
+	ASSERT_OK(luo_state_decode(d, blob, size, 0, NULL));
+	free(blob);
+	/* d owns the fds now. */
+	e->borrowed_fds = true;
+	luo_engine_free(e);
+
+	flb = flb_of(d);
+	ASSERT_EQ(flb->count, 3);
+	ASSERT_TRUE(flb->incoming);
+	ASSERT_FALSE(flb->retrieved);
+	ASSERT_EQ(flb->fd, flb_fd);
+	/* The counting goes on where it stopped: retrieve once, finish with the last. */
+	a = test_retrieve_session(d, "a");
+	test_retrieve_close(a, 1);
+	test_retrieve_close(a, 2);
+	ASSERT_EQ(test_flb_calls[FLB_RETRIEVE], 1);
+	ASSERT_OK(luo_session_finish(a));
+	ASSERT_EQ(flb_of(d)->count, 1);
+	luo_session_release(luo_engine_find_session(d, LUO_SESSION_OUTGOING, "b"));
+	ASSERT_EQ(flb_of(d)->count, 0);
+	ASSERT_EQ(test_flb_calls[FLB_FINISH], 0);
+	ASSERT_EQ(test_flb_calls[FLB_UNPRESERVE], 1);
+	ASSERT_FALSE(fd_is_open(flb_fd));
+	luo_engine_free(d);
+}
+
+TEST(flb_engine_free_with_borrowed_fds_closes_nothing)
+{
+	luo_engine *e = test_flb_engine();
+	luo_session *s = test_create(e, "a");
+	int fd, file_fd;
+
+	preserve_pipe(s, 1);
+	fd = flb_of(e)->fd;
+	file_fd = list_entry(s->files.node.next, struct luo_file, order)->hf.fd;
+	ASSERT_TRUE(fd_is_open(fd));
+	e->borrowed_fds = true;
+	luo_engine_free(e);
+	ASSERT_TRUE(fd_is_open(fd));
+	ASSERT_TRUE(fd_is_open(file_fd));
+	ASSERT_EQ(test_flb_calls[FLB_UNPRESERVE], 0);
+	close(fd);
+	close(file_fd);
+}
+
+TEST(flb_engine_free_closes_flb_fd)
+{
+	luo_engine *e = test_flb_engine();
+	int fd;
+
+	preserve_pipe(test_create(e, "a"), 1);
+	fd = flb_of(e)->fd;
+	luo_engine_free(e);
+	ASSERT_FALSE(fd_is_open(fd));
+	ASSERT_EQ(test_flb_calls[FLB_UNPRESERVE], 0);
+}
+
 TEST_MAIN(TEST_CASE(flb_created_on_demand_one_per_engine),
 	  TEST_CASE(flb_preserved_once_on_first_dependent_file),
 	  TEST_CASE(flb_unpreserved_once_on_last_dependent_file),
@@ -303,4 +378,7 @@ TEST_MAIN(TEST_CASE(flb_created_on_demand_one_per_engine),
 	  TEST_CASE(flb_finished_on_last_dependent_finish),
 	  TEST_CASE(flb_refused_finish_keeps_count), TEST_CASE(flb_reboot_drop_unpreserves_at_zero),
 	  TEST_CASE(flb_reboot_drop_and_carry_in_one_reboot),
-	  TEST_CASE(flb_freeze_failure_leaves_flb_unchanged))
+	  TEST_CASE(flb_freeze_failure_leaves_flb_unchanged),
+	  TEST_CASE(flb_count_and_flags_survive_encode_decode),
+	  TEST_CASE(flb_engine_free_with_borrowed_fds_closes_nothing),
+	  TEST_CASE(flb_engine_free_closes_flb_fd))

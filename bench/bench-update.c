@@ -1,0 +1,450 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * DOC: bench-update, luod's live update blackout as a client sees it
+ *
+ * For each number of preserved files (default 0, 100, 1000, 10000, 100000):
+ * a fresh luod; a few client processes (--clients) that each create their
+ * share of the sessions (at most 1000 files per session) and preserve fresh
+ * memfds into them, then hold their session fds and wait; and a pinger thread
+ * in this process that sends GET_NAME on a session fd of its own back to back
+ * and stamps every reply.  The main thread then asks luod to update (the
+ * UPDATE command luoctl sends) --repeat times.  The blackout of one update is
+ * the longest gap between two consecutive pinger replies that overlaps the
+ * update: the time from the last reply before it to the first one after it.
+ * luod's own serialize, exec and restore times come from its UPDATE reply.
+ *
+ * Beside it, the bare exec: fork, execve() of `luod --version`, exit, reaped,
+ * which is what any re-exec of luod costs before it carries any state.  The
+ * per-file slope is a least squares fit of the median blackout over the
+ * sizes.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <luo/luo.h>
+
+#include "basic/macro.h"
+#include "bench-util.h"
+#include "protocol/protocol.h"
+
+#define MAX_SIZES 16
+#define FILES_PER_SESSION 1000
+#define PING_SLOTS (4u << 20)
+
+struct pinger {
+	pthread_t thread;
+	int session_fd;
+	atomic_bool stop;
+	atomic_size_t n; /* stamps written */
+	uint64_t *stamps;
+	int error;
+};
+
+static void *pinger_main(void *arg)
+{
+	struct pinger *p = arg;
+
+	while (!atomic_load_explicit(&p->stop, memory_order_relaxed)) {
+		char name[LUO_SESSION_NAME_LENGTH];
+		size_t i = atomic_load_explicit(&p->n, memory_order_relaxed);
+		int r = luo_session_get_name(p->session_fd, name);
+
+		if (r < 0) {
+			p->error = r;
+			break;
+		}
+		/* Once full, the last slot keeps the newest stamp: the gap after it still shows. */
+		p->stamps[MIN(i, PING_SLOTS - 1)] = bench_now_ns();
+		atomic_store_explicit(&p->n, MIN(i + 1, (size_t)PING_SLOTS), memory_order_release);
+	}
+	return NULL;
+}
+
+/* The longest gap between consecutive stamps that ends after t0 and starts before t1. */
+static uint64_t longest_gap(const uint64_t *s, size_t n, uint64_t t0, uint64_t t1)
+{
+	uint64_t best = 0;
+
+	for (size_t i = 1; i < n; i++)
+		if (s[i] >= t0 && s[i - 1] <= t1 && s[i] - s[i - 1] > best)
+			best = s[i] - s[i - 1];
+	return best;
+}
+
+/*
+ * A client process: creates its sessions, fills them, reports on ready_fd and
+ * holds everything until go_fd hangs up.
+ */
+static _noreturn_ void client_main(const char *socket, int index, int clients, size_t files,
+				   int ready_fd, int go_fd)
+{
+	size_t sessions = MAX((size_t)clients, (files + FILES_PER_SESSION - 1) / FILES_PER_SESSION);
+	int *fds = calloc(sessions, sizeof(int));
+	_cleanup_close_ int conn = luo_connect(socket);
+	size_t n_mine = 0;
+	char c = 1;
+
+	if (!fds || conn < 0)
+		_exit(1);
+	for (size_t s = (size_t)index; s < sessions; s += (size_t)clients) {
+		char name[LUO_SESSION_NAME_LENGTH];
+		/* Session s holds files s, s + sessions, ...: an even spread. */
+		size_t in_this = files / sessions + (s < files % sessions);
+		int r;
+
+		snprintf(name, sizeof(name), "bench-update-%zu", s);
+		r = luo_session_create(conn, name, 0, &fds[n_mine]);
+		if (r < 0) {
+			fprintf(stderr, "client %d: create %s: %s\n", index, name, strerror(-r));
+			_exit(1);
+		}
+		for (size_t f = 0; f < in_this; f++) {
+			_cleanup_close_ int mfd = memfd_create("bench-update", MFD_CLOEXEC);
+
+			r = mfd < 0 ? negative_errno()
+				    : luo_session_preserve_fd(fds[n_mine], f + 1, mfd);
+			if (r < 0) {
+				fprintf(stderr, "client %d: preserve: %s\n", index, strerror(-r));
+				_exit(1);
+			}
+		}
+		n_mine++;
+	}
+	if (write(ready_fd, &c, 1) != 1)
+		_exit(1);
+	/* Hold the sessions (and the connection) through the updates. */
+	while (read(go_fd, &c, 1) > 0)
+		;
+	_exit(0);
+}
+
+struct update_result {
+	double blackout_us, serialize_us, exec_us, restore_us, total_us, call_us;
+	uint64_t state_size;
+};
+
+static int one_update(int conn, struct pinger *p, struct update_result *ret)
+{
+	struct luo_wire_update u = { .size = sizeof(u) };
+	uint64_t t0, t1, deadline;
+	size_t n, first;
+	int r;
+
+	/* Let the pinger get going, so that there is a reply just before the update. */
+	n = atomic_load(&p->n);
+	while (atomic_load(&p->n) < n + 100 && !p->error)
+		usleep(100);
+	first = atomic_load(&p->n) - 1;
+	t0 = bench_now_ns();
+	r = luo_wire_call(conn, LUO_IOCTL_UPDATE, &u, sizeof(u), NULL, 0, NULL);
+	t1 = bench_now_ns();
+	if (r < 0)
+		return r;
+	if (u.rolled_back)
+		return -EPROTO;
+	/* The first reply after the update, then a little more. */
+	n = atomic_load(&p->n);
+	deadline = bench_now_ns() + UINT64_C(2000000000);
+	while (atomic_load(&p->n) < n + 100 && !p->error && bench_now_ns() < deadline)
+		usleep(100);
+	if (p->error)
+		return p->error;
+	n = atomic_load_explicit(&p->n, memory_order_acquire);
+	*ret = (struct update_result){
+		.blackout_us = (double)longest_gap(p->stamps + first, n - first, t0, t1) / 1e3,
+		.serialize_us = (double)u.serialize_usec,
+		.exec_us = (double)u.exec_usec,
+		.restore_us = (double)u.restore_usec,
+		.total_us = (double)u.total_usec,
+		.call_us = (double)(t1 - t0) / 1e3,
+		.state_size = u.state_size,
+	};
+	return 0;
+}
+
+struct size_result {
+	size_t files, sessions;
+	int repeat;
+	double blackout_us, blackout_min_us, blackout_max_us, serialize_us, exec_us, restore_us,
+		total_us, call_us;
+	uint64_t state_size, luod_rss_before, luod_rss_after;
+};
+
+static int run_size(const char *luod_path, size_t files, int clients, int repeat,
+		    struct size_result *res)
+{
+	_cleanup_free_ double *b = calloc(repeat, sizeof(double)),
+			      *s = calloc(repeat, sizeof(double)),
+			      *e = calloc(repeat, sizeof(double)),
+			      *rs = calloc(repeat, sizeof(double)),
+			      *t = calloc(repeat, sizeof(double)),
+			      *c = calloc(repeat, sizeof(double));
+	_cleanup_close_ int conn = -EBADF;
+	struct pinger p = { .session_fd = -EBADF };
+	struct bench_luod d;
+	pid_t pids[64];
+	int ready[2] = { -EBADF, -EBADF }, go[2] = { -EBADF, -EBADF }, n_clients = 0, r;
+	uint64_t pss;
+	bool pinging = false;
+
+	if (!b || !s || !e || !rs || !t || !c)
+		return -ENOMEM;
+	p.stamps = calloc(PING_SLOTS, sizeof(uint64_t));
+	if (!p.stamps)
+		return -ENOMEM;
+	r = bench_luod_start(&d, luod_path, NULL);
+	if (r < 0) {
+		bench_log("cannot start luod: %s", strerror(-r));
+		free(p.stamps);
+		return r;
+	}
+	if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(go, O_CLOEXEC) < 0) {
+		r = negative_errno();
+		goto out;
+	}
+	for (; n_clients < clients; n_clients++) {
+		pid_t pid = fork();
+
+		if (pid < 0) {
+			r = negative_errno();
+			goto out;
+		}
+		if (pid == 0) {
+			close(ready[0]);
+			close(go[1]);
+			client_main(d.socket, n_clients, clients, files, ready[1], go[0]);
+		}
+		pids[n_clients] = pid;
+	}
+	ready[1] = safe_close(ready[1]);
+	go[0] = safe_close(go[0]);
+	for (int i = 0; i < clients; i++) {
+		char ch;
+
+		if (read(ready[0], &ch, 1) != 1) {
+			bench_log("a client failed while filling its sessions");
+			r = -EPROTO;
+			goto out;
+		}
+	}
+	bench_proc_memory(d.pid, &res->luod_rss_before, &pss);
+
+	conn = bench_luod_connect(&d);
+	if (conn < 0) {
+		r = conn;
+		goto out;
+	}
+	r = luo_session_create(conn, "bench-update-pinger", 0, &p.session_fd);
+	if (r < 0)
+		goto out;
+	r = -pthread_create(&p.thread, NULL, pinger_main, &p);
+	if (r < 0)
+		goto out;
+	pinging = true;
+
+	for (int i = 0; i < repeat; i++) {
+		struct update_result u = {};
+
+		r = one_update(conn, &p, &u);
+		if (r < 0) {
+			bench_log("update with %zu files: %s", files, strerror(-r));
+			goto out;
+		}
+		b[i] = u.blackout_us;
+		s[i] = u.serialize_us;
+		e[i] = u.exec_us;
+		rs[i] = u.restore_us;
+		t[i] = u.total_us;
+		c[i] = u.call_us;
+		res->state_size = u.state_size;
+	}
+	bench_proc_memory(d.pid, &res->luod_rss_after, &pss);
+	res->files = files;
+	res->sessions = MAX((size_t)clients, (files + FILES_PER_SESSION - 1) / FILES_PER_SESSION);
+	res->repeat = repeat;
+	res->blackout_min_us = bench_quantile(b, repeat, 0);
+	res->blackout_max_us = bench_quantile(b, repeat, 1);
+	res->blackout_us = bench_quantile(b, repeat, 0.5);
+	res->serialize_us = bench_quantile(s, repeat, 0.5);
+	res->exec_us = bench_quantile(e, repeat, 0.5);
+	res->restore_us = bench_quantile(rs, repeat, 0.5);
+	res->total_us = bench_quantile(t, repeat, 0.5);
+	res->call_us = bench_quantile(c, repeat, 0.5);
+	r = 0;
+out:
+	if (pinging) {
+		atomic_store(&p.stop, true);
+		pthread_join(p.thread, NULL);
+	}
+	free(p.stamps);
+	safe_close(p.session_fd);
+	safe_close(ready[0]);
+	safe_close(ready[1]);
+	safe_close(go[0]);
+	safe_close(go[1]); /* the clients exit */
+	for (int i = 0; i < n_clients; i++) {
+		int status;
+
+		waitpid(pids[i], &status, 0);
+		if ((!WIFEXITED(status) || WEXITSTATUS(status) != 0) && r >= 0)
+			r = -EPROTO;
+	}
+	conn = safe_close(conn);
+	if (bench_luod_stop(&d) != 0 && r >= 0)
+		r = -EPROTO;
+	return r;
+}
+
+/* fork + execve(luod --version) + exit + reap: a re-exec that carries nothing. */
+static int bare_exec(const char *luod_path, int repeat, double *ret_median_us)
+{
+	_cleanup_free_ double *v = calloc(repeat, sizeof(double));
+
+	if (!v)
+		return -ENOMEM;
+	for (int i = 0; i < repeat; i++) {
+		uint64_t t0 = bench_now_ns();
+		int status;
+		pid_t pid = fork();
+
+		if (pid < 0)
+			return negative_errno();
+		if (pid == 0) {
+			int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+
+			if (null >= 0)
+				dup2(null, STDOUT_FILENO);
+			execl(luod_path, luod_path, "--version", (char *)NULL);
+			_exit(127);
+		}
+		if (waitpid(pid, &status, 0) < 0)
+			return negative_errno();
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+			return -EPROTO;
+		v[i] = (double)(bench_now_ns() - t0) / 1e3;
+	}
+	*ret_median_us = bench_quantile(v, repeat, 0.5);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "files", required_argument, NULL, 'f' },
+		{ "clients", required_argument, NULL, 'c' },
+		{ "repeat", required_argument, NULL, 'r' },
+		{ "luod", required_argument, NULL, 'l' },
+		{},
+	};
+	const char *luod_path = bench_default_luod();
+	size_t sizes[MAX_SIZES] = { 0, 100, 1000, 10000, 100000 }, n_sizes = 5;
+	struct size_result res[MAX_SIZES] = {};
+	double x[MAX_SIZES], y[MAX_SIZES], slope, intercept, r2, bare_us = NAN;
+	double at0 = NAN, at10k = NAN;
+	int clients = 4, repeat = 7, ch, r;
+	long limit;
+
+	while ((ch = getopt_long(argc, argv, "f:c:r:l:", longopts, NULL)) >= 0) {
+		switch (ch) {
+		case 'f': {
+			char *save = NULL;
+
+			n_sizes = 0;
+			for (char *tok = strtok_r(optarg, ",", &save); tok && n_sizes < MAX_SIZES;
+			     tok = strtok_r(NULL, ",", &save))
+				sizes[n_sizes++] = strtoul(tok, NULL, 10);
+			break;
+		}
+		case 'c':
+			clients = atoi(optarg);
+			break;
+		case 'r':
+			repeat = atoi(optarg);
+			break;
+		case 'l':
+			luod_path = optarg;
+			break;
+		default:
+			return 2;
+		}
+	}
+	if (clients < 1 || clients > 64 || repeat < 1 || n_sizes == 0)
+		return 2;
+	signal(SIGPIPE, SIG_IGN);
+
+	/* luod holds one fd per file and two per session; it raises its soft limit itself. */
+	size_t most = 0;
+	for (size_t i = 0; i < n_sizes; i++)
+		most = MAX(most, sizes[i]);
+	limit = bench_raise_fd_limit((long)most + (long)most / 100 + 4096);
+
+	r = bare_exec(luod_path, 31, &bare_us);
+	if (r < 0) {
+		bench_log("bare exec of %s: %s", luod_path, strerror(-r));
+		return 1;
+	}
+	bench_log("bare exec of luod --version: %.0f us", bare_us);
+
+	for (size_t i = 0; i < n_sizes; i++) {
+		if ((long)sizes[i] + 4096 > limit) {
+			bench_log("skipping %zu files: the fd limit is %ld", sizes[i], limit);
+			n_sizes = i;
+			break;
+		}
+		bench_log("%zu files, %d clients, %d updates", sizes[i], clients, repeat);
+		r = run_size(luod_path, sizes[i], clients, repeat, &res[i]);
+		if (r < 0)
+			return 1;
+		bench_log("  blackout %.0f us (serialize %.0f, exec %.0f, restore %.0f)",
+			  res[i].blackout_us, res[i].serialize_us, res[i].exec_us,
+			  res[i].restore_us);
+		x[i] = (double)sizes[i];
+		y[i] = res[i].blackout_us;
+		if (sizes[i] == 0)
+			at0 = res[i].blackout_us;
+		if (sizes[i] == 10000)
+			at10k = res[i].blackout_us;
+	}
+	slope = bench_slope(x, y, n_sizes, &intercept, &r2);
+
+	bench_json_begin("update");
+	bench_json_int("clients", clients);
+	bench_json_int("repeat", repeat);
+	bench_json_num("bare_exec_us", bare_us);
+	bench_json_array_begin("sizes");
+	for (size_t i = 0; i < n_sizes; i++) {
+		bench_json_object_begin();
+		bench_json_int("files", (int64_t)res[i].files);
+		bench_json_int("sessions", (int64_t)res[i].sessions);
+		bench_json_num("blackout_us", res[i].blackout_us);
+		bench_json_num("blackout_min_us", res[i].blackout_min_us);
+		bench_json_num("blackout_max_us", res[i].blackout_max_us);
+		bench_json_num("serialize_us", res[i].serialize_us);
+		bench_json_num("exec_us", res[i].exec_us);
+		bench_json_num("restore_us", res[i].restore_us);
+		bench_json_num("luod_total_us", res[i].total_us);
+		bench_json_num("update_call_us", res[i].call_us);
+		bench_json_int("state_size", (int64_t)res[i].state_size);
+		bench_json_int("luod_rss", (int64_t)res[i].luod_rss_after);
+		bench_json_object_end();
+	}
+	bench_json_array_end();
+	bench_json_num("slope_us_per_file", slope);
+	bench_json_num("intercept_us", intercept);
+	bench_json_num("fit_r2", r2);
+	bench_json_num("blackout_0_vs_bare_exec", at0 / bare_us);
+	bench_json_bool("target_5ms_at_10000", isfinite(at10k) ? at10k <= 5000 : false);
+	bench_json_bool("target_2x_bare_exec_at_0", isfinite(at0) ? at0 <= 2 * bare_us : false);
+	bench_json_end();
+	return 0;
+}

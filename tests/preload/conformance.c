@@ -133,6 +133,17 @@ PRELOAD_TEST(device_is_a_character_device)
 	ASSERT_OK(sys(fstat(dev, &fst)));
 	ASSERT_TRUE(S_ISCHR(fst.st_mode));
 	ASSERT_EQ(fst.st_rdev, st.st_rdev);
+	ASSERT_EQ(fst.st_ino, st.st_ino);
+	struct statx stx;
+	ASSERT_OK(sys(statx(AT_FDCWD, DEV, 0, STATX_BASIC_STATS, &stx)));
+	ASSERT_TRUE(S_ISCHR(stx.stx_mode));
+	ASSERT_OK(sys(statx(dev, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stx)));
+	ASSERT_TRUE(S_ISCHR(stx.stx_mode));
+	ASSERT_OK(sys(fstatat(AT_FDCWD, DEV, &fst, 0)));
+	ASSERT_TRUE(S_ISCHR(fst.st_mode));
+	ASSERT_OK(sys(lstat(DEV, &fst)));
+	ASSERT_TRUE(S_ISCHR(fst.st_mode));
+	ASSERT_ERRNO(faccessat(AT_FDCWD, DEV, X_OK, 0), EACCES);
 	close(dev);
 }
 
@@ -511,6 +522,12 @@ PRELOAD_TEST(retrieve_fd_and_finish_on_outgoing_are_einval)
 	ASSERT_OK(create_session(dev, "out", &s));
 	ASSERT_ERR(retrieve_fd(s, 0, &fd), -EINVAL);
 	ASSERT_ERR(finish(s), -EINVAL);
+	/* The kind of session is checked before the size: EINVAL, not E2BIG. */
+	struct {
+		struct liveupdate_session_finish f;
+		uint64_t extra;
+	} big = { .f = { .size = sizeof(big) }, .extra = 1 };
+	ASSERT_ERRNO(ioctl(s, LIVEUPDATE_SESSION_FINISH, &big), EINVAL);
 	close(s);
 	close(dev);
 }

@@ -7,6 +7,7 @@
  * output and the same exit status.  One more run checks that the shim was
  * really mapped into such a program.
  */
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -97,7 +98,36 @@ TEST(shim_is_loaded_in_ordinary_programs)
 	ASSERT_TRUE(strstr(out, "/luo-preload.so") != NULL);
 }
 
+TEST(shim_exports_only_interposed_functions)
+{
+	static const char *const interposed[] = { "open",  "openat", "__open_2", "ioctl",  "stat",
+						  "fstat", "statx",  "access",	 "fstatfs" };
+	static const char *const internal[] = { "preload_emulate_ioctl", "preload_wire_call",
+						"uaccess_read", "luo_wire_call",
+						"socket_send_message" };
+	char shim[512];
+	void *h;
+
+	test_build_path("src/preload/luo-preload.so", shim, sizeof(shim));
+	h = dlopen(shim, RTLD_NOW | RTLD_LOCAL);
+	if (!h)
+		test_fail_at(__FILE__, __LINE__, "dlopen %s: %s", shim, dlerror());
+	for (size_t i = 0; i < sizeof(interposed) / sizeof(interposed[0]); i++) {
+		Dl_info info;
+		void *p = dlsym(h, interposed[i]);
+
+		ASSERT_TRUE(p);
+		/* The shim's own definition, not libc's found through its dependencies. */
+		ASSERT_TRUE(dladdr(p, &info) && strstr(info.dli_fname, "luo-preload.so"));
+	}
+	for (size_t i = 0; i < sizeof(internal) / sizeof(internal[0]); i++)
+		if (dlsym(h, internal[i]))
+			test_fail_at(__FILE__, __LINE__, "the shim exports %s", internal[i]);
+	dlclose(h);
+}
+
 TEST_MAIN(TEST_CASE(ls_is_unchanged), TEST_CASE(ls_failure_is_unchanged),
 	  TEST_CASE(cat_is_unchanged), TEST_CASE(stat_of_other_paths_is_unchanged),
 	  TEST_CASE(python_is_unchanged), TEST_CASE(shell_exit_status_is_unchanged),
-	  TEST_CASE(shim_is_loaded_in_ordinary_programs))
+	  TEST_CASE(shim_is_loaded_in_ordinary_programs),
+	  TEST_CASE(shim_exports_only_interposed_functions))

@@ -260,6 +260,12 @@ static int stage2(const struct scenario *s)
 		/* Incoming sessions take no new files. */
 		int m = make_memfd(name, 0, 1);
 		ASSERT_ERR(preserve(sfd, m, 999999), -EINVAL);
+		/* ... and the kind is checked before the size: EINVAL even with E2BIG bytes. */
+		struct {
+			struct liveupdate_session_preserve_fd p;
+			uint64_t extra;
+		} big = { .p = { .size = sizeof(big), .fd = m, .token = 999998 }, .extra = 1 };
+		ASSERT_ERR(sys(ioctl(sfd, LIVEUPDATE_SESSION_PRESERVE_FD, &big)), -EINVAL);
 		close(m);
 		/* An incoming name is free in the outgoing namespace. */
 		int out;

@@ -960,7 +960,7 @@ static int start_with_luo(struct server *srv)
 			 * A predecessor that was killed still owns the port through its
 			 * session until luod has handed it over: wait for the session.
 			 */
-			usleep(10 * 1000);
+			usleep(2 * 1000);
 			continue;
 		}
 		if (r < 0) {
@@ -1060,8 +1060,10 @@ static int handover(struct server *srv)
 	_cleanup_close_ int meta = -EBADF;
 	struct conns_header h = { .magic = CONNS_MAGIC };
 	uint64_t token = TOKEN_CONN_BASE;
+	struct timespec t0;
 	int r;
 
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	if (srv->opt.keep_connections) {
 		for (struct conn *c = srv->conns; c; c = c->next) {
 			c->token = 0;
@@ -1103,8 +1105,9 @@ static int handover(struct server *srv)
 		log_msg("luo_session_handover: %s", strerror(-r));
 		return r;
 	}
-	log_msg("handed over session %s with %" PRIu64 " keys and %" PRIu64 " connections",
-		srv->opt.session, kv_store_count(&srv->store), h.n);
+	log_msg("handed over session %s with %" PRIu64 " keys and %" PRIu64
+		" connections in %.2f ms",
+		srv->opt.session, kv_store_count(&srv->store), h.n, ms_since(&t0));
 	return 0;
 }
 

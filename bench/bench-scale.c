@@ -1,0 +1,220 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * DOC: bench-scale, luod's memory per preserved file and per session
+ *
+ * Two runs, each against a fresh luod:
+ *   - files: one client preserves --files fresh memfds, 1000 per session;
+ *   - sessions: one client creates --sessions empty sessions and holds them.
+ * Before and after, luod's VmRSS (/proc/PID/status) and Pss
+ * (/proc/PID/smaps_rollup) are read; the growth divided by the count is the
+ * cost of one file or one session in luod's own memory (the kernel's struct
+ * file behind each fd is not in it and is the same for any holder).  The
+ * time to create them all is reported beside.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <luo/luo.h>
+
+#include "basic/macro.h"
+#include "bench-util.h"
+
+#define FILES_PER_SESSION 1000
+
+struct scale_result {
+	size_t count;
+	uint64_t rss_before, rss_after, pss_before, pss_after;
+	double seconds;
+};
+
+static int run_files(const char *luod_path, size_t files, struct scale_result *res)
+{
+	size_t sessions = (files + FILES_PER_SESSION - 1) / FILES_PER_SESSION;
+	_cleanup_free_ int *fds = calloc(MAX(sessions, (size_t)1), sizeof(int));
+	_cleanup_close_ int conn = -EBADF;
+	struct bench_luod d;
+	size_t n_sessions = 0;
+	uint64_t t0;
+	int r;
+
+	if (!fds)
+		return -ENOMEM;
+	r = bench_luod_start(&d, luod_path, NULL);
+	if (r < 0)
+		return r;
+	conn = bench_luod_connect(&d);
+	if (conn < 0) {
+		r = conn;
+		goto out;
+	}
+	bench_proc_memory(d.pid, &res->rss_before, &res->pss_before);
+	t0 = bench_now_ns();
+	for (size_t i = 0; i < files; i++) {
+		_cleanup_close_ int mfd = -EBADF;
+
+		if (i % FILES_PER_SESSION == 0) {
+			char name[LUO_SESSION_NAME_LENGTH];
+
+			snprintf(name, sizeof(name), "bench-scale-%zu", n_sessions);
+			r = luo_session_create(conn, name, 0, &fds[n_sessions]);
+			if (r < 0)
+				goto out;
+			n_sessions++;
+		}
+		mfd = memfd_create("bench-scale", MFD_CLOEXEC);
+		if (mfd < 0) {
+			r = negative_errno();
+			goto out;
+		}
+		r = luo_session_preserve_fd(fds[n_sessions - 1], i + 1, mfd);
+		if (r < 0)
+			goto out;
+	}
+	res->seconds = (double)(bench_now_ns() - t0) / 1e9;
+	bench_proc_memory(d.pid, &res->rss_after, &res->pss_after);
+	res->count = files;
+	r = 0;
+out:
+	for (size_t i = 0; i < n_sessions; i++)
+		safe_close(fds[i]);
+	conn = safe_close(conn);
+	if (bench_luod_stop(&d) != 0 && r >= 0)
+		r = -EPROTO;
+	return r;
+}
+
+static int run_sessions(const char *luod_path, size_t sessions, struct scale_result *res)
+{
+	_cleanup_free_ int *fds = calloc(MAX(sessions, (size_t)1), sizeof(int));
+	_cleanup_close_ int conn = -EBADF;
+	struct bench_luod d;
+	size_t n = 0;
+	uint64_t t0;
+	int r;
+
+	if (!fds)
+		return -ENOMEM;
+	r = bench_luod_start(&d, luod_path, NULL);
+	if (r < 0)
+		return r;
+	conn = bench_luod_connect(&d);
+	if (conn < 0) {
+		r = conn;
+		goto out;
+	}
+	bench_proc_memory(d.pid, &res->rss_before, &res->pss_before);
+	t0 = bench_now_ns();
+	for (; n < sessions; n++) {
+		char name[LUO_SESSION_NAME_LENGTH];
+
+		snprintf(name, sizeof(name), "bench-scale-%zu", n);
+		r = luo_session_create(conn, name, 0, &fds[n]);
+		if (r < 0)
+			goto out;
+	}
+	res->seconds = (double)(bench_now_ns() - t0) / 1e9;
+	bench_proc_memory(d.pid, &res->rss_after, &res->pss_after);
+	res->count = sessions;
+	r = 0;
+out:
+	for (size_t i = 0; i < n; i++)
+		safe_close(fds[i]);
+	conn = safe_close(conn);
+	if (bench_luod_stop(&d) != 0 && r >= 0)
+		r = -EPROTO;
+	return r;
+}
+
+static void json_result(const char *prefix, const struct scale_result *s)
+{
+	char key[64];
+	double n = (double)MAX(s->count, (size_t)1);
+
+	snprintf(key, sizeof(key), "%s", prefix);
+	bench_json_int(key, (int64_t)s->count);
+	snprintf(key, sizeof(key), "%s_rss_before", prefix);
+	bench_json_int(key, (int64_t)s->rss_before);
+	snprintf(key, sizeof(key), "%s_rss_after", prefix);
+	bench_json_int(key, (int64_t)s->rss_after);
+	snprintf(key, sizeof(key), "%s_pss_before", prefix);
+	bench_json_int(key, (int64_t)s->pss_before);
+	snprintf(key, sizeof(key), "%s_pss_after", prefix);
+	bench_json_int(key, (int64_t)s->pss_after);
+	snprintf(key, sizeof(key), "bytes_per_%s", prefix);
+	bench_json_num(key, ((double)s->rss_after - (double)s->rss_before) / n);
+	snprintf(key, sizeof(key), "pss_bytes_per_%s", prefix);
+	bench_json_num(key, ((double)s->pss_after - (double)s->pss_before) / n);
+	snprintf(key, sizeof(key), "%s_create_seconds", prefix);
+	bench_json_num(key, s->seconds);
+	snprintf(key, sizeof(key), "%s_per_second", prefix);
+	bench_json_num(key, s->seconds > 0 ? (double)s->count / s->seconds : NAN);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "files", required_argument, NULL, 'f' },
+		{ "sessions", required_argument, NULL, 's' },
+		{ "luod", required_argument, NULL, 'l' },
+		{},
+	};
+	const char *luod_path = bench_default_luod();
+	struct scale_result files = {}, sessions = {};
+	size_t n_files = 100000, n_sessions = 100000;
+	long limit;
+	int ch, r;
+
+	while ((ch = getopt_long(argc, argv, "f:s:l:", longopts, NULL)) >= 0) {
+		switch (ch) {
+		case 'f':
+			n_files = strtoul(optarg, NULL, 10);
+			break;
+		case 's':
+			n_sessions = strtoul(optarg, NULL, 10);
+			break;
+		case 'l':
+			luod_path = optarg;
+			break;
+		default:
+			return 2;
+		}
+	}
+	signal(SIGPIPE, SIG_IGN);
+	/* This process holds one fd per session, luod one per file and one per session. */
+	limit = bench_raise_fd_limit((long)MAX(n_files, n_sessions) + 4096);
+	if (limit < (long)MAX(n_files, n_sessions) + 1024) {
+		bench_log("the fd limit is %ld: fewer files and sessions", limit);
+		n_files = MIN(n_files, (size_t)(limit - 1024));
+		n_sessions = MIN(n_sessions, (size_t)(limit - 1024));
+	}
+
+	bench_log("%zu files", n_files);
+	r = run_files(luod_path, n_files, &files);
+	if (r < 0) {
+		bench_log("files: %s", strerror(-r));
+		return 1;
+	}
+	bench_log("%zu sessions", n_sessions);
+	r = run_sessions(luod_path, n_sessions, &sessions);
+	if (r < 0) {
+		bench_log("sessions: %s", strerror(-r));
+		return 1;
+	}
+
+	bench_json_begin("scale");
+	bench_json_int("fd_limit", limit);
+	json_result("file", &files);
+	json_result("session", &sessions);
+	bench_json_bool("target_512_bytes_per_file",
+			((double)files.rss_after - (double)files.rss_before) /
+					(double)MAX(files.count, (size_t)1) <=
+				512);
+	bench_json_end();
+	return 0;
+}

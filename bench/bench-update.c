@@ -349,6 +349,7 @@ int main(int argc, char **argv)
 	const char *luod_path = bench_default_luod();
 	size_t sizes[MAX_SIZES] = { 0, 100, 1000, 10000, 100000 }, n_sizes = 5;
 	struct size_result res[MAX_SIZES] = {};
+	size_t requested[MAX_SIZES] = {};
 	double x[MAX_SIZES], y[MAX_SIZES], slope, intercept, r2, bare_us = NAN;
 	double at0 = NAN, at10k = NAN;
 	int clients = 4, repeat = 7, ch, r;
@@ -397,9 +398,17 @@ int main(int argc, char **argv)
 
 	for (size_t i = 0; i < n_sizes; i++) {
 		if ((long)sizes[i] + 4096 > limit) {
-			bench_log("skipping %zu files: the fd limit is %ld", sizes[i], limit);
-			n_sizes = i;
-			break;
+			/* luod holds one fd per file: the largest size this fd limit allows instead. */
+			size_t fit = limit > 5096 ? (size_t)(limit - 4096) / 1000 * 1000 : 0;
+
+			bench_log("%zu files do not fit the fd limit %ld: %zu instead", sizes[i],
+				  limit, fit);
+			requested[i] = sizes[i];
+			sizes[i] = fit;
+			if (i > 0 && sizes[i] <= sizes[i - 1]) {
+				n_sizes = i;
+				break;
+			}
 		}
 		bench_log("%zu files, %d clients, %d updates", sizes[i], clients, repeat);
 		r = run_size(luod_path, sizes[i], clients, repeat, &res[i]);
@@ -419,6 +428,7 @@ int main(int argc, char **argv)
 
 	bench_json_begin("update");
 	bench_json_int("clients", clients);
+	bench_json_int("fd_limit", limit);
 	bench_json_int("repeat", repeat);
 	bench_json_num("bare_exec_us", bare_us);
 	bench_json_array_begin("sizes");
@@ -426,6 +436,8 @@ int main(int argc, char **argv)
 		bench_json_object_begin();
 		bench_json_int("files", (int64_t)res[i].files);
 		bench_json_int("sessions", (int64_t)res[i].sessions);
+		if (requested[i])
+			bench_json_int("requested_files", (int64_t)requested[i]);
 		bench_json_num("blackout_us", res[i].blackout_us);
 		bench_json_num("blackout_min_us", res[i].blackout_min_us);
 		bench_json_num("blackout_max_us", res[i].blackout_max_us);

@@ -405,9 +405,12 @@ int main(int argc, char **argv)
 			log_warning("cannot write %s: %s", o.pid_file, strerror(-r));
 		notify_ready();
 		if (ready_fd >= 0) {
+			/* The path is printed: a daemon keeps only stderr, for its log, so that
+			 * whoever reads its stdout sees the end of it. */
 			int null = open("/dev/null", O_RDWR | O_CLOEXEC);
 			if (null >= 0) {
 				dup2(null, STDIN_FILENO);
+				dup2(null, STDOUT_FILENO);
 				safe_close(null);
 			}
 			if (chdir("/") < 0)

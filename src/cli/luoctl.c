@@ -1096,7 +1096,13 @@ static int cmd_run(int argc, char **argv)
 		path = sock;
 	}
 	old = getenv("LD_PRELOAD");
-	if (asprintf(&ld, "%s%s%s", preload, old && *old ? " " : "", old ? old : "") < 0) {
+#ifdef LUOCTL_ASAN_RUNTIME
+	r = asprintf(&ld, "%s %s%s%s", LUOCTL_ASAN_RUNTIME, preload, old && *old ? " " : "",
+		     old ? old : "");
+#else
+	r = asprintf(&ld, "%s%s%s", preload, old && *old ? " " : "", old ? old : "");
+#endif
+	if (r < 0) {
 		ld = NULL;
 		log_error("run: %s", strerror(ENOMEM));
 		return EXIT_FAILED;

@@ -402,6 +402,73 @@ TEST(http_endpoint_keeps_alive_and_serves_get_and_ping)
 	test_luod_stop(&d);
 }
 
+static int luoctl(const struct test_luod *d, const char *cmd)
+{
+	char bin[512];
+	const char *argv[] = { bin, "--socket", d->socket, cmd, NULL };
+
+	test_build_path("src/cli/luoctl", bin, sizeof(bin));
+	return test_run_command(argv);
+}
+
+TEST(luod_live_updates_under_load_lose_no_request_and_the_server_still_hands_over)
+{
+	struct test_luod d;
+	struct kvs s;
+	char port[16], out[300];
+	const char *hammer[] = { client_bin, "--port",	port, "--keys", "3000", "--size",
+				 "4096",     "--conns", "2",  "hammer", NULL };
+	pid_t h;
+	int status;
+
+	find_binaries();
+	test_luod_start(&d, NULL);
+	server_start(&s, &d, NULL);
+	load(s.port);
+	snprintf(port, sizeof(port), "%d", s.port);
+	snprintf(out, sizeof(out), "%s/hammer.out", d.dir);
+	h = spawn(hammer, out);
+	usleep(100 * 1000);
+	ASSERT_EQ(luoctl(&d, "update"), 0);
+	ASSERT_EQ(luoctl(&d, "update"), 0);
+	/* The session fd the server got before the updates still works. */
+	server_stop(&s);
+	server_start(&s, &d, NULL);
+	ASSERT_STREQ(s.how, "restored");
+	ASSERT_EQ(s.conns, 2);
+	usleep(100 * 1000);
+	ASSERT_OK(kill(h, SIGINT));
+	ASSERT_EQ(waitpid(h, &status, 0), h);
+	ASSERT_TRUE(WIFEXITED(status));
+	ASSERT_EQ(WEXITSTATUS(status), 0);
+	ASSERT_EQ(verify(s.port), 0);
+	server_stop(&s);
+	test_luod_stop(&d);
+}
+
+TEST(after_a_reboot_the_successor_still_finds_every_key)
+{
+	struct test_luod d;
+	struct kvs a, b;
+
+	find_binaries();
+	test_luod_start(&d, NULL);
+	server_start(&a, &d, NULL);
+	load(a.port);
+	/*
+	 * The simulated kexec carries the open session into the next generation;
+	 * the server's own handover then gets ESTALE and it still exits 0.
+	 */
+	ASSERT_EQ(luoctl(&d, "reboot"), 0);
+	server_stop(&a);
+	server_start(&b, &d, NULL);
+	ASSERT_STREQ(b.how, "restored");
+	ASSERT_EQ(b.port, a.port);
+	ASSERT_EQ(verify(b.port), 0);
+	server_stop(&b);
+	test_luod_stop(&d);
+}
+
 TEST(a_second_server_with_the_same_session_name_refuses_to_start)
 {
 	struct test_luod d;
@@ -428,4 +495,6 @@ TEST_MAIN(TEST_CASE(restart_with_handover_keeps_every_key_and_the_port),
 	  TEST_CASE(new_connections_wait_in_the_backlog_during_a_restart),
 	  TEST_CASE(requests_during_restarts_all_succeed),
 	  TEST_CASE(http_endpoint_keeps_alive_and_serves_get_and_ping),
+	  TEST_CASE(luod_live_updates_under_load_lose_no_request_and_the_server_still_hands_over),
+	  TEST_CASE(after_a_reboot_the_successor_still_finds_every_key),
 	  TEST_CASE(a_second_server_with_the_same_session_name_refuses_to_start))

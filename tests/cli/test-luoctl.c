@@ -280,6 +280,38 @@ TEST(show_prints_session_and_files)
 	test_luod_stop(&d);
 }
 
+TEST(show_covers_both_namespaces_unless_told)
+{
+	struct test_luod d;
+	int luo, out, s, e;
+
+	cli_need_jq();
+	test_luod_start(&d, NULL);
+	luo = ASSERT_OK(luo_connect(NULL));
+	/* "twin" incoming (handed over, one file) and "twin" outgoing (no files). */
+	ASSERT_OK(luo_session_create(luo, "twin", 0, &s));
+	e = ASSERT_OK(eventfd(0, EFD_CLOEXEC));
+	ASSERT_OK(luo_session_preserve_fd(s, 5, e));
+	close(e);
+	ASSERT_OK(luo_session_handover(s));
+	close(s);
+	ASSERT_OK(luo_session_create(luo, "twin", 0, &out));
+
+	LUOCTL(&o, "show", "twin");
+	ASSERT_EQ(o.status, 0);
+	ASSERT_TRUE(strstr(o.out, "kind:     outgoing") != NULL);
+	ASSERT_TRUE(strstr(o.out, "kind:     incoming") != NULL);
+	ASSERT_TRUE(strstr(o.out, "kind:     outgoing") < strstr(o.out, "kind:     incoming"));
+	LUOCTL(&o, "--json", "show", "twin");
+	ASSERT_JQ(o.out,
+		  "[.sessions[] | [.kind, .files]] == [[\"outgoing\", 0], [\"incoming\", 1]]");
+	LUOCTL(&o, "show", "--json", "--incoming", "twin");
+	ASSERT_JQ(o.out, "[.sessions[] | [.kind, .state]] == [[\"incoming\", \"waiting\"]]");
+	close(out);
+	close(luo);
+	test_luod_stop(&d);
+}
+
 TEST(show_unknown_session_exits_4)
 {
 	struct test_luod d;
@@ -374,6 +406,7 @@ TEST(run_points_a_kernel_uapi_program_at_luod)
 TEST_MAIN(TEST_CASE(bad_usage_exits_2), TEST_CASE(help_and_version_exit_0),
 	  TEST_CASE(no_luod_exits_3_and_says_where), TEST_CASE(status_reports_luod),
 	  TEST_CASE(list_prints_aligned_escaped_table), TEST_CASE(list_json_is_valid_and_exact),
-	  TEST_CASE(show_prints_session_and_files), TEST_CASE(show_unknown_session_exits_4),
-	  TEST_CASE(run_execs_the_command_with_the_shim),
+	  TEST_CASE(show_prints_session_and_files),
+	  TEST_CASE(show_covers_both_namespaces_unless_told),
+	  TEST_CASE(show_unknown_session_exits_4), TEST_CASE(run_execs_the_command_with_the_shim),
 	  TEST_CASE(run_points_a_kernel_uapi_program_at_luod))

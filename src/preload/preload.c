@@ -16,7 +16,8 @@
  * fork(), close() and fd reuse need no interposition: a new socket has a new
  * inode.  Session fds the shim did not hand out itself (inherited over exec,
  * passed with SCM_RIGHTS, made by libluo) are recognised by asking luod once
- * (LUO_CMD_IS_SESSION), and the answer is cached by inode.
+ * (LUO_CMD_IS_SESSION), and the answer is cached by inode; so is a device fd
+ * inherited over exec (a connection whose peer is luod but no session).
  *
  * errno is left untouched on every success path; on failure it is what the
  * kernel would set.
@@ -136,14 +137,29 @@ static _Atomic uint64_t device_inodes[DEVICE_RING];
 static _Atomic unsigned device_next;
 
 /*
- * Session verdicts by socket inode: open addressing over a fixed array, entry
- * = ino << 2 | verdict.  When it is full, answers are just not cached.
+ * Verdicts on other sockets, by inode: open addressing over a fixed array,
+ * entry = ino << 2 | verdict.  When it is full, answers are just not cached.
  */
-#define SESSION_SLOTS (1u << 16)
-#define SESSION_PROBES 64
+#define VERDICT_SLOTS (1u << 16)
+#define VERDICT_PROBES 64
 #define VERDICT_SESSION 1u
 #define VERDICT_OTHER 2u
-static _Atomic uint64_t session_cache[SESSION_SLOTS];
+#define VERDICT_DEVICE 3u
+static _Atomic uint64_t verdicts[VERDICT_SLOTS];
+
+static enum preload_fd_kind verdict_kind(unsigned v)
+{
+	return v == VERDICT_SESSION  ? PRELOAD_FD_SESSION
+	       : v == VERDICT_DEVICE ? PRELOAD_FD_DEVICE
+				     : PRELOAD_FD_OTHER;
+}
+
+static unsigned kind_verdict(enum preload_fd_kind kind)
+{
+	return kind == PRELOAD_FD_SESSION  ? VERDICT_SESSION
+	       : kind == PRELOAD_FD_DEVICE ? VERDICT_DEVICE
+					   : VERDICT_OTHER;
+}
 
 static void device_remember(uint64_t ino)
 {
@@ -152,27 +168,29 @@ static void device_remember(uint64_t ino)
 	atomic_store(&device_inodes[i], ino);
 }
 
+static unsigned verdict_lookup(uint64_t ino);
+
 static bool device_known(uint64_t ino)
 {
 	for (unsigned i = 0; i < DEVICE_RING; i++)
 		if (atomic_load_explicit(&device_inodes[i], memory_order_relaxed) == ino)
 			return true;
-	return false;
+	return verdict_lookup(ino) == VERDICT_DEVICE;
 }
 
-static size_t session_slot(uint64_t ino)
+static size_t verdict_slot(uint64_t ino)
 {
 	uint64_t h = ino * 0x9e3779b97f4a7c15ull;
 
-	return (size_t)(h >> 48) & (SESSION_SLOTS - 1);
+	return (size_t)(h >> 48) & (VERDICT_SLOTS - 1);
 }
 
-static unsigned session_lookup(uint64_t ino)
+static unsigned verdict_lookup(uint64_t ino)
 {
-	size_t s = session_slot(ino);
+	size_t s = verdict_slot(ino);
 
-	for (unsigned i = 0; i < SESSION_PROBES; i++) {
-		uint64_t e = atomic_load_explicit(&session_cache[(s + i) & (SESSION_SLOTS - 1)],
+	for (unsigned i = 0; i < VERDICT_PROBES; i++) {
+		uint64_t e = atomic_load_explicit(&verdicts[(s + i) & (VERDICT_SLOTS - 1)],
 						  memory_order_acquire);
 		if (e == 0)
 			return 0;
@@ -182,13 +200,13 @@ static unsigned session_lookup(uint64_t ino)
 	return 0;
 }
 
-static void session_store(uint64_t ino, unsigned verdict)
+static void verdict_store(uint64_t ino, unsigned verdict)
 {
-	size_t s = session_slot(ino);
+	size_t s = verdict_slot(ino);
 	uint64_t entry = ino << 2 | verdict;
 
-	for (unsigned i = 0; i < SESSION_PROBES; i++) {
-		_Atomic uint64_t *slot = &session_cache[(s + i) & (SESSION_SLOTS - 1)];
+	for (unsigned i = 0; i < VERDICT_PROBES; i++) {
+		_Atomic uint64_t *slot = &verdicts[(s + i) & (VERDICT_SLOTS - 1)];
 		uint64_t e = atomic_load(slot);
 
 		if (e == 0 && atomic_compare_exchange_strong(slot, &e, entry))
@@ -205,33 +223,40 @@ void preload_remember_session(int fd)
 	struct stat st;
 
 	if (preload_real_fstat(fd, &st) == 0)
-		session_store((uint64_t)st.st_ino, VERDICT_SESSION);
+		verdict_store((uint64_t)st.st_ino, VERDICT_SESSION);
 }
 
-/* Asks luod whether fd is one of its session sockets: 1, 0, or -errno when luod is unreachable. */
-static int ask_luod_is_session(int fd)
+/*
+ * Asks luod what fd is: PRELOAD_FD_SESSION for one of its session sockets,
+ * PRELOAD_FD_DEVICE for a connection to luod (a device fd this process did
+ * not open itself, inherited over execve() as the kernel's device fd would
+ * be), PRELOAD_FD_OTHER for anything else, or -errno when luod is unreachable.
+ */
+static int ask_luod(int fd)
 {
 	struct luo_wire_is_session q = { .size = sizeof(q) };
 	_cleanup_close_ int conn = -EBADF;
+	struct ucred luod, peer;
+	socklen_t len;
+	bool is_session;
 	int r;
 
 	conn = preload_connect();
 	if (conn < 0)
 		return conn;
 	r = preload_wire_call(conn, LUO_IOCTL_IS_SESSION, &q, sizeof(q), fd, NULL);
-	if (r >= 0)
-		return q.is_session ? 1 : 0;
 	if (r == -EIO)
 		return r;
-	/* A luod without IS_SESSION: a session socket's peer is luod itself. */
-	struct ucred luod, peer;
-	socklen_t len = sizeof(luod);
+	len = sizeof(luod);
 	if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &luod, &len) < 0)
 		return negative_errno();
 	len = sizeof(peer);
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) < 0)
-		return 0;
-	return peer.pid == luod.pid;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) < 0 || peer.pid != luod.pid)
+		return PRELOAD_FD_OTHER;
+	/* Both session sockets and connections have luod as peer; only IS_SESSION tells
+	 * them apart.  A luod without it: take luod's sockets for sessions. */
+	is_session = r >= 0 ? q.is_session != 0 : true;
+	return is_session ? PRELOAD_FD_SESSION : PRELOAD_FD_DEVICE;
 }
 
 static enum preload_fd_kind classify_fd(int fd)
@@ -245,22 +270,22 @@ static enum preload_fd_kind classify_fd(int fd)
 		return PRELOAD_FD_OTHER;
 	if (device_known((uint64_t)st.st_ino))
 		return PRELOAD_FD_DEVICE;
-	v = session_lookup((uint64_t)st.st_ino);
+	v = verdict_lookup((uint64_t)st.st_ino);
 	if (v)
-		return v == VERDICT_SESSION ? PRELOAD_FD_SESSION : PRELOAD_FD_OTHER;
+		return verdict_kind(v);
 
 	len = sizeof(type);
 	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_SEQPACKET)
-		r = 0;
+		r = PRELOAD_FD_OTHER;
 	else if (len = sizeof(domain),
 		 getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 || domain != AF_UNIX)
-		r = 0;
+		r = PRELOAD_FD_OTHER;
 	else
-		r = ask_luod_is_session(fd);
+		r = ask_luod(fd);
 	if (r < 0)
 		return PRELOAD_FD_OTHER; /* luod unreachable: do not cache, it may come back */
-	session_store((uint64_t)st.st_ino, r ? VERDICT_SESSION : VERDICT_OTHER);
-	return r ? PRELOAD_FD_SESSION : PRELOAD_FD_OTHER;
+	verdict_store((uint64_t)st.st_ino, kind_verdict(r));
+	return r;
 }
 
 /* ---- the device node ---- */
@@ -291,11 +316,14 @@ static int device_open(int flags)
 	struct stat st;
 	int r;
 
-	if (flags & O_DIRECTORY)
-		return -ENOTDIR;
 	fd = preload_connect();
 	if (fd < 0)
 		return -ENOENT;
+	/* What open() says of an existing character device. */
+	if ((flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL))
+		return -EEXIST;
+	if (flags & O_DIRECTORY)
+		return -ENOTDIR;
 	r = preload_wire_call(fd, LUO_IOCTL_DEVICE_OPEN, &q, sizeof(q), -EBADF, NULL);
 	if (r == -EIO)
 		return -ENOENT; /* luod went away between connect and reply */

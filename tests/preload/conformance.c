@@ -154,6 +154,9 @@ PRELOAD_TEST(second_open_in_same_process_is_ebusy)
 	ASSERT_ERRNO(open(DEV, O_RDWR), EBUSY);
 	ASSERT_ERRNO(openat(AT_FDCWD, DEV, O_RDWR | O_CLOEXEC), EBUSY);
 	close(dev);
+	/* And it is a device, not something to create. */
+	ASSERT_ERRNO(open(DEV, O_RDWR | O_CREAT | O_EXCL, 0600), EEXIST);
+	ASSERT_ERRNO(open(DEV, O_RDONLY | O_DIRECTORY), ENOTDIR);
 }
 
 PRELOAD_TEST(second_open_from_other_process_is_ebusy)

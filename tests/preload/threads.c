@@ -277,6 +277,45 @@ PRELOAD_TEST(session_fd_inherited_over_exec_is_recognised)
 	close(s);
 }
 
+/* argv[1] "--exec-device FD": the device fd inherited over exec is still the device. */
+static int exec_device_child(int dev)
+{
+	int s, flags = fcntl(dev, F_GETFD);
+
+	if (!preload_loaded())
+		return 3;
+	if (flags < 0 || (flags & FD_CLOEXEC))
+		return 4;
+	/* The inherited fd still holds the slot. */
+	if (open(DEV, O_RDWR | O_CLOEXEC) >= 0 || errno != EBUSY)
+		return 5;
+	if (create_session(dev, "from-exec", &s) < 0)
+		return 6;
+	close(s);
+	return 0;
+}
+
+PRELOAD_TEST(device_fd_inherited_over_exec_is_still_the_device)
+{
+	char self[512], fdstr[16];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	int dev = -1;
+
+	ASSERT_TRUE(n > 0);
+	self[n] = 0;
+	for (int i = 0; i < 400; i++) {
+		dev = open(DEV, O_RDWR);
+		if (dev >= 0 || errno != EBUSY)
+			break;
+		usleep(5000);
+	}
+	ASSERT_OK(sys(dev));
+	snprintf(fdstr, sizeof(fdstr), "%d", dev);
+	pid_t pid = preload_spawn((const char *const[]){ self, "--exec-device", fdstr, NULL }, dev);
+	ASSERT_EQ(preload_wait(pid), 0);
+	close(dev);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct test_case cases[] = {
@@ -284,9 +323,12 @@ int main(int argc, char **argv)
 		TEST_CASE(child_uses_inherited_session_fd),
 		TEST_CASE(session_fd_received_with_scm_rights_is_recognised),
 		TEST_CASE(session_fd_inherited_over_exec_is_recognised),
+		TEST_CASE(device_fd_inherited_over_exec_is_still_the_device),
 	};
 
 	if (argc == 3 && strcmp(argv[1], "--exec-child") == 0)
 		return exec_child(atoi(argv[2]));
+	if (argc == 3 && strcmp(argv[1], "--exec-device") == 0)
+		return exec_device_child(atoi(argv[2]));
 	return test_main(cases, sizeof(cases) / sizeof(cases[0]), argc, argv);
 }

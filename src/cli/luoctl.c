@@ -665,57 +665,56 @@ static void json_print_show(const struct luo_wire_session_entry *s, const struct
 	printf("]}");
 }
 
-/* Shows the session name in one namespace: 1 if shown, 0 if not there, or an exit code < 0. */
-static int show_one(int fd, const char *name, uint32_t kind, bool *printed_any)
+struct shown {
+	struct luo_wire_session_entry s;
+	struct files f;
+};
+
+/* Fetches the session name of one namespace: 1 if there, 0 if not, or -(exit code). */
+static int fetch_one(int fd, const char *name, uint32_t kind, struct shown *ret)
 {
 	struct luo_wire_show req = { .size = sizeof(req), .kind = kind }, out;
-	struct luo_wire_session_entry s;
-	struct files f = {};
 	int r;
 
 	memcpy(req.name, name, strlen(name));
-	r = call_stream(fd, "show", LUO_CMD_SHOW, &req, sizeof(req), &out, sizeof(out), &s,
-			sizeof(s), sizeof(struct luo_wire_file_entry), collect_file, &f);
-	if (r > 0) {
-		free(f.v);
+	r = call_stream(fd, "show", LUO_CMD_SHOW, &req, sizeof(req), &out, sizeof(out), &ret->s,
+			sizeof(ret->s), sizeof(struct luo_wire_file_entry), collect_file, &ret->f);
+	if (r > 0)
 		return -r;
-	}
-	if (r == -ENOENT) {
-		free(f.v);
+	if (r == -ENOENT)
 		return 0;
-	}
 	if (r < 0) {
 		log_error("show: luod refused: %s", strerror(-r));
-		free(f.v);
 		return -EXIT_FAILED;
 	}
-	if (arg_json) {
-		printf(*printed_any ? "," : "");
-		json_print_show(&s, &f);
-	} else {
-		_cleanup_free_ char *n =
-			escape_human(s.name, name_field_length(s.name, sizeof(s.name)));
-
-		if (*printed_any)
-			printf("\n");
-		printf("session:  %s\n", n ? n : "?");
-		printf("kind:     %s\n", kind_name(s.kind));
-		printf("state:    %s\n", state_name(s.state));
-		printf("uid:      %" PRIu32 "\n", s.uid);
-		printf("flags:    %s\n", flags_name(s.flags));
-		printf("files:    %" PRIu64 "\n", s.n_files);
-		if (f.n > 0) {
-			printf("\n");
-			if (print_files_table(&f) < 0) {
-				free(f.v);
-				log_error("show: %s", strerror(ENOMEM));
-				return -EXIT_FAILED;
-			}
-		}
-	}
-	*printed_any = true;
-	free(f.v);
 	return 1;
+}
+
+static int print_shown(const struct shown *x, bool first)
+{
+	if (arg_json) {
+		printf(first ? "" : ",");
+		json_print_show(&x->s, &x->f);
+		return 0;
+	}
+
+	_cleanup_free_ char *n =
+		escape_human(x->s.name, name_field_length(x->s.name, sizeof(x->s.name)));
+	if (!n)
+		return -ENOMEM;
+	if (!first)
+		printf("\n");
+	printf("session:  %s\n", n);
+	printf("kind:     %s\n", kind_name(x->s.kind));
+	printf("state:    %s\n", state_name(x->s.state));
+	printf("uid:      %" PRIu32 "\n", x->s.uid);
+	printf("flags:    %s\n", flags_name(x->s.flags));
+	printf("files:    %" PRIu64 "\n", x->s.n_files);
+	if (x->f.n > 0) {
+		printf("\n");
+		return print_files_table(&x->f);
+	}
+	return 0;
 }
 
 static int cmd_show(int argc, char **argv)
@@ -725,10 +724,11 @@ static int cmd_show(int argc, char **argv)
 						 { "json", no_argument, NULL, 'j' },
 						 {} };
 	_cleanup_close_ int fd = -EBADF;
-	bool outgoing = true, incoming = true, printed = false;
+	struct shown shown[2] = {};
+	bool outgoing = true, incoming = true;
 	const char *name;
 	size_t len;
-	int c, r, found = 0;
+	int c, r, ret, found = 0;
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "+", options, NULL)) >= 0) {
@@ -758,20 +758,27 @@ static int cmd_show(int argc, char **argv)
 	fd = connect_or_explain();
 	if (fd < 0)
 		return EXIT_UNREACHABLE;
-	if (arg_json)
-		printf("{\"sessions\":[");
+	/* Everything is fetched before anything is printed: a failure halfway
+	 * leaves no half-written output. */
 	for (uint32_t kind = LUO_SESSION_OUTGOING; kind <= LUO_SESSION_INCOMING; kind++) {
 		if ((kind == LUO_SESSION_OUTGOING && !outgoing) ||
 		    (kind == LUO_SESSION_INCOMING && !incoming))
 			continue;
-		r = show_one(fd, name, kind, &printed);
+		r = fetch_one(fd, name, kind, &shown[found]);
 		if (r < 0) {
-			if (arg_json)
-				printf("]}\n");
-			return -r;
+			ret = -r;
+			goto out;
 		}
 		found += r;
 	}
+	if (arg_json)
+		printf("{\"sessions\":[");
+	for (int i = 0; i < found; i++)
+		if (print_shown(&shown[i], i == 0) < 0) {
+			log_error("show: %s", strerror(ENOMEM));
+			ret = EXIT_FAILED;
+			goto out;
+		}
 	if (arg_json)
 		printf("]}\n");
 	if (found == 0) {
@@ -781,9 +788,14 @@ static int cmd_show(int argc, char **argv)
 			  outgoing && incoming ? ""
 			  : outgoing	       ? " among outgoing sessions"
 					       : " among incoming sessions");
-		return EXIT_NOT_FOUND;
+		ret = EXIT_NOT_FOUND;
+		goto out;
 	}
-	return EXIT_OK;
+	ret = EXIT_OK;
+out:
+	for (size_t i = 0; i < ELEMENTSOF(shown); i++)
+		free(shown[i].f.v);
+	return ret;
 }
 
 /* ---- update and reboot ---- */

@@ -89,10 +89,8 @@ static int session_fd_kind(int fd)
 		return FD_LUOD;
 	if (r != 0)
 		return -ENOTTY;
-	r = is_kernel_session_link(fd);
-	if (r < 0)
-		return r;
-	return r ? FD_KERNEL : -ENOTTY;
+	/* fd is open (getsockopt() said so): a link we cannot read is no session. */
+	return is_kernel_session_link(fd) > 0 ? FD_KERNEL : -ENOTTY;
 }
 
 /* The kind of a device fd: luod's connection or /dev/liveupdate. */
@@ -364,12 +362,10 @@ _public_ int luo_fd_is_session(int fd)
 
 	if (fd < 0)
 		return -EBADF;
-	r = is_kernel_session_link(fd);
-	if (r == -ENOENT)
-		return -EBADF; /* /proc/self/fd/N does not exist: fd is not open */
-	if (r < 0)
-		return r;
-	if (r > 0)
+	if (fcntl(fd, F_GETFD) < 0)
+		return negative_errno();
+	/* Without /proc there is no telling a kernel session: then it is none. */
+	if (is_kernel_session_link(fd) > 0)
 		return 1;
 
 	r = socket_type(fd);

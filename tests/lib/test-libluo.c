@@ -419,6 +419,20 @@ TEST(retrieve_errors_are_the_kernel_ones)
 	ASSERT_ERR(luo_session_get_name(-1, (char[64]){ 0 }), -EBADF);
 	ASSERT_ERR(luo_session_get_name(in, NULL), -EINVAL);
 
+	/* Open fds that are no session: the kernel's answer to a foreign ioctl,
+	 * and nothing is written to them. */
+	int sp[2], m = memfd_with("not a session");
+	char b[8];
+	ASSERT_OK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp));
+	ASSERT_ERR(luo_session_finish(m), -ENOTTY);
+	ASSERT_ERR(luo_session_preserve_fd(sp[0], 1, m), -ENOTTY);
+	ASSERT_ERR(luo_session_retrieve_fd(sp[0], 1, &fd), -ENOTTY);
+	ASSERT_ERR(luo_session_handover(sp[0]), -ENOTTY);
+	ASSERT_ERR(recv(sp[1], b, sizeof(b), MSG_DONTWAIT) < 0 ? -errno : 0, -EAGAIN);
+	close(sp[0]);
+	close(sp[1]);
+	close(m);
+
 	/* Closing a retrieved session ends it: the name is gone. */
 	close(in);
 	for (int i = 0; i < 200; i++) {

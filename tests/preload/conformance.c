@@ -56,6 +56,23 @@ static int create_session(int dev, const char *name, int *ret_fd)
 	return r;
 }
 
+/*
+ * luod sees a close asynchronously, where the kernel releases the session
+ * before close() returns: a name freed by closing its session may be taken
+ * for a moment longer.
+ */
+static int create_session_after_close(int dev, const char *name, int *ret_fd)
+{
+	int r = -EEXIST;
+
+	for (int i = 0; i < 400 && r == -EEXIST; i++) {
+		r = create_session(dev, name, ret_fd);
+		if (r == -EEXIST)
+			usleep(5000);
+	}
+	return r;
+}
+
 static int retrieve_session(int dev, const char *name, int *ret_fd)
 {
 	struct liveupdate_ioctl_retrieve_session a = { .size = sizeof(a) };
@@ -264,7 +281,7 @@ PRELOAD_TEST(create_duplicate_name_is_eexist)
 	ASSERT_ERR(create_session(dev, "twice", &b), -EEXIST);
 	close(a);
 	/* Closing the outgoing session frees its name. */
-	ASSERT_OK(create_session(dev, "twice", &b));
+	ASSERT_OK(create_session_after_close(dev, "twice", &b));
 	close(b);
 	close(dev);
 }
@@ -476,7 +493,7 @@ PRELOAD_TEST(closing_outgoing_session_unpreserves_its_files)
 	ASSERT_OK(create_session(dev, "abort", &s));
 	ASSERT_OK(preserve(s, m, 1));
 	close(s);
-	ASSERT_OK(create_session(dev, "abort", &s));
+	ASSERT_OK(create_session_after_close(dev, "abort", &s));
 	/* The memfd is free again once the aborted session is gone; luod sees the close soon. */
 	int r = -EBUSY;
 	for (int i = 0; i < 400 && r == -EBUSY; i++) {

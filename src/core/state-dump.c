@@ -214,18 +214,15 @@ static int dump_session(const struct luo_state_session *s, void *userdata)
 		fprintf(f,
 			", \"kind\": \"%s\", \"state\": \"%s\", \"uid\": %" PRIu32
 			", \"flags\": %" PRIu64 ", \"handover_on_close\": %s, \"handle\": %" PRIu64
-			", \"n_files\": %zu, \"files\": [",
+			", \"files\": [",
 			kind_name(s->kind), state_name(s->state), s->uid, s->flags, bool_json(hoc),
-			s->handle, s->n_files);
+			s->handle);
 	} else {
 		fprintf(f, "  session %zu: ", d->n_sessions);
 		put_text_string(f, s->name, s->name_len);
-		fprintf(f,
-			" %s %s, uid %" PRIu32 ", flags 0x%" PRIx64 "%s, handle %" PRIu64
-			", %zu file%s\n",
+		fprintf(f, " %s %s, uid %" PRIu32 ", flags 0x%" PRIx64 "%s, handle %" PRIu64 "\n",
 			kind_name(s->kind), state_name(s->state), s->uid, s->flags,
-			hoc ? " (handover-on-close)" : "", s->handle, s->n_files,
-			s->n_files == 1 ? "" : "s");
+			hoc ? " (handover-on-close)" : "", s->handle);
 	}
 	d->n_sessions++;
 	d->n_files = 0;

@@ -43,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "basic/hashmap.h"
 #include "basic/macro.h"
 #include "core/engine-internal.h"
 #include "core/state.h"
@@ -249,70 +250,91 @@ int luo_state_encode(const luo_engine *e, const struct luo_state_ext *ext, void 
 
 /* ---- walking and checking ---------------------------------------------- */
 
-struct name_ref {
-	const char *name;
-	uint32_t len;
-	uint32_t kind;
+/*
+ * The uniqueness rules (fd slots across the blob, handles, names per
+ * namespace, tokens per session) are checked as each node is reached, in one
+ * open-addressing set of byte strings told apart by a tag, so that a
+ * duplicate is reported at the node that repeats, by decode and dump alike,
+ * before the engine ever sees it.
+ */
+enum {
+	UNIQUE_FD,
+	UNIQUE_HANDLE,
+	UNIQUE_NAME_OUTGOING,
+	UNIQUE_NAME_INCOMING,
+	UNIQUE_FLB,
+	UNIQUE_TOKEN, /* + the session's index */
 };
+
+struct unique_entry {
+	uint64_t hash; /* 0: empty slot */
+	uint64_t tag;
+	const void *key;
+	size_t len;
+};
+
+struct unique_set {
+	struct unique_entry *slots;
+	size_t n_slots; /* power of two, or 0 */
+	size_t count;
+};
+
+static uint64_t unique_hash(uint64_t tag, const void *key, size_t len)
+{
+	uint64_t h = hash_u64(hash_bytes(key, len) ^ (tag * UINT64_C(0x9e3779b97f4a7c15)));
+
+	return h ? h : 1;
+}
+
+static void unique_put(struct unique_entry *slots, size_t n_slots, const struct unique_entry *e)
+{
+	size_t i = e->hash & (n_slots - 1);
+
+	while (slots[i].hash)
+		i = (i + 1) & (n_slots - 1);
+	slots[i] = *e;
+}
+
+/* 0 if added, -EBADMSG if already present, -ENOMEM. */
+static int unique_add(struct unique_set *set, uint64_t tag, const void *key, size_t len)
+{
+	struct unique_entry e = { unique_hash(tag, key, len), tag, key, len };
+
+	for (size_t i = set->n_slots ? e.hash & (set->n_slots - 1) : 0;
+	     set->n_slots && set->slots[i].hash; i = (i + 1) & (set->n_slots - 1)) {
+		const struct unique_entry *s = &set->slots[i];
+
+		if (s->hash == e.hash && s->tag == tag && s->len == len &&
+		    memcmp(s->key, key, len) == 0)
+			return -EBADMSG;
+	}
+	/* Keep the load at most one half. */
+	if ((set->count + 1) * 2 > set->n_slots) {
+		size_t n = set->n_slots ? set->n_slots * 2 : 256;
+		struct unique_entry *slots = calloc(n, sizeof(*slots));
+
+		if (!slots)
+			return -ENOMEM;
+		for (size_t i = 0; i < set->n_slots; i++)
+			if (set->slots[i].hash)
+				unique_put(slots, n, &set->slots[i]);
+		free(set->slots);
+		set->slots = slots;
+		set->n_slots = n;
+	}
+	unique_put(set->slots, set->n_slots, &e);
+	set->count++;
+	return 0;
+}
 
 struct walk {
 	const void *fdt;
 	const struct luo_state_visitor *v;
 	void *userdata;
 	uint64_t next_handle;
-	int ext_offset;
-	const char *ext_name;
 	size_t n_flbs, n_sessions;
-	const char *flb_compat[LUO_MAX_FLBS];
-	/* Gathered for the whole-blob uniqueness checks. */
-	int *fds;
-	size_t n_fds, cap_fds;
-	uint64_t *handles;
-	size_t n_handles, cap_handles;
-	struct name_ref *names;
-	size_t n_names, cap_names;
-	uint64_t *tokens; /* of the current session */
-	size_t cap_tokens;
+	struct unique_set unique;
 };
-
-static void walk_done(struct walk *w)
-{
-	free(w->fds);
-	free(w->handles);
-	free(w->names);
-	free(w->tokens);
-}
-
-static int grow(void **p, size_t *cap, size_t need, size_t elem)
-{
-	size_t n;
-	void *q;
-
-	if (need <= *cap)
-		return 0;
-	n = MAX(*cap * 2, (size_t)64);
-	while (n < need)
-		n *= 2;
-	q = realloc(*p, n * elem);
-	if (!q)
-		return -ENOMEM;
-	*p = q;
-	*cap = n;
-	return 0;
-}
-
-static int walk_add_fd(struct walk *w, int fd)
-{
-	int r;
-
-	if (fd < 0)
-		return 0;
-	r = grow((void **)&w->fds, &w->cap_fds, w->n_fds + 1, sizeof(int));
-	if (r < 0)
-		return r;
-	w->fds[w->n_fds++] = fd;
-	return 0;
-}
 
 /* The properties a node may have; each must appear exactly once. */
 struct prop_spec {
@@ -326,38 +348,100 @@ struct prop_val {
 };
 
 /*
- * Reads the properties of node into vals (indexed like specs): unknown or
- * repeated names, missing ones and wrong fixed lengths are -EBADMSG.
+ * Reads the properties of the node at offset node into vals (indexed like
+ * specs): unknown or repeated names, missing ones and wrong fixed lengths
+ * are -EBADMSG.  Tags are read one by one so that each is visited once:
+ * *ret_next is the offset of the first subnode, or -1 when the node has
+ * none, in which case *ret_end is the offset just past its end.
  */
 static int read_props(const void *fdt, int node, const struct prop_spec *specs, size_t n,
-		      struct prop_val *vals)
+		      struct prop_val *vals, int *ret_next, int *ret_end)
 {
 	uint32_t seen = 0;
-	int off;
+	size_t n_seen = 0;
+	int off, next;
 
-	fdt_for_each_property_offset(off, fdt, node)
-	{
+	if (fdt_next_tag(fdt, node, &next) != FDT_BEGIN_NODE)
+		return -EBADMSG;
+	for (off = next;; off = next) {
 		const char *name = NULL;
 		const void *p;
+		uint32_t tag;
 		size_t k;
 		int len;
 
+		tag = fdt_next_tag(fdt, off, &next);
+		if (tag == FDT_NOP)
+			continue;
+		if (tag == FDT_BEGIN_NODE || tag == FDT_END_NODE) {
+			*ret_next = tag == FDT_BEGIN_NODE ? off : -1;
+			*ret_end = tag == FDT_END_NODE ? next : -1;
+			break;
+		}
+		if (tag != FDT_PROP || next < 0)
+			return -EBADMSG;
 		p = fdt_getprop_by_offset(fdt, off, &name, &len);
 		if (!p || !name || len < 0)
 			return -EBADMSG;
-		for (k = 0; k < n; k++)
-			if (strcmp(name, specs[k].name) == 0)
-				break;
+		/* Written in spec order, so the next unseen one is the likely match. */
+		k = n_seen < n && strcmp(name, specs[n_seen].name) == 0 ? n_seen : 0;
+		if (k != n_seen)
+			for (k = 0; k < n; k++)
+				if (strcmp(name, specs[k].name) == 0)
+					break;
 		if (k == n || (seen & (1u << k)))
 			return -EBADMSG;
 		if (specs[k].len >= 0 && len != specs[k].len)
 			return -EBADMSG;
 		seen |= 1u << k;
+		n_seen++;
 		vals[k] = (struct prop_val){ p, len };
 	}
-	if (off != -FDT_ERR_NOTFOUND)
-		return luo_fdt_errno(off);
 	return seen == (1u << n) - 1 ? 0 : -EBADMSG;
+}
+
+/*
+ * After a node's last child (or its properties) comes either another child
+ * or the node's end: returns the child's offset, or -1 with *ret_end just
+ * past the end.
+ */
+static int next_child(const void *fdt, int off, int *ret_end)
+{
+	for (;;) {
+		int next;
+		uint32_t tag = fdt_next_tag(fdt, off, &next);
+
+		if (tag == FDT_NOP) {
+			off = next;
+			continue;
+		}
+		if (tag == FDT_BEGIN_NODE)
+			return off;
+		if (tag == FDT_END_NODE && next >= 0) {
+			*ret_end = next;
+			return -1;
+		}
+		return -EBADMSG;
+	}
+}
+
+/* Skips a whole subtree (the ext node): the offset just past its end. */
+static int skip_node(const void *fdt, int node)
+{
+	int depth = 0, off = node;
+
+	for (;;) {
+		int next;
+		uint32_t tag = fdt_next_tag(fdt, off, &next);
+
+		if (next < 0 || tag == FDT_END)
+			return -EBADMSG;
+		if (tag == FDT_BEGIN_NODE)
+			depth++;
+		else if (tag == FDT_END_NODE && --depth == 0)
+			return next;
+		off = next;
+	}
 }
 
 /* A NUL-terminated string of 1..max-1 bytes without an inner NUL. */
@@ -378,16 +462,13 @@ static int check_compatible(const struct prop_val *v, const char *want)
 	return strcmp(v->p, want) == 0 ? 0 : -EPROTONOSUPPORT;
 }
 
-static int check_node_name(const void *fdt, int node, const char *kind, size_t index)
+/* Node names are "<kind>@<index>", the index counting from 0 per kind. */
+static int check_node_name(const char *name, int len, const char *kind, size_t index)
 {
 	char want[32];
-	const char *name;
-	int len;
+	int n = snprintf(want, sizeof(want), "%s@%zu", kind, index);
 
-	if (encode_node_name(want, sizeof(want), kind, index) < 0)
-		return -EBADMSG;
-	name = fdt_get_name(fdt, node, &len);
-	if (!name || len < 0 || (size_t)len != strlen(want) || memcmp(name, want, len) != 0)
+	if (n <= 0 || (size_t)n >= sizeof(want) || len != n || memcmp(name, want, n) != 0)
 		return -EBADMSG;
 	return 0;
 }
@@ -399,22 +480,19 @@ static bool node_name_has_prefix(const char *name, int len, const char *prefix)
 	return (size_t)len >= n && memcmp(name, prefix, n) == 0;
 }
 
-/* No subnodes where none are defined. */
-static int check_leaf(const void *fdt, int node)
-{
-	int sub = fdt_first_subnode(fdt, node);
-
-	if (sub >= 0)
-		return -EBADMSG;
-	return sub == -FDT_ERR_NOTFOUND ? 0 : luo_fdt_errno(sub);
-}
-
 static bool errno_in_range(int err)
 {
 	return err <= 0 && err >= -4095;
 }
 
-static int walk_flb(struct walk *w, int node)
+static int unique_fd(struct walk *w, const struct prop_val *v, int fd)
+{
+	/* -1 is "no fd" and may repeat. */
+	return fd < 0 ? 0 : unique_add(&w->unique, UNIQUE_FD, v->p, (size_t)v->len);
+}
+
+/* Returns the offset just past the node. */
+static int walk_flb(struct walk *w, int node, const char *name, int name_len)
 {
 	static const struct prop_spec specs[] = {
 		{ "compatible", -1 }, { "flb", -1 }, { "count", 8 },
@@ -422,23 +500,20 @@ static int walk_flb(struct walk *w, int node)
 	};
 	struct prop_val v[ELEMENTSOF(specs)];
 	struct luo_state_flb flb;
-	int r;
+	int r, sub, end;
 
 	if (w->n_flbs >= LUO_MAX_FLBS)
 		return -EBADMSG;
-	r = check_node_name(w->fdt, node, "flb", w->n_flbs);
+	r = check_node_name(name, name_len, "flb", w->n_flbs);
 	if (r < 0)
 		return r;
-	r = read_props(w->fdt, node, specs, ELEMENTSOF(specs), v);
+	r = read_props(w->fdt, node, specs, ELEMENTSOF(specs), v, &sub, &end);
 	if (r < 0)
 		return r;
 	r = check_compatible(&v[0], LUO_STATE_FLB_COMPATIBLE);
 	if (r < 0)
 		return r;
-	r = check_leaf(w->fdt, node);
-	if (r < 0)
-		return r;
-	if (!prop_is_string(&v[1], LUO_COMPATIBLE_MAX))
+	if (sub >= 0 || !prop_is_string(&v[1], LUO_COMPATIBLE_MAX))
 		return -EBADMSG;
 
 	flb = (struct luo_state_flb){
@@ -452,16 +527,22 @@ static int walk_flb(struct walk *w, int node)
 	if ((flb.flags & ~LUO_STATE_FLB_FLAGS_ALL) || flb.fd < -1 ||
 	    flb.data_size > LUO_HANDLER_DATA_MAX)
 		return -EBADMSG;
-	for (size_t k = 0; k < w->n_flbs; k++)
-		if (strcmp(w->flb_compat[k], flb.compatible) == 0)
-			return -EBADMSG;
-	w->flb_compat[w->n_flbs++] = flb.compatible;
-	r = walk_add_fd(w, flb.fd);
+	r = unique_add(&w->unique, UNIQUE_FLB, v[1].p, (size_t)v[1].len);
 	if (r < 0)
 		return r;
-	return w->v && w->v->flb ? w->v->flb(&flb, w->userdata) : 0;
+	r = unique_fd(w, &v[4], flb.fd);
+	if (r < 0)
+		return r;
+	w->n_flbs++;
+	if (w->v && w->v->flb) {
+		r = w->v->flb(&flb, w->userdata);
+		if (r < 0)
+			return r;
+	}
+	return end;
 }
 
+/* Returns the offset just past the node. */
 static int walk_file(struct walk *w, int node, size_t index, const struct luo_state_session *s)
 {
 	static const struct prop_spec specs[] = {
@@ -471,21 +552,22 @@ static int walk_file(struct walk *w, int node, size_t index, const struct luo_st
 	struct prop_val v[ELEMENTSOF(specs)];
 	struct luo_state_file f;
 	bool incoming_used;
-	int r;
+	const char *name;
+	int r, sub, end, len;
 
-	r = check_node_name(w->fdt, node, "file", index);
+	name = fdt_get_name(w->fdt, node, &len);
+	if (!name)
+		return -EBADMSG;
+	r = check_node_name(name, len, "file", index);
 	if (r < 0)
 		return r;
-	r = read_props(w->fdt, node, specs, ELEMENTSOF(specs), v);
+	r = read_props(w->fdt, node, specs, ELEMENTSOF(specs), v, &sub, &end);
 	if (r < 0)
 		return r;
 	r = check_compatible(&v[0], LUO_STATE_FILE_COMPATIBLE);
 	if (r < 0)
 		return r;
-	r = check_leaf(w->fdt, node);
-	if (r < 0)
-		return r;
-	if (!prop_is_string(&v[2], LUO_COMPATIBLE_MAX))
+	if (sub >= 0 || !prop_is_string(&v[2], LUO_COMPATIBLE_MAX))
 		return -EBADMSG;
 
 	f = (struct luo_state_file){
@@ -500,9 +582,12 @@ static int walk_file(struct walk *w, int node, size_t index, const struct luo_st
 	if ((f.flags & ~LUO_STATE_FILE_FLAGS_ALL) || f.data_size > LUO_HANDLER_DATA_MAX ||
 	    !errno_in_range(f.retrieve_error))
 		return -EBADMSG;
-	/* Only a file that went through an update can be frozen; only a
-	 * retrieved session's files can have been retrieved (or failed to be),
-	 * and only a failed retrieve leaves a file without its fd. */
+	/* A finished session holds no files.  Only a file that went through an
+	 * update can be frozen; only a retrieved session's files can have been
+	 * retrieved (or failed to be), and only a failed retrieve leaves a file
+	 * without its fd. */
+	if (s->state == LUO_SESSION_FINISHED)
+		return -EBADMSG;
 	incoming_used = s->kind == LUO_SESSION_INCOMING && s->state != LUO_SESSION_WAITING;
 	if ((f.flags & LUO_STATE_FILE_FROZEN) && s->kind != LUO_SESSION_INCOMING)
 		return -EBADMSG;
@@ -511,62 +596,18 @@ static int walk_file(struct walk *w, int node, size_t index, const struct luo_st
 	if (f.fd < -1 || (f.fd == -1 && f.retrieve_error == 0))
 		return -EBADMSG;
 
-	r = grow((void **)&w->tokens, &w->cap_tokens, index + 1, sizeof(uint64_t));
+	r = unique_add(&w->unique, UNIQUE_TOKEN + w->n_sessions, v[1].p, 8);
 	if (r < 0)
 		return r;
-	w->tokens[index] = f.token;
-	r = walk_add_fd(w, f.fd);
+	r = unique_fd(w, &v[3], f.fd);
 	if (r < 0)
 		return r;
-	return w->v && w->v->file ? w->v->file(&f, w->userdata) : 0;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static int cmp_int(const void *a, const void *b)
-{
-	int x = *(const int *)a, y = *(const int *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static int cmp_name(const void *a, const void *b)
-{
-	const struct name_ref *x = a, *y = b;
-	int c;
-
-	if (x->kind != y->kind)
-		return x->kind < y->kind ? -1 : 1;
-	if (x->len != y->len)
-		return x->len < y->len ? -1 : 1;
-	c = memcmp(x->name, y->name, x->len);
-	return c;
-}
-
-static bool has_adjacent_equal(const void *base, size_t n, size_t elem,
-			       int (*cmp)(const void *, const void *))
-{
-	const char *p = base;
-
-	for (size_t i = 1; i < n; i++)
-		if (cmp(p + (i - 1) * elem, p + i * elem) == 0)
-			return true;
-	return false;
-}
-
-/* Sorts and looks for a repeat: O(n log n) without any per-entry allocation. */
-static bool has_duplicates(void *base, size_t n, size_t elem,
-			   int (*cmp)(const void *, const void *))
-{
-	if (n < 2)
-		return false;
-	qsort(base, n, elem, cmp);
-	return has_adjacent_equal(base, n, elem, cmp);
+	if (w->v && w->v->file) {
+		r = w->v->file(&f, w->userdata);
+		if (r < 0)
+			return r;
+	}
+	return end;
 }
 
 static bool state_fits_kind(uint32_t kind, uint32_t state)
@@ -579,7 +620,8 @@ static bool state_fits_kind(uint32_t kind, uint32_t state)
 	return false;
 }
 
-static int walk_session(struct walk *w, int node)
+/* Returns the offset just past the node. */
+static int walk_session(struct walk *w, int node, const char *name, int name_len)
 {
 	static const struct prop_spec specs[] = {
 		{ "compatible", -1 }, { "name", -1 }, { "kind", 4 },   { "state", 4 },
@@ -589,12 +631,12 @@ static int walk_session(struct walk *w, int node)
 	struct luo_state_session s;
 	uint32_t kind, state;
 	size_t n_files = 0;
-	int r, sub;
+	int r, sub, end;
 
-	r = check_node_name(w->fdt, node, "session", w->n_sessions);
+	r = check_node_name(name, name_len, "session", w->n_sessions);
 	if (r < 0)
 		return r;
-	r = read_props(w->fdt, node, specs, ELEMENTSOF(specs), v);
+	r = read_props(w->fdt, node, specs, ELEMENTSOF(specs), v, &sub, &end);
 	if (r < 0)
 		return r;
 	r = check_compatible(&v[0], LUO_STATE_SESSION_COMPATIBLE);
@@ -607,10 +649,6 @@ static int walk_session(struct walk *w, int node)
 	if (!state_fits_kind(kind, state))
 		return -EBADMSG;
 
-	fdt_for_each_subnode(sub, w->fdt, node) n_files++;
-	if (sub != -FDT_ERR_NOTFOUND)
-		return luo_fdt_errno(sub);
-
 	s = (struct luo_state_session){
 		.name = v[1].p,
 		.name_len = (size_t)v[1].len,
@@ -619,45 +657,38 @@ static int walk_session(struct walk *w, int node)
 		.flags = fdt64_ld(v[4].p),
 		.uid = fdt32_ld(v[5].p),
 		.handle = fdt64_ld(v[6].p),
-		.n_files = n_files,
 	};
 	if (s.flags & ~LUO_SESSION_FLAGS_ALL)
 		return -EBADMSG;
-	/* A finished session holds no files; handles are never ahead of the counter. */
-	if (s.state == LUO_SESSION_FINISHED && n_files > 0)
-		return -EBADMSG;
+	/* Handles are never ahead of the counter. */
 	if (s.handle > w->next_handle)
 		return -EBADMSG;
-	if (s.handle != 0) {
-		r = grow((void **)&w->handles, &w->cap_handles, w->n_handles + 1, sizeof(uint64_t));
-		if (r < 0)
-			return r;
-		w->handles[w->n_handles++] = s.handle;
-	}
-	r = grow((void **)&w->names, &w->cap_names, w->n_names + 1, sizeof(struct name_ref));
+	r = unique_add(&w->unique,
+		       kind == LUO_SESSION_OUTGOING ? UNIQUE_NAME_OUTGOING : UNIQUE_NAME_INCOMING,
+		       s.name, s.name_len);
 	if (r < 0)
 		return r;
-	w->names[w->n_names++] = (struct name_ref){ s.name, (uint32_t)s.name_len, kind };
-	w->n_sessions++;
-
+	if (s.handle != 0) {
+		r = unique_add(&w->unique, UNIQUE_HANDLE, v[6].p, 8);
+		if (r < 0)
+			return r;
+	}
 	if (w->v && w->v->session) {
 		r = w->v->session(&s, w->userdata);
 		if (r < 0)
 			return r;
 	}
 
-	n_files = 0;
-	fdt_for_each_subnode(sub, w->fdt, node)
-	{
+	while (sub >= 0) {
 		r = walk_file(w, sub, n_files++, &s);
 		if (r < 0)
 			return r;
+		sub = next_child(w->fdt, r, &end);
+		if (sub < -1)
+			return sub;
 	}
-	if (sub != -FDT_ERR_NOTFOUND)
-		return luo_fdt_errno(sub);
-	if (has_duplicates(w->tokens, n_files, sizeof(uint64_t), cmp_u64))
-		return -EBADMSG;
-	return 0;
+	w->n_sessions++;
+	return end;
 }
 
 static int walk_root(struct walk *w)
@@ -669,17 +700,19 @@ static int walk_root(struct walk *w)
 	};
 	struct prop_val v[ELEMENTSOF(specs)];
 	struct luo_state_root root;
-	int r, node;
+	const char *ext_name = NULL;
+	int r, node, end, ext_offset = -1;
+	const void *compat;
 
 	/* The version first: a blob of another version may differ in anything else. */
-	const void *compat = fdt_getprop(w->fdt, 0, "compatible", &r);
+	compat = fdt_getprop(w->fdt, 0, "compatible", &r);
 	if (!compat)
 		return r == -FDT_ERR_NOTFOUND ? -EBADMSG : luo_fdt_errno(r);
 	r = check_compatible(&(struct prop_val){ compat, r }, LUO_STATE_COMPATIBLE);
 	if (r < 0)
 		return r;
 
-	r = read_props(w->fdt, 0, specs, ELEMENTSOF(specs), v);
+	r = read_props(w->fdt, 0, specs, ELEMENTSOF(specs), v, &node, &end);
 	if (r < 0)
 		return r;
 	root = (struct luo_state_root){
@@ -694,8 +727,7 @@ static int walk_root(struct walk *w)
 			return r;
 	}
 
-	fdt_for_each_subnode(node, w->fdt, 0)
-	{
+	while (node >= 0) {
 		const char *name;
 		int len;
 
@@ -703,30 +735,28 @@ static int walk_root(struct walk *w)
 		if (!name || len < 0)
 			return -EBADMSG;
 		if (node_name_has_prefix(name, len, "flb@"))
-			r = walk_flb(w, node);
+			r = walk_flb(w, node, name, len);
 		else if (node_name_has_prefix(name, len, "session@"))
-			r = walk_session(w, node);
-		else if (w->ext_offset < 0 && w->v && w->v->ext_node &&
+			r = walk_session(w, node, name, len);
+		else if (ext_offset < 0 && w->v && w->v->ext_node &&
 			 strcmp(name, w->v->ext_node) == 0) {
-			w->ext_offset = node;
-			w->ext_name = name;
-			r = 0;
+			ext_offset = node;
+			ext_name = name;
+			r = skip_node(w->fdt, node);
 		} else
 			r = -EBADMSG;
 		if (r < 0)
 			return r;
+		node = next_child(w->fdt, r, &end);
+		if (node < -1)
+			return node;
 	}
-	if (node != -FDT_ERR_NOTFOUND)
-		return luo_fdt_errno(node);
-
-	if (has_duplicates(w->fds, w->n_fds, sizeof(int), cmp_int) ||
-	    has_duplicates(w->handles, w->n_handles, sizeof(uint64_t), cmp_u64) ||
-	    has_duplicates(w->names, w->n_names, sizeof(struct name_ref), cmp_name))
+	/* Nothing after the root. */
+	if (fdt_next_tag(w->fdt, end, &r) != FDT_END)
 		return -EBADMSG;
 
 	if (w->v && w->v->ext)
-		return w->v->ext(w->fdt, w->ext_offset, w->ext_offset >= 0 ? w->ext_name : NULL,
-				 w->userdata);
+		return w->v->ext(w->fdt, ext_offset, ext_name, w->userdata);
 	return 0;
 }
 
@@ -736,7 +766,6 @@ int luo_state_walk(const void *blob, size_t size, const struct luo_state_visitor
 	struct walk w = {
 		.v = v,
 		.userdata = userdata,
-		.ext_offset = -1,
 	};
 	int r;
 
@@ -764,7 +793,7 @@ int luo_state_walk(const void *blob, size_t size, const struct luo_state_visitor
 		return -EBADMSG;
 
 	r = walk_root(&w);
-	walk_done(&w);
+	free(w.unique.slots);
 	return r;
 }
 

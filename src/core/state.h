@@ -100,7 +100,6 @@ struct luo_state_session {
 	uint64_t flags;
 	uint32_t uid;
 	uint64_t handle;
-	size_t n_files;
 };
 
 struct luo_state_file {
@@ -115,9 +114,11 @@ struct luo_state_file {
 
 /*
  * Callbacks of luo_state_walk(), each optional, called in blob order as each
- * node is found valid; the whole-blob checks (duplicate fd slots, handles,
- * names and tokens) run after the last session, before ext().  A callback's
- * error stops the walk and is returned.  Pointers are valid during the call.
+ * node is found valid, uniqueness included (fd slots across the blob,
+ * handles, names per namespace, tokens per session, FLBs): a duplicate fails
+ * at the node that repeats it, before its callback.  ext() comes last.  A
+ * callback's error stops the walk and is returned.  Pointers into the blob
+ * are valid during the call only.
  */
 struct luo_state_visitor {
 	/* The one ext node accepted under the root, or NULL for none. */

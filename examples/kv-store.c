@@ -24,6 +24,8 @@
 /* Grow the file by doubling up to this step, then by this step, so sparse slack stays bounded. */
 #define KV_GROW_STEP (UINT64_C(1) << 30)
 
+#define KV_POPULATE_CHUNK (UINT64_C(8) << 20)
+
 #define SLOT_EMPTY 0
 #define SLOT_TOMBSTONE 1
 
@@ -119,6 +121,21 @@ static int grow_file(struct kv_store *s, uint64_t need)
 }
 
 /*
+ * Loading is bound by the kernel allocating and clearing tmpfs pages; one
+ * madvise per chunk saves a page fault per page.  Best effort: on kernels
+ * before 5.14 the pages are simply faulted in one by one as before.
+ */
+static void populate_ahead(struct kv_store *s, uint64_t end)
+{
+	uint64_t from = MAX(s->populated, end & ~(KV_POPULATE_CHUNK - 1));
+	uint64_t to = MIN(s->size, (end + KV_POPULATE_CHUNK) & ~(KV_POPULATE_CHUNK - 1));
+
+	if (to > from)
+		(void)madvise(s->base + from, to - from, MADV_POPULATE_WRITE);
+	s->populated = to;
+}
+
+/*
  * Reserves n bytes of arena and returns their offset.  The header's used
  * pointer moves first, so a crash leaves garbage, never an overlap.
  */
@@ -135,6 +152,8 @@ static int arena_alloc(struct kv_store *s, uint64_t n, uint64_t *ret_off)
 	}
 	header(s)->used = off + n;
 	*ret_off = off;
+	if (off + n > s->populated)
+		populate_ahead(s, off + n);
 	return 0;
 }
 
@@ -243,6 +262,11 @@ int kv_store_create(struct kv_store *s, uint64_t initial_size)
 	return 0;
 }
 
+static uint64_t header_used(const void *p)
+{
+	return ((const struct kv_header *)p)->used;
+}
+
 static bool header_valid(const struct kv_header *h, uint64_t size)
 {
 	if (h->magic != KV_MAGIC || h->version != KV_VERSION)
@@ -274,7 +298,10 @@ int kv_store_open(struct kv_store *s, int fd)
 		munmap(p, (size_t)st.st_size);
 		return -EBADMSG;
 	}
-	*s = (struct kv_store){ .fd = fd, .base = p, .size = (uint64_t)st.st_size };
+	/* Whatever the predecessor wrote stays unmapped here until used: restarts stay O(1). */
+	*s = (struct kv_store){
+		.fd = fd, .base = p, .size = (uint64_t)st.st_size, .populated = header_used(p)
+	};
 	return 0;
 }
 

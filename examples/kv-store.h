@@ -34,9 +34,10 @@
 #define KV_VALUE_MAX (1024u * 1024 * 1024)
 
 struct kv_store {
-	int fd;	       /* the memfd, owned */
-	uint8_t *base; /* its mapping; moves when the file grows */
-	uint64_t size; /* bytes mapped (the file size) */
+	int fd;		    /* the memfd, owned */
+	uint8_t *base;	    /* its mapping; moves when the file grows */
+	uint64_t size;	    /* bytes mapped (the file size) */
+	uint64_t populated; /* arena prefaulted up to here (this process only) */
 };
 
 struct kv_stats {

@@ -15,27 +15,27 @@
 struct luo_file {
 	struct luo_handler_file hf; /* fd, data, data_size, token: what the handler sees */
 	const struct luo_handler *handler;
-	struct luo_flb *flb;        /* the handler's FLB instance, or NULL */
+	struct luo_flb *flb; /* the handler's FLB instance, or NULL */
 	struct luo_session *session;
-	struct list_node order;     /* session->files, preservation order */
-	struct hash_node by_token;  /* session->tokens */
+	struct list_node order;	   /* session->files, preservation order */
+	struct hash_node by_token; /* session->tokens */
 	struct luo_file_id id;
-	void *id_node;              /* identity index entry, NULL when not indexed */
+	void *id_node; /* identity index entry, NULL when not indexed */
 	bool frozen;
 	bool retrieved;
-	int retrieve_error;         /* permanent -errno of a failed first retrieve */
+	int retrieve_error; /* permanent -errno of a failed first retrieve */
 };
 
 struct luo_session {
 	struct luo_engine *engine;
-	char name[LUO_NAME_FIELD];  /* NUL-terminated, 1..63 bytes */
+	char name[LUO_NAME_FIELD]; /* NUL-terminated, 1..63 bytes */
 	size_t name_len;
 	enum luo_session_kind kind;
 	enum luo_session_state state;
 	uint64_t flags;
 	uint32_t uid;
-	uint64_t handle;            /* 0 when no live handle */
-	struct list_node order;     /* engine->outgoing or engine->incoming */
+	uint64_t handle;	    /* 0 when no live handle */
+	struct list_node order;	    /* engine->outgoing or engine->incoming */
 	struct hash_node by_name;   /* engine->outgoing_names or engine->incoming_names */
 	struct hash_node by_handle; /* engine->handles, when handle != 0 */
 	struct list_head files;
@@ -48,12 +48,12 @@ struct luo_engine {
 	struct luo_flb flbs[LUO_MAX_FLBS];
 	size_t n_flbs;
 	uint64_t update_number;
-	uint64_t next_handle;       /* last handle id given out */
+	uint64_t next_handle; /* last handle id given out */
 	struct list_head outgoing, incoming;
 	struct hashmap outgoing_names, incoming_names, handles;
-	void *identity_root;        /* tsearch() tree of struct luo_file * */
+	void *identity_root; /* tsearch() tree of struct luo_file * */
 	size_t n_files;
-	bool borrowed_fds;          /* decoded without adopting fds: never close them */
+	bool borrowed_fds; /* decoded without adopting fds: never close them */
 };
 
 /* file.c */

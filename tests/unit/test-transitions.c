@@ -281,6 +281,26 @@ TEST(reboot_keeps_new_generation_retrievable)
 	luo_engine_free(e);
 }
 
+TEST(reboot_outgoing_replaces_incoming_of_same_name)
+{
+	luo_engine *e = test_engine();
+	luo_session *old = test_create(e, "same"), *cur;
+
+	test_preserve_new(old, 1);
+	ASSERT_OK(luo_engine_handover_session(e, old));
+	cur = test_create(e, "same");
+	test_preserve_new(cur, 2);
+	test_preserve_new(cur, 3);
+	/* Handing it over alone is refused, the reboot drops the old one first. */
+	ASSERT_ERR(luo_engine_handover_session(e, cur), -EEXIST);
+	ASSERT_OK(luo_engine_reboot(e));
+	ASSERT_EQ(luo_engine_n_sessions(e, LUO_SESSION_INCOMING), 1);
+	ASSERT_TRUE(luo_engine_find_session(e, LUO_SESSION_INCOMING, "same") == cur);
+	ASSERT_EQ(luo_session_n_files(cur), 2);
+	ASSERT_EQ(luo_engine_n_files(e), 2);
+	luo_engine_free(e);
+}
+
 TEST(reboot_empty_engine_ok)
 {
 	luo_engine *e = test_engine();
@@ -378,6 +398,7 @@ TEST_MAIN(TEST_CASE(handover_incoming_session_einval),
 	  TEST_CASE(reboot_increments_update_number),
 	  TEST_CASE(reboot_drops_every_incoming_session_without_handler_calls),
 	  TEST_CASE(reboot_keeps_new_generation_retrievable), TEST_CASE(reboot_empty_engine_ok),
+	  TEST_CASE(reboot_outgoing_replaces_incoming_of_same_name),
 	  TEST_CASE(reboot_freeze_fails_at_first_file_nothing_changes),
 	  TEST_CASE(reboot_freeze_fails_at_middle_file_nothing_changes),
 	  TEST_CASE(reboot_freeze_fails_at_last_file_of_first_session_nothing_changes),

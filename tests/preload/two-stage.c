@@ -246,7 +246,7 @@ static int stage2(const struct scenario *s)
 	raise_fd_limit();
 	dev = ASSERT_OK(dev_open());
 	for (unsigned i = 0; i < s->n_sessions; i++) {
-		int sfd, again, fd;
+		int sfd, again, fd, kept = -1;
 
 		session_name(s, i, name, sizeof(name));
 		if (s->holder_dies) {
@@ -289,9 +289,26 @@ static int stage2(const struct scenario *s)
 			ASSERT_OK(sys((int)lseek(fd, 3, SEEK_SET)));
 			ASSERT_EQ(lseek(fd2, 0, SEEK_CUR), 3);
 			close(fd2);
-			close(fd);
+			if (i == 0 && f == 0 && kept < 0)
+				kept = fd;
+			else
+				close(fd);
+		}
+		int out2 = -1;
+		if (kept >= 0) {
+			/* A retrieved file not yet finished is still LUO's: EBUSY elsewhere. */
+			ASSERT_OK(create_session(dev, "reuse", &out2));
+			ASSERT_ERR(preserve(out2, kept, 1), -EBUSY);
 		}
 		ASSERT_OK(finish(sfd));
+		if (kept >= 0) {
+			/* Finished: the file stays valid in our hands and is free to preserve again. */
+			check_memfd(kept, name, 1, s->bytes);
+			ASSERT_OK(preserve(out2, kept, 1));
+			close(out2);
+			close(kept);
+			kept = -1;
+		}
 		if (files_in(s, i) > 0)
 			ASSERT_ERR(retrieve_fd(sfd, 1, &fd), -ENOENT);
 		ASSERT_OK(finish(sfd));

@@ -960,7 +960,7 @@ static int start_with_luo(struct server *srv)
 			 * A predecessor that was killed still owns the port through its
 			 * session until luod has handed it over: wait for the session.
 			 */
-			usleep(2 * 1000);
+			usleep(1000);
 			continue;
 		}
 		if (r < 0) {

@@ -1,4 +1,12 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * DOC: running test cases under luo-preload.so (see preload-test.h)
+ *
+ * The outer run (no shim) starts luod and re-executes the test program with
+ * LD_PRELOAD and a marker in the environment; the inner run finds the marker,
+ * insists that the shim is mapped, and runs the case's body.  Inner output
+ * goes to stderr so that only the outer TAP stream reaches the runner.
+ */
 #include "preload-test.h"
 
 #include <fcntl.h>

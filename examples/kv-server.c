@@ -897,13 +897,13 @@ static int restore_session(struct server *srv, int old)
 		return r;
 	}
 	r = luo_session_retrieve_fd(old, TOKEN_LISTEN, &srv->listen_fd);
-	if (r < 0) {
-		log_msg("session has no listening socket: %s", strerror(-r));
-		return r;
-	}
+	if (r < 0)
+		/* The data is what matters: keep it and bind the port afresh below. */
+		log_msg("session has no listening socket (%s): binding port %d", strerror(-r),
+			srv->opt.port);
 	r = luo_session_retrieve_fd(old, TOKEN_HTTP, &srv->http_fd);
 	if (r < 0 && r != -ENOENT)
-		return r;
+		log_msg("session's HTTP socket not usable (%s)", strerror(-r));
 	r = luo_session_retrieve_fd(old, TOKEN_CONNS, &fd);
 	if (r >= 0) {
 		/* Absent after a crash: then only the connections are lost, not the data. */
@@ -918,7 +918,8 @@ static int restore_session(struct server *srv, int old)
 		log_msg("luo_session_finish: %s", strerror(-r));
 		return r;
 	}
-	(void)fcntl(srv->listen_fd, F_SETFL, fcntl(srv->listen_fd, F_GETFL) | O_NONBLOCK);
+	if (srv->listen_fd >= 0)
+		(void)fcntl(srv->listen_fd, F_SETFL, fcntl(srv->listen_fd, F_GETFL) | O_NONBLOCK);
 	if (srv->http_fd >= 0)
 		(void)fcntl(srv->http_fd, F_SETFL, fcntl(srv->http_fd, F_GETFL) | O_NONBLOCK);
 	kv_store_bump_generation(&srv->store);
@@ -977,10 +978,10 @@ static int start_with_luo(struct server *srv)
 		}
 		break;
 	}
-	/* A restored server that now also wants HTTP binds it fresh. */
+	/* A restored server that now also wants HTTP (or lost a socket) binds it fresh. */
 	r = bind_ports(srv);
 	if (r < 0) {
-		log_msg("cannot listen on HTTP port %d: %s", srv->opt.http_port, strerror(-r));
+		log_msg("cannot listen: %s", strerror(-r));
 		return r;
 	}
 

@@ -748,13 +748,24 @@ PRELOAD_TEST(luo_ioctl_on_other_fd_passes_through)
 
 PRELOAD_TEST(errno_untouched_on_success)
 {
-	int dev = ASSERT_OK(dev_open()), s;
+	struct stat st;
+	struct statfs sf;
+	int dev, s;
 	char name[64];
 
 	errno = 1234;
+	dev = open(DEV, O_RDWR | O_CLOEXEC);
+	ASSERT_OK(dev);
+	ASSERT_EQ(errno, 1234);
+	ASSERT_OK(stat(DEV, &st));
+	ASSERT_OK(fstat(dev, &st));
+	ASSERT_OK(access(DEV, R_OK));
+	ASSERT_EQ(errno, 1234);
 	ASSERT_OK(create_session(dev, "errno", &s));
 	ASSERT_EQ(errno, 1234);
 	ASSERT_OK(get_name(s, name));
+	ASSERT_EQ(errno, 1234);
+	ASSERT_OK(fstatfs(s, &sf));
 	ASSERT_EQ(errno, 1234);
 	close(s);
 	close(dev);

@@ -102,9 +102,10 @@ void luo_identity_remove(struct luo_engine *e, struct luo_file *f)
 {
 	if (!f->id_node)
 		return;
-	identity_pid = getpid();
-	if (e->identity_root)
+	if (e->identity_root) {
+		identity_pid = getpid();
 		tdelete(f, &e->identity_root, identity_cmp);
+	}
 	f->id_node = NULL;
 }
 

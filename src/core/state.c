@@ -295,6 +295,19 @@ static void unique_put(struct unique_entry *slots, size_t n_slots, const struct 
 	slots[i] = *e;
 }
 
+static int unique_reserve(struct unique_set *set, size_t n)
+{
+	size_t slots = 256;
+
+	while (slots < 2 * n)
+		slots *= 2;
+	set->slots = calloc(slots, sizeof(*set->slots));
+	if (!set->slots)
+		return -ENOMEM;
+	set->n_slots = slots;
+	return 0;
+}
+
 /* 0 if added, -EBADMSG if already present, -ENOMEM. */
 static int unique_add(struct unique_set *set, uint64_t tag, const void *key, size_t len)
 {
@@ -462,13 +475,19 @@ static int check_compatible(const struct prop_val *v, const char *want)
 	return strcmp(v->p, want) == 0 ? 0 : -EPROTONOSUPPORT;
 }
 
-/* Node names are "<kind>@<index>", the index counting from 0 per kind. */
+/* Node names are "<kind>@<index>", the index in decimal counting from 0 per
+ * kind (no leading zeros), exactly as the encoder writes them. */
 static int check_node_name(const char *name, int len, const char *kind, size_t index)
 {
-	char want[32];
-	int n = snprintf(want, sizeof(want), "%s@%zu", kind, index);
+	char digits[24];
+	size_t k = strlen(kind), n = 0;
 
-	if (n <= 0 || (size_t)n >= sizeof(want) || len != n || memcmp(name, want, n) != 0)
+	do {
+		digits[sizeof(digits) - 1 - n++] = (char)('0' + index % 10);
+		index /= 10;
+	} while (index > 0);
+	if ((size_t)len != k + 1 + n || memcmp(name, kind, k) != 0 || name[k] != '@' ||
+	    memcmp(name + k + 1, digits + sizeof(digits) - n, n) != 0)
 		return -EBADMSG;
 	return 0;
 }
@@ -783,15 +802,27 @@ int luo_state_walk(const void *blob, size_t size, const struct luo_state_visitor
 	}
 	w.fdt = blob;
 
+	/*
+	 * Exactly one blob of the version fdt_create() writes, without trailing
+	 * bytes.  Checked before fdt_check_full(): libfdt 1.6.1's dereferences a
+	 * NULL node name on blobs older than version 16.
+	 */
+	if (fdt_magic(blob) != FDT_MAGIC || fdt_version(blob) != FDT_LAST_SUPPORTED_VERSION ||
+	    fdt_last_comp_version(blob) != FDT_LAST_COMPATIBLE_VERSION ||
+	    fdt_totalsize(blob) != size)
+		return -EBADMSG;
 	r = fdt_check_full(blob, size);
 	if (r < 0)
 		return luo_fdt_errno(r);
-	/* Exactly one blob, as written: no trailing bytes, no memory reservations,
-	 * the version fdt_create() writes. */
-	if (fdt_totalsize(blob) != size || fdt_num_mem_rsv(blob) != 0 ||
-	    fdt_version(blob) != FDT_LAST_SUPPORTED_VERSION)
+	/* No memory reservations: nothing here would mean anything. */
+	if (fdt_num_mem_rsv(blob) != 0)
 		return -EBADMSG;
 
+	/* A node adds at most two entries and takes well over 64 bytes: sized
+	 * once, the set rarely rehashes. */
+	r = unique_reserve(&w.unique, MIN(size / 64, (size_t)1 << 18));
+	if (r < 0)
+		return r;
 	r = walk_root(&w);
 	free(w.unique.slots);
 	return r;

@@ -23,6 +23,13 @@ crash=${DEMO_CRASH:-1}
 section() { printf '\n== %s\n\n' "$*"; }
 fail() {
 	echo "FAILED: $*" >&2
+	local f
+	for f in server.log luod.log hammer.err; do
+		if [ -n "${tmp:-}" ] && [ -s "$tmp/$f" ]; then
+			echo "-- last lines of $f:" >&2
+			tail -n 10 "$tmp/$f" >&2
+		fi
+	done
 	exit 1
 }
 

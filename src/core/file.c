@@ -279,8 +279,16 @@ int luo_session_retrieve_fd(luo_session *s, uint64_t token, int *ret_fd)
 	return 0;
 }
 
+/*
+ * Both ends below leave the identity index before the handler runs: the
+ * index orders by-description files through f->hf.fd, and a handler that
+ * touched it would otherwise leave a stale entry behind.  Nothing looks at
+ * the index while the handler runs, so the earlier removal changes nothing
+ * else.
+ */
 void luo_file_unpreserve(struct luo_file *f)
 {
+	luo_identity_remove(f->session->engine, f);
 	if (f->handler->unpreserve)
 		f->handler->unpreserve(&f->hf);
 	if (f->flb)
@@ -290,6 +298,7 @@ void luo_file_unpreserve(struct luo_file *f)
 
 void luo_file_finish(struct luo_file *f)
 {
+	luo_identity_remove(f->session->engine, f);
 	if (f->handler->finish)
 		f->handler->finish(&f->hf);
 	if (f->flb)

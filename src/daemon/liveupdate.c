@@ -565,7 +565,6 @@ static int reexec(struct luod *d, const char *binary, const char *exec_path,
 	if (r < 0)
 		return r;
 	memfd = r;
-	pending->state_size = size;
 
 	argv = calloc(d->n_args + 16, sizeof(char *));
 	if (!argv)
@@ -806,6 +805,8 @@ int liveupdate_restore(struct luod *d, int memfd, int rollback_error)
 		roll_back(d, memfd, r);
 	}
 
+	/* The blob cannot hold its own size: the memfd tells it. */
+	x.pending.state_size = size;
 	r = adopt(d, &x);
 	ext_read_ctx_done(&x);
 	if (r < 0)

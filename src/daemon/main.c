@@ -17,6 +17,7 @@
  */
 #include <fcntl.h>
 #include <getopt.h>
+#include <linux/close_range.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
@@ -25,6 +26,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -223,6 +225,17 @@ static int parse_args(struct luod *d, struct options *o, int argc, char **argv)
 	return 0;
 }
 
+/* Before option parsing: is this image restoring a previous one's fds? */
+static bool inherits_state(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++)
+		if (strcmp(argv[i], "--restore") == 0 || strncmp(argv[i], "--restore=", 10) == 0 ||
+		    strcmp(argv[i], "--check-state") == 0 ||
+		    strncmp(argv[i], "--check-state=", 14) == 0)
+			return true;
+	return false;
+}
+
 static int resolve_socket_path(const struct options *o, char *buf, size_t size)
 {
 	const char *env = getenv("LUO_SOCKET"), *xdg = getenv("XDG_RUNTIME_DIR");
@@ -320,6 +333,11 @@ int main(int argc, char **argv)
 	int ready_fd = -EBADF, r;
 	uint64_t t_main = now_usec(CLOCK_MONOTONIC);
 	long limit;
+
+	/* Whatever a fresh luod inherited beyond stdio is not its to pass on: not to
+	 * the checker it runs, not to its next image. */
+	if (!inherits_state(argc, argv))
+		(void)syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
 
 	r = luod_init(&d);
 	if (r < 0) {

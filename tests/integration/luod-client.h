@@ -51,7 +51,7 @@ int raw_send(int sock, const void *buf, size_t len, const int *fds, size_t n_fds
  * Waits at most 5 s. */
 int raw_recv(int sock, int32_t *ret_result, void *payload, size_t size);
 
-/* Counts the fds of process pid. */
+/* Counts luod's own fds: those not shared with the calling test process. */
 int proc_fd_count(pid_t pid);
 /* Waits (up to 5 s) until luod's fd count is n; returns the last count seen. */
 int wait_fd_count(const struct test_luod *d, int n);

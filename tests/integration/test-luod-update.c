@@ -1,0 +1,333 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * DOC: luod's live update and reboot, over the raw protocol
+ *
+ * UPDATE re-execs luod keeping every fd: the same pid, the same fd table,
+ * client connections and session fds that keep working, requests sent during
+ * the blackout answered after it.  Updates to a binary that cannot run or
+ * that refuses the state change nothing (the refusal inside the blackout
+ * rolls back through the previous binary).  REBOOT is the kernel's kexec:
+ * held sessions come back as incoming, everything else is dropped, old fds
+ * are stale and closing them changes nothing.
+ */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "luo/luo.h"
+#include "luod-client.h"
+
+enum { SESSIONS = 20, FILES = 5 };
+
+struct world {
+	struct test_luod d;
+	int conn, other;
+	int s[SESSIONS];
+	int fds_before;
+};
+
+static int stable_fd_count(const struct test_luod *d)
+{
+	int last = -1;
+
+	for (int i = 0; i < 100; i++) {
+		int n = proc_fd_count(d->pid);
+		if (n == last)
+			return n;
+		last = n;
+		usleep(20000);
+	}
+	return last;
+}
+
+static void text_for(char *buf, size_t size, int i, int j)
+{
+	snprintf(buf, size, "session %d file %d", i, j);
+}
+
+static void build_world(struct world *w)
+{
+	test_luod_start(&w->d, NULL);
+	w->conn = test_luod_connect(&w->d);
+	w->other = test_luod_connect(&w->d);
+	ASSERT_OK(w->conn);
+	ASSERT_OK(w->other);
+	ASSERT_OK(cl_device_open(w->other));
+	for (int i = 0; i < SESSIONS; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "world-%d", i);
+		ASSERT_OK(cl_create(w->conn, name, 0, &w->s[i]));
+		for (int j = 0; j < FILES; j++) {
+			char text[64];
+			text_for(text, sizeof(text), i, j);
+			int m = cl_memfd(text);
+			ASSERT_OK(cl_preserve(w->s[i], j, m));
+			close(m);
+		}
+	}
+	w->fds_before = stable_fd_count(&w->d);
+}
+
+/* Everything as before: sessions, their files (through a handover), connections. */
+static void check_world(struct world *w)
+{
+	struct luo_wire_status st;
+
+	ASSERT_EQ(stable_fd_count(&w->d), w->fds_before);
+	ASSERT_OK(cl_status(w->conn, &st));
+	ASSERT_EQ(st.pid, w->d.pid);
+	ASSERT_EQ(st.n_outgoing, SESSIONS);
+	ASSERT_EQ(st.n_files, SESSIONS * FILES);
+	/* The device slot stayed with its holder. */
+	ASSERT_ERR(cl_device_open(w->conn), -EBUSY);
+	for (int i = 0; i < SESSIONS; i++) {
+		char name[64], expect[32];
+		snprintf(expect, sizeof(expect), "world-%d", i);
+		ASSERT_OK(cl_get_name(w->s[i], name));
+		ASSERT_STREQ(name, expect);
+		ASSERT_EQ(cl_is_session(w->other, w->s[i]), 1);
+	}
+	/* The files themselves came through: hand one session over and read it back. */
+	int in, fd;
+	ASSERT_OK(cl_handover(w->s[3]));
+	ASSERT_OK(cl_retrieve(w->conn, "world-3", &in));
+	for (int j = 0; j < FILES; j++) {
+		char text[64];
+		text_for(text, sizeof(text), 3, j);
+		ASSERT_OK(cl_retrieve_fd(in, j, &fd));
+		ASSERT_TRUE(cl_memfd_has(fd, text));
+		close(fd);
+	}
+	close(in);
+}
+
+static void free_world(struct world *w)
+{
+	for (int i = 0; i < SESSIONS; i++)
+		close(w->s[i]);
+	close(w->conn);
+	close(w->other);
+	test_luod_stop(&w->d);
+}
+
+TEST(update_keeps_every_fd_and_session)
+{
+	struct world w;
+	struct luo_wire_update u;
+	struct luo_wire_status st;
+
+	build_world(&w);
+	ASSERT_OK(cl_update(w.conn, NULL, &u));
+	ASSERT_EQ(u.rolled_back, 0);
+	ASSERT_TRUE(u.total_usec > 0);
+	ASSERT_TRUE(u.state_size > 0);
+	ASSERT_TRUE(u.total_usec >= u.exec_usec);
+	ASSERT_OK(cl_status(w.conn, &st));
+	ASSERT_EQ(st.n_live_updates, 1);
+	check_world(&w);
+	/* And again: the new image updates as well as the first one. */
+	w.fds_before = stable_fd_count(&w.d);
+	ASSERT_OK(cl_update(w.conn, NULL, &u));
+	ASSERT_OK(cl_status(w.conn, &st));
+	ASSERT_EQ(st.n_live_updates, 2);
+	ASSERT_EQ(stable_fd_count(&w.d), w.fds_before);
+	free_world(&w);
+}
+
+TEST(requests_during_update_are_served_after_it)
+{
+	struct world w;
+	struct luo_wire_update u;
+	int p[2], status;
+	pid_t pid;
+
+	build_world(&w);
+	ASSERT_OK(pipe2(p, O_CLOEXEC));
+	fflush(stdout);
+	pid = fork();
+	ASSERT_OK(pid);
+	if (pid == 0) {
+		/* A client hammering both kinds of socket while luod re-execs. */
+		struct luo_wire_status st;
+		char name[64];
+		int conn = test_luod_connect(&w.d);
+		char c;
+
+		close(p[1]);
+		(void)!read(p[0], &c, 1);
+		for (int i = 0; i < 400; i++) {
+			if (cl_status(conn, &st) < 0 || cl_get_name(w.s[i % SESSIONS], name) < 0)
+				_exit(1);
+		}
+		_exit(0);
+	}
+	close(p[0]);
+	close(p[1]); /* go */
+	usleep(2000);
+	ASSERT_OK(cl_update(w.conn, NULL, &u));
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	check_world(&w);
+	free_world(&w);
+}
+
+static void write_script(const char *path, const char *body)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
+
+	ASSERT_OK(fd);
+	ASSERT_EQ(write(fd, body, strlen(body)), (ssize_t)strlen(body));
+	close(fd);
+}
+
+TEST(update_to_a_binary_that_cannot_run_changes_nothing)
+{
+	struct world w;
+	struct luo_wire_update u;
+	struct luo_wire_status st;
+	char script[300];
+
+	build_world(&w);
+	ASSERT_ERR(cl_update(w.conn, "/nonexistent/luod", &u), -ENOEXEC);
+	ASSERT_ERR(cl_update(w.conn, "/bin/false", &u), -ENOEXEC);
+	/* Exiting 0 is not enough: a luod must confirm the state. */
+	ASSERT_ERR(cl_update(w.conn, "/bin/true", &u), -ENOEXEC);
+	snprintf(script, sizeof(script), "%s/not-executable", test_tmpdir());
+	write_script(script, "");
+	ASSERT_OK(chmod(script, 0644));
+	ASSERT_ERR(cl_update(w.conn, script, &u), -ENOEXEC);
+	ASSERT_OK(cl_status(w.conn, &st));
+	ASSERT_EQ(st.n_live_updates, 0);
+	check_world(&w);
+	free_world(&w);
+}
+
+TEST(update_to_a_binary_that_refuses_the_state_rolls_back)
+{
+	struct world w;
+	struct luo_wire_update u;
+	struct luo_wire_status st;
+	char script[300], body[1200], luod[512];
+
+	build_world(&w);
+	test_build_path("src/daemon/luod", luod, sizeof(luod));
+	snprintf(script, sizeof(script), "%s/refusing-luod", test_tmpdir());
+	snprintf(body, sizeof(body), "#!/bin/sh\nLUOD_TEST_REJECT_RESTORE=1 exec '%s' \"$@\"\n",
+		 luod);
+	write_script(script, body);
+	memset(&u, 0, sizeof(u));
+	ASSERT_ERR(cl_update(w.conn, script, &u), -EPROTONOSUPPORT);
+	ASSERT_EQ(u.rolled_back, 1);
+	ASSERT_OK(cl_status(w.conn, &st));
+	ASSERT_EQ(st.n_live_updates, 0);
+	check_world(&w);
+	free_world(&w);
+}
+
+TEST(update_request_rules)
+{
+	struct test_luod d;
+	struct {
+		struct luo_wire_request h;
+		struct luo_wire_update u;
+	} req = { .h = { .op = LUO_IOCTL_UPDATE, .tag = 5 }, .u = { .size = sizeof(req.u) } };
+	int32_t result;
+	int conn;
+
+	test_luod_start(&d, NULL);
+	conn = test_luod_connect(&d);
+	req.u.flags = 1;
+	ASSERT_OK(raw_send(conn, &req, sizeof(req), NULL, 0));
+	ASSERT_OK(raw_recv(conn, &result, NULL, 0));
+	ASSERT_EQ(result, -EINVAL);
+	req.u.flags = 0;
+	memset(req.u.exec_path, 'x', sizeof(req.u.exec_path)); /* no NUL */
+	ASSERT_OK(raw_send(conn, &req, sizeof(req), NULL, 0));
+	ASSERT_OK(raw_recv(conn, &result, NULL, 0));
+	ASSERT_EQ(result, -EINVAL);
+	close(conn);
+	test_luod_stop(&d);
+}
+
+TEST(check_state_refuses_garbage)
+{
+	char luod[512], fdstr[16], out[128];
+	int fd = memfd_create("garbage", MFD_CLOEXEC);
+
+	ASSERT_OK(fd);
+	ASSERT_EQ(write(fd, "not a state", 11), 11);
+	/* The child must inherit it. */
+	ASSERT_OK(fcntl(fd, F_SETFD, 0));
+	snprintf(fdstr, sizeof(fdstr), "%d", fd);
+	test_build_path("src/daemon/luod", luod, sizeof(luod));
+	int code = test_run_command_output(
+		(const char *const[]){ luod, "--check-state", fdstr, NULL }, out, sizeof(out));
+	ASSERT_NE(code, 0);
+	ASSERT_TRUE(strstr(out, "luod-state-ok") == NULL);
+	close(fd);
+}
+
+TEST(reboot_is_the_kernels_kexec)
+{
+	struct test_luod d;
+	struct luo_wire_reboot rb;
+	struct luo_wire_status st;
+	char name[64];
+	int conn, held, closed, waiting, old, in, fd, m = cl_memfd("kept");
+
+	test_luod_start(&d, NULL);
+	conn = test_luod_connect(&d);
+	ASSERT_OK(cl_create(conn, "held", 0, &held));
+	ASSERT_OK(cl_preserve(held, 7, m));
+	ASSERT_OK(cl_create(conn, "closed", 0, &closed));
+	close(closed);
+	ASSERT_OK(cl_create(conn, "waiting", 0, &waiting));
+	ASSERT_OK(cl_handover(waiting)); /* incoming: dropped by the reboot */
+	close(waiting);
+	ASSERT_OK(cl_create(conn, "old", 0, &old));
+	ASSERT_OK(cl_handover(old));
+	close(old);
+	ASSERT_OK(cl_retrieve(conn, "old", &old)); /* retrieved incoming: dropped too */
+
+	ASSERT_OK(cl_reboot(conn, &rb));
+	ASSERT_EQ(rb.update_number, 1);
+	ASSERT_OK(cl_status(conn, &st));
+	ASSERT_EQ(st.pid, d.pid);
+	ASSERT_EQ(st.update_number, 1);
+	ASSERT_EQ(st.n_outgoing, 0);
+	ASSERT_EQ(st.n_incoming, 1);
+
+	/* Fds of the previous generation are stale for every command... */
+	ASSERT_ERR(cl_get_name(held, name), -ESTALE);
+	ASSERT_ERR(cl_preserve(held, 8, m), -ESTALE);
+	ASSERT_ERR(cl_finish(old), -ESTALE);
+	/* ...and closing them changes nothing. */
+	close(held);
+	close(old);
+	usleep(50000);
+	ASSERT_ERR(cl_retrieve(conn, "closed", &in), -ENOENT);
+	ASSERT_ERR(cl_retrieve(conn, "waiting", &in), -ENOENT);
+	ASSERT_ERR(cl_retrieve(conn, "old", &in), -ENOENT);
+	ASSERT_OK(cl_retrieve(conn, "held", &in));
+	ASSERT_OK(cl_retrieve_fd(in, 7, &fd));
+	ASSERT_TRUE(cl_memfd_has(fd, "kept"));
+	ASSERT_OK(cl_finish(in));
+	close(fd);
+	close(in);
+	close(m);
+	close(conn);
+	test_luod_stop(&d);
+}
+
+TEST_MAIN(TEST_CASE(update_keeps_every_fd_and_session),
+	  TEST_CASE(requests_during_update_are_served_after_it),
+	  TEST_CASE(update_to_a_binary_that_cannot_run_changes_nothing),
+	  TEST_CASE(update_to_a_binary_that_refuses_the_state_rolls_back),
+	  TEST_CASE(update_request_rules), TEST_CASE(check_state_refuses_garbage),
+	  TEST_CASE(reboot_is_the_kernels_kexec))

@@ -295,6 +295,102 @@ TEST(open_connections_survive_a_restart_with_their_buffered_requests)
 	test_luod_stop(&d);
 }
 
+TEST(a_request_cut_in_half_by_a_restart_is_completed_by_the_successor)
+{
+	struct test_luod d;
+	struct kvs a, b;
+	int fd;
+
+	find_binaries();
+	test_luod_start(&d, NULL);
+	server_start(&a, &d, NULL);
+	fd = tcp_connect(a.port);
+	/*
+	 * Half a request after a whole one, in one segment: once PONG is back the
+	 * server has read the half too and holds it in its input buffer.
+	 */
+	send_str(fd, "PING\nSET partial va");
+	expect_reply(fd, "PONG\n");
+	server_stop(&a);
+	send_str(fd, "lue\nGET partial\n");
+	server_start(&b, &d, NULL);
+	ASSERT_EQ(b.conns, 1);
+	expect_reply(fd, "OK\nVALUE 5\nvalue\n");
+	close(fd);
+	server_stop(&b);
+	test_luod_stop(&d);
+}
+
+TEST(values_of_several_mib_load_and_survive_a_restart)
+{
+	const char *w_load[] = { "--keys", "6", "--size", "3M", "load", NULL };
+	const char *w_verify[] = { "--keys", "6", "--size", "3M", "verify", NULL };
+	struct test_luod d;
+	struct kvs a, b;
+
+	find_binaries();
+	test_luod_start(&d, NULL);
+	server_start(&a, &d, NULL);
+	ASSERT_EQ(client(a.port, w_load), 0);
+	server_stop(&a);
+	server_start(&b, &d, NULL);
+	ASSERT_EQ(b.keys, 6);
+	ASSERT_EQ(client(b.port, w_verify), 0);
+	server_stop(&b);
+	test_luod_stop(&d);
+}
+
+/* Starts kv-server without luo; extra options after --no-luo. */
+static void plain_start(struct kvs *s, const char *dir, const char *const *extra)
+{
+	const char *argv[32] = { server_bin, "--no-luo", "--port", "0", "--ready-file" };
+	size_t n = 5;
+
+	snprintf(s->ready, sizeof(s->ready), "%s/ready", dir);
+	unlink(s->ready);
+	argv[n++] = s->ready;
+	for (size_t i = 0; extra && extra[i] && n < 31; i++)
+		argv[n++] = extra[i];
+	argv[n] = NULL;
+	s->pid = spawn(argv, NULL);
+	wait_ready(s);
+}
+
+TEST(without_luo_a_restart_starts_empty_and_a_snapshot_brings_the_data_back)
+{
+	char snap[300], port[16];
+	const char *snap_args[] = { "--snapshot", snap, "--port", port, NULL };
+	struct kvs a, b, c, e;
+
+	find_binaries();
+	snprintf(snap, sizeof(snap), "%s/kv.snapshot", test_tmpdir());
+	/* Plain stop and start: the comparison the benchmarks make. */
+	plain_start(&a, test_tmpdir(), NULL);
+	load(a.port);
+	server_stop(&a);
+	snprintf(port, sizeof(port), "%d", a.port);
+	{
+		const char *again[] = { "--port", port, NULL };
+		plain_start(&e, test_tmpdir(), again);
+	}
+	ASSERT_STREQ(e.how, "fresh");
+	ASSERT_EQ(e.keys, 0);
+	ASSERT_EQ(verify(e.port), 1);
+	server_stop(&e);
+
+	/* With a snapshot file: written at SIGTERM, read at start. */
+	plain_start(&b, test_tmpdir(), snap_args);
+	ASSERT_STREQ(b.how, "fresh");
+	load(b.port);
+	server_stop(&b);
+	ASSERT_OK(access(snap, R_OK));
+	plain_start(&c, test_tmpdir(), snap_args);
+	ASSERT_STREQ(c.how, "restored");
+	ASSERT_EQ(c.keys, 3000);
+	ASSERT_EQ(verify(c.port), 0);
+	server_stop(&c);
+}
+
 TEST(new_connections_wait_in_the_backlog_during_a_restart)
 {
 	struct test_luod d;
@@ -492,6 +588,9 @@ TEST_MAIN(TEST_CASE(restart_with_handover_keeps_every_key_and_the_port),
 	  TEST_CASE(verification_fails_when_data_differs),
 	  TEST_CASE(sigkill_with_handover_on_close_leaves_every_key_to_the_successor),
 	  TEST_CASE(open_connections_survive_a_restart_with_their_buffered_requests),
+	  TEST_CASE(a_request_cut_in_half_by_a_restart_is_completed_by_the_successor),
+	  TEST_CASE(values_of_several_mib_load_and_survive_a_restart),
+	  TEST_CASE(without_luo_a_restart_starts_empty_and_a_snapshot_brings_the_data_back),
 	  TEST_CASE(new_connections_wait_in_the_backlog_during_a_restart),
 	  TEST_CASE(requests_during_restarts_all_succeed),
 	  TEST_CASE(http_endpoint_keeps_alive_and_serves_get_and_ping),

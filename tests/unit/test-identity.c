@@ -209,6 +209,33 @@ TEST(identity_many_eventfds_distinct_and_dups_busy)
 	luo_engine_free(e);
 }
 
+TEST(identity_survives_handler_replacing_fd_in_finish)
+{
+	luo_engine *e = test_engine();
+	luo_session *a = test_create(e, "a"), *b = test_create(e, "b");
+	int keep[8];
+
+	for (uint64_t t = 0; t < 64; t++)
+		test_preserve_new(a, t);
+	for (int i = 0; i < 8; i++) {
+		keep[i] = test_eventfd();
+		ASSERT_OK(luo_session_preserve_fd(b, (uint64_t)i, keep[i]));
+	}
+	ASSERT_OK(luo_engine_handover_session(e, a));
+	a = test_retrieve_session(e, "a");
+	test_inject.finish_replace = true;
+	ASSERT_OK(luo_session_finish(a));
+	/* The index holds b's files only, and still finds them. */
+	for (int i = 0; i < 8; i++) {
+		int d = fcntl(keep[i], F_DUPFD_CLOEXEC, 0);
+
+		ASSERT_ERR(luo_session_preserve_fd(b, 100 + (uint64_t)i, d), -EBUSY);
+		close(d);
+		close(keep[i]);
+	}
+	luo_engine_free(e);
+}
+
 TEST_MAIN(TEST_CASE(identity_two_eventfds_both_preservable),
 	  TEST_CASE(identity_dup_of_preserved_eventfd_ebusy),
 	  TEST_CASE(identity_preserved_in_another_session_ebusy),
@@ -218,4 +245,5 @@ TEST_MAIN(TEST_CASE(identity_two_eventfds_both_preservable),
 	  TEST_CASE(identity_released_after_abort), TEST_CASE(identity_released_after_reboot_drop),
 	  TEST_CASE(identity_failed_preserve_leaves_nothing_indexed),
 	  TEST_CASE(identity_replaced_fd_is_reindexed),
-	  TEST_CASE(identity_many_eventfds_distinct_and_dups_busy))
+	  TEST_CASE(identity_many_eventfds_distinct_and_dups_busy),
+	  TEST_CASE(identity_survives_handler_replacing_fd_in_finish))

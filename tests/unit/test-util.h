@@ -57,6 +57,7 @@ struct test_fail {
 static _unused_ struct {
 	struct test_fail preserve, freeze, retrieve, can_finish, get_id;
 	bool retrieve_replace; /* retrieve swaps in a new open file */
+	bool finish_replace;   /* finish does too (handlers should not; the engine copes) */
 } test_inject;
 
 static _unused_ unsigned test_calls[_OP_MAX];
@@ -199,6 +200,10 @@ static inline bool test_can_finish(struct luo_handler_file *f)
 static inline void test_finish(struct luo_handler_file *f)
 {
 	test_record(OP_FINISH, f->token);
+	if (test_inject.finish_replace) {
+		close(f->fd);
+		f->fd = eventfd(0, EFD_CLOEXEC);
+	}
 }
 
 static inline int test_flb_preserve(struct luo_flb *flb)

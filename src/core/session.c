@@ -16,6 +16,7 @@
  * Names are the kernel's: 1..63 arbitrary non-NUL bytes.  They are compared
  * by length and bytes and hashed with hash_bytes(), so lookups are O(1).
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -319,6 +320,7 @@ void luo_session_move_incoming(struct luo_session *s)
 	list_remove(&e->outgoing, &s->order);
 	r = hashmap_insert(&e->incoming_names, &s->by_name, hash_bytes(s->name, s->name_len));
 	/* The caller reserved the room, so the insert cannot allocate. */
+	assert(r == 0);
 	(void)r;
 	list_append(&e->incoming, &s->order);
 	s->kind = LUO_SESSION_INCOMING;

@@ -249,14 +249,31 @@ static int transport_failure(const char *what, int r)
 	if (r == -ETIMEDOUT)
 		log_error("%s: luod did not answer within %d s (socket %s)", what,
 			  REPLY_TIMEOUT_MS / 1000, socket_path());
-	else if (r == -ECONNRESET)
-		log_error("%s: luod closed the connection before replying (is luod still running? "
-			  "(socket %s))",
+	else if (r == -ECONNRESET || r == -EPIPE) /* EPIPE: it hung up before the request */
+		log_error("%s: luod closed the connection before replying (is luod still running, "
+			  "and this uid below its connection limit? (socket %s))",
 			  what, socket_path());
 	else
 		log_error("%s: talking to luod failed: %s (socket %s)", what, strerror(-r),
 			  socket_path());
 	return EXIT_UNREACHABLE;
+}
+
+/*
+ * Explains luod's error reply to a request and returns the exit code.  On
+ * luoctl's own connection EMFILE means luod takes no more connections from
+ * this uid (or has no fd left): luod cannot be reached for this request.
+ */
+static int refused(const char *what, int r)
+{
+	if (r == -EMFILE) {
+		log_error("%s: luod serves no more connections for this uid: %s (close other "
+			  "clients, or raise luod's --max-connections)",
+			  what, strerror(-r));
+		return EXIT_UNREACHABLE;
+	}
+	log_error("%s: luod refused: %s", what, strerror(-r));
+	return EXIT_FAILED;
 }
 
 /*
@@ -422,10 +439,8 @@ static int cmd_status(int argc, char **argv)
 	r = call(fd, "status", LUO_CMD_STATUS, &st, sizeof(st), &st, sizeof(st), NULL);
 	if (r > 0)
 		return r;
-	if (r < 0) {
-		log_error("status: luod refused: %s", strerror(-r));
-		return EXIT_FAILED;
-	}
+	if (r < 0)
+		return refused("status", r);
 	memcpy(version, st.version, sizeof(st.version));
 	version[sizeof(st.version)] = 0;
 
@@ -555,8 +570,7 @@ static int cmd_list(int argc, char **argv)
 	if (r > 0)
 		goto out;
 	if (r < 0) {
-		log_error("list: luod refused: %s", strerror(-r));
-		r = EXIT_FAILED;
+		r = refused("list", r);
 		goto out;
 	}
 	if (arg_json) {
@@ -683,10 +697,8 @@ static int fetch_one(int fd, const char *name, uint32_t kind, struct shown *ret)
 		return -r;
 	if (r == -ENOENT)
 		return 0;
-	if (r < 0) {
-		log_error("show: luod refused: %s", strerror(-r));
-		return -EXIT_FAILED;
-	}
+	if (r < 0)
+		return -refused("show", r);
 	return 1;
 }
 

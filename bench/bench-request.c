@@ -11,7 +11,8 @@
  *   - luo_session_preserve_fd() of a fresh memfd, one at a time, from one
  *     client against a real luod;
  *   - luo_session_retrieve_fd() of each of them after the session was
- *     handed over and retrieved.
+ *     handed over and retrieved (in rounds of at most 10,000 files, each
+ *     finished before the next, so that any count fits luod's fd limit).
  * Each sample is one round trip timed on CLOCK_MONOTONIC; median, p99 and
  * the resulting rate are reported.  The memfds are created and closed
  * outside the timed window, so only the request is timed.
@@ -149,13 +150,69 @@ static int run_floor(size_t n, double *send_us, double *recv_us)
 	return r < 0 ? r : 0;
 }
 
-static int run_luo(const char *luod_path, size_t n, double *preserve_us, double *retrieve_us,
-		   double *ret_loop_per_second)
+/*
+ * One round: a session, preserves of fresh memfds, a handover, the session
+ * retrieved, retrieves, finish.  Finishing gives luod's fds back, so that
+ * any number of samples fits luod's fd limit.  Samples after skip are kept.
+ */
+static int luo_round(int conn, size_t round, size_t n, size_t skip, double *preserve_us,
+		     double *retrieve_us, uint64_t *ret_preserve_ns)
 {
-	_cleanup_close_ int conn = -EBADF, session = -EBADF, incoming = -EBADF;
-	struct bench_luod d;
-	size_t total = WARMUP + n;
+	_cleanup_close_ int session = -EBADF, incoming = -EBADF;
+	char name[LUO_SESSION_NAME_LENGTH];
 	uint64_t loop0;
+	int r;
+
+	snprintf(name, sizeof(name), "bench-request-%zu", round);
+	r = luo_session_create(conn, name, 0, &session);
+	if (r < 0)
+		return r;
+	loop0 = bench_now_ns();
+	for (size_t i = 0; i < n; i++) {
+		_cleanup_close_ int mfd = memfd_create("bench-request", MFD_CLOEXEC);
+		uint64_t t0;
+
+		if (mfd < 0)
+			return negative_errno();
+		t0 = bench_now_ns();
+		r = luo_session_preserve_fd(session, i + 1, mfd);
+		if (r < 0) {
+			bench_log("preserve #%zu: %s", i, strerror(-r));
+			return r;
+		}
+		if (i >= skip)
+			preserve_us[i - skip] = (double)(bench_now_ns() - t0) / 1e3;
+	}
+	*ret_preserve_ns += bench_now_ns() - loop0;
+
+	r = luo_session_handover(session);
+	if (r < 0)
+		return r;
+	r = luo_session_retrieve(conn, name, &incoming);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n; i++) {
+		_cleanup_close_ int fd = -EBADF;
+		uint64_t t0 = bench_now_ns();
+
+		r = luo_session_retrieve_fd(incoming, i + 1, &fd);
+		if (r < 0) {
+			bench_log("retrieve #%zu: %s", i, strerror(-r));
+			return r;
+		}
+		if (i >= skip)
+			retrieve_us[i - skip] = (double)(bench_now_ns() - t0) / 1e3;
+	}
+	return luo_session_finish(incoming);
+}
+
+static int run_luo(const char *luod_path, size_t n, size_t per_round, double *preserve_us,
+		   double *retrieve_us, double *ret_loop_per_second)
+{
+	_cleanup_close_ int conn = -EBADF;
+	struct bench_luod d;
+	uint64_t preserve_ns = 0;
+	size_t done = 0, round = 0, timed = 0;
 	int r;
 
 	r = bench_luod_start(&d, luod_path, NULL);
@@ -168,52 +225,22 @@ static int run_luo(const char *luod_path, size_t n, double *preserve_us, double 
 		r = conn;
 		goto out;
 	}
-	r = luo_session_create(conn, "bench-request", 0, &session);
-	if (r < 0)
-		goto out;
+	/* The first round starts with WARMUP untimed requests. */
+	while (done < n) {
+		size_t skip = round == 0 ? WARMUP : 0;
+		size_t k = MIN(per_round, n - done + skip);
 
-	loop0 = bench_now_ns();
-	for (size_t i = 0; i < total; i++) {
-		_cleanup_close_ int mfd = memfd_create("bench-request", MFD_CLOEXEC);
-		uint64_t t0;
-
-		if (mfd < 0) {
-			r = negative_errno();
+		r = luo_round(conn, round, k, skip, preserve_us + done, retrieve_us + done,
+			      &preserve_ns);
+		if (r < 0)
 			goto out;
-		}
-		t0 = bench_now_ns();
-		r = luo_session_preserve_fd(session, i + 1, mfd);
-		if (r < 0) {
-			bench_log("preserve #%zu: %s", i, strerror(-r));
-			goto out;
-		}
-		if (i >= WARMUP)
-			preserve_us[i - WARMUP] = (double)(bench_now_ns() - t0) / 1e3;
+		done += k - skip;
+		timed += k;
+		round++;
 	}
-	*ret_loop_per_second = (double)total / ((double)(bench_now_ns() - loop0) / 1e9);
-
-	r = luo_session_handover(session);
-	if (r < 0)
-		goto out;
-	r = luo_session_retrieve(conn, "bench-request", &incoming);
-	if (r < 0)
-		goto out;
-	for (size_t i = 0; i < total; i++) {
-		_cleanup_close_ int fd = -EBADF;
-		uint64_t t0 = bench_now_ns();
-
-		r = luo_session_retrieve_fd(incoming, i + 1, &fd);
-		if (r < 0) {
-			bench_log("retrieve #%zu: %s", i, strerror(-r));
-			goto out;
-		}
-		if (i >= WARMUP)
-			retrieve_us[i - WARMUP] = (double)(bench_now_ns() - t0) / 1e3;
-	}
-	r = luo_session_finish(incoming);
+	*ret_loop_per_second = (double)timed / ((double)preserve_ns / 1e9);
+	r = 0;
 out:
-	incoming = safe_close(incoming);
-	session = safe_close(session);
 	conn = safe_close(conn);
 	if (bench_luod_stop(&d) != 0 && r >= 0)
 		r = -EPROTO;
@@ -231,7 +258,8 @@ int main(int argc, char **argv)
 	const char *luod_path = bench_default_luod();
 	struct sample_stats floor_send, floor_recv, preserve, retrieve;
 	double loop_rate = NAN;
-	size_t n = 20000;
+	size_t n = 20000, per_round;
+	long limit;
 	int c, r;
 
 	while ((c = getopt_long(argc, argv, "n:l:", longopts, NULL)) >= 0) {
@@ -249,8 +277,9 @@ int main(int argc, char **argv)
 	if (n == 0)
 		return 2;
 	signal(SIGPIPE, SIG_IGN);
-	/* luod keeps every preserved memfd open. */
-	bench_raise_fd_limit((long)(n + WARMUP) + 1024);
+	/* luod keeps every preserved memfd open until its round finishes. */
+	limit = bench_raise_fd_limit(10000 + 1024);
+	per_round = limit > 2048 + WARMUP ? MIN((size_t)limit - 1024, (size_t)10000) : 512;
 
 	fs = calloc(n, sizeof(double));
 	fr = calloc(n, sizeof(double));
@@ -266,7 +295,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	bench_log("luo: %zu preserves and retrieves", n);
-	r = run_luo(luod_path, n, ps, rs, &loop_rate);
+	r = run_luo(luod_path, n, per_round, ps, rs, &loop_rate);
 	if (r < 0) {
 		bench_log("luo: %s", strerror(-r));
 		return 1;

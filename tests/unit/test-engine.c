@@ -6,6 +6,7 @@
  * test-flb.c, the EBUSY identity in test-identity.c.
  */
 #include <linux/kcmp.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 
 #include "test-util.h"
@@ -604,6 +605,77 @@ TEST(foreach_file_stops_at_first_nonzero)
 	luo_engine_free(e);
 }
 
+static int fillers[4096];
+static size_t n_fillers;
+
+/* Lowers the soft fd limit and fills every free slot below it, so that no new
+ * fd can be made; returns the old limit for fds_again(). */
+static struct rlimit no_more_fds(void)
+{
+	struct rlimit old, rl;
+	int max = 0, fd;
+
+	ASSERT_OK(getrlimit(RLIMIT_NOFILE, &old));
+	for (fd = 0; fd < 4096; fd++)
+		if (fd_is_open(fd))
+			max = fd;
+	rl = old;
+	rl.rlim_cur = (rlim_t)max + 1;
+	ASSERT_OK(setrlimit(RLIMIT_NOFILE, &rl));
+	n_fillers = 0;
+	while (n_fillers < ELEMENTSOF(fillers) && (fd = fcntl(0, F_DUPFD_CLOEXEC, 0)) >= 0)
+		fillers[n_fillers++] = fd;
+	ASSERT_EQ(errno, EMFILE);
+	return old;
+}
+
+static void fds_again(const struct rlimit *old)
+{
+	for (size_t i = 0; i < n_fillers; i++)
+		close(fillers[i]);
+	n_fillers = 0;
+	ASSERT_OK(setrlimit(RLIMIT_NOFILE, old));
+}
+
+TEST(preserve_fd_out_of_fds_emfile_changes_nothing)
+{
+	luo_engine *e = test_engine();
+	luo_session *s = test_create(e, "s");
+	int fd = test_eventfd();
+	struct rlimit old;
+	char *before = test_snapshot(e), *after;
+
+	old = no_more_fds();
+	ASSERT_ERR(luo_session_preserve_fd(s, 1, fd), -EMFILE);
+	fds_again(&old);
+	after = test_snapshot(e);
+	ASSERT_SNAPSHOT_EQ(before, after);
+	ASSERT_OK(luo_session_preserve_fd(s, 1, fd));
+	close(fd);
+	free(before);
+	free(after);
+	luo_engine_free(e);
+}
+
+TEST(retrieve_fd_out_of_fds_emfile_is_not_permanent)
+{
+	luo_engine *e = test_engine();
+	luo_session *s = test_create(e, "s");
+	struct rlimit old;
+	int fd = -1;
+
+	test_preserve_new(s, 1);
+	s = handover_and_retrieve(e, s);
+	old = no_more_fds();
+	ASSERT_ERR(luo_session_retrieve_fd(s, 1, &fd), -EMFILE);
+	fds_again(&old);
+	ASSERT_EQ(fd, -1);
+	test_retrieve_close(s, 1);
+	test_retrieve_close(s, 1);
+	ASSERT_EQ(test_calls[OP_RETRIEVE], 1);
+	luo_engine_free(e);
+}
+
 /* ---- retrieve_fd ---- */
 
 TEST(retrieve_fd_on_outgoing_session_einval)
@@ -1146,6 +1218,8 @@ TEST_MAIN(TEST_CASE(add_handler_compatible_empty_einval),
 	  TEST_CASE(preserve_fd_does_not_consume_caller_fd),
 	  TEST_CASE(preserve_fd_keeps_preservation_order),
 	  TEST_CASE(foreach_file_stops_at_first_nonzero),
+	  TEST_CASE(preserve_fd_out_of_fds_emfile_changes_nothing),
+	  TEST_CASE(retrieve_fd_out_of_fds_emfile_is_not_permanent),
 	  TEST_CASE(retrieve_fd_on_outgoing_session_einval),
 	  TEST_CASE(retrieve_fd_unknown_token_enoent), TEST_CASE(retrieve_fd_after_finish_enoent),
 	  TEST_CASE(retrieve_fd_failure_is_permanent),

@@ -188,6 +188,7 @@ TEST(update_under_load_keeps_every_request_session_file_and_connection)
 	ASSERT_TRUE(strstr(o.out, "update: done") != NULL);
 	ASSERT_TRUE(strstr(o.out, "blackout:") != NULL);
 	ASSERT_TRUE(strstr(o.out, "rolled back:  no") != NULL);
+	ASSERT_TRUE(strstr(o.out, "state size:   0 bytes") == NULL);
 	test_diag("%s", o.out);
 
 	/* Let the clients go on a little on the new image, then stop them. */
@@ -195,7 +196,7 @@ TEST(update_under_load_keeps_every_request_session_file_and_connection)
 	LUOCTL(&o, "--json", "update");
 	ASSERT_EQ(o.status, 0);
 	ASSERT_JQ(o.out, ".result == \"ok\" and .rolled_back == false and .blackout_usec > 0 and "
-			 ".blackout_usec >= .luod_total_usec");
+			 ".blackout_usec >= .luod_total_usec and .state_size > 0");
 	usleep(100000);
 	ASSERT_EQ(write(stop[1], "x", 1), 1);
 	for (int i = 0; i < N_CLIENTS; i++) {

@@ -427,7 +427,8 @@ static void device_status(struct luod *d, union cmd_struct *c)
 	c->status.n_files = luo_engine_n_files(d->engine);
 	c->status.n_connections = d->conns.count;
 	c->status.fd_limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (uint64_t)rl.rlim_cur : 0;
-	n = fd_count_open();
+	/* Counted, not walked: STATUS must not cost O(files). */
+	n = d->base_fds + (int)(d->conns.count + d->sessions.count + luo_engine_n_files(d->engine));
 	c->status.fds_in_use = n > 0 ? (uint64_t)n : 0;
 	c->status.started_usec = d->started_usec;
 	c->status.n_live_updates = d->n_live_updates;

@@ -569,8 +569,11 @@ static int reexec(struct luod *d, const char *binary, const char *exec_path,
 	argv = calloc(d->n_args + 16, sizeof(char *));
 	if (!argv)
 		return -ENOMEM;
+	uint64_t t_encoded = now_usec(CLOCK_MONOTONIC);
 	int extra[] = { memfd, exe_fd };
 	r = set_keep_fds(d, true, extra, ELEMENTSOF(extra));
+	log_debug("blackout: encoding %" PRIu64 " us, keeping fds %" PRIu64 " us",
+		  t_encoded - t_start, now_usec(CLOCK_MONOTONIC) - t_encoded);
 	if (r >= 0) {
 		build_args(d, binary, memfd, exe_fd, 0, now_usec(CLOCK_MONOTONIC), argv, bufs);
 		log_info("re-executing %s (%zu bytes of state)", binary, size);
@@ -795,6 +798,7 @@ int liveupdate_restore(struct luod *d, int memfd, int rollback_error)
 		r = -EBADMSG;
 	if (blob)
 		munmap(blob, size);
+	log_debug("restore: decoding %" PRIu64 " us", now_usec(CLOCK_MONOTONIC) - t_restore);
 	if (r < 0) {
 		ext_read_ctx_done(&x);
 		if (rollback_error) {

@@ -124,6 +124,7 @@ struct luod {
 	struct endpoint *device_holder;
 	struct luod_limits limits;
 	uint64_t queued_bytes;
+	int base_fds;	       /* fds that are neither connections, sessions nor files */
 	uint64_t started_usec; /* CLOCK_REALTIME of the first start */
 	uint64_t n_live_updates;
 	uint64_t t_main_usec; /* CLOCK_MONOTONIC at main() */

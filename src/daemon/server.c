@@ -500,6 +500,11 @@ int server_arm(struct luod *d)
 		if (r < 0)
 			return r;
 	}
+	/* Once, so that STATUS can report fds in use without walking /proc. */
+	r = fd_count_open();
+	if (r >= 0)
+		d->base_fds = r - (int)(d->conns.count + d->sessions.count +
+					luo_engine_n_files(d->engine));
 	return 0;
 }
 

@@ -424,10 +424,11 @@ int server_listen(struct luod *d)
 
 	/* Never take over a live socket: ask it first.  Only a socket nobody
 	 * listens on (ECONNREFUSED) is stale and may be replaced. */
-	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	/* Non-blocking: a live luod with a full backlog answers EAGAIN, not never. */
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return negative_errno();
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 || errno == EAGAIN)
 		return -EADDRINUSE;
 	if (errno == ECONNREFUSED && lstat(d->socket_path, &st) == 0 && S_ISSOCK(st.st_mode)) {
 		log_info("replacing stale socket %s", d->socket_path);
@@ -561,7 +562,7 @@ static void handle_accept(struct luod *d)
  * received (luod out of fds).
  */
 static ssize_t receive(int sock, uint8_t *buf, size_t size, int *fds, size_t *ret_n_fds,
-		       bool *ret_ctrunc)
+		       bool *ret_ctrunc, bool *ret_trunc)
 {
 	union {
 		struct cmsghdr align;
@@ -603,8 +604,9 @@ static ssize_t receive(int sock, uint8_t *buf, size_t size, int *fds, size_t *re
 	}
 	*ret_n_fds = n_fds;
 	*ret_ctrunc = !!(mh.msg_flags & MSG_CTRUNC);
-	if (mh.msg_flags & MSG_TRUNC)
-		return (ssize_t)size; /* longer than any request: the parser refuses it */
+	*ret_trunc = !!(mh.msg_flags & MSG_TRUNC);
+	if (*ret_trunc)
+		return (ssize_t)size; /* longer than any request: refused, but its tag is here */
 	if (n == 0 && n_fds == 0 && !*ret_ctrunc) {
 		/* A zero-length read is an empty message or the end of the stream. */
 		struct pollfd p = { .fd = sock, .events = POLLRDHUP };
@@ -626,8 +628,8 @@ static void handle_endpoint_input(struct luod *d, struct endpoint *ep)
 	/* A bounded batch per wakeup keeps one busy peer from starving the others. */
 	for (int i = 0; i < 32 && !ep->out_head; i++) {
 		size_t n_fds = 0;
-		bool ctrunc = false;
-		ssize_t n = receive(ep->fd, buf, sizeof(buf), fds, &n_fds, &ctrunc);
+		bool ctrunc = false, trunc = false;
+		ssize_t n = receive(ep->fd, buf, sizeof(buf), fds, &n_fds, &ctrunc, &trunc);
 
 		if (n == -EAGAIN)
 			return;
@@ -637,6 +639,14 @@ static void handle_endpoint_input(struct luod *d, struct endpoint *ep)
 			else
 				endpoint_free(d, ep);
 			return;
+		}
+		if (trunc) {
+			/* Larger than any request: as for a size that does not match the
+			 * payload, the kernel's answer to bytes that are not there. */
+			close_many(fds, n_fds);
+			endpoint_reply(d, ep, luo_wire_request_tag(buf, (size_t)n), -EFAULT, 0,
+				       NULL, 0, NULL, 0, -EBADF);
+			continue;
 		}
 		int r = handle_request(d, ep, buf, (size_t)n, fds, n_fds, ctrunc);
 		if (r == -ECONNABORTED) {

@@ -199,6 +199,11 @@ TEST(oversized_message_is_refused)
 					 LUO_WIRE_REQUEST_MAX + 100, LUO_WIRE_REQUEST_MAX + 100),
 				NULL, 0),
 		   -EFAULT);
+	/* Even when its size field matches what fits in a request. */
+	size_t len = make_msg(&m, LIVEUPDATE_IOCTL_CREATE_SESSION, LUO_WIRE_REQUEST_MAX + 1 - 8,
+			      LUO_WIRE_REQUEST_MAX + 100);
+	memcpy(m.payload + 8, "oversized", 9);
+	ASSERT_ERR(expect_reply(f.conn, &m, len, NULL, 0), -EFAULT);
 	check_and_teardown(&f);
 }
 

@@ -98,6 +98,9 @@ static int encode_flb(void *fdt, size_t index, const struct luo_flb *flb)
 		flags |= LUO_STATE_FLB_INCOMING;
 	if (flb->retrieved)
 		flags |= LUO_STATE_FLB_RETRIEVED;
+	/* Refuse here what the next binary would refuse to read. */
+	if (flb->data_size > LUO_HANDLER_DATA_MAX)
+		return -EOVERFLOW;
 
 	FDT_TRY(encode_node_name(node, sizeof(node), "flb", index));
 	FDT_TRY(fdt_begin_node(fdt, node));
@@ -120,6 +123,8 @@ static int encode_file(void *fdt, size_t index, const struct luo_file *f)
 		flags |= LUO_STATE_FILE_FROZEN;
 	if (f->retrieved)
 		flags |= LUO_STATE_FILE_RETRIEVED;
+	if (f->hf.data_size > LUO_HANDLER_DATA_MAX)
+		return -EOVERFLOW;
 
 	FDT_TRY(encode_node_name(node, sizeof(node), "file", index));
 	FDT_TRY(fdt_begin_node(fdt, node));
@@ -158,12 +163,106 @@ static int encode_session(void *fdt, size_t index, const struct luo_session *s)
 	return 0;
 }
 
+static size_t tag_align(size_t n)
+{
+	return (n + FDT_TAGSIZE - 1) & ~(FDT_TAGSIZE - 1);
+}
+
+struct name_slot {
+	uint64_t hash; /* 0: empty */
+	uint32_t off, len;
+};
+
+/*
+ * libfdt 1.6.1 looks a property name up by comparing at every byte of the
+ * strings block, for every property it writes: that was most of the time of
+ * encoding.  Names are therefore appended without the lookup
+ * (FDT_CREATE_FLAG_NO_NAME_DEDUP) and shared here in one pass over the
+ * finished structure block, which this file has just written and trusts.
+ * The strings block becomes each distinct name once, in order of first use.
+ */
+static int dedup_names(void *fdt)
+{
+	char *base = fdt;
+	char *strings = base + fdt_off_dt_strings(fdt);
+	char *p = base + fdt_off_dt_struct(fdt), *end = p + fdt_size_dt_struct(fdt);
+	_cleanup_free_ struct name_slot *slots = NULL;
+	_cleanup_free_ char *table = NULL;
+	size_t n_slots = 64, count = 0, table_size = 0;
+
+	/* The new block is never larger than the old one. */
+	table = malloc(fdt_size_dt_strings(fdt) + 1);
+	slots = calloc(n_slots, sizeof(*slots));
+	if (!table || !slots)
+		return -ENOMEM;
+
+	while (p < end) {
+		uint32_t tag = fdt32_ld((const fdt32_t *)p);
+		const char *name;
+		uint32_t len, name_len;
+		uint64_t h;
+		size_t i;
+
+		p += FDT_TAGSIZE;
+		if (tag == FDT_BEGIN_NODE) {
+			p += tag_align(strlen(p) + 1);
+			continue;
+		}
+		if (tag != FDT_PROP)
+			continue;
+		len = fdt32_ld((const fdt32_t *)p);
+		name = strings + fdt32_ld((const fdt32_t *)(p + 4));
+		name_len = (uint32_t)strlen(name);
+		h = hash_bytes(name, name_len) | 1;
+		for (i = h & (n_slots - 1); slots[i].hash; i = (i + 1) & (n_slots - 1))
+			if (slots[i].hash == h && slots[i].len == name_len &&
+			    memcmp(table + slots[i].off, name, name_len) == 0)
+				break;
+		if (!slots[i].hash) {
+			if ((count + 1) * 2 > n_slots) {
+				/* Only an ext node with many names gets here. */
+				size_t n = n_slots * 2;
+				struct name_slot *bigger = calloc(n, sizeof(*bigger));
+
+				if (!bigger)
+					return -ENOMEM;
+				for (size_t k = 0; k < n_slots; k++) {
+					size_t j;
+
+					if (!slots[k].hash)
+						continue;
+					for (j = slots[k].hash & (n - 1); bigger[j].hash;
+					     j = (j + 1) & (n - 1))
+						;
+					bigger[j] = slots[k];
+				}
+				free(slots);
+				slots = bigger;
+				n_slots = n;
+				for (i = h & (n_slots - 1); slots[i].hash;
+				     i = (i + 1) & (n_slots - 1))
+					;
+			}
+			slots[i] = (struct name_slot){ h, (uint32_t)table_size, name_len };
+			memcpy(table + table_size, name, name_len + 1);
+			table_size += name_len + 1;
+			count++;
+		}
+		fdt32_st(p + 4, slots[i].off);
+		p += 2 * FDT_TAGSIZE + tag_align(len);
+	}
+	memcpy(strings, table, table_size);
+	fdt_set_size_dt_strings(fdt, (uint32_t)table_size);
+	fdt_set_totalsize(fdt, fdt_off_dt_strings(fdt) + (uint32_t)table_size);
+	return 0;
+}
+
 static int encode_into(const luo_engine *e, const struct luo_state_ext *ext, void *buf, size_t size)
 {
 	size_t i = 0;
 	int r;
 
-	FDT_TRY(fdt_create(buf, (int)size));
+	FDT_TRY(fdt_create_with_flags(buf, (int)size, FDT_CREATE_FLAG_NO_NAME_DEDUP));
 	FDT_TRY(fdt_finish_reservemap(buf));
 	FDT_TRY(fdt_begin_node(buf, ""));
 	FDT_TRY(fdt_property_string(buf, "compatible", LUO_STATE_COMPATIBLE));
@@ -193,6 +292,9 @@ static int encode_into(const luo_engine *e, const struct luo_state_ext *ext, voi
 	}
 	FDT_TRY(fdt_end_node(buf));
 	FDT_TRY(fdt_finish(buf));
+	r = dedup_names(buf);
+	if (r < 0)
+		return r;
 	FDT_TRY(fdt_pack(buf));
 	return 0;
 }

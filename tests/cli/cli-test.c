@@ -39,6 +39,12 @@ static void read_file(const char *path, char *buf, size_t size)
 		got += (size_t)k;
 	}
 	buf[got] = 0;
+	if (got == size - 1) {
+		char more;
+		if (read(fd, &more, 1) > 0)
+			test_fail_at(__FILE__, __LINE__, "%s is larger than the test's %zu bytes",
+				     path, size - 1);
+	}
 	close(fd);
 }
 

@@ -16,7 +16,7 @@
 
 struct cli_out {
 	int status; /* exit status, or 128 + signal */
-	char out[1 << 17];
+	char out[1 << 20];
 	char err[1 << 13];
 };
 
@@ -31,7 +31,7 @@ int cli_jq(const char *json, const char *expr);
 #define ASSERT_JQ(json, expr)                                                                      \
 	do {                                                                                       \
 		if (cli_jq((json), (expr)) != 0)                                                   \
-			test_fail_at(__FILE__, __LINE__, "jq -e '%s' failed on: %s", (expr),       \
+			test_fail_at(__FILE__, __LINE__, "jq -e '%s' failed on: %.2000s", (expr),  \
 				     (json));                                                      \
 	} while (0)
 

@@ -280,6 +280,46 @@ TEST(show_prints_session_and_files)
 	test_luod_stop(&d);
 }
 
+TEST(list_and_show_read_streams_of_many_messages)
+{
+	struct test_luod d;
+	enum { N = 2000 };
+	static int s[N];
+	int luo, e;
+	char name[32];
+
+	test_need_fds(N + 1024);
+	cli_need_jq();
+	test_luod_start(&d, NULL);
+	luo = ASSERT_OK(luo_connect(NULL));
+	/* Far more entries than fit in one reply message (LUO_WIRE_REPLY_MAX). */
+	for (int i = 0; i < N; i++) {
+		snprintf(name, sizeof(name), "many-%04d", i);
+		ASSERT_OK(luo_session_create(luo, name, 0, &s[i]));
+	}
+	for (int i = 0; i < N; i++) {
+		e = ASSERT_OK(eventfd(0, EFD_CLOEXEC));
+		ASSERT_OK(luo_session_preserve_fd(s[0], (uint64_t)i * 3, e));
+		close(e);
+	}
+	LUOCTL(&o, "--json", "list");
+	ASSERT_EQ(o.status, 0);
+	ASSERT_JQ(
+		o.out,
+		"[.sessions[].name] == [range(2000) | \"many-\" + (. + 10000 | tostring | .[1:])]");
+	LUOCTL(&o, "list");
+	ASSERT_EQ(o.status, 0);
+	ASSERT_TRUE(strstr(o.out, "many-1999  outgoing") != NULL);
+	LUOCTL(&o, "--json", "show", "many-0000");
+	ASSERT_EQ(o.status, 0);
+	ASSERT_JQ(o.out, ".sessions[0].files == 2000 and "
+			 "[.sessions[0].file_list[].token] == [range(2000) | . * 3]");
+	for (int i = 0; i < N; i++)
+		close(s[i]);
+	close(luo);
+	test_luod_stop(&d);
+}
+
 TEST(show_covers_both_namespaces_unless_told)
 {
 	struct test_luod d;
@@ -407,6 +447,7 @@ TEST_MAIN(TEST_CASE(bad_usage_exits_2), TEST_CASE(help_and_version_exit_0),
 	  TEST_CASE(no_luod_exits_3_and_says_where), TEST_CASE(status_reports_luod),
 	  TEST_CASE(list_prints_aligned_escaped_table), TEST_CASE(list_json_is_valid_and_exact),
 	  TEST_CASE(show_prints_session_and_files),
+	  TEST_CASE(list_and_show_read_streams_of_many_messages),
 	  TEST_CASE(show_covers_both_namespaces_unless_told),
 	  TEST_CASE(show_unknown_session_exits_4), TEST_CASE(run_execs_the_command_with_the_shim),
 	  TEST_CASE(run_points_a_kernel_uapi_program_at_luod))

@@ -261,35 +261,43 @@ static void endpoint_update_events(struct luod *d, struct endpoint *ep)
 		log_warning("epoll_ctl failed for fd %d: %m", ep->fd);
 }
 
+/* One message with an optional fd, never blocking; the count sent or -errno. */
+static ssize_t send_reply(int sock, struct iovec *iov, size_t iovlen, int fd)
+{
+	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = iovlen };
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} control;
+	ssize_t n;
+
+	if (fd >= 0) {
+		memset(&control, 0, sizeof(control));
+		mh.msg_control = &control;
+		mh.msg_controllen = sizeof(control.buf);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	}
+	do
+		n = sendmsg(sock, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	return n < 0 ? negative_errno() : n;
+}
+
 void endpoint_flush(struct luod *d, struct endpoint *ep)
 {
 	while (ep->out_head) {
 		struct outmsg *m = ep->out_head;
 		struct iovec iov = { .iov_base = m->data, .iov_len = m->len };
-		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-		union {
-			struct cmsghdr align;
-			char buf[CMSG_SPACE(sizeof(int))];
-		} control;
-		ssize_t n;
+		ssize_t n = send_reply(ep->fd, &iov, 1, m->fd);
 
-		if (m->fd >= 0) {
-			memset(&control, 0, sizeof(control));
-			mh.msg_control = &control;
-			mh.msg_controllen = sizeof(control.buf);
-			struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-			c->cmsg_level = SOL_SOCKET;
-			c->cmsg_type = SCM_RIGHTS;
-			c->cmsg_len = CMSG_LEN(sizeof(int));
-			memcpy(CMSG_DATA(c), &m->fd, sizeof(int));
-		}
-		do
-			n = sendmsg(ep->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
-		while (n < 0 && errno == EINTR);
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		if (n == -EAGAIN)
 			break;
 		if (n < 0)
-			log_debug("reply to fd %d dropped: %m", ep->fd);
+			log_debug("reply to fd %d dropped: %s", ep->fd, strerror((int)-n));
 		/* Sent, or the peer is gone: either way this message is done. */
 		ep->out_head = m->next;
 		if (!ep->out_head)
@@ -298,7 +306,7 @@ void endpoint_flush(struct luod *d, struct endpoint *ep)
 		d->queued_bytes -= m->len;
 		safe_close(m->fd);
 		free(m);
-		if (n < 0 && (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN)) {
+		if (n == -EPIPE || n == -ECONNRESET || n == -ENOTCONN) {
 			endpoint_drop_queue(d, ep);
 			break;
 		}
@@ -316,7 +324,25 @@ void endpoint_reply(struct luod *d, struct endpoint *ep, uint32_t tag, int resul
 		.size = (uint32_t)(len + extra_len),
 	};
 	size_t total = sizeof(hdr) + len + extra_len;
-	struct outmsg *m = malloc(sizeof(*m) + total);
+	struct outmsg *m;
+
+	if (!ep->out_head) {
+		/* The common case: the socket has room, nothing to copy or queue. */
+		struct iovec iov[3] = {
+			{ .iov_base = &hdr, .iov_len = sizeof(hdr) },
+			{ .iov_base = (void *)payload, .iov_len = len },
+			{ .iov_base = (void *)extra, .iov_len = extra_len },
+		};
+		ssize_t n = send_reply(ep->fd, iov, 3, fd);
+
+		if (n != -EAGAIN) {
+			if (n < 0)
+				log_debug("reply to fd %d dropped: %s", ep->fd, strerror((int)-n));
+			safe_close(fd);
+			return;
+		}
+	}
+	m = malloc(sizeof(*m) + total);
 
 	if (!m) {
 		log_warning("out of memory for a reply: dropped");
@@ -620,13 +646,17 @@ static ssize_t receive(int sock, uint8_t *buf, size_t size, int *fds, size_t *re
 	return n;
 }
 
+#define LUOD_BATCH 1
+
 static void handle_endpoint_input(struct luod *d, struct endpoint *ep)
 {
 	static uint8_t buf[LUO_WIRE_REQUEST_MAX + 1];
 	static int fds[LUOD_RECV_MAX_FDS];
 
-	/* A bounded batch per wakeup keeps one busy peer from starving the others. */
-	for (int i = 0; i < 32 && !ep->out_head; i++) {
+	/* One request per wakeup: a peer waiting for its reply has sent nothing else, so a
+	 * second read would only find EAGAIN; a busy peer is back at the next epoll_wait()
+	 * along with everyone else, which keeps it from starving them. */
+	for (int i = 0; i < LUOD_BATCH && !ep->out_head; i++) {
 		size_t n_fds = 0;
 		bool ctrunc = false, trunc = false;
 		ssize_t n = receive(ep->fd, buf, sizeof(buf), fds, &n_fds, &ctrunc, &trunc);

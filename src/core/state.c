@@ -22,19 +22,27 @@
  *
  * FLBs in the engine's order, then outgoing sessions in creation order and
  * incoming ones in arrival order, files in preservation order.  Node indexes
- * count from 0 per kind of node and are checked on the way in, so that a blob
- * that decodes re-encodes to itself.  An fd "slot" is the descriptor number
- * in the process that holds the state (luod keeps its fds across execve()).
+ * count from 0 per kind of node and are checked on the way in.  An fd "slot"
+ * is the descriptor number in the process that holds the state (luod keeps
+ * its fds across execve()).  What decodes re-encodes to a fixed point:
+ * encode(decode(encode(e))) is encode(e), byte for byte.
+ *
+ * Rules beyond the layout, all checked on the way in: names 1..63 bytes
+ * without NUL, unique per namespace; tokens unique per session; fd slots
+ * unique across the blob, and -1 only for a file whose retrieve failed;
+ * handles unique and never above next-handle; state consistent with kind;
+ * frozen files only in incoming sessions, retrieved (or failed) files only
+ * in retrieved, finished or stuck ones, no files in finished ones; no
+ * unknown flags; data at most LUO_HANDLER_DATA_MAX bytes; every handler and
+ * FLB known to the engine (else -ENOPROTOOPT).
  *
  * Lifecycle: luo_state_encode() walks a live engine and builds the blob with
  * libfdt's sequential-write API, growing the buffer and starting over when it
- * runs out of room.  luo_state_decode() first lets luo_state_walk() check
- * every node as it is reached (version strings, property names and exact
- * lengths, value ranges, cross-field consistency), builds the engine with the
- * engine's own constructors node by node, and after the last session checks
- * what needs the whole blob (fd slots, handles, names and tokens unique).
- * Any failure tears down everything built so far without closing an fd
- * named in the blob: until decode succeeds, those fds are the caller's.
+ * runs out of room.  luo_state_decode() lets luo_state_walk() check each node
+ * as it is reached, uniqueness included, and builds the engine from it with
+ * the engine's own constructors, node by node, in a single pass.  Any failure
+ * tears down everything built so far without closing an fd named in the
+ * blob: until decode succeeds, those fds are the caller's.
  */
 #include <assert.h>
 #include <fcntl.h>

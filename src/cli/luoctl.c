@@ -1039,11 +1039,7 @@ static int cmd_dump_state(int argc, char **argv)
 		log_error("dump-state: cannot read %s: %s", file, strerror(-r));
 		return EXIT_FAILED;
 	}
-#ifdef LUO_CLI_HAVE_STATE_DUMP
 	r = luo_state_dump(blob, size, stdout, arg_json);
-#else
-	r = -EOPNOTSUPP; /* the state codec is not part of this build */
-#endif
 	fflush(stdout);
 	if (r < 0) {
 		log_error("dump-state: %s is not a state blob this luoctl can read: %s", file,

@@ -43,7 +43,9 @@
 #include <inttypes.h>
 #include <libfdt.h>
 #include <linux/close_range.h>
+#include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -425,57 +427,100 @@ static int state_memfd(struct luod *d, const struct pending_reply *pending, cons
 
 /* ---- step 1: the check ---- */
 
+/* Reads what the checker prints and waits for it to exit, within CHECK_TIMEOUT_USEC. */
+static int wait_check(pid_t pid, int out_fd, char *out, size_t size, int *ret_status)
+{
+	_cleanup_close_ int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	uint64_t deadline = now_usec(CLOCK_MONOTONIC) + CHECK_TIMEOUT_USEC;
+	size_t got = 0;
+	bool eof = false;
+
+	for (;;) {
+		struct pollfd p[2] = {
+			{ .fd = eof ? -1 : out_fd, .events = POLLIN },
+			{ .fd = pidfd, .events = POLLIN },
+		};
+		uint64_t now = now_usec(CLOCK_MONOTONIC);
+		pid_t w;
+
+		if (now >= deadline) {
+			kill(pid, SIGKILL);
+			(void)waitpid(pid, ret_status, 0);
+			return -ETIMEDOUT;
+		}
+		/* Without pidfds (before Linux 5.3), look again every millisecond. */
+		int timeout = pidfd >= 0 ? (int)((deadline - now + 999) / 1000) : 1;
+		if (poll(p, 2, timeout) < 0 && errno != EINTR)
+			return negative_errno();
+		if (p[0].revents) {
+			ssize_t n = read(out_fd, out + got, size - 1 - got);
+			if (n > 0)
+				got += n;
+			else if (n == 0 || errno != EAGAIN)
+				eof = true;
+			if (got == size - 1)
+				eof = true; /* enough to judge; the rest does not matter */
+		}
+		w = waitpid(pid, ret_status, WNOHANG);
+		if (w == pid)
+			break;
+		if (w < 0 && errno != EINTR)
+			return negative_errno();
+	}
+	/* Whatever it printed before exiting is in the pipe. */
+	for (ssize_t n;
+	     !eof && got < size - 1 && (n = read(out_fd, out + got, size - 1 - got)) > 0;)
+		got += n;
+	out[got] = 0;
+	return 0;
+}
+
 static int run_check(const char *binary, int memfd)
 {
-	char fdstr[16];
-	int pipefd[2];
-	sigset_t all;
+	_cleanup_close_ int out_r = -EBADF, out_w = -EBADF;
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	char fdstr[16], out[64] = { 0 };
+	char *argv[] = { (char *)binary, "--check-state", fdstr, NULL };
+	sigset_t none;
+	int pipefd[2], status = 0, r;
 	pid_t pid;
-	int status = 0;
-	char out[64] = { 0 };
-	size_t got = 0;
 
 	if (pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) < 0)
 		return negative_errno();
+	out_r = pipefd[0];
+	out_w = pipefd[1];
 	snprintf(fdstr, sizeof(fdstr), "%d", memfd);
-	pid = fork();
-	if (pid < 0) {
-		int r = negative_errno();
-		close_many(pipefd, 2);
-		return r;
-	}
-	if (pid == 0) {
-		sigemptyset(&all);
-		sigprocmask(SIG_SETMASK, &all, NULL);
-		signal(SIGPIPE, SIG_DFL);
-		if (dup2(pipefd[1], STDOUT_FILENO) < 0 || fcntl(memfd, F_SETFD, 0) < 0)
-			_exit(127);
-		execle(binary, binary, "--check-state", fdstr, (char *)NULL, environ);
-		_exit(127);
-	}
-	safe_close(pipefd[1]);
 
-	uint64_t deadline = now_usec(CLOCK_MONOTONIC) + CHECK_TIMEOUT_USEC;
-	for (;;) {
-		ssize_t n = read(pipefd[0], out + got, sizeof(out) - 1 - got);
-		if (n > 0)
-			got += n;
-		pid_t w = waitpid(pid, &status, WNOHANG);
-		if (w == pid)
-			break;
-		if (now_usec(CLOCK_MONOTONIC) > deadline) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &status, 0);
-			safe_close(pipefd[0]);
-			log_warning("%s --check-state timed out", binary);
-			return -ETIMEDOUT;
-		}
-		usleep(1000);
+	/* posix_spawn() (vfork-like) rather than fork(): a luod holding millions of
+	 * files has a large address space that fork() would copy for nothing. */
+	posix_spawn_file_actions_init(&fa);
+	posix_spawnattr_init(&attr);
+	sigemptyset(&none);
+	posix_spawnattr_setsigmask(&attr, &none);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+	{
+		sigset_t def;
+		sigemptyset(&def);
+		sigaddset(&def, SIGPIPE);
+		posix_spawnattr_setsigdefault(&attr, &def);
 	}
-	for (ssize_t n;
-	     got < sizeof(out) - 1 && (n = read(pipefd[0], out + got, sizeof(out) - 1 - got)) > 0;)
-		got += n;
-	safe_close(pipefd[0]);
+	posix_spawn_file_actions_adddup2(&fa, out_w, STDOUT_FILENO);
+	/* dup2 onto itself clears FD_CLOEXEC in the child only. */
+	posix_spawn_file_actions_adddup2(&fa, memfd, memfd);
+	r = -posix_spawn(&pid, binary, &fa, &attr, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&attr);
+	if (r < 0) {
+		log_warning("cannot run %s: %s", binary, strerror(-r));
+		return -ENOEXEC;
+	}
+	out_w = safe_close(out_w);
+	r = wait_check(pid, out_r, out, sizeof(out), &status);
+	if (r == -ETIMEDOUT)
+		log_warning("%s --check-state timed out", binary);
+	if (r < 0)
+		return r;
 
 	if (!WIFEXITED(status)) {
 		log_warning("%s --check-state died of signal %d", binary, WTERMSIG(status));

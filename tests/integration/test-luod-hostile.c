@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "basic/socket-util.h"
 #include "harness.h"
 #include "luod-client.h"
 
@@ -369,6 +370,58 @@ TEST(client_that_never_reads_does_not_stall_others)
 	check_and_teardown(&f);
 }
 
+/* A cheap xorshift: the same garbage on every run, so a failure reproduces. */
+static uint32_t next_random(uint64_t *state)
+{
+	*state ^= *state << 13;
+	*state ^= *state >> 7;
+	*state ^= *state << 17;
+	return (uint32_t)*state;
+}
+
+TEST(random_garbage_on_both_kinds_of_socket)
+{
+	struct fixture f;
+	uint64_t seed = 0x6c756f64u;
+	struct msg m;
+	int s, mem = cl_memfd("x");
+
+	setup(&f);
+	ASSERT_OK(cl_create(f.conn, "garbage", 0, &s));
+	for (int i = 0; i < 3000; i++) {
+		int sock = (i & 1) ? s : f.conn;
+		size_t len = sizeof(m.h) + next_random(&seed) % 200;
+		uint32_t nr = next_random(&seed) % 0x90, size;
+		int fds[3] = { mem, mem, mem };
+		size_t n_fds = next_random(&seed) % 4;
+
+		memset(&m, 0, sizeof(m));
+		for (size_t k = 0; k < len; k++)
+			((uint8_t *)&m)[k] = (uint8_t)next_random(&seed);
+		/* Mostly plausible headers, so that the checks past the first are reached. */
+		if (next_random(&seed) % 4)
+			m.h.op = _IO(0xBA, nr);
+		size = (uint32_t)(len - sizeof(m.h));
+		if (next_random(&seed) % 3 && len >= sizeof(m.h) + 4)
+			memcpy(m.payload, &size, sizeof(size));
+		(void)raw_send(sock, &m, len, fds, n_fds);
+		/* Drain whatever came back (replies, session fds) without waiting. */
+		for (;;) {
+			uint8_t buf[LUO_WIRE_REPLY_MAX];
+			int rfds[SOCKET_MAX_FDS];
+			size_t n_rfds = 0;
+			ssize_t n = socket_recv_message(sock, buf, sizeof(buf), rfds,
+							SOCKET_MAX_FDS, &n_rfds, MSG_DONTWAIT);
+			close_many(rfds, n_rfds);
+			if (n <= 0)
+				break;
+		}
+	}
+	close(s);
+	close(mem);
+	check_and_teardown(&f);
+}
+
 TEST_MAIN(TEST_CASE(empty_message_closes_the_connection),
 	  TEST_CASE(short_header_closes_the_connection), TEST_CASE(unknown_op_is_einval),
 	  TEST_CASE(wrong_type_byte_is_enotty), TEST_CASE(size_too_small_is_einval),
@@ -380,4 +433,5 @@ TEST_MAIN(TEST_CASE(empty_message_closes_the_connection),
 	  TEST_CASE(junk_on_a_session_fd_is_dropped),
 	  TEST_CASE(connection_flood_over_the_limit_is_shed),
 	  TEST_CASE(client_dying_before_its_reply),
-	  TEST_CASE(client_that_never_reads_does_not_stall_others))
+	  TEST_CASE(client_that_never_reads_does_not_stall_others),
+	  TEST_CASE(random_garbage_on_both_kinds_of_socket))

@@ -487,6 +487,7 @@ static int read_props(const void *fdt, int node, const struct prop_spec *specs, 
 	if (fdt_next_tag(fdt, node, &next) != FDT_BEGIN_NODE)
 		return -EBADMSG;
 	for (off = next;; off = next) {
+		const struct fdt_property *prop;
 		const char *name = NULL;
 		const void *p;
 		uint32_t tag;
@@ -503,8 +504,15 @@ static int read_props(const void *fdt, int node, const struct prop_spec *specs, 
 		}
 		if (tag != FDT_PROP || next < 0)
 			return -EBADMSG;
-		p = fdt_getprop_by_offset(fdt, off, &name, &len);
-		if (!p || !name || len < 0)
+		/* fdt_next_tag() has just bounds-checked the whole property, so
+		 * read its header here rather than have libfdt walk it again. */
+		prop = fdt_offset_ptr(fdt, off, sizeof(*prop));
+		if (!prop || fdt32_ld(&prop->len) > (uint32_t)(next - off))
+			return -EBADMSG;
+		len = (int)fdt32_ld(&prop->len);
+		p = prop->data;
+		name = fdt_get_string(fdt, (int)fdt32_ld(&prop->nameoff), NULL);
+		if (!name)
 			return -EBADMSG;
 		/* Written in spec order, so the next unseen one is the likely match. */
 		k = n_seen < n && strcmp(name, specs[n_seen].name) == 0 ? n_seen : 0;

@@ -236,22 +236,41 @@ static bool inherits_state(int argc, char **argv)
 	return false;
 }
 
-static int resolve_socket_path(const struct options *o, char *buf, size_t size)
+/* A daemon changes to / and a live update may come much later: paths must not
+ * depend on the directory luod was started in. */
+static int make_absolute(const char *path, char *buf, size_t size)
 {
-	const char *env = getenv("LUO_SOCKET"), *xdg = getenv("XDG_RUNTIME_DIR");
+	char cwd[PATH_MAX];
 	int n;
 
-	if (o->socket)
-		n = snprintf(buf, size, "%s", o->socket);
-	else if (env && *env)
-		n = snprintf(buf, size, "%s", env);
-	else if (xdg && *xdg)
-		n = snprintf(buf, size, "%s/luo/luod.sock", xdg);
+	if (path[0] == '/')
+		n = snprintf(buf, size, "%s", path);
+	else if (!getcwd(cwd, sizeof(cwd)))
+		return negative_errno();
 	else
-		n = snprintf(buf, size, "/run/luo/luod.sock");
+		n = snprintf(buf, size, "%s/%s", cwd, path);
 	if (n <= 0 || (size_t)n >= size)
 		return -ENAMETOOLONG;
 	return 0;
+}
+
+static int resolve_socket_path(const struct options *o, char *buf, size_t size)
+{
+	const char *env = getenv("LUO_SOCKET"), *xdg = getenv("XDG_RUNTIME_DIR");
+	char tmp[PATH_MAX];
+	int n;
+
+	if (o->socket)
+		n = snprintf(tmp, sizeof(tmp), "%s", o->socket);
+	else if (env && *env)
+		n = snprintf(tmp, sizeof(tmp), "%s", env);
+	else if (xdg && *xdg)
+		n = snprintf(tmp, sizeof(tmp), "%s/luo/luod.sock", xdg);
+	else
+		n = snprintf(tmp, sizeof(tmp), "/run/luo/luod.sock");
+	if (n <= 0 || (size_t)n >= sizeof(tmp))
+		return -ENAMETOOLONG;
+	return make_absolute(tmp, buf, size);
 }
 
 static void notify_ready(void)
@@ -330,6 +349,7 @@ int main(int argc, char **argv)
 {
 	struct options o = { .check_state_fd = -1, .restore_fd = -1, .previous_exe_fd = -1 };
 	struct luod d;
+	char pid_file[PATH_MAX];
 	int ready_fd = -EBADF, r;
 	uint64_t t_main = now_usec(CLOCK_MONOTONIC);
 	long limit;
@@ -369,6 +389,15 @@ int main(int argc, char **argv)
 	if (limit < 0)
 		log_warning("cannot raise RLIMIT_NOFILE: %s", strerror((int)-limit));
 
+	if (o.pid_file) {
+		r = make_absolute(o.pid_file, pid_file, sizeof(pid_file));
+		if (r < 0) {
+			log_error("bad pid file path: %s", strerror(-r));
+			return LUOD_EXIT_USAGE;
+		}
+		o.pid_file = pid_file;
+	}
+
 	if (o.restore_fd >= 0) {
 		d.previous_exe_fd = o.previous_exe_fd;
 		d.t_exec_usec = o.exec_usec;
@@ -381,7 +410,7 @@ int main(int argc, char **argv)
 	} else {
 		r = resolve_socket_path(&o, d.socket_path, sizeof(d.socket_path));
 		if (r < 0) {
-			log_error("socket path too long");
+			log_error("bad socket path: %s", strerror(-r));
 			return LUOD_EXIT_USAGE;
 		}
 		if (!o.foreground) {

@@ -295,6 +295,34 @@ TEST(daemonizes_once_listening_with_path_and_pid_file)
 	stop_pid(pid, sock);
 }
 
+TEST(relative_paths_survive_the_daemons_chdir)
+{
+	char luod[512], cmd[1400], sock[300], pidfile[300], out[512];
+	struct test_luod d = { 0 };
+	struct stat st;
+	pid_t pid;
+
+	test_build_path("src/daemon/luod", luod, sizeof(luod));
+	snprintf(cmd, sizeof(cmd), "cd '%s' && exec '%s' --socket rel.sock --pid-file rel.pid",
+		 test_tmpdir(), luod);
+	ASSERT_EQ(test_run_command_output((const char *const[]){ "/bin/sh", "-c", cmd, NULL }, out,
+					  sizeof(out)),
+		  0);
+	snprintf(sock, sizeof(sock), "%s/rel.sock", test_tmpdir());
+	snprintf(pidfile, sizeof(pidfile), "%s/rel.pid", test_tmpdir());
+	/* The path it reports is absolute. */
+	ASSERT_TRUE(strncmp(out, sock, strlen(sock)) == 0);
+	pid = read_pid_file(pidfile);
+	snprintf(d.socket, sizeof(d.socket), "%s", sock);
+	d.pid = pid;
+	assert_luod_serves(&d);
+	stop_pid(pid, sock);
+	/* Both were removed although the daemon runs in /. */
+	for (int i = 0; i < 100 && stat(pidfile, &st) == 0; i++)
+		usleep(10000);
+	ASSERT_ERRNO(stat(pidfile, &st), ENOENT);
+}
+
 TEST(socket_path_comes_from_env_then_xdg_runtime_dir)
 {
 	char dir[256], expect[300], pidfile[300], out[512];
@@ -402,6 +430,7 @@ TEST_MAIN(TEST_CASE(last_close_aborts_the_session), TEST_CASE(owner_killed_sessi
 	  TEST_CASE(second_luod_on_a_live_socket_exits_3), TEST_CASE(stale_socket_file_is_replaced),
 	  TEST_CASE(sigterm_exits_0_and_unlinks_the_socket),
 	  TEST_CASE(daemonizes_once_listening_with_path_and_pid_file),
+	  TEST_CASE(relative_paths_survive_the_daemons_chdir),
 	  TEST_CASE(socket_path_comes_from_env_then_xdg_runtime_dir),
 	  TEST_CASE(notifies_the_service_manager), TEST_CASE(raises_fd_limit_to_the_hard_limit),
 	  TEST_CASE(logs_one_line_per_message_with_pid_and_level), TEST_CASE(bad_options_exit_2))

@@ -51,28 +51,46 @@ static void list_fds(void)
 	closedir(d);
 }
 
+/* Prints a TAP comment; every line of a multi-line message gets its own "# ". */
+__attribute__((format(printf, 2, 0))) static void diag_lines(const char *prefix, const char *fmt,
+							     va_list ap)
+{
+	char buf[8192];
+	const char *p = buf;
+
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	for (;;) {
+		const char *nl = strchr(p, '\n');
+		int len = nl ? (int)(nl - p) : (int)strlen(p);
+
+		if (!nl && len == 0 && p != buf)
+			break;
+		printf("# %s%.*s\n", p == buf ? prefix : "", len, p);
+		if (!nl)
+			break;
+		p = nl + 1;
+	}
+	fflush(stdout);
+}
+
 void test_diag(const char *fmt, ...)
 {
 	va_list ap;
 
-	fputs("# ", stdout);
 	va_start(ap, fmt);
-	vprintf(fmt, ap);
+	diag_lines("", fmt, ap);
 	va_end(ap);
-	fputc('\n', stdout);
-	fflush(stdout);
 }
 
 void test_fail_at(const char *file, int line, const char *fmt, ...)
 {
+	char prefix[512];
 	va_list ap;
 
-	printf("# %s:%d: ", file, line);
+	snprintf(prefix, sizeof(prefix), "%s:%d: ", file, line);
 	va_start(ap, fmt);
-	vprintf(fmt, ap);
+	diag_lines(prefix, fmt, ap);
 	va_end(ap);
-	fputc('\n', stdout);
-	fflush(stdout);
 	exit(1);
 }
 
@@ -128,11 +146,15 @@ void test_need_fds(long n)
 	if ((long)rl.rlim_cur >= n)
 		return;
 	if ((long)rl.rlim_max < n && rl.rlim_max != RLIM_INFINITY) {
+		long hard = (long)rl.rlim_max;
+
 		rl.rlim_max = n;
 		rl.rlim_cur = n;
 		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
-			test_skip("needs %ld fds, RLIMIT_NOFILE hard limit is %ld", n,
-				  (long)rl.rlim_max);
+			test_skip(
+				"needs %ld fds; the RLIMIT_NOFILE hard limit is %ld and cannot be "
+				"raised (%m: CAP_SYS_RESOURCE is missing)",
+				n, hard);
 		return;
 	}
 	rl.rlim_cur = n;

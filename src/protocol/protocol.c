@@ -250,7 +250,11 @@ static bool tag_owner_gone(uint32_t tag)
 	return kill((pid_t)tag, 0) < 0 && errno == ESRCH;
 }
 
-/* Peeks at the head message's header; returns the message's full length. */
+/*
+ * Peeks at the head message's header; returns the message's full length.
+ * A plain recv(): socket_recv_message() rightly calls a truncated message an
+ * error, and a peek at just the header is truncated by design.
+ */
 static int peek_header(int sock, struct luo_wire_reply *ret, int flags)
 {
 	ssize_t n;

@@ -38,6 +38,10 @@
  * The time of execve() itself cannot be in a blob written before it: it goes
  * on the command line (--exec-usec).
  *   update-exec = "...";                                         (optional)
+ *   queued = [ {endpoint fd u32, fd u32 (~0: none), length u32, 0 u32,
+ *               bytes, zero padding to 4} ... ];                   (optional)
+ * The queued replies are those a slow reader had not taken yet: they go out
+ * after the update, in order, so that no reply is ever lost.
  */
 #include <fcntl.h>
 #include <inttypes.h>
@@ -116,12 +120,61 @@ static uint64_t get64(const uint8_t *p)
 	return fdt64_to_cpu(x);
 }
 
+#define QUEUED_HEADER 16
+#define PAD4(n) (((n) + 3) & ~(size_t)3)
+
+static size_t queued_size(const struct list_head *eps)
+{
+	size_t size = 0;
+
+	LIST_FOREACH (n, eps) {
+		const struct endpoint *ep = list_entry(n, struct endpoint, node);
+		for (const struct outmsg *m = ep->out_head; m; m = m->next)
+			size += QUEUED_HEADER + PAD4(m->len);
+	}
+	return size;
+}
+
+static uint8_t *put_queued(uint8_t *p, const struct list_head *eps)
+{
+	LIST_FOREACH (n, eps) {
+		const struct endpoint *ep = list_entry(n, struct endpoint, node);
+		for (const struct outmsg *m = ep->out_head; m; m = m->next) {
+			put32(p, (uint32_t)ep->fd);
+			put32(p + 4, m->fd >= 0 ? (uint32_t)m->fd : UINT32_MAX);
+			put32(p + 8, (uint32_t)m->len);
+			put32(p + 12, 0);
+			memcpy(p + QUEUED_HEADER, m->data, m->len);
+			memset(p + QUEUED_HEADER + m->len, 0, PAD4(m->len) - m->len);
+			p += QUEUED_HEADER + PAD4(m->len);
+		}
+	}
+	return p;
+}
+
+/* Replies slow readers have not taken yet, so that the next image sends them. */
+static int write_queued(void *fdt, struct luod *d)
+{
+	size_t size = queued_size(&d->conns) + queued_size(&d->sessions);
+	uint8_t *p;
+
+	if (size == 0)
+		return 0;
+	if (size > INT32_MAX)
+		return -E2BIG;
+	FDT_CHECK(fdt_property_placeholder(fdt, "queued", (int)size, (void **)&p));
+	p = put_queued(p, &d->conns);
+	(void)put_queued(p, &d->sessions);
+	return 0;
+}
+
 static int ext_write(void *fdt, void *userdata)
 {
 	struct ext_write_ctx *x = userdata;
 	struct luod *d = x->d;
 	uint8_t *p;
 	size_t i;
+	int err;
 
 	FDT_CHECK(fdt_property_string(fdt, "compatible", LUOD_EXT_COMPATIBLE));
 	FDT_CHECK(fdt_property_u32(fdt, "listen-fd", (uint32_t)d->listen_ep.fd));
@@ -154,6 +207,9 @@ static int ext_write(void *fdt, void *userdata)
 		put64(r + 8, live ? ep->handle : 0);
 		put64(r + 16, ep->ino);
 	}
+	err = write_queued(fdt, d);
+	if (err < 0)
+		return err;
 	if (x->pending && x->pending->active) {
 		const struct pending_reply *pr = x->pending;
 
@@ -182,13 +238,16 @@ struct ext_read_ctx {
 	size_t n_conns, n_sessions;
 	struct pending_reply pending;
 	char exec_path[LUO_UPDATE_PATH_MAX];
+	uint8_t *queued; /* checked records, see write_queued() */
+	size_t queued_size, n_queued;
 };
 
 static void ext_read_ctx_done(struct ext_read_ctx *x)
 {
 	free(x->conns);
 	free(x->sessions);
-	x->conns = x->sessions = NULL;
+	free(x->queued);
+	x->conns = x->sessions = x->queued = NULL;
 }
 
 static int ext_check_fds(const struct ext_read_ctx *x);
@@ -257,6 +316,28 @@ static int ext_read(const void *fdt, int offset, void *userdata)
 			if (x->pending.op != (uint32_t)LUO_IOCTL_UPDATE &&
 			    x->pending.op != (uint32_t)LUO_IOCTL_REBOOT)
 				return -EBADMSG;
+		} else if (strcmp(name, "queued") == 0) {
+			if (x->queued || len == 0)
+				return -EBADMSG;
+			/* Whole records, each a reply luod could have sent. */
+			for (size_t off = 0; off < (size_t)len;) {
+				uint32_t mlen;
+
+				if ((size_t)len - off < QUEUED_HEADER)
+					return -EBADMSG;
+				mlen = get32(v + off + 8);
+				if (mlen < sizeof(struct luo_wire_reply) ||
+				    mlen > LUO_WIRE_REPLY_MAX || get32(v + off + 12) != 0 ||
+				    (size_t)len - off - QUEUED_HEADER < PAD4(mlen))
+					return -EBADMSG;
+				off += QUEUED_HEADER + PAD4(mlen);
+				x->n_queued++;
+			}
+			x->queued = malloc(len);
+			if (!x->queued)
+				return -ENOMEM;
+			memcpy(x->queued, v, len);
+			x->queued_size = len;
 		} else if (strcmp(name, "update-exec") == 0) {
 			if (len < 1 || (size_t)len > sizeof(x->exec_path) || v[len - 1] != 0)
 				return -EBADMSG;
@@ -287,8 +368,9 @@ static int cmp_int(const void *a, const void *b)
  */
 static int ext_check_fds(const struct ext_read_ctx *x)
 {
-	size_t n = 1 + x->n_conns + x->n_sessions;
+	size_t n_eps = 1 + x->n_conns + x->n_sessions, n = n_eps + x->n_queued;
 	_cleanup_free_ int *fds = malloc(n * sizeof(int));
+	_cleanup_free_ int *eps = NULL;
 	bool pending_found = !x->pending.active;
 
 	if (!fds)
@@ -305,6 +387,23 @@ static int ext_check_fds(const struct ext_read_ctx *x)
 		fds[1 + x->n_conns + i] = (int)get32(x->sessions + i * SESSION_RECORD);
 	if (!pending_found)
 		return -EBADMSG;
+	/* Each queued reply belongs to a connection or session socket of the node. */
+	eps = malloc(n_eps * sizeof(int));
+	if (!eps)
+		return -ENOMEM;
+	memcpy(eps, fds, n_eps * sizeof(int));
+	qsort(eps + 1, n_eps - 1, sizeof(int), cmp_int);
+	size_t n_fds = n_eps;
+	for (size_t off = 0; off < x->queued_size;) {
+		int ep = (int)get32(x->queued + off), fd = (int)get32(x->queued + off + 4);
+
+		if (!bsearch(&ep, eps + 1, n_eps - 1, sizeof(int), cmp_int))
+			return -EBADMSG;
+		if (fd != -1)
+			fds[n_fds++] = fd;
+		off += QUEUED_HEADER + PAD4(get32(x->queued + off + 8));
+	}
+	n = n_fds;
 	for (size_t i = 0; i < n; i++) {
 		if (fds[i] < 3)
 			return -EBADMSG;
@@ -346,6 +445,13 @@ static void keep_fd(struct keep_ctx *k, int fd)
 		k->r = negative_errno();
 }
 
+static void keep_endpoint(struct keep_ctx *k, const struct endpoint *ep)
+{
+	keep_fd(k, ep->fd);
+	for (const struct outmsg *m = ep->out_head; m; m = m->next)
+		keep_fd(k, m->fd);
+}
+
 static int keep_file(const struct luo_file_info *fi, void *userdata)
 {
 	keep_fd(userdata, fi->fd);
@@ -368,9 +474,9 @@ static int set_keep_fds(struct luod *d, bool keep, const int *extra, size_t n_ex
 
 	keep_fd(&k, d->listen_ep.fd);
 	LIST_FOREACH (n, &d->conns)
-		keep_fd(&k, list_entry(n, struct endpoint, node)->fd);
+		keep_endpoint(&k, list_entry(n, struct endpoint, node));
 	LIST_FOREACH (n, &d->sessions)
-		keep_fd(&k, list_entry(n, struct endpoint, node)->fd);
+		keep_endpoint(&k, list_entry(n, struct endpoint, node));
 	for (int kind = LUO_SESSION_OUTGOING; kind <= LUO_SESSION_INCOMING; kind++)
 		for (luo_session *s = luo_engine_first_session(d->engine, kind); s;
 		     s = luo_session_next(s))
@@ -582,24 +688,16 @@ static int reexec(struct luod *d, const char *binary, const char *exec_path,
 	size_t size;
 	int r;
 
-	/* Replies still queued cannot be carried over: send what the sockets take. */
+	/* Send what the sockets take now; the rest goes over in the state. */
 	LIST_FOREACH (n, &d->conns) {
 		struct endpoint *ep = list_entry(n, struct endpoint, node);
 		if (ep->out_head)
 			endpoint_flush(d, ep);
-		if (ep->out_head) {
-			log_warning("dropping replies pid %d did not read", (int)ep->pid);
-			endpoint_drop_queue(d, ep);
-		}
 	}
 	LIST_FOREACH (n, &d->sessions) {
 		struct endpoint *ep = list_entry(n, struct endpoint, node);
 		if (ep->out_head)
 			endpoint_flush(d, ep);
-		if (ep->out_head) {
-			log_warning("dropping unread session replies");
-			endpoint_drop_queue(d, ep);
-		}
 	}
 
 	exe_fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
@@ -773,6 +871,57 @@ int liveupdate_check_state(int memfd)
 	return r;
 }
 
+struct fd_endpoint {
+	int fd;
+	struct endpoint *ep;
+};
+
+static int cmp_fd_endpoint(const void *a, const void *b)
+{
+	return cmp_int(&((const struct fd_endpoint *)a)->fd, &((const struct fd_endpoint *)b)->fd);
+}
+
+/* Puts the replies the previous image had queued back, in their order. */
+static int adopt_queued(struct luod *d, const struct ext_read_ctx *x)
+{
+	size_t n = d->conns.count + d->sessions.count, i = 0;
+	_cleanup_free_ struct fd_endpoint *map = malloc(MAX(n, (size_t)1) * sizeof(*map));
+
+	if (!map)
+		return -ENOMEM;
+	LIST_FOREACH (pos, &d->conns)
+		map[i++] = (struct fd_endpoint){ list_entry(pos, struct endpoint, node)->fd,
+						 list_entry(pos, struct endpoint, node) };
+	LIST_FOREACH (pos, &d->sessions)
+		map[i++] = (struct fd_endpoint){ list_entry(pos, struct endpoint, node)->fd,
+						 list_entry(pos, struct endpoint, node) };
+	qsort(map, n, sizeof(*map), cmp_fd_endpoint);
+	for (size_t off = 0; off < x->queued_size;) {
+		struct fd_endpoint key = { .fd = (int)get32(x->queued + off) };
+		struct fd_endpoint *found = bsearch(&key, map, n, sizeof(*map), cmp_fd_endpoint);
+		uint32_t len = get32(x->queued + off + 8);
+		struct outmsg *m = malloc(sizeof(*m) + len);
+
+		if (!found || !m) {
+			free(m);
+			return found ? -ENOMEM : -EBADMSG;
+		}
+		m->next = NULL;
+		m->fd = (int)get32(x->queued + off + 4);
+		m->len = len;
+		memcpy(m->data, x->queued + off + QUEUED_HEADER, len);
+		if (found->ep->out_tail)
+			found->ep->out_tail->next = m;
+		else
+			found->ep->out_head = m;
+		found->ep->out_tail = m;
+		found->ep->out_bytes += len;
+		d->queued_bytes += len;
+		off += QUEUED_HEADER + PAD4(len);
+	}
+	return 0;
+}
+
 static int adopt(struct luod *d, struct ext_read_ctx *x)
 {
 	d->listen_ep.fd = x->listen_fd;
@@ -801,6 +950,12 @@ static int adopt(struct luod *d, struct ext_read_ctx *x)
 			handle = 0;
 		if (!session_ep_add(d, (int)get32(r), handle, get64(r + 16), get32(r + 4)))
 			return -ENOMEM;
+	}
+	if (x->n_queued) {
+		int r = adopt_queued(d, x);
+		if (r < 0)
+			return r;
+		log_debug("%zu replies still to send", x->n_queued);
 	}
 	return uid_usage_recount(d);
 }

@@ -12,7 +12,9 @@
  */
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "basic/socket-util.h"
 #include "harness.h"
 #include "luo/luo.h"
 #include "luod-client.h"
@@ -176,6 +179,65 @@ TEST(requests_during_update_are_served_after_it)
 	ASSERT_EQ(waitpid(pid, &status, 0), pid);
 	ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	check_world(&w);
+	free_world(&w);
+}
+
+TEST(replies_a_client_has_not_read_survive_the_update)
+{
+	struct world w;
+	struct luo_wire_update u;
+	struct luo_wire_status st;
+	struct {
+		struct luo_wire_request h;
+		struct luo_wire_create_session c;
+	} req;
+	int hog, n = 0;
+
+	test_need_fds(4096);
+	build_world(&w);
+	hog = test_luod_connect(&w.d);
+	ASSERT_OK(hog);
+	/* Creates it does not read the replies of, each reply with a session fd, until
+	 * its socket stays full: luod then has replies queued and has stopped reading. */
+	for (int full = 0; n < 3000 && full < 50;) {
+		memset(&req, 0, sizeof(req));
+		req.h.op = LIVEUPDATE_IOCTL_CREATE_SESSION;
+		req.h.tag = (uint32_t)n;
+		req.c.size = sizeof(req.c);
+		snprintf((char *)req.c.name, sizeof(req.c.name), "queued-%d", n);
+		if (send(hog, &req, sizeof(req), MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+			ASSERT_EQ(errno, EAGAIN);
+			full++;
+			usleep(2000);
+			continue;
+		}
+		n++;
+		full = 0;
+	}
+	ASSERT_TRUE(n > 0 && n < 3000);
+	ASSERT_OK(cl_update(w.conn, NULL, &u));
+	/* Every request answered, in order, each with its session. */
+	for (int i = 0; i < n; i++) {
+		uint8_t buf[LUO_WIRE_REPLY_MAX];
+		int fds[SOCKET_MAX_FDS];
+		size_t n_fds = 0;
+		struct luo_wire_reply h;
+		struct pollfd p = { .fd = hog, .events = POLLIN };
+
+		ASSERT_EQ(poll(&p, 1, 5000), 1);
+		ssize_t k =
+			socket_recv_message(hog, buf, sizeof(buf), fds, SOCKET_MAX_FDS, &n_fds, 0);
+		ASSERT_TRUE(k >= (ssize_t)sizeof(h));
+		memcpy(&h, buf, sizeof(h));
+		ASSERT_EQ(h.tag, i);
+		ASSERT_EQ(h.result, 0);
+		ASSERT_EQ(n_fds, 1);
+		ASSERT_EQ(cl_is_session(w.other, fds[0]), 1);
+		close_many(fds, n_fds);
+	}
+	ASSERT_OK(cl_status(w.conn, &st));
+	ASSERT_EQ(st.n_live_updates, 1);
+	close(hog);
 	free_world(&w);
 }
 
@@ -394,6 +456,7 @@ TEST(reboot_is_the_kernels_kexec)
 
 TEST_MAIN(TEST_CASE(update_keeps_every_fd_and_session),
 	  TEST_CASE(requests_during_update_are_served_after_it),
+	  TEST_CASE(replies_a_client_has_not_read_survive_the_update),
 	  TEST_CASE(update_to_a_binary_that_cannot_run_changes_nothing),
 	  TEST_CASE(update_whose_execve_fails_goes_on_serving),
 	  TEST_CASE(update_to_a_binary_that_refuses_the_state_rolls_back),

@@ -10,7 +10,7 @@
  * duplicate token, a flipped bit).  Not part of the build; run it by hand
  * after a format change, from a build directory:
  *
- *   cc -D_GNU_SOURCE -I.. -I../include -I../src -I. tests/../../tests/fuzz/gen-state-corpus.c \
+ *   cc -D_GNU_SOURCE -I.. -I../include -I../src -I. ../tests/fuzz/gen-state-corpus.c \
  *      src/core/libcore.a src/basic/libbasic.a -lfdt -o gen-state-corpus
  *   ./gen-state-corpus ../tests/fuzz/corpus/fuzz-state
  */

@@ -80,6 +80,17 @@ static int handed_over(int luo, const char *name, const char *data)
 
 /* ---- luo_connect ---- */
 
+/* A connection counts only if luod answers on it (connect() alone completes
+ * from the listen backlog). */
+static void assert_served(int luo, const char *name)
+{
+	int s;
+
+	ASSERT_OK(luo_session_create(luo, name, 0, &s));
+	close(s);
+	close(luo);
+}
+
 TEST(connect_finds_luod_by_path_env_and_runtime_dir)
 {
 	struct test_luod d;
@@ -89,11 +100,10 @@ TEST(connect_finds_luod_by_path_env_and_runtime_dir)
 	start(&d);
 	fd = ASSERT_OK(luo_connect(d.socket));
 	ASSERT_TRUE(is_cloexec(fd));
-	close(fd);
+	assert_served(fd, "by-path");
 
 	/* test_luod_start() set $LUO_SOCKET. */
-	fd = ASSERT_OK(luo_connect(NULL));
-	close(fd);
+	assert_served(ASSERT_OK(luo_connect(NULL)), "by-env");
 
 	/* Without $LUO_SOCKET: $XDG_RUNTIME_DIR/luo/luod.sock. */
 	snprintf(dir, sizeof(dir), "%s/rt", d.dir);
@@ -104,12 +114,10 @@ TEST(connect_finds_luod_by_path_env_and_runtime_dir)
 	ASSERT_OK(symlink(d.socket, link));
 	unsetenv("LUO_SOCKET");
 	setenv("XDG_RUNTIME_DIR", dir, 1);
-	fd = ASSERT_OK(luo_connect(NULL));
-	close(fd);
+	assert_served(ASSERT_OK(luo_connect(NULL)), "by-runtime-dir");
 	/* An empty $LUO_SOCKET counts as unset. */
 	setenv("LUO_SOCKET", "", 1);
-	fd = ASSERT_OK(luo_connect(NULL));
-	close(fd);
+	assert_served(ASSERT_OK(luo_connect(NULL)), "by-empty-env");
 
 	test_luod_stop(&d);
 }

@@ -565,10 +565,36 @@ TEST(threads_sharing_a_session_fd_each_get_their_answer)
 
 /* ---- the ioctl path, under the preload shim ---- */
 
+/* Runs `luoctl reboot` outside the shim: the simulated kexec. */
+static int luoctl_reboot(void)
+{
+	char luoctl[512];
+	int status;
+	pid_t pid;
+
+	if (!getenv("LUO_BUILD_ROOT"))
+		return -1;
+	snprintf(luoctl, sizeof(luoctl), "%s/src/cli/luoctl", getenv("LUO_BUILD_ROOT"));
+	if (access(luoctl, X_OK) < 0)
+		return 1; /* no luoctl: the incoming half cannot be reached */
+	pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		unsetenv("LD_PRELOAD");
+		execl(luoctl, luoctl, "reboot", (char *)NULL);
+		_exit(127);
+	}
+	if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		return -1;
+	return 0;
+}
+
+/* The body of the shim case, run in a program with the shim preloaded. */
 static int run_under_shim(void)
 {
 	char name[LUO_SESSION_NAME_LENGTH];
-	int dev, s, s2, m, fd;
+	int dev, s, s2, m, fd, r;
 
 	dev = open("/dev/liveupdate", O_RDWR | O_CLOEXEC);
 	if (dev < 0)
@@ -595,6 +621,31 @@ static int run_under_shim(void)
 	if (luo_session_retrieve(dev, "nobody", &s2) != -ENOENT)
 		return 20;
 	close(m);
+
+	/* After the (simulated) kexec, the incoming half. */
+	r = luoctl_reboot();
+	if (r > 0) {
+		close(s);
+		close(dev);
+		return 0;
+	}
+	if (r < 0)
+		return 21;
+	if (luo_session_get_name(s, name) != -ESTALE)
+		return 22;
+	if (luo_session_retrieve(dev, "k", &s2) < 0 || !is_cloexec(s2))
+		return 23;
+	if (luo_session_retrieve_fd(s2, 5, &fd) < 0 || !is_cloexec(fd))
+		return 24;
+	char buf[32] = { 0 };
+	if (pread(fd, buf, sizeof(buf) - 1, 0) != 9 || strcmp(buf, "via ioctl") != 0)
+		return 25;
+	if (luo_session_finish(s2) < 0)
+		return 26;
+	if (luo_session_retrieve_fd(s2, 5, &m) != -ENOENT)
+		return 27;
+	close(fd);
+	close(s2);
 	close(s);
 	close(dev);
 	return 0;

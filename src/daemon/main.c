@@ -21,6 +21,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,14 +129,9 @@ static int parse_args(struct luod *d, struct options *o, int argc, char **argv)
 	};
 	int c;
 
-	/* The arguments to pass on at re-exec: everything but the internal options. */
-	d->args = calloc(argc + 1, sizeof(char *));
-	if (!d->args)
-		return LUOD_EXIT_FAILURE + 1;
 	d->self_path = argv[0];
 
 	while ((c = getopt_long(argc, argv, "fvh", longopts, NULL)) >= 0) {
-		bool internal = false;
 		uint64_t v = 0;
 
 		switch (c) {
@@ -187,7 +183,6 @@ static int parse_args(struct luod *d, struct options *o, int argc, char **argv)
 				o->restore_fd = fd;
 			else
 				o->previous_exe_fd = fd;
-			internal = true;
 			break;
 		}
 		case ARG_ROLLED_BACK:
@@ -196,26 +191,16 @@ static int parse_args(struct luod *d, struct options *o, int argc, char **argv)
 				return LUOD_EXIT_USAGE + 1;
 			}
 			o->rolled_back = (int)v;
-			internal = true;
 			break;
 		case ARG_EXEC_USEC:
 			if (parse_u64(optarg, &o->exec_usec) < 0) {
 				fprintf(stderr, "luod: bad time '%s'\n", optarg);
 				return LUOD_EXIT_USAGE + 1;
 			}
-			internal = true;
 			break;
 		default:
 			fprintf(stderr, "Try 'luod --help'.\n");
 			return LUOD_EXIT_USAGE + 1;
-		}
-		if (!internal) {
-			/* getopt_long may have taken the argument from the next word. */
-			int first = optind - 1;
-			if (optarg && argv[first] == optarg && first > 0 &&
-			    strncmp(argv[first - 1], "--", 2) == 0 && !strchr(argv[first - 1], '='))
-				d->args[d->n_args++] = argv[first - 1];
-			d->args[d->n_args++] = argv[first];
 		}
 	}
 	if (optind < argc) {
@@ -223,6 +208,62 @@ static int parse_args(struct luod *d, struct options *o, int argc, char **argv)
 		return LUOD_EXIT_USAGE + 1;
 	}
 	return 0;
+}
+
+static int add_arg(struct luod *d, const char *fmt, ...) _printf_(2, 3);
+static int add_arg(struct luod *d, const char *fmt, ...)
+{
+	va_list ap;
+	char *a;
+	int n;
+
+	va_start(ap, fmt);
+	n = vasprintf(&a, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return -ENOMEM;
+	d->args[d->n_args++] = a;
+	return 0;
+}
+
+/*
+ * The arguments the next image gets after the internal ones: the options in
+ * one canonical form, with the socket and pid file as the absolute paths this
+ * luod resolved, so that neither the environment nor the working directory
+ * of a later re-exec can change them.
+ */
+static int build_restart_args(struct luod *d, const struct options *o)
+{
+	int r = 0;
+
+	d->args = calloc(16, sizeof(char *));
+	if (!d->args)
+		return -ENOMEM;
+	if (o->foreground)
+		r = r ?: add_arg(d, "--foreground");
+	if (log_verbose)
+		r = r ?: add_arg(d, "--verbose");
+	/* Restoring, the path is the one the previous image passed on. */
+	if (d->socket_path[0] || o->socket)
+		r = r ?: add_arg(d, "--socket=%s", d->socket_path[0] ? d->socket_path : o->socket);
+	if (o->pid_file)
+		r = r ?: add_arg(d, "--pid-file=%s", o->pid_file);
+	if (d->limits.max_sessions)
+		r = r ?: add_arg(d, "--max-sessions=%" PRIu64, d->limits.max_sessions);
+	if (d->limits.max_files)
+		r = r ?: add_arg(d, "--max-files=%" PRIu64, d->limits.max_files);
+	if (d->limits.max_connections)
+		r = r ?: add_arg(d, "--max-connections=%" PRIu64, d->limits.max_connections);
+	return r;
+}
+
+static void free_args(struct luod *d)
+{
+	for (int i = 0; i < d->n_args; i++)
+		free(d->args[i]);
+	free(d->args);
+	d->args = NULL;
+	d->n_args = 0;
 }
 
 /* Before option parsing: is this image restoring a previous one's fds? */
@@ -367,14 +408,14 @@ int main(int argc, char **argv)
 	d.t_main_usec = t_main;
 	r = parse_args(&d, &o, argc, argv);
 	if (r > 0) {
-		free(d.args);
+		free_args(&d);
 		luod_done(&d);
 		return r - 1;
 	}
 
 	if (o.check_state_fd >= 0) {
 		r = liveupdate_check_state(o.check_state_fd);
-		free(d.args);
+		free_args(&d);
 		luod_done(&d);
 		if (r < 0) {
 			log_error("state refused: %s", strerror(-r));
@@ -399,6 +440,12 @@ int main(int argc, char **argv)
 	}
 
 	if (o.restore_fd >= 0) {
+		/* Before the restore: a rollback passes them on too. */
+		r = build_restart_args(&d, &o);
+		if (r < 0) {
+			log_error("cannot set up: %s", strerror(-r));
+			return LUOD_EXIT_FAILURE;
+		}
 		d.previous_exe_fd = o.previous_exe_fd;
 		d.t_exec_usec = o.exec_usec;
 		r = liveupdate_restore(&d, o.restore_fd, o.rolled_back);
@@ -424,18 +471,24 @@ int main(int argc, char **argv)
 		if (r == -EADDRINUSE) {
 			log_error("another luod already serves %s", d.socket_path);
 			report_ready(&ready_fd, LUOD_EXIT_RUNNING);
-			free(d.args);
+			free_args(&d);
 			luod_done(&d);
 			return LUOD_EXIT_RUNNING;
 		}
 		if (r < 0) {
 			log_error("cannot listen on %s: %s", d.socket_path, strerror(-r));
 			report_ready(&ready_fd, LUOD_EXIT_FAILURE);
-			free(d.args);
+			free_args(&d);
 			luod_done(&d);
 			return LUOD_EXIT_FAILURE;
 		}
 		d.started_usec = now_usec(CLOCK_REALTIME);
+		r = build_restart_args(&d, &o);
+		if (r < 0) {
+			log_error("cannot set up: %s", strerror(-r));
+			report_ready(&ready_fd, LUOD_EXIT_FAILURE);
+			return LUOD_EXIT_FAILURE;
+		}
 	}
 
 	r = server_arm(&d);
@@ -472,7 +525,7 @@ int main(int argc, char **argv)
 	(void)unlink(d.socket_path);
 	if (o.pid_file)
 		(void)unlink(o.pid_file);
-	free(d.args);
+	free_args(&d);
 	luod_done(&d);
 	return r < 0 ? LUOD_EXIT_FAILURE : LUOD_EXIT_OK;
 }

@@ -359,6 +359,36 @@ TEST(update_to_a_binary_that_refuses_the_state_rolls_back)
 	free_world(&w);
 }
 
+TEST(options_survive_updates_and_rollbacks)
+{
+	struct test_luod d;
+	struct luo_wire_update u;
+	char script[300], body[1200], luod[512];
+	int conn, s[3];
+
+	need_exec_in_tmpdir();
+	test_luod_start(&d, (const char *const[]){ "-fv", "--max-sessions", "2", NULL });
+	conn = test_luod_connect(&d);
+	ASSERT_OK(cl_create(conn, "one", 0, &s[0]));
+	ASSERT_OK(cl_update(conn, NULL, &u));
+	ASSERT_OK(cl_create(conn, "two", 0, &s[1]));
+	ASSERT_ERR(cl_create(conn, "three", 0, &s[2]), -ENOSPC);
+	/* Through a rollback as well. */
+	test_build_path("src/daemon/luod", luod, sizeof(luod));
+	snprintf(script, sizeof(script), "%s/refusing-luod", test_tmpdir());
+	snprintf(body, sizeof(body), "#!/bin/sh\nLUOD_TEST_REJECT_RESTORE=1 exec '%s' \"$@\"\n",
+		 luod);
+	write_script(script, body);
+	ASSERT_ERR(cl_update(conn, script, &u), -EPROTONOSUPPORT);
+	ASSERT_ERR(cl_create(conn, "three", 0, &s[2]), -ENOSPC);
+	ASSERT_OK(cl_update(conn, NULL, &u));
+	ASSERT_ERR(cl_create(conn, "three", 0, &s[2]), -ENOSPC);
+	close(s[0]);
+	close(s[1]);
+	close(conn);
+	test_luod_stop(&d);
+}
+
 TEST(update_request_rules)
 {
 	struct test_luod d;
@@ -460,5 +490,5 @@ TEST_MAIN(TEST_CASE(update_keeps_every_fd_and_session),
 	  TEST_CASE(update_to_a_binary_that_cannot_run_changes_nothing),
 	  TEST_CASE(update_whose_execve_fails_goes_on_serving),
 	  TEST_CASE(update_to_a_binary_that_refuses_the_state_rolls_back),
-	  TEST_CASE(update_request_rules), TEST_CASE(check_state_refuses_garbage),
-	  TEST_CASE(reboot_is_the_kernels_kexec))
+	  TEST_CASE(options_survive_updates_and_rollbacks), TEST_CASE(update_request_rules),
+	  TEST_CASE(check_state_refuses_garbage), TEST_CASE(reboot_is_the_kernels_kexec))

@@ -8,6 +8,7 @@
  * of a session (create, preserve, hand over, retrieve, finish).  The last
  * case runs libluo's ioctl path under the preload shim.
  */
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
@@ -687,6 +688,75 @@ TEST(ioctl_path_works_under_the_preload_shim)
 	test_luod_stop(&d);
 }
 
+/* ---- the library's interface ---- */
+
+TEST(library_exports_only_versioned_luo_symbols)
+{
+	static const char *const public[] = {
+		"luo_connect",
+		"luo_session_create",
+		"luo_session_retrieve",
+		"luo_session_preserve_fd",
+		"luo_session_retrieve_fd",
+		"luo_session_finish",
+		"luo_session_get_name",
+		"luo_session_handover",
+		"luo_fd_is_session",
+	};
+	static const char *const hidden[] = {
+		"luo_wire_call", "luo_wire_request_parse", "socket_send_message", "fd_read_link",
+		"check_name",
+	};
+	char path[512];
+	void *h;
+
+	test_build_path("src/lib/libluo.so.0", path, sizeof(path));
+	h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (!h)
+		test_fail_at(__FILE__, __LINE__, "dlopen %s: %s", path, dlerror());
+	for (size_t i = 0; i < sizeof(public) / sizeof(public[0]); i++)
+		if (!dlvsym(h, public[i], "LUO_0.1"))
+			test_fail_at(__FILE__, __LINE__, "%s@LUO_0.1 is not exported", public[i]);
+	for (size_t i = 0; i < sizeof(hidden) / sizeof(hidden[0]); i++)
+		if (dlsym(h, hidden[i]))
+			test_fail_at(__FILE__, __LINE__, "%s leaks out of libluo", hidden[i]);
+	dlclose(h);
+}
+
+TEST(man_page_documents_every_public_function)
+{
+	char path[512], line[512], section[128];
+	static char page[65536];
+	size_t n, found = 0;
+	FILE *f;
+
+	test_source_path("man/libluo.3", path, sizeof(path));
+	f = fopen(path, "re");
+	ASSERT_TRUE(f);
+	n = fread(page, 1, sizeof(page) - 1, f);
+	page[n] = 0;
+	fclose(f);
+
+	test_source_path("include/luo/luo.h", path, sizeof(path));
+	f = fopen(path, "re");
+	ASSERT_TRUE(f);
+	while (fgets(line, sizeof(line), f)) {
+		char name[100];
+
+		if (sscanf(line, "int %99[a-z_](", name) != 1 || strncmp(name, "luo_", 4) != 0)
+			continue;
+		found++;
+		/* A description and an errno list: two sections named after it. */
+		snprintf(section, sizeof(section), ".SS %s()\n", name);
+		const char *first = strstr(page, section);
+		if (!first || !strstr(first + 1, section))
+			test_fail_at(__FILE__, __LINE__, "libluo(3) lacks the sections of %s()",
+				     name);
+	}
+	fclose(f);
+	ASSERT_EQ(found, 9);
+}
+
 static const struct test_case cases[] = {
 	TEST_CASE(connect_finds_luod_by_path_env_and_runtime_dir),
 	TEST_CASE(connect_reports_a_missing_luod),
@@ -704,6 +774,8 @@ static const struct test_case cases[] = {
 	TEST_CASE(fd_is_session_tells_sessions_from_other_fds),
 	TEST_CASE(threads_sharing_a_session_fd_each_get_their_answer),
 	TEST_CASE(ioctl_path_works_under_the_preload_shim),
+	TEST_CASE(library_exports_only_versioned_luo_symbols),
+	TEST_CASE(man_page_documents_every_public_function),
 };
 
 int main(int argc, char **argv)

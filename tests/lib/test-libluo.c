@@ -362,6 +362,11 @@ TEST(preserve_errors_are_the_kernel_ones)
 	close(null);
 
 	ASSERT_ERR(luo_session_preserve_fd(s, 4, closed_fd()), -EBADF);
+	/* An O_PATH fd is no open file to the kernel either. */
+	int opath = open("/proc/self/exe", O_PATH | O_CLOEXEC);
+	ASSERT_OK(opath);
+	ASSERT_ERR(luo_session_preserve_fd(s, 4, opath), -EBADF);
+	close(opath);
 	ASSERT_ERR(luo_session_preserve_fd(s, 4, -1), -EBADF);
 	ASSERT_ERR(luo_session_preserve_fd(-1, 4, m), -EBADF);
 	ASSERT_ERR(luo_session_preserve_fd(closed_fd(), 4, m), -EBADF);

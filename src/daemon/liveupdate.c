@@ -609,6 +609,7 @@ static int run_check(const char *binary, int memfd)
 		sigset_t def;
 		sigemptyset(&def);
 		sigaddset(&def, SIGPIPE);
+		sigaddset(&def, SIGHUP);
 		posix_spawnattr_setsigdefault(&attr, &def);
 	}
 	posix_spawn_file_actions_adddup2(&fa, out_w, STDOUT_FILENO);

@@ -499,6 +499,8 @@ int server_arm(struct luod *d)
 	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
 		return negative_errno();
 	signal(SIGPIPE, SIG_IGN);
+	/* A closed terminal must not take every session with it. */
+	signal(SIGHUP, SIG_IGN);
 	d->signal_ep.fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (d->signal_ep.fd < 0)
 		return negative_errno();

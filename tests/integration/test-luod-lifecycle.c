@@ -241,6 +241,17 @@ TEST(stale_socket_file_is_replaced)
 	test_luod_stop(&d);
 }
 
+TEST(sighup_is_ignored)
+{
+	struct test_luod d;
+
+	test_luod_start(&d, NULL);
+	ASSERT_OK(kill(d.pid, SIGHUP));
+	usleep(50000);
+	assert_luod_serves(&d);
+	test_luod_stop(&d);
+}
+
 TEST(sigterm_exits_0_and_unlinks_the_socket)
 {
 	struct test_luod d;
@@ -428,7 +439,7 @@ TEST_MAIN(TEST_CASE(last_close_aborts_the_session), TEST_CASE(owner_killed_sessi
 	  TEST_CASE(handover_on_close_owner_killed_waits_for_successor),
 	  TEST_CASE(session_shared_over_fork_lives_until_last_holder),
 	  TEST_CASE(second_luod_on_a_live_socket_exits_3), TEST_CASE(stale_socket_file_is_replaced),
-	  TEST_CASE(sigterm_exits_0_and_unlinks_the_socket),
+	  TEST_CASE(sighup_is_ignored), TEST_CASE(sigterm_exits_0_and_unlinks_the_socket),
 	  TEST_CASE(daemonizes_once_listening_with_path_and_pid_file),
 	  TEST_CASE(relative_paths_survive_the_daemons_chdir),
 	  TEST_CASE(socket_path_comes_from_env_then_xdg_runtime_dir),

@@ -452,6 +452,11 @@ static void keep_endpoint(struct keep_ctx *k, const struct endpoint *ep)
 		keep_fd(k, m->fd);
 }
 
+static void keep_flb_fd(int fd, void *userdata)
+{
+	keep_fd(userdata, fd);
+}
+
 static int keep_file(const struct luo_file_info *fi, void *userdata)
 {
 	keep_fd(userdata, fi->fd);
@@ -466,10 +471,6 @@ static int keep_file(const struct luo_file_info *fi, void *userdata)
  */
 static int set_keep_fds(struct luod *d, bool keep, const int *extra, size_t n_extra)
 {
-	static const struct luo_handler *const handlers[] = {
-		&luo_handler_memfd,   &luo_handler_socket,  &luo_handler_pipe,
-		&luo_handler_eventfd, &luo_handler_regular,
-	};
 	struct keep_ctx k = { .cloexec = !keep };
 
 	keep_fd(&k, d->listen_ep.fd);
@@ -481,13 +482,7 @@ static int set_keep_fds(struct luod *d, bool keep, const int *extra, size_t n_ex
 		for (luo_session *s = luo_engine_first_session(d->engine, kind); s;
 		     s = luo_session_next(s))
 			(void)luo_session_foreach_file(s, keep_file, &k);
-	for (size_t i = 0; i < ELEMENTSOF(handlers); i++)
-		if (handlers[i]->flb) {
-			const struct luo_flb *flb =
-				luo_engine_find_flb(d->engine, handlers[i]->flb->compatible);
-			if (flb)
-				keep_fd(&k, flb->fd);
-		}
+	for_each_flb_fd(d, keep_flb_fd, &k);
 	for (size_t i = 0; i < n_extra; i++)
 		keep_fd(&k, extra[i]);
 	return k.r;

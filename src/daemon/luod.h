@@ -124,7 +124,7 @@ struct luod {
 	struct endpoint *device_holder;
 	struct luod_limits limits;
 	uint64_t queued_bytes;
-	int base_fds;	       /* fds that are neither connections, sessions nor files */
+	int base_fds;	       /* its own: stdio, listening socket, signalfd, epoll, reserve */
 	uint64_t started_usec; /* CLOCK_REALTIME of the first start */
 	uint64_t n_live_updates;
 	uint64_t t_main_usec; /* CLOCK_MONOTONIC at main() */
@@ -160,6 +160,8 @@ struct endpoint *session_ep_find_by_ino(struct luod *d, uint64_t ino);
 struct uid_usage *uid_usage_get(struct luod *d, uint32_t uid);
 /* Recomputes session and file usage from the engine (after reboot and restore). */
 int uid_usage_recount(struct luod *d);
+/* Calls fn for every fd the engine's FLBs hold. */
+void for_each_flb_fd(struct luod *d, void (*fn)(int fd, void *userdata), void *userdata);
 uint64_t limit_sessions(const struct luod *d, uint32_t uid);
 uint64_t limit_files(const struct luod *d, uint32_t uid);
 /*

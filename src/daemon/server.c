@@ -483,6 +483,36 @@ int server_listen(struct luod *d)
 	return 0;
 }
 
+void for_each_flb_fd(struct luod *d, void (*fn)(int fd, void *userdata), void *userdata)
+{
+	static const struct luo_handler *const handlers[] = {
+		&luo_handler_memfd,   &luo_handler_socket,  &luo_handler_pipe,
+		&luo_handler_eventfd, &luo_handler_regular,
+	};
+
+	for (size_t i = 0; i < ELEMENTSOF(handlers); i++)
+		if (handlers[i]->flb) {
+			const struct luo_flb *flb =
+				luo_engine_find_flb(d->engine, handlers[i]->flb->compatible);
+			if (flb && flb->fd >= 0)
+				fn(flb->fd, userdata);
+		}
+}
+
+/*
+ * luod's own fds (stdio, listening socket, signalfd, epoll, reserve), so
+ * that STATUS can report the fds in use without walking /proc (which, right
+ * after a live update, would delay serving by O(files)).
+ */
+static int count_base_fds(void)
+{
+	int n = 4;
+
+	for (int fd = 0; fd <= 2; fd++)
+		n += fd_is_open(fd);
+	return n;
+}
+
 int server_arm(struct luod *d)
 {
 	struct stat st;
@@ -529,11 +559,7 @@ int server_arm(struct luod *d)
 		if (r < 0)
 			return r;
 	}
-	/* Once, so that STATUS can report fds in use without walking /proc. */
-	r = fd_count_open();
-	if (r >= 0)
-		d->base_fds = r - (int)(d->conns.count + d->sessions.count +
-					luo_engine_n_files(d->engine));
+	d->base_fds = count_base_fds();
 	return 0;
 }
 

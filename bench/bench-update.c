@@ -180,6 +180,9 @@ struct size_result {
 	uint64_t state_size, luod_rss_before, luod_rss_after;
 };
 
+/* Extra arguments for luod (--verbose). */
+static const char *luod_args[2];
+
 static int run_size(const char *luod_path, size_t files, int clients, int repeat,
 		    struct size_result *res)
 {
@@ -202,7 +205,7 @@ static int run_size(const char *luod_path, size_t files, int clients, int repeat
 	p.stamps = calloc(PING_SLOTS, sizeof(uint64_t));
 	if (!p.stamps)
 		return -ENOMEM;
-	r = bench_luod_start(&d, luod_path, NULL);
+	r = bench_luod_start(&d, luod_path, luod_args);
 	if (r < 0) {
 		bench_log("cannot start luod: %s", strerror(-r));
 		free(p.stamps);
@@ -344,6 +347,7 @@ int main(int argc, char **argv)
 		{ "clients", required_argument, NULL, 'c' },
 		{ "repeat", required_argument, NULL, 'r' },
 		{ "luod", required_argument, NULL, 'l' },
+		{ "verbose", no_argument, NULL, 'v' },
 		{},
 	};
 	const char *luod_path = bench_default_luod();
@@ -355,7 +359,7 @@ int main(int argc, char **argv)
 	int clients = 4, repeat = 7, ch, r;
 	long limit;
 
-	while ((ch = getopt_long(argc, argv, "f:c:r:l:", longopts, NULL)) >= 0) {
+	while ((ch = getopt_long(argc, argv, "f:c:r:l:v", longopts, NULL)) >= 0) {
 		switch (ch) {
 		case 'f': {
 			char *save = NULL;
@@ -374,6 +378,10 @@ int main(int argc, char **argv)
 			break;
 		case 'l':
 			luod_path = optarg;
+			break;
+		case 'v':
+			/* luod logs the phases of each update (encode, keep fds, decode) on stderr. */
+			luod_args[0] = "--verbose";
 			break;
 		default:
 			return 2;

@@ -150,7 +150,7 @@ class KvServer:
                 raise RuntimeError(f'kv-server exited with {self.proc.returncode}')
             if now() > deadline:
                 raise RuntimeError('kv-server did not get ready')
-            time.sleep(0.002)
+            time.sleep(0.0002)
         with open(self.ready) as f:
             fields = f.read().split()
         self.port, self.http_port = int(fields[1]), int(fields[2])

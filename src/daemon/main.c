@@ -391,7 +391,7 @@ int main(int argc, char **argv)
 	struct options o = { .check_state_fd = -1, .restore_fd = -1, .previous_exe_fd = -1 };
 	struct luod d;
 	char pid_file[PATH_MAX];
-	int ready_fd = -EBADF, r;
+	int ready_fd = -EBADF, r, code;
 	uint64_t t_main = now_usec(CLOCK_MONOTONIC);
 	long limit;
 
@@ -403,26 +403,26 @@ int main(int argc, char **argv)
 	r = luod_init(&d);
 	if (r < 0) {
 		log_error("cannot set up: %s", strerror(-r));
-		return LUOD_EXIT_FAILURE;
+		code = LUOD_EXIT_FAILURE;
+		goto out;
 	}
 	d.t_main_usec = t_main;
 	r = parse_args(&d, &o, argc, argv);
 	if (r > 0) {
-		free_args(&d);
-		luod_done(&d);
-		return r - 1;
+		code = r - 1;
+		goto out;
 	}
 
 	if (o.check_state_fd >= 0) {
 		r = liveupdate_check_state(o.check_state_fd);
-		free_args(&d);
-		luod_done(&d);
 		if (r < 0) {
 			log_error("state refused: %s", strerror(-r));
-			return -r < 126 ? -r : LUOD_EXIT_FAILURE;
+			code = -r < 126 ? -r : LUOD_EXIT_FAILURE;
+			goto out;
 		}
 		printf("luod-state-ok %s\n", LUO_VERSION);
-		return LUOD_EXIT_OK;
+		code = LUOD_EXIT_OK;
+		goto out;
 	}
 
 	/* Every preserved file costs luod an fd. */
@@ -434,7 +434,8 @@ int main(int argc, char **argv)
 		r = make_absolute(o.pid_file, pid_file, sizeof(pid_file));
 		if (r < 0) {
 			log_error("bad pid file path: %s", strerror(-r));
-			return LUOD_EXIT_USAGE;
+			code = LUOD_EXIT_USAGE;
+			goto out;
 		}
 		o.pid_file = pid_file;
 	}
@@ -444,7 +445,8 @@ int main(int argc, char **argv)
 		r = build_restart_args(&d, &o);
 		if (r < 0) {
 			log_error("cannot set up: %s", strerror(-r));
-			return LUOD_EXIT_FAILURE;
+			code = LUOD_EXIT_FAILURE;
+			goto out;
 		}
 		d.previous_exe_fd = o.previous_exe_fd;
 		d.t_exec_usec = o.exec_usec;
@@ -452,50 +454,49 @@ int main(int argc, char **argv)
 		safe_close(o.restore_fd);
 		if (r < 0) {
 			log_error("cannot restore the state: %s", strerror(-r));
-			return LUOD_EXIT_FAILURE;
+			code = LUOD_EXIT_FAILURE;
+			goto out;
 		}
 	} else {
 		r = resolve_socket_path(&o, d.socket_path, sizeof(d.socket_path));
 		if (r < 0) {
 			log_error("bad socket path: %s", strerror(-r));
-			return LUOD_EXIT_USAGE;
+			code = LUOD_EXIT_USAGE;
+			goto out;
 		}
 		if (!o.foreground) {
 			r = daemonize(&ready_fd);
 			if (r < 0) {
 				log_error("cannot daemonize: %s", strerror(-r));
-				return LUOD_EXIT_FAILURE;
+				code = LUOD_EXIT_FAILURE;
+				goto out;
 			}
 		}
 		r = server_listen(&d);
 		if (r == -EADDRINUSE) {
 			log_error("another luod already serves %s", d.socket_path);
-			report_ready(&ready_fd, LUOD_EXIT_RUNNING);
-			free_args(&d);
-			luod_done(&d);
-			return LUOD_EXIT_RUNNING;
+			code = LUOD_EXIT_RUNNING;
+			goto out;
 		}
 		if (r < 0) {
 			log_error("cannot listen on %s: %s", d.socket_path, strerror(-r));
-			report_ready(&ready_fd, LUOD_EXIT_FAILURE);
-			free_args(&d);
-			luod_done(&d);
-			return LUOD_EXIT_FAILURE;
+			code = LUOD_EXIT_FAILURE;
+			goto out;
 		}
 		d.started_usec = now_usec(CLOCK_REALTIME);
 		r = build_restart_args(&d, &o);
 		if (r < 0) {
 			log_error("cannot set up: %s", strerror(-r));
-			report_ready(&ready_fd, LUOD_EXIT_FAILURE);
-			return LUOD_EXIT_FAILURE;
+			code = LUOD_EXIT_FAILURE;
+			goto out;
 		}
 	}
 
 	r = server_arm(&d);
 	if (r < 0) {
 		log_error("cannot set up the event loop: %s", strerror(-r));
-		report_ready(&ready_fd, LUOD_EXIT_FAILURE);
-		return LUOD_EXIT_FAILURE;
+		code = LUOD_EXIT_FAILURE;
+		goto out;
 	}
 	if (o.restore_fd < 0) {
 		log_info("listening on %s (fd limit %ld)", d.socket_path, limit);
@@ -525,7 +526,11 @@ int main(int argc, char **argv)
 	(void)unlink(d.socket_path);
 	if (o.pid_file)
 		(void)unlink(o.pid_file);
+	code = r < 0 ? LUOD_EXIT_FAILURE : LUOD_EXIT_OK;
+out:
+	/* A daemonizing parent learns how the start went. */
+	report_ready(&ready_fd, (unsigned char)code);
 	free_args(&d);
 	luod_done(&d);
-	return r < 0 ? LUOD_EXIT_FAILURE : LUOD_EXIT_OK;
+	return code;
 }

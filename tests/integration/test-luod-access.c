@@ -112,6 +112,34 @@ static int other_cannot_update_or_reboot(const struct test_luod *d)
 	return 0;
 }
 
+static int other_leaves_a_session(const struct test_luod *d)
+{
+	int conn = test_luod_connect(d), s, m = cl_memfd("theirs");
+
+	if (conn < 0 || m < 0 || cl_create(conn, "theirs", 0, &s) < 0 || cl_preserve(s, 1, m) < 0 ||
+	    cl_handover(s) < 0)
+		return 1;
+	return 0;
+}
+
+TEST(root_may_take_any_uids_session)
+{
+	struct test_luod d;
+	int conn, s, fd;
+
+	start_shared(&d, NULL);
+	ASSERT_EQ(as_other_uid(&d, other_leaves_a_session), 0);
+	conn = test_luod_connect(&d);
+	ASSERT_EQ(cl_list_count(conn), 1);
+	ASSERT_OK(cl_retrieve(conn, "theirs", &s));
+	ASSERT_OK(cl_retrieve_fd(s, 1, &fd));
+	ASSERT_TRUE(cl_memfd_has(fd, "theirs"));
+	close(fd);
+	close(s);
+	close(conn);
+	test_luod_stop(&d);
+}
+
 TEST(other_uid_cannot_update_or_reboot)
 {
 	struct test_luod d;
@@ -234,6 +262,6 @@ TEST(luod_out_of_fds_gives_emfile)
 }
 
 TEST_MAIN(TEST_CASE(other_uid_cannot_retrieve_list_or_show),
-	  TEST_CASE(other_uid_cannot_update_or_reboot),
+	  TEST_CASE(root_may_take_any_uids_session), TEST_CASE(other_uid_cannot_update_or_reboot),
 	  TEST_CASE(session_limit_is_per_uid_and_gives_enospc), TEST_CASE(file_limit_gives_enospc),
 	  TEST_CASE(luod_out_of_fds_gives_emfile))

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -350,6 +351,18 @@ TEST(device_slot_is_exclusive)
 	teardown(&f);
 }
 
+TEST(device_open_reserved_must_be_zero)
+{
+	struct fixture f;
+	struct luo_wire_simple c = { .size = sizeof(c), .reserved = 1 };
+
+	setup(&f);
+	ASSERT_ERR(luo_wire_call(f.conn, LUO_IOCTL_DEVICE_OPEN, &c, sizeof(c), NULL, 0, NULL),
+		   -EINVAL);
+	ASSERT_OK(cl_device_open(f.conn)); /* the refused request took nothing */
+	teardown(&f);
+}
+
 TEST(status_counts)
 {
 	struct fixture f;
@@ -424,6 +437,25 @@ TEST(list_streams_many_messages)
 	teardown(&f);
 }
 
+TEST(show_streams_many_files)
+{
+	struct fixture f;
+	enum { N = 800 }; /* more file entries than one reply message holds */
+	int s;
+
+	test_need_fds(N + 64);
+	setup(&f);
+	ASSERT_OK(cl_create(f.conn, "many-files", 0, &s));
+	for (int i = 0; i < N; i++) {
+		int m = eventfd(0, EFD_CLOEXEC);
+		ASSERT_OK(cl_preserve(s, i, m));
+		close(m);
+	}
+	ASSERT_EQ(cl_show_files(f.conn, KIND_OUTGOING, "many-files"), N);
+	close(s);
+	teardown(&f);
+}
+
 TEST(is_session_tells_session_fds_apart)
 {
 	struct fixture f;
@@ -444,6 +476,9 @@ TEST(is_session_tells_session_fds_apart)
 	ASSERT_OK(fstat(s2, &c));
 	ASSERT_TRUE(a.st_dev == b.st_dev && a.st_ino == b.st_ino);
 	ASSERT_FALSE(a.st_dev == c.st_dev && a.st_ino == c.st_ino);
+	/* A stale session fd is still a session fd. */
+	ASSERT_OK(cl_handover(s2));
+	ASSERT_EQ(cl_is_session(f.conn, s2), 1);
 	close(s);
 	close(s2);
 	close(d);
@@ -459,6 +494,7 @@ TEST_MAIN(TEST_CASE(create_gives_cloexec_session_fd), TEST_CASE(create_name_rule
 	  TEST_CASE(retrieve_fd_gives_the_file_and_the_same_file_again),
 	  TEST_CASE(retrieve_fd_and_finish_on_outgoing_are_einval), TEST_CASE(finish_rules),
 	  TEST_CASE(get_name_on_both_kinds), TEST_CASE(handover_makes_old_fd_stale),
-	  TEST_CASE(handover_rules), TEST_CASE(device_slot_is_exclusive), TEST_CASE(status_counts),
+	  TEST_CASE(handover_rules), TEST_CASE(device_slot_is_exclusive),
+	  TEST_CASE(device_open_reserved_must_be_zero), TEST_CASE(status_counts),
 	  TEST_CASE(list_and_show), TEST_CASE(list_streams_many_messages),
-	  TEST_CASE(is_session_tells_session_fds_apart))
+	  TEST_CASE(show_streams_many_files), TEST_CASE(is_session_tells_session_fds_apart))

@@ -125,7 +125,19 @@ int bench_luod_connect(const struct bench_luod *d)
 	return luo_connect(d->socket);
 }
 
+static int luod_start(struct bench_luod *d, const char *luod_path, const char *const *extra);
+
 int bench_luod_start(struct bench_luod *d, const char *luod_path, const char *const *extra)
+{
+	int r = luod_start(d, luod_path, extra);
+
+	/* Nothing left behind on failure: no luod, no directory. */
+	if (r < 0 && d->dir[0] && strchr(d->dir, '/'))
+		(void)bench_luod_stop(d);
+	return r;
+}
+
+static int luod_start(struct bench_luod *d, const char *luod_path, const char *const *extra)
 {
 	const char *tmp = getenv("TMPDIR");
 	const char *argv[32];
@@ -133,8 +145,10 @@ int bench_luod_start(struct bench_luod *d, const char *luod_path, const char *co
 
 	memset(d, 0, sizeof(*d));
 	snprintf(d->dir, sizeof(d->dir), "%s/luo-bench-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-	if (!mkdtemp(d->dir))
+	if (!mkdtemp(d->dir)) {
+		d->dir[0] = 0;
 		return negative_errno();
+	}
 	snprintf(d->socket, sizeof(d->socket), "%s/luod.sock", d->dir);
 	snprintf(d->path, sizeof(d->path), "%s", luod_path);
 

@@ -20,7 +20,8 @@ struct luo_file {
 	struct list_node order;	   /* session->files, preservation order */
 	struct hash_node by_token; /* session->tokens */
 	struct luo_file_id id;
-	void *id_node; /* identity index entry, NULL when not indexed */
+	void *id_node;		  /* identity index entry, NULL when not indexed */
+	struct hash_node id_hash; /* the identity index by inode, when id is by inode */
 	bool frozen;
 	bool retrieved;
 	int retrieve_error; /* permanent -errno of a failed first retrieve */
@@ -51,7 +52,7 @@ struct luo_engine {
 	uint64_t next_handle; /* last handle id given out */
 	struct list_head outgoing, incoming;
 	struct hashmap outgoing_names, incoming_names, handles;
-	void *identity_root; /* tsearch() tree of struct luo_file * */
+	void *identity_root; /* identity index (identity.c), NULL when no file is indexed */
 	size_t n_files;
 	bool borrowed_fds; /* decoded without adopting fds: never close them */
 };
@@ -63,6 +64,20 @@ int luo_identity_add(struct luo_engine *e, struct luo_file *f);
 void luo_identity_remove(struct luo_engine *e, struct luo_file *f);
 /* Is a file with this id (and, by description, this fd) already indexed? */
 bool luo_identity_contains(struct luo_engine *e, const struct luo_file_id *id, int fd);
+/*
+ * Indexes f under an identity computed before, with no system call unless an
+ * identity by description shares its (dev, ino, extra) with another file.
+ * For the state decoder: an id recorded at encode time (f->id of the old
+ * engine) still holds for the same fd after luod's re-exec, since the fd
+ * and its open file description travel unchanged.  Replaces any index entry
+ * f had.  0, -EBUSY (another indexed file has this identity) or -ENOMEM;
+ * on failure f is not indexed.  Costs O(1) for identities by inode and for
+ * eventfds on kernels that report eventfd-id; luo_file_identify() costs an
+ * fstat() and the handler's get_id() (for eventfds a /proc read) on top.
+ */
+int luo_identity_add_known(struct luo_engine *e, struct luo_file *f, const struct luo_file_id *id);
+/* Drops the whole index at once (engine teardown); removal then only forgets. */
+void luo_identity_destroy(struct luo_engine *e);
 /* flb.c */
 struct luo_flb *luo_flb_get(struct luo_engine *e, const struct luo_flb_ops *ops);
 int luo_flb_file_preserve(struct luo_flb *flb);

@@ -17,7 +17,6 @@
  * what the engine holds (fds unless borrowed, memory).
  */
 #include <errno.h>
-#include <search.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,23 +43,16 @@ int luo_engine_new(luo_engine **ret)
 	return 0;
 }
 
-static void identity_node_keep(void *node)
-{
-	/* The nodes point at files, which are freed with their sessions. */
-	(void)node;
-}
-
 void luo_engine_free(luo_engine *e)
 {
 	if (!e)
 		return;
 	/*
-	 * Tear the identity tree down in one pass first: removing files one by
-	 * one would cost a kcmp() per tree level each.  With the root gone,
+	 * Tear the identity index down in one pass first: removing files one by
+	 * one could cost kcmp() calls each.  With the root gone,
 	 * luo_identity_remove() only forgets the files' nodes.
 	 */
-	tdestroy(e->identity_root, identity_node_keep);
-	e->identity_root = NULL;
+	luo_identity_destroy(e);
 	LIST_FOREACH_SAFE (n, &e->outgoing)
 		luo_session_free(list_entry(n, struct luo_session, order));
 	LIST_FOREACH_SAFE (n, &e->incoming)

@@ -87,7 +87,7 @@ static void reply_ok(struct luod *d, struct endpoint *ep, const struct luo_wire_
 
 /* ---- session commands ---- */
 
-static int session_preserve(struct luod *d, luo_session *s, union cmd_struct *c, int fd)
+static int session_preserve_once(struct luod *d, luo_session *s, union cmd_struct *c, int fd)
 {
 	uint32_t uid = luo_session_uid(s);
 	struct uid_usage *u = uid_usage_get(d, uid);
@@ -111,6 +111,18 @@ static int session_preserve(struct luod *d, luo_session *s, union cmd_struct *c,
 		return r;
 	charge(d, uid, sessions, files);
 	return 0;
+}
+
+static int session_preserve(struct luod *d, struct endpoint *ep, luo_session *s,
+			    union cmd_struct *c, int fd)
+{
+	int r = session_preserve_once(d, s, c, fd);
+
+	/* The file (or the quota) may be held by a session whose last fd was closed
+	 * just before this request: take in that close first, as the kernel would have. */
+	if ((r == -EBUSY || r == -ENOSPC) && server_reap_hangups(d, ep) > 0)
+		r = session_preserve_once(d, s, c, fd);
+	return r;
 }
 
 static void handle_session_request(struct luod *d, struct endpoint *ep,
@@ -151,7 +163,7 @@ static void handle_session_request(struct luod *d, struct endpoint *ep,
 
 	switch (nr) {
 	case LIVEUPDATE_CMD_SESSION_PRESERVE_FD:
-		r = session_preserve(d, s, &c, fds[0]);
+		r = session_preserve(d, ep, s, &c, fds[0]);
 		break;
 	case LIVEUPDATE_CMD_SESSION_RETRIEVE_FD:
 		r = luo_session_retrieve_fd(s, c.retrieve_fd.token, &out_fd);
@@ -243,6 +255,11 @@ static int device_create_or_retrieve(struct luod *d, struct endpoint *ep, bool c
 			return -ENOMEM;
 		if (c->create.flags & ~LUO_SESSION_FLAGS_ALL)
 			return -EINVAL;
+		if (u->n_sessions >= limit_sessions(d, ep->uid) && server_reap_hangups(d, ep) > 0) {
+			/* Closes taken in changed the counts this request is charged from. */
+			sessions = engine_n_sessions(d);
+			files = luo_engine_n_files(d->engine);
+		}
 		if (u->n_sessions >= limit_sessions(d, ep->uid))
 			return -ENOSPC;
 	}
@@ -251,11 +268,20 @@ static int device_create_or_retrieve(struct luod *d, struct endpoint *ep, bool c
 	if (r < 0)
 		return r;
 	ours = r;
-	if (create)
-		r = luo_engine_create_session(d->engine, c->create.name, c->create.flags, ep->uid,
-					      &s);
-	else
-		r = luo_engine_retrieve_session(d->engine, c->retrieve.name, ep->uid, &s);
+	for (int attempt = 0;; attempt++) {
+		if (create)
+			r = luo_engine_create_session(d->engine, c->create.name, c->create.flags,
+						      ep->uid, &s);
+		else
+			r = luo_engine_retrieve_session(d->engine, c->retrieve.name, ep->uid, &s);
+		/* The name may be held by a session whose last fd was closed just before
+		 * this request: take in that close first, as the kernel would have. */
+		if (r >= 0 || attempt > 0 || !(r == -EEXIST || r == -EINVAL) ||
+		    server_reap_hangups(d, ep) == 0)
+			break;
+		sessions = engine_n_sessions(d);
+		files = luo_engine_n_files(d->engine);
+	}
 	if (r < 0)
 		return r;
 	uint32_t owner = luo_session_uid(s);
@@ -470,7 +496,7 @@ static void handle_device_request(struct luod *d, struct endpoint *ep,
 	case LUO_CMD_DEVICE_OPEN:
 		if (c.simple.reserved != 0)
 			r = -EINVAL;
-		else if (d->device_holder)
+		else if (d->device_holder && (server_reap_hangups(d, ep) == 0 || d->device_holder))
 			r = -EBUSY; /* one opener in the whole system, as the kernel's device */
 		else {
 			d->device_holder = ep;

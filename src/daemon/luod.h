@@ -82,7 +82,8 @@ struct endpoint {
 	struct outmsg *out_head, *out_tail;
 	size_t out_bytes;
 	uint32_t events;       /* what epoll currently watches */
-	struct list_node node; /* luod.conns or luod.sessions */
+	struct list_node node; /* luod.conns or luod.sessions; luod.graveyard once dead */
+	bool dead;	       /* closed; freed after the current batch of events */
 	/* EP_CONN */
 	pid_t pid;
 	bool device_holder;
@@ -120,6 +121,7 @@ struct luod {
 	char socket_path[108];
 	uint64_t sock_dev; /* st_dev of sockets: the filesystem of every session fd */
 	struct list_head conns, sessions;
+	struct list_head graveyard; /* closed endpoints the current event batch may still name */
 	struct hashmap by_ino, uids;
 	struct endpoint *device_holder;
 	struct luod_limits limits;
@@ -152,6 +154,16 @@ int server_listen(struct luod *d);
 /* Puts the listening socket, signalfd, connections and sessions in a new epoll set. */
 int server_arm(struct luod *d);
 int server_run(struct luod *d);
+/*
+ * Takes in the hang-ups already pending (except current's): sessions and
+ * connections whose last client fd was closed and that have nothing left to
+ * read.  The kernel runs close() synchronously; luod sees it as an event.  A
+ * client that closes a session and then creates one of the same name (or
+ * closes the device and opens it again) must not see EEXIST/EBUSY because
+ * luod has not yet looked at the hang-up: commands that would fail that way
+ * call this and try again.  Returns how many endpoints it closed.
+ */
+int server_reap_hangups(struct luod *d, struct endpoint *current);
 /* Takes ownership of fd (closed on failure too). */
 struct endpoint *conn_add(struct luod *d, int fd, uint32_t uid, pid_t pid);
 struct endpoint *session_ep_add(struct luod *d, int fd, uint64_t handle, uint64_t ino,

@@ -28,6 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <linux/sockios.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -224,8 +226,45 @@ static void endpoint_free(struct luod *d, struct endpoint *ep)
 		hashmap_remove(&d->by_ino, &ep->by_ino);
 		list_remove(&d->sessions, &ep->node);
 	}
-	safe_close(ep->fd);
-	free(ep);
+	ep->fd = safe_close(ep->fd);
+	/* Later events of the current batch may still point here. */
+	ep->dead = true;
+	list_append(&d->graveyard, &ep->node);
+}
+
+static void session_hangup(struct luod *d, struct endpoint *ep);
+
+static void bury_dead(struct luod *d)
+{
+	LIST_FOREACH_SAFE (i, &d->graveyard) {
+		list_remove(&d->graveyard, i);
+		free(list_entry(i, struct endpoint, node));
+	}
+}
+
+int server_reap_hangups(struct luod *d, struct endpoint *current)
+{
+	struct epoll_event events[256];
+	int n, reaped = 0;
+
+	n = epoll_wait(d->epoll_fd, events, ELEMENTSOF(events), 0);
+	for (int i = 0; i < n; i++) {
+		struct endpoint *ep = events[i].data.ptr;
+		int queued = 0;
+
+		if (ep == current || ep->dead || (ep->type != EP_CONN && ep->type != EP_SESSION) ||
+		    !(events[i].events & (EPOLLHUP | EPOLLRDHUP)))
+			continue;
+		/* A request sent before the close is served in order by the main loop. */
+		if (ioctl(ep->fd, SIOCINQ, &queued) < 0 || queued > 0)
+			continue;
+		if (ep->type == EP_SESSION)
+			session_hangup(d, ep);
+		else
+			endpoint_free(d, ep);
+		reaped++;
+	}
+	return reaped;
 }
 
 /* The last client fd of a session closed: the kernel's close rule. */
@@ -380,6 +419,7 @@ int luod_init(struct luod *d)
 	d->pending.conn_fd = -EBADF;
 	list_init(&d->conns);
 	list_init(&d->sessions);
+	list_init(&d->graveyard);
 	hashmap_init(&d->by_ino);
 	hashmap_init(&d->uids);
 	r = luo_engine_new(&d->engine);
@@ -394,6 +434,7 @@ void luod_done(struct luod *d)
 		endpoint_free(d, list_entry(i, struct endpoint, node));
 	LIST_FOREACH_SAFE (i, &d->sessions)
 		endpoint_free(d, list_entry(i, struct endpoint, node));
+	bury_dead(d);
 	for (size_t b = 0; b < d->uids.n_buckets; b++)
 		for (struct hash_node *n = d->uids.buckets[b], *next; n; n = next) {
 			next = n->next;
@@ -743,6 +784,8 @@ int server_run(struct luod *d)
 		for (int i = 0; i < n && !d->quit; i++) {
 			struct endpoint *ep = events[i].data.ptr;
 
+			if (ep->dead)
+				continue;
 			switch (ep->type) {
 			case EP_LISTEN:
 				handle_accept(d);
@@ -757,12 +800,11 @@ int server_run(struct luod *d)
 					if (ep->out_head)
 						break;
 				}
-				/* The endpoint may be freed here: later events of this batch can
-				 * only name it if epoll reported it twice, which it does not. */
 				handle_endpoint_input(d, ep);
 				break;
 			}
 		}
+		bury_dead(d);
 	}
 	return 0;
 }

@@ -109,6 +109,64 @@ TEST(last_close_aborts_the_session)
 	test_luod_stop(&d);
 }
 
+/*
+ * The kernel runs close() synchronously: once close() returns, the session is
+ * gone and its name, its files and the device are free.  luod sees the close
+ * as an event; a request that arrives right after it must still find
+ * everything freed.  No waiting between the close and the next request.
+ */
+TEST(close_then_create_same_name_never_eexist)
+{
+	struct test_luod d;
+	int conn, s, m = cl_memfd("x");
+
+	test_luod_start(&d, NULL);
+	conn = test_luod_connect(&d);
+	for (int i = 0; i < 500; i++) {
+		ASSERT_OK(cl_create(conn, "again", 0, &s));
+		ASSERT_OK(cl_preserve(s, 1, m)); /* the file is free again at once too */
+		close(s);
+	}
+	close(m);
+	close(conn);
+	test_luod_stop(&d);
+}
+
+TEST(close_retrieved_then_retrieve_gives_enoent_at_once)
+{
+	struct test_luod d;
+	int conn, s;
+
+	test_luod_start(&d, NULL);
+	conn = test_luod_connect(&d);
+	for (int i = 0; i < 100; i++) {
+		ASSERT_OK(cl_create(conn, "moved", 0, &s));
+		ASSERT_OK(cl_handover(s));
+		close(s);
+		ASSERT_OK(cl_retrieve(conn, "moved", &s));
+		close(s);
+		/* Closed after retrieve: finished implicitly, its name is gone. */
+		ASSERT_EQ(cl_retrieve(conn, "moved", &s), -ENOENT);
+	}
+	close(conn);
+	test_luod_stop(&d);
+}
+
+TEST(device_close_then_open_never_ebusy)
+{
+	struct test_luod d;
+
+	test_luod_start(&d, NULL);
+	for (int i = 0; i < 500; i++) {
+		int conn = test_luod_connect(&d);
+
+		ASSERT_TRUE(conn >= 0);
+		ASSERT_OK(cl_device_open(conn));
+		close(conn);
+	}
+	test_luod_stop(&d);
+}
+
 TEST(owner_killed_session_is_gone)
 {
 	struct test_luod d;
@@ -435,7 +493,10 @@ TEST(bad_options_exit_2)
 	ASSERT_EQ(run_luod((const char *const[]){ "--help", NULL }, NULL, 0), 0);
 }
 
-TEST_MAIN(TEST_CASE(last_close_aborts_the_session), TEST_CASE(owner_killed_session_is_gone),
+TEST_MAIN(TEST_CASE(last_close_aborts_the_session),
+	  TEST_CASE(close_then_create_same_name_never_eexist),
+	  TEST_CASE(close_retrieved_then_retrieve_gives_enoent_at_once),
+	  TEST_CASE(device_close_then_open_never_ebusy), TEST_CASE(owner_killed_session_is_gone),
 	  TEST_CASE(handover_on_close_owner_killed_waits_for_successor),
 	  TEST_CASE(session_shared_over_fork_lives_until_last_holder),
 	  TEST_CASE(second_luod_on_a_live_socket_exits_3), TEST_CASE(stale_socket_file_is_replaced),

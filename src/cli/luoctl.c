@@ -231,6 +231,9 @@ static int recv_reply(int fd, uint8_t *buf, struct luo_wire_reply *ret_hdr)
 	if ((size_t)n < sizeof(struct luo_wire_reply))
 		return -EBADMSG;
 	memcpy(ret_hdr, buf, sizeof(*ret_hdr));
+	if (ret_hdr->tag == 0 && (ret_hdr->flags & LUO_WIRE_REPLY_REFUSED))
+		return ret_hdr->result < 0 && ret_hdr->result >= -4095 ? ret_hdr->result
+								       : -ECONNREFUSED;
 	if (ret_hdr->size != (size_t)n - sizeof(*ret_hdr) || ret_hdr->tag != request_tag())
 		return -EBADMSG;
 	if (ret_hdr->result > 0 || ret_hdr->result < -4095)
@@ -246,7 +249,11 @@ static int transport_failure(const char *what, int r)
 			  what);
 		return EXIT_FAILED;
 	}
-	if (r == -ETIMEDOUT)
+	if (r == -EMFILE)
+		log_error("%s: luod refused the connection: this uid is at its connection limit "
+			  "(socket %s)",
+			  what, socket_path());
+	else if (r == -ETIMEDOUT)
 		log_error("%s: luod did not answer within %d s (socket %s)", what,
 			  REPLY_TIMEOUT_MS / 1000, socket_path());
 	else if (r == -ECONNRESET || r == -EPIPE) /* EPIPE: it hung up before the request */

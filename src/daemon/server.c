@@ -637,8 +637,11 @@ static void handle_accept(struct luod *d)
 		}
 		struct uid_usage *u = uid_usage_get(d, cred.uid);
 		if (!u || u->n_connections >= limit_connections(d)) {
-			log_debug("uid %u is at its connection limit: connection closed",
+			log_debug("uid %u is at its connection limit: connection refused",
 				  (unsigned)cred.uid);
+			/* The answer to whatever the client asks first, then the hang-up. */
+			(void)luo_wire_reply_send(fd, 0, u ? -EMFILE : -ENOMEM,
+						  LUO_WIRE_REPLY_REFUSED, NULL, 0, NULL, 0);
 			safe_close(fd);
 			continue;
 		}

@@ -337,6 +337,9 @@ static int wait_for_own(int sock, uint32_t tag, struct luo_wire_reply *ret)
 			discard_head(sock, 0);
 			continue;
 		}
+		if (h.tag == 0 && (h.flags & LUO_WIRE_REPLY_REFUSED))
+			/* Left queued: it answers every request on this connection. */
+			return h.result < 0 ? h.result : -ECONNREFUSED;
 		if (h.tag == tag) {
 			*ret = h;
 			return 0;

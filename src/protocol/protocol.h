@@ -38,22 +38,28 @@
 
 #include "luo/uapi.h"
 
-#define LUO_WIRE_REQUEST_MAX 4096   /* whole request message */
-#define LUO_WIRE_REPLY_MAX 65536    /* whole reply message */
+#define LUO_WIRE_REQUEST_MAX 4096 /* whole request message */
+#define LUO_WIRE_REPLY_MAX 65536  /* whole reply message */
 
 struct luo_wire_request {
 	uint32_t op;  /* command word, _IO(0xBA, nr) */
 	uint32_t tag; /* echoed in the reply */
-	/* command struct follows */
+		      /* command struct follows */
 };
 
 #define LUO_WIRE_REPLY_MORE (1u << 0) /* another reply message follows (listings) */
+/*
+ * Sent unasked, tagged 0, when luod refuses a connection (EMFILE: the uid is at
+ * its connection limit); luod closes the connection after it.  Its result is
+ * the answer to every request made on that connection.
+ */
+#define LUO_WIRE_REPLY_REFUSED (1u << 1)
 
 struct luo_wire_reply {
 	int32_t result; /* 0 or -errno */
 	uint32_t tag;
 	uint32_t flags; /* LUO_WIRE_REPLY_* */
-	uint32_t size;  /* bytes of payload that follow */
+	uint32_t size;	/* bytes of payload that follow */
 };
 
 /* ---- luod's extensions of the device commands (on a connection) ---- */
@@ -67,7 +73,8 @@ struct luo_wire_create_session {
 };
 
 enum {
-	LUO_CMD_DEVICE_OPEN = 0x80, /* claim the exclusive /dev/liveupdate slot for this connection */
+	LUO_CMD_DEVICE_OPEN =
+		0x80, /* claim the exclusive /dev/liveupdate slot for this connection */
 	LUO_CMD_STATUS = 0x81,
 	LUO_CMD_LIST = 0x82,
 	LUO_CMD_SHOW = 0x83,
@@ -98,16 +105,16 @@ struct luo_wire_status {
 	uint64_t n_incoming;
 	uint64_t n_files;
 	uint64_t n_connections;
-	uint64_t fd_limit;       /* luod's RLIMIT_NOFILE */
+	uint64_t fd_limit; /* luod's RLIMIT_NOFILE */
 	uint64_t fds_in_use;
-	uint64_t started_usec;   /* CLOCK_REALTIME of luod's first start */
+	uint64_t started_usec;	 /* CLOCK_REALTIME of luod's first start */
 	uint64_t n_live_updates; /* luod re-execs since its first start */
 	char version[32];
 };
 
 struct luo_wire_session_entry {
 	uint8_t name[LIVEUPDATE_SESSION_NAME_LENGTH];
-	uint32_t kind;  /* enum luo_session_kind */
+	uint32_t kind;	/* enum luo_session_kind */
 	uint32_t state; /* enum luo_session_state */
 	uint32_t uid;
 	uint32_t reserved;
@@ -150,15 +157,15 @@ struct luo_wire_show {
 #define LUO_UPDATE_PATH_MAX 512
 struct luo_wire_update {
 	uint32_t size;
-	uint32_t flags; /* none defined */
+	uint32_t flags;			     /* none defined */
 	char exec_path[LUO_UPDATE_PATH_MAX]; /* empty: luod's own binary */
 	/* out: measured by luod */
 	uint64_t serialize_usec;
-	uint64_t exec_usec;    /* from execve() to the new luod's main() */
+	uint64_t exec_usec; /* from execve() to the new luod's main() */
 	uint64_t restore_usec;
-	uint64_t total_usec;   /* from receiving the request to replying */
+	uint64_t total_usec; /* from receiving the request to replying */
 	uint64_t state_size;
-	int32_t rolled_back;   /* 1 if the new binary refused and the old one took back */
+	int32_t rolled_back; /* 1 if the new binary refused and the old one took back */
 	uint32_t reserved2;
 };
 
@@ -166,7 +173,7 @@ struct luo_wire_reboot {
 	uint32_t size;
 	uint32_t reserved;
 	uint64_t update_number; /* out */
-	uint64_t total_usec;    /* out */
+	uint64_t total_usec;	/* out */
 };
 
 struct luo_wire_is_session {
@@ -194,7 +201,7 @@ struct luo_wire_command {
 	enum luo_wire_target target;
 	uint32_t min_size;  /* the kernel's full struct (or luod's for extensions) */
 	uint32_t full_size; /* the struct luod knows */
-	uint8_t n_fds;      /* fds the request carries */
+	uint8_t n_fds;	    /* fds the request carries */
 	uint8_t reply_fds;  /* fds the reply carries on success */
 	const char *name;
 };

@@ -209,8 +209,24 @@ err_free:
 	return r;
 }
 
-/* The first retrieve of a file after its update; a failure is kept for good. */
-static int file_first_retrieve(struct luo_file *f)
+/*
+ * The built-in handlers' retrieve only checks and repositions the engine's
+ * fd, never replaces it: for their files the first retrieve need not guard
+ * the identity index against a new fd.  The caller's dup, made before the
+ * handler runs, stands in for the guard's: the handler runs with exactly as
+ * many fds to spare, and a dup that fails leaves the file unretrieved.
+ */
+static bool handler_keeps_fd(const struct luo_handler *h)
+{
+	return h == &luo_handler_memfd || h == &luo_handler_socket || h == &luo_handler_pipe ||
+	       h == &luo_handler_eventfd || h == &luo_handler_regular;
+}
+
+/*
+ * The first retrieve of a file after its update; a failure is kept for good.
+ * May hand back the caller's fd in *ret_fd (left alone otherwise).
+ */
+static int file_first_retrieve(struct luo_file *f, int *ret_fd)
 {
 	struct luo_engine *e = f->session->engine;
 	_cleanup_close_ int keep = -EBADF;
@@ -223,8 +239,18 @@ static int file_first_retrieve(struct luo_file *f)
 			return r;
 		}
 	}
+	if (handler_keeps_fd(f->handler)) {
+		_cleanup_close_ int fd = fd_dup_cloexec(old_fd);
+
+		if (fd < 0)
+			return fd;
+		r = f->handler->retrieve ? f->handler->retrieve(&f->hf) : 0;
+		if (r >= 0)
+			*ret_fd = TAKE_FD(fd);
+		goto done;
+	}
 	/*
-	 * The handler may replace the fd (closing the old one), and
+	 * Any other handler may replace the fd (closing the old one), and
 	 * by-description identities are ordered through it.  Holding a dup of
 	 * the old file keeps it comparable, so the index entry can be moved only
 	 * if the fd did change.
@@ -244,6 +270,7 @@ static int file_first_retrieve(struct luo_file *f)
 		/* A retrieved file stays busy until it is finished. */
 		(void)luo_file_identify(f);
 	}
+done:
 	if (r < 0)
 		f->retrieve_error = r;
 	else
@@ -268,9 +295,14 @@ int luo_session_retrieve_fd(luo_session *s, uint64_t token, int *ret_fd)
 	if (f->retrieve_error < 0)
 		return f->retrieve_error;
 	if (!f->retrieved) {
-		r = file_first_retrieve(f);
+		fd = -EBADF;
+		r = file_first_retrieve(f, &fd);
 		if (r < 0)
 			return r;
+		if (fd >= 0) {
+			*ret_fd = fd;
+			return 0;
+		}
 	}
 	fd = fd_dup_cloexec(f->hf.fd);
 	if (fd < 0)

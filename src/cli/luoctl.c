@@ -224,8 +224,10 @@ static int recv_reply(int fd, uint8_t *buf, struct luo_wire_reply *ret_hdr)
 	/* luoctl's requests carry no fds and their replies none: any that come are closed. */
 	n = socket_recv_message(fd, buf, LUO_WIRE_REPLY_MAX, fds, SOCKET_MAX_FDS, &n_fds, 0);
 	close_many(fds, n_fds);
-	if (n == 0 || n == -ECONNRESET || n == -EPIPE)
-		return -ECONNRESET;
+	if (n == 0 || n == -ECONNRESET || n == -EPIPE) {
+		int k = luo_wire_refusal(fd);
+		return k < 0 ? k : -ECONNRESET;
+	}
 	if (n < 0)
 		return (int)n;
 	if ((size_t)n < sizeof(struct luo_wire_reply))
@@ -302,6 +304,11 @@ static int call(int fd, const char *what, uint32_t nr, const void *req, size_t r
 	}
 	start = now_usec();
 	r = send_request(fd, nr, req, req_size);
+	if (r == -EPIPE || r == -ECONNRESET) {
+		int k = luo_wire_refusal(fd);
+		if (k < 0)
+			r = k;
+	}
 	if (r < 0)
 		return transport_failure(what, r);
 	r = recv_reply(fd, buf, &h);
@@ -338,6 +345,11 @@ static int call_stream(int fd, const char *what, uint32_t nr, const void *req, s
 		return EXIT_FAILED;
 	}
 	r = send_request(fd, nr, req, req_size);
+	if (r == -EPIPE || r == -ECONNRESET) {
+		int k = luo_wire_refusal(fd);
+		if (k < 0)
+			r = k;
+	}
 	if (r < 0)
 		return transport_failure(what, r);
 	for (;;) {

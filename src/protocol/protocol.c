@@ -269,6 +269,19 @@ static int peek_header(int sock, struct luo_wire_reply *ret, int flags)
 	return (int)MIN(n, (ssize_t)INT_MAX);
 }
 
+int luo_wire_refusal(int sock)
+{
+	struct luo_wire_reply h;
+	int n = peek_header(sock, &h, MSG_DONTWAIT);
+
+	/* A hang-up with our request unread is reported (once) before the queue. */
+	if (n == -ECONNRESET)
+		n = peek_header(sock, &h, MSG_DONTWAIT);
+	if (n < (int)sizeof(h) || h.tag != 0 || !(h.flags & LUO_WIRE_REPLY_REFUSED))
+		return 0;
+	return h.result < 0 && h.result >= -4095 ? h.result : -ECONNREFUSED;
+}
+
 /*
  * Drops the head message if it is still nobody's: too short to carry a tag, or
  * tagged dead_tag.  The re-check under the lock keeps two threads from both
@@ -446,9 +459,20 @@ int luo_wire_call(int sock, uint32_t op, void *arg, uint32_t arg_size, const int
 		return -EINVAL;
 
 	r = send_request(sock, op, tag, arg, arg_size, fds, n_fds);
+	if (r == -EPIPE || r == -ECONNRESET) {
+		/* luod may have refused the connection before hanging up: say why. */
+		int k = luo_wire_refusal(sock);
+		if (k < 0)
+			return k;
+	}
 	if (r < 0)
 		return r;
 	r = wait_for_own(sock, tag, &h);
+	if (r == -EPIPE || r == -ECONNRESET) {
+		int k = luo_wire_refusal(sock);
+		if (k < 0)
+			return k;
+	}
 	if (r < 0)
 		return r;
 	r = take_own(sock, buf, sizeof(buf), 1, &h, &fd);
@@ -494,9 +518,20 @@ int luo_wire_call_stream(int sock, uint32_t op, void *arg, uint32_t arg_size, lu
 		return -ENOMEM;
 
 	r = send_request(sock, op, tag, arg, arg_size, NULL, 0);
+	if (r == -EPIPE || r == -ECONNRESET) {
+		/* luod may have refused the connection before hanging up: say why. */
+		int k = luo_wire_refusal(sock);
+		if (k < 0)
+			return k;
+	}
 	if (r < 0)
 		return r;
 	r = wait_for_own(sock, tag, &h);
+	if (r == -EPIPE || r == -ECONNRESET) {
+		int k = luo_wire_refusal(sock);
+		if (k < 0)
+			return k;
+	}
 	if (r < 0)
 		return r;
 	r = take_own(sock, buf, LUO_WIRE_REPLY_MAX, 0, &h, &fd);

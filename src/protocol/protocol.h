@@ -44,7 +44,7 @@
 struct luo_wire_request {
 	uint32_t op;  /* command word, _IO(0xBA, nr) */
 	uint32_t tag; /* echoed in the reply */
-		      /* command struct follows */
+	/* command struct follows */
 };
 
 #define LUO_WIRE_REPLY_MORE (1u << 0) /* another reply message follows (listings) */
@@ -278,6 +278,10 @@ uint32_t luo_wire_reply_size(const struct luo_wire_parsed *p);
  */
 int luo_wire_reply_send(int sock, uint32_t tag, int result, uint32_t flags, const void *payload,
 			size_t size, const int *fds, size_t n_fds);
+
+/* The error luod refused this connection with (a queued LUO_WIRE_REPLY_REFUSED
+ * message, left queued), or 0 if there is none.  Never blocks. */
+int luo_wire_refusal(int sock);
 
 /* ---- client side (libluo, luoctl, the preload shim) ----
  *

@@ -11,6 +11,12 @@
  * most hard limits; without the privilege to raise it the full case skips,
  * and a second case runs the same sessions with as many files as the hard
  * limit allows, so that the path is exercised everywhere.
+ *
+ * The test handler identifies every eventfd by open file description alone,
+ * which puts them all in one identity group ordered by kcmp(): the slow path
+ * of the index.  A third case runs luod's own handlers instead, whose eventfd
+ * handler names each eventfd by its kernel id (the fast path), up to the fd
+ * limit too.
  */
 #include <sys/resource.h>
 #include <time.h>
@@ -52,17 +58,30 @@ static const uint8_t *session_name(uint8_t field[LUO_NAME_FIELD], size_t i)
  * n_sessions sessions and n_files eventfds, file j in session j % n_sessions
  * under token j / n_sessions, each eventfd's counter its session's index.
  */
-static void run_scale(size_t n_sessions, size_t n_files)
+static luo_engine *scale_engine(bool builtin)
+{
+	luo_engine *e = NULL;
+
+	ASSERT_OK(luo_engine_new(&e));
+	if (builtin)
+		ASSERT_OK(luo_engine_add_default_handlers(e));
+	else
+		ASSERT_OK(luo_engine_add_handler(e, &test_handler));
+	return e;
+}
+
+static void run_scale(size_t n_sessions, size_t n_files, bool builtin)
 {
 	luo_session **sessions = calloc(n_sessions, sizeof(*sessions));
 	uint8_t field[LUO_NAME_FIELD];
-	luo_engine *e = test_engine(), *d = NULL;
+	luo_engine *e = scale_engine(builtin), *d = NULL;
 	void *blob = NULL;
 	size_t size = 0, retrieved = 0;
 	double start = now(), t = start;
 
 	ASSERT_TRUE(sessions);
-	test_diag("%zu sessions, %zu eventfd files", n_sessions, n_files);
+	test_diag("%zu sessions, %zu eventfd files, %s", n_sessions, n_files,
+		  builtin ? "luod's handlers" : "the test handler");
 
 	for (size_t i = 0; i < n_sessions; i++)
 		ASSERT_OK(luo_engine_create_session(e, session_name(field, i), 0, 1000,
@@ -90,8 +109,7 @@ static void run_scale(size_t n_sessions, size_t n_files)
 	phase("encode", &t);
 	test_diag("state blob: %zu bytes", size);
 
-	ASSERT_OK(luo_engine_new(&d));
-	ASSERT_OK(luo_engine_add_handler(d, &test_handler));
+	d = scale_engine(builtin);
 	ASSERT_OK(luo_state_decode(d, blob, size, 0, NULL));
 	phase("decode", &t);
 	ASSERT_EQ(luo_engine_n_files(d), n_files);
@@ -143,10 +161,11 @@ TEST(scale_sessions_files_handover_encode_decode_retrieve)
 {
 	/* The engine's dup of each file, and headroom for the fds in flight. */
 	test_need_fds(N_FILES + 4096);
-	run_scale(N_SESSIONS, N_FILES);
+	run_scale(N_SESSIONS, N_FILES, false);
 }
 
-TEST(scale_sessions_with_files_up_to_fd_limit)
+/* As many files as the hard fd limit allows, with headroom; skips if too few. */
+static size_t files_up_to_fd_limit(void)
 {
 	struct rlimit rl;
 	long n_files;
@@ -158,8 +177,19 @@ TEST(scale_sessions_with_files_up_to_fd_limit)
 	n_files = (long)rl.rlim_max - 4096;
 	if (n_files < 1000)
 		test_skip("RLIMIT_NOFILE hard limit %ld leaves too few fds", (long)rl.rlim_max);
-	run_scale(N_SESSIONS, (size_t)n_files);
+	return (size_t)n_files;
+}
+
+TEST(scale_sessions_with_files_up_to_fd_limit)
+{
+	run_scale(N_SESSIONS, files_up_to_fd_limit(), false);
+}
+
+TEST(scale_builtin_handlers_with_files_up_to_fd_limit)
+{
+	run_scale(N_SESSIONS, files_up_to_fd_limit(), true);
 }
 
 TEST_MAIN(TEST_CASE(scale_sessions_files_handover_encode_decode_retrieve),
-	  TEST_CASE(scale_sessions_with_files_up_to_fd_limit))
+	  TEST_CASE(scale_sessions_with_files_up_to_fd_limit),
+	  TEST_CASE(scale_builtin_handlers_with_files_up_to_fd_limit))

@@ -802,13 +802,19 @@ void liveupdate_request(struct luod *d, struct endpoint *ep, uint32_t op, uint32
 	}
 	snprintf(binary, sizeof(binary), "%s", u->exec_path[0] ? u->exec_path : "/proc/self/exe");
 
-	/* 1: does the target accept this state?  Outside the blackout. */
-	size_t state_size;
-	r = state_memfd(d, NULL, NULL, &state_size);
-	if (r >= 0) {
-		int memfd = r;
-		r = run_check(binary, memfd);
-		safe_close(memfd);
+	/* 1: does the target accept this state?  luod's own image does by
+	 * construction (/proc/self/exe is the running inode, even if the file was
+	 * replaced on disk), so only another binary is asked. */
+	r = 0;
+	if (u->exec_path[0]) {
+		size_t state_size;
+
+		r = state_memfd(d, NULL, NULL, &state_size);
+		if (r >= 0) {
+			int memfd = r;
+			r = run_check(binary, memfd);
+			safe_close(memfd);
+		}
 	}
 	if (r < 0) {
 		log_warning("update to %s refused: %s", binary, strerror(-r));

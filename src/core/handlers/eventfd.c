@@ -174,7 +174,8 @@ static bool eventfd_can_preserve(const struct luo_handler *h, int fd, const stru
 	 * checks come before any /proc read, which costs far more.
 	 */
 	if (S_ISREG(st->st_mode)) {
-		if (handler_fs_type(fd, &magic) < 0 || magic != ANON_INODE_FS_MAGIC)
+		if (!handler_may_be_pseudo_fs(st) || handler_fs_type(fd, &magic) < 0 ||
+		    magic != ANON_INODE_FS_MAGIC)
 			return false;
 	} else if ((st->st_mode & S_IFMT) != 0)
 		return false;

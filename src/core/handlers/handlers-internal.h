@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/vfs.h>
 #include <linux/magic.h>
 
@@ -154,12 +155,23 @@ static inline int handler_fs_type(int fd, uint64_t *ret)
 	return 0;
 }
 
+/*
+ * Whether the file may be on a pseudo filesystem: tmpfs, anonymous inodes,
+ * pidfs, nsfs, hugetlbfs ... all take an anonymous device number (major 0).
+ * A file with any other device number is on a block device's filesystem,
+ * which spares the fstatfs() that would say so.
+ */
+static inline bool handler_may_be_pseudo_fs(const struct stat *st)
+{
+	return major(st->st_dev) == 0;
+}
+
 /* The memfd handler's predicate, also used by the regular handler to stay disjoint from it. */
 static inline bool handler_is_unlinked_tmpfs(int fd, const struct stat *st)
 {
 	uint64_t magic;
 
-	if (!S_ISREG(st->st_mode) || st->st_nlink != 0)
+	if (!S_ISREG(st->st_mode) || st->st_nlink != 0 || !handler_may_be_pseudo_fs(st))
 		return false;
 	if (handler_fs_type(fd, &magic) < 0)
 		return false;

@@ -58,10 +58,14 @@ static bool regular_can_preserve(const struct luo_handler *h, int fd, const stru
 
 	if (!S_ISREG(st->st_mode) || handler_fd_is_path_only(fd))
 		return false;
-	if (handler_is_unlinked_tmpfs(fd, st))
-		return false;
+	/* Neither a memfd nor on a refused filesystem: all of those are pseudo ones. */
+	if (!handler_may_be_pseudo_fs(st))
+		return true;
+	/* One fstatfs() answers both questions. */
 	if (handler_fs_type(fd, &magic) < 0)
 		return false;
+	if (st->st_nlink == 0 && magic == TMPFS_MAGIC)
+		return false; /* the memfd handler's */
 	return !regular_fs_refused(magic);
 }
 

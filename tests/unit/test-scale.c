@@ -54,10 +54,6 @@ static const uint8_t *session_name(uint8_t field[LUO_NAME_FIELD], size_t i)
 	return field;
 }
 
-/*
- * n_sessions sessions and n_files eventfds, file j in session j % n_sessions
- * under token j / n_sessions, each eventfd's counter its session's index.
- */
 static luo_engine *scale_engine(bool builtin)
 {
 	luo_engine *e = NULL;
@@ -70,6 +66,10 @@ static luo_engine *scale_engine(bool builtin)
 	return e;
 }
 
+/*
+ * n_sessions sessions and n_files eventfds, file j in session j % n_sessions
+ * under token j / n_sessions, each eventfd's counter its session's index.
+ */
 static void run_scale(size_t n_sessions, size_t n_files, bool builtin)
 {
 	luo_session **sessions = calloc(n_sessions, sizeof(*sessions));
@@ -190,6 +190,88 @@ TEST(scale_builtin_handlers_with_files_up_to_fd_limit)
 	run_scale(N_SESSIONS, files_up_to_fd_limit(), true);
 }
 
+/*
+ * What the state decoder gains by indexing each file under the identity the
+ * old engine recorded (luo_identity_add_known) instead of computing it again
+ * (luo_file_identify: fstat and, for an eventfd, a /proc read).  Both index
+ * the decoded files of one engine (decoded borrowing the fds, so neither has
+ * indexed them yet); afterwards every dup of a file must be busy.
+ */
+TEST(scale_decoded_files_indexed_under_known_ids_are_busy)
+{
+	size_t n_files = files_up_to_fd_limit() / 2, i = 0;
+	luo_engine *e = scale_engine(true), *d = scale_engine(true);
+	uint8_t field[LUO_NAME_FIELD];
+	luo_session *s = NULL, *in, *out = NULL;
+	struct luo_file_id *ids = calloc(n_files, sizeof(*ids));
+	void *blob = NULL;
+	size_t size = 0;
+	double t;
+
+	ASSERT_TRUE(ids);
+	ASSERT_OK(luo_engine_create_session(e, session_name(field, 0), 0, 1000, &s));
+	for (size_t j = 0; j < n_files; j++) {
+		int fd = eventfd(0, EFD_CLOEXEC);
+
+		ASSERT_TRUE(fd >= 0);
+		ASSERT_OK(luo_session_preserve_fd(s, j, fd));
+		close(fd);
+	}
+	LIST_FOREACH (n, &s->files)
+		ids[i++] = list_entry(n, struct luo_file, order)->id;
+	ASSERT_OK(luo_engine_handover_session(e, s));
+	ASSERT_OK(luo_state_encode(e, NULL, &blob, &size));
+	ASSERT_OK(luo_state_decode(d, blob, size, LUO_STATE_BORROW_FDS, NULL));
+	free(blob);
+	ASSERT_TRUE(d->identity_root == NULL);
+	in = luo_engine_find_session(d, LUO_SESSION_INCOMING, "scale-session-0");
+	ASSERT_TRUE(in);
+
+	t = now();
+	LIST_FOREACH (n, &in->files)
+		ASSERT_OK(luo_file_identify(list_entry(n, struct luo_file, order)));
+	test_diag("%-34s %8.3f us/file", "index by luo_file_identify",
+		  (now() - t) * 1e6 / (double)n_files);
+	LIST_FOREACH (n, &in->files)
+		luo_identity_remove(d, list_entry(n, struct luo_file, order));
+	ASSERT_TRUE(d->identity_root == NULL);
+
+	i = 0;
+	t = now();
+	LIST_FOREACH (n, &in->files)
+		ASSERT_OK(luo_identity_add_known(d, list_entry(n, struct luo_file, order),
+						 &ids[i++]));
+	test_diag("%-34s %8.3f us/file", "index by luo_identity_add_known",
+		  (now() - t) * 1e6 / (double)n_files);
+
+	/* A known id indexes the file as its own identity would: a dup is busy. */
+	ASSERT_OK(luo_engine_create_session(d, session_name(field, 1), 0, 1000, &out));
+	i = 0;
+	LIST_FOREACH (n, &in->files) {
+		struct luo_file *f = list_entry(n, struct luo_file, order);
+		int fd = fcntl(f->hf.fd, F_DUPFD_CLOEXEC, 3);
+
+		ASSERT_TRUE(fd >= 0);
+		ASSERT_ERR(luo_session_preserve_fd(out, i++, fd), -EBUSY);
+		close(fd);
+		if (i == 64)
+			break;
+	}
+	/* Indexing a file again under its own id replaces its entry: still busy. */
+	{
+		struct luo_file *a = list_entry(in->files.node.next, struct luo_file, order);
+		int fd = fcntl(a->hf.fd, F_DUPFD_CLOEXEC, 3);
+
+		ASSERT_OK(luo_identity_add_known(d, a, &a->id));
+		ASSERT_ERR(luo_session_preserve_fd(out, n_files, fd), -EBUSY);
+		close(fd);
+	}
+	luo_engine_free(d);
+	luo_engine_free(e);
+	free(ids);
+}
+
 TEST_MAIN(TEST_CASE(scale_sessions_files_handover_encode_decode_retrieve),
 	  TEST_CASE(scale_sessions_with_files_up_to_fd_limit),
-	  TEST_CASE(scale_builtin_handlers_with_files_up_to_fd_limit))
+	  TEST_CASE(scale_builtin_handlers_with_files_up_to_fd_limit),
+	  TEST_CASE(scale_decoded_files_indexed_under_known_ids_are_busy))

@@ -777,6 +777,10 @@ void liveupdate_request(struct luod *d, struct endpoint *ep, uint32_t op, uint32
 			endpoint_reply(d, ep, tag, -EINVAL, 0, NULL, 0, NULL, 0, -EBADF);
 			return;
 		}
+		/* Sessions whose last fd was closed before the request are gone, as in
+		 * the kernel: take in their hang-ups before handing anything over. */
+		while (server_reap_hangups(d, ep) > 0)
+			;
 		r = luo_engine_reboot(d->engine);
 		if (r < 0) {
 			log_warning("reboot refused: %s", strerror(-r));

@@ -275,8 +275,10 @@ static int device_create_or_retrieve(struct luod *d, struct endpoint *ep, bool c
 		else
 			r = luo_engine_retrieve_session(d->engine, c->retrieve.name, ep->uid, &s);
 		/* The name may be held by a session whose last fd was closed just before
-		 * this request: take in that close first, as the kernel would have. */
-		if (r >= 0 || attempt > 0 || !(r == -EEXIST || r == -EINVAL) ||
+		 * this request (or, with handover-on-close, be about to arrive from one):
+		 * take in that close first, as the kernel would have. */
+		if (r >= 0 || attempt > 0 ||
+		    !(r == -EEXIST || r == -EINVAL || (!create && r == -ENOENT)) ||
 		    server_reap_hangups(d, ep) == 0)
 			break;
 		sessions = engine_n_sessions(d);

@@ -1,7 +1,9 @@
 # Sourced by tools/test.sh and tools/demo.sh: installs the Debian packages luo
 # needs when they are missing (with sudo when not root).
 luo_packages="meson ninja-build pkg-config gcc libfdt-dev python3"
-luo_optional_packages="clang libclang-rt-14-dev"
+# Optional: clang's libFuzzer for -Dfuzz=true builds; jq checks luoctl's JSON in
+# the tests; redis-server and wrk are what the benchmarks compare luo against.
+luo_optional_packages="clang libclang-rt-14-dev jq redis-server wrk"
 
 luo_install_deps() {
 	local missing="" p

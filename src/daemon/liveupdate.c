@@ -8,10 +8,13 @@
  * the new image in a sealed memfd.
  *
  * UPDATE, in the old luod:
- *   1. check, outside the blackout: the state is encoded into a sealed memfd
- *      and `BINARY --check-state FD` runs in a child, which decodes it
- *      without adopting fds and must exit 0 and print "luod-state-ok".  If
- *      it cannot run or refuses, the reply is the error and nothing changes.
+ *   1. check, outside the blackout, for another binary than luod's own: the
+ *      state is encoded into a sealed memfd and `BINARY --check-state FD`
+ *      runs in a child, which decodes it without adopting fds and must exit
+ *      0 and print "luod-state-ok".  luod goes on serving meanwhile (the
+ *      child's pidfd is in the event loop; a second UPDATE or a REBOOT gets
+ *      EBUSY).  If it cannot run, refuses or times out, the reply is the
+ *      error and nothing changes.
  *   2. blackout: replies still queued are flushed (or dropped); the state,
  *      with the "luod" node below and the pending reply, is encoded into a
  *      new sealed memfd; FD_CLOEXEC is cleared on every fd to keep
@@ -53,6 +56,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -576,15 +580,16 @@ static int wait_check(pid_t pid, int out_fd, char *out, size_t size, int *ret_st
 	return 0;
 }
 
-static int run_check(const char *binary, int memfd)
+/* Starts `binary --check-state memfd` with its stdout on a pipe; *ret_out is the read end. */
+static int spawn_check(const char *binary, int memfd, pid_t *ret_pid, int *ret_out)
 {
 	_cleanup_close_ int out_r = -EBADF, out_w = -EBADF;
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
-	char fdstr[16], out[64] = { 0 };
+	char fdstr[16];
 	char *argv[] = { (char *)binary, "--check-state", fdstr, NULL };
-	sigset_t none;
-	int pipefd[2], status = 0, r;
+	sigset_t none, def;
+	int pipefd[2], r;
 	pid_t pid;
 
 	if (pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) < 0)
@@ -600,13 +605,10 @@ static int run_check(const char *binary, int memfd)
 	sigemptyset(&none);
 	posix_spawnattr_setsigmask(&attr, &none);
 	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-	{
-		sigset_t def;
-		sigemptyset(&def);
-		sigaddset(&def, SIGPIPE);
-		sigaddset(&def, SIGHUP);
-		posix_spawnattr_setsigdefault(&attr, &def);
-	}
+	sigemptyset(&def);
+	sigaddset(&def, SIGPIPE);
+	sigaddset(&def, SIGHUP);
+	posix_spawnattr_setsigdefault(&attr, &def);
 	posix_spawn_file_actions_adddup2(&fa, out_w, STDOUT_FILENO);
 	/* dup2 onto itself clears FD_CLOEXEC in the child only. */
 	posix_spawn_file_actions_adddup2(&fa, memfd, memfd);
@@ -617,13 +619,14 @@ static int run_check(const char *binary, int memfd)
 		log_warning("cannot run %s: %s", binary, strerror(-r));
 		return -ENOEXEC;
 	}
-	out_w = safe_close(out_w);
-	r = wait_check(pid, out_r, out, sizeof(out), &status);
-	if (r == -ETIMEDOUT)
-		log_warning("%s --check-state timed out", binary);
-	if (r < 0)
-		return r;
+	*ret_pid = pid;
+	*ret_out = TAKE_FD(out_r);
+	return 0;
+}
 
+/* The verdict of a checker that exited with status after printing out. */
+static int judge_check(const char *binary, int status, const char *out)
+{
 	if (!WIFEXITED(status)) {
 		log_warning("%s --check-state died of signal %d", binary, WTERMSIG(status));
 		return -ENOEXEC;
@@ -642,6 +645,145 @@ static int run_check(const char *binary, int memfd)
 	if (code <= 2 || code >= 126)
 		return -ENOEXEC;
 	return -code;
+}
+
+static int reexec(struct luod *d, const char *binary, const char *exec_path,
+		  struct pending_reply *pending);
+
+/*
+ * Starts the check of another binary and returns at once: luod goes on
+ * serving while the checker decodes the state, and liveupdate_check_done()
+ * takes over when it exits (its pidfd becomes readable) or its time is up.
+ * Returns 1 if the check is under way, 0 if it already passed (no pidfds:
+ * it ran synchronously), -errno if it failed.
+ */
+static int start_check(struct luod *d, struct endpoint *ep, const char *binary,
+		       const struct pending_reply *pr)
+{
+	_cleanup_close_ int memfd = -EBADF, out = -EBADF, pidfd = -EBADF;
+	size_t state_size;
+	pid_t pid;
+	int r;
+
+	r = state_memfd(d, NULL, NULL, &state_size);
+	if (r < 0)
+		return r;
+	memfd = r;
+	r = spawn_check(binary, memfd, &pid, &out);
+	if (r < 0)
+		return r;
+	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (pidfd < 0) {
+		/* Too old a kernel to watch the child from the event loop. */
+		char buf[64] = { 0 };
+		int status = 0;
+
+		r = wait_check(pid, out, buf, sizeof(buf), &status);
+		return r < 0 ? r : judge_check(binary, status, buf);
+	}
+	d->check.ep.type = EP_CHECK;
+	d->check.ep.fd = pidfd;
+	r = epoll_ctl(d->epoll_fd, EPOLL_CTL_ADD, pidfd,
+		      &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &d->check.ep });
+	if (r < 0) {
+		r = negative_errno();
+		kill(pid, SIGKILL);
+		(void)waitpid(pid, NULL, 0);
+		d->check.ep.fd = -EBADF;
+		return r;
+	}
+	d->check.pid = pid;
+	d->check.ep.fd = TAKE_FD(pidfd);
+	d->check.out_fd = TAKE_FD(out);
+	d->check.requester = ep;
+	d->check.pr = *pr;
+	d->check.deadline_usec = now_usec(CLOCK_MONOTONIC) + CHECK_TIMEOUT_USEC;
+	snprintf(d->check.binary, sizeof(d->check.binary), "%s", binary);
+	log_info("checking whether %s accepts the state", binary);
+	return 1;
+}
+
+int liveupdate_check_timeout_ms(const struct luod *d)
+{
+	uint64_t now;
+
+	if (d->check.pid <= 0)
+		return -1;
+	now = now_usec(CLOCK_MONOTONIC);
+	return now >= d->check.deadline_usec ? 0
+					     : (int)((d->check.deadline_usec - now + 999) / 1000);
+}
+
+/* Ends the check (killing a checker that is still running) and forgets it. */
+static int check_end(struct luod *d, char *out, size_t size, int *ret_status)
+{
+	struct update_check *c = &d->check;
+	pid_t w = waitpid(c->pid, ret_status, WNOHANG);
+	size_t got = 0;
+	int r = 0;
+
+	if (w == 0) {
+		kill(c->pid, SIGKILL);
+		(void)waitpid(c->pid, ret_status, 0);
+		r = -ETIMEDOUT;
+	} else if (w < 0)
+		r = negative_errno();
+	/* What it printed before exiting is in the pipe. */
+	for (ssize_t n; got < size - 1 && (n = read(c->out_fd, out + got, size - 1 - got)) > 0;)
+		got += (size_t)n;
+	out[got] = 0;
+	(void)epoll_ctl(d->epoll_fd, EPOLL_CTL_DEL, c->ep.fd, NULL);
+	c->ep.fd = safe_close(c->ep.fd);
+	c->out_fd = safe_close(c->out_fd);
+	c->pid = 0;
+	return r;
+}
+
+void liveupdate_check_done(struct luod *d)
+{
+	struct update_check *c = &d->check;
+	struct endpoint *ep = c->requester;
+	char out[64];
+	int status = 0, r;
+
+	if (c->pid <= 0)
+		return;
+	/* Neither exited nor late: a wake-up for nothing (epoll's timeout rounds). */
+	siginfo_t si = { 0 };
+	if (waitid(P_PID, (id_t)c->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == 0 &&
+	    now_usec(CLOCK_MONOTONIC) < c->deadline_usec)
+		return;
+	r = check_end(d, out, sizeof(out), &status);
+	if (r == -ETIMEDOUT)
+		log_warning("%s --check-state timed out", c->binary);
+	if (r == 0)
+		r = judge_check(c->binary, status, out);
+	c->requester = NULL;
+	if (!ep) {
+		log_info("update to %s abandoned: its requester hung up", c->binary);
+		return;
+	}
+	if (r < 0) {
+		log_warning("update to %s refused: %s", c->binary, strerror(-r));
+		endpoint_reply(d, ep, c->pr.tag, r, 0, NULL, 0, NULL, 0, -EBADF);
+		return;
+	}
+	/* 2: the blackout. */
+	r = reexec(d, c->binary, c->binary, &c->pr);
+	log_warning("update to %s aborted: %s", c->binary, strerror(-r));
+	endpoint_reply(d, ep, c->pr.tag, r, 0, NULL, 0, NULL, 0, -EBADF);
+}
+
+void liveupdate_check_cancel(struct luod *d)
+{
+	char out[8];
+	int status;
+
+	if (d->check.pid > 0) {
+		d->check.deadline_usec = 0;
+		(void)check_end(d, out, sizeof(out), &status);
+	}
+	d->check.requester = NULL;
 }
 
 /* ---- step 2: the blackout ---- */
@@ -777,6 +919,11 @@ void liveupdate_request(struct luod *d, struct endpoint *ep, uint32_t op, uint32
 			endpoint_reply(d, ep, tag, -EINVAL, 0, NULL, 0, NULL, 0, -EBADF);
 			return;
 		}
+		if (d->check.pid > 0) {
+			/* An update is being prepared: one at a time. */
+			endpoint_reply(d, ep, tag, -EBUSY, 0, NULL, 0, NULL, 0, -EBADF);
+			return;
+		}
 		/* Sessions whose last fd was closed before the request are gone, as in
 		 * the kernel: take in their hang-ups before handing anything over. */
 		while (server_reap_hangups(d, ep) > 0)
@@ -806,19 +953,20 @@ void liveupdate_request(struct luod *d, struct endpoint *ep, uint32_t op, uint32
 	}
 	snprintf(binary, sizeof(binary), "%s", u->exec_path[0] ? u->exec_path : "/proc/self/exe");
 
+	if (d->check.pid > 0) {
+		/* One update at a time. */
+		endpoint_reply(d, ep, tag, -EBUSY, 0, NULL, 0, NULL, 0, -EBADF);
+		return;
+	}
 	/* 1: does the target accept this state?  luod's own image does by
 	 * construction (/proc/self/exe is the running inode, even if the file was
-	 * replaced on disk), so only another binary is asked. */
+	 * replaced on disk), so only another binary is asked, and luod goes on
+	 * serving while it answers. */
 	r = 0;
 	if (u->exec_path[0]) {
-		size_t state_size;
-
-		r = state_memfd(d, NULL, NULL, &state_size);
-		if (r >= 0) {
-			int memfd = r;
-			r = run_check(binary, memfd);
-			safe_close(memfd);
-		}
+		r = start_check(d, ep, binary, &pr);
+		if (r > 0)
+			return;
 	}
 	if (r < 0) {
 		log_warning("update to %s refused: %s", binary, strerror(-r));

@@ -58,6 +58,7 @@ enum endpoint_type {
 	EP_SIGNAL,
 	EP_CONN,
 	EP_SESSION,
+	EP_CHECK, /* the pidfd of an update's state checker */
 };
 
 struct outmsg {
@@ -111,6 +112,17 @@ struct pending_reply {
 	uint64_t state_size;
 };
 
+/* An update waiting for another binary to accept the state (liveupdate.c). */
+struct update_check {
+	struct endpoint ep;	    /* EP_CHECK, fd: the checker's pidfd */
+	pid_t pid;		    /* 0 when no check runs */
+	int out_fd;		    /* the checker's stdout */
+	struct endpoint *requester; /* NULL once it hung up */
+	struct pending_reply pr;
+	uint64_t deadline_usec;
+	char binary[512];
+};
+
 struct luod {
 	luo_engine *engine;
 	int epoll_fd;
@@ -132,6 +144,7 @@ struct luod {
 	uint64_t t_main_usec; /* CLOCK_MONOTONIC at main() */
 	uint64_t t_exec_usec; /* CLOCK_MONOTONIC just before the execve() that started us */
 	struct pending_reply pending;
+	struct update_check check;
 	char **args; /* the original arguments, passed on at re-exec */
 	int n_args;
 	char *self_path; /* argv[0] */
@@ -197,6 +210,12 @@ int handle_request(struct luod *d, struct endpoint *ep, const uint8_t *buf, size
 /* Handles UPDATE or REBOOT; replies itself (now, or from the new image). */
 void liveupdate_request(struct luod *d, struct endpoint *ep, uint32_t op, uint32_t tag,
 			const void *req, uint32_t size, uint64_t t_request);
+/* The checker exited or ran out of time: judge it, then update or reply the error. */
+void liveupdate_check_done(struct luod *d);
+/* Milliseconds until the running check times out, -1 if none runs. */
+int liveupdate_check_timeout_ms(const struct luod *d);
+/* Kills a running check (at exit). */
+void liveupdate_check_cancel(struct luod *d);
 /* `luod --check-state FD`: 0 if this binary accepts the state, else -errno. */
 int liveupdate_check_state(int memfd);
 /* `luod --restore FD`: adopts the state; on refusal hands it back to the

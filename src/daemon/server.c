@@ -227,6 +227,8 @@ static void endpoint_free(struct luod *d, struct endpoint *ep)
 		list_remove(&d->sessions, &ep->node);
 	}
 	ep->fd = safe_close(ep->fd);
+	if (d->check.requester == ep)
+		d->check.requester = NULL;
 	/* Later events of the current batch may still point here. */
 	ep->dead = true;
 	list_append(&d->graveyard, &ep->node);
@@ -417,6 +419,9 @@ int luod_init(struct luod *d)
 	d->signal_ep.type = EP_SIGNAL;
 	d->signal_ep.fd = -EBADF;
 	d->pending.conn_fd = -EBADF;
+	d->check.ep.type = EP_CHECK;
+	d->check.ep.fd = -EBADF;
+	d->check.out_fd = -EBADF;
 	list_init(&d->conns);
 	list_init(&d->sessions);
 	list_init(&d->graveyard);
@@ -777,7 +782,8 @@ int server_run(struct luod *d)
 	struct epoll_event events[64];
 
 	while (!d->quit) {
-		int n = epoll_wait(d->epoll_fd, events, ELEMENTSOF(events), -1);
+		int n = epoll_wait(d->epoll_fd, events, ELEMENTSOF(events),
+				   liveupdate_check_timeout_ms(d));
 
 		if (n < 0) {
 			if (errno == EINTR)
@@ -790,6 +796,9 @@ int server_run(struct luod *d)
 			if (ep->dead)
 				continue;
 			switch (ep->type) {
+			case EP_CHECK:
+				liveupdate_check_done(d);
+				break;
 			case EP_LISTEN:
 				handle_accept(d);
 				break;
@@ -808,6 +817,9 @@ int server_run(struct luod *d)
 			}
 		}
 		bury_dead(d);
+		if (n == 0)
+			liveupdate_check_done(d); /* the check's time is up */
 	}
+	liveupdate_check_cancel(d);
 	return 0;
 }

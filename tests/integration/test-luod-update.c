@@ -359,6 +359,64 @@ TEST(update_to_a_binary_that_refuses_the_state_rolls_back)
 	free_world(&w);
 }
 
+/*
+ * Another binary is asked whether it accepts the state before anything is
+ * frozen, and luod serves everyone while it thinks: this checker only answers
+ * once the test, as a client, has been served during the check.  A second
+ * update or a reboot meanwhile gets EBUSY.
+ */
+TEST(luod_serves_while_another_binary_checks_the_state)
+{
+	struct world w;
+	struct luo_wire_update u;
+	struct luo_wire_reboot rb;
+	struct luo_wire_status st;
+	char script[300], gate[300], started[300], body[2000], luod[512];
+	int status, c;
+	pid_t pid;
+
+	need_exec_in_tmpdir();
+	build_world(&w);
+	test_build_path("src/daemon/luod", luod, sizeof(luod));
+	snprintf(script, sizeof(script), "%s/slow-luod", test_tmpdir());
+	snprintf(gate, sizeof(gate), "%s/gate", test_tmpdir());
+	snprintf(started, sizeof(started), "%s/started", test_tmpdir());
+	snprintf(body, sizeof(body),
+		 "#!/bin/sh\n"
+		 "if [ \"$1\" = --check-state ]; then\n"
+		 "  : > '%s'\n"
+		 "  while [ ! -e '%s' ]; do sleep 0.01; done\n"
+		 "fi\n"
+		 "exec '%s' \"$@\"\n",
+		 started, gate, luod);
+	write_script(script, body);
+
+	fflush(stdout);
+	pid = fork();
+	ASSERT_OK(pid);
+	if (pid == 0) {
+		int conn = test_luod_connect(&w.d);
+		_exit(conn >= 0 && cl_update(conn, script, &u) == 0 ? 0 : 1);
+	}
+	for (int i = 0; i < 2000 && access(started, F_OK) < 0; i++)
+		usleep(5000);
+	ASSERT_OK(access(started, F_OK));
+	/* Served while the checker waits for us; the update has not happened. */
+	c = ASSERT_OK(test_luod_connect(&w.d));
+	ASSERT_OK(cl_status(c, &st));
+	ASSERT_EQ(st.n_live_updates, 0);
+	ASSERT_ERR(cl_update(c, script, &u), -EBUSY);
+	ASSERT_ERR(cl_reboot(c, &rb), -EBUSY);
+	write_script(gate, "");
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	ASSERT_OK(cl_status(c, &st));
+	ASSERT_EQ(st.n_live_updates, 1);
+	ASSERT_EQ(st.pid, w.d.pid);
+	close(c);
+	free_world(&w);
+}
+
 TEST(options_survive_updates_and_rollbacks)
 {
 	struct test_luod d;
@@ -490,5 +548,6 @@ TEST_MAIN(TEST_CASE(update_keeps_every_fd_and_session),
 	  TEST_CASE(update_to_a_binary_that_cannot_run_changes_nothing),
 	  TEST_CASE(update_whose_execve_fails_goes_on_serving),
 	  TEST_CASE(update_to_a_binary_that_refuses_the_state_rolls_back),
+	  TEST_CASE(luod_serves_while_another_binary_checks_the_state),
 	  TEST_CASE(options_survive_updates_and_rollbacks), TEST_CASE(update_request_rules),
 	  TEST_CASE(check_state_refuses_garbage), TEST_CASE(reboot_is_the_kernels_kexec))

@@ -24,6 +24,7 @@
 #include "basic/fd-util.h"
 #include "basic/macro.h"
 #include "engine-internal.h"
+#include "handlers/handlers-internal.h"
 
 static bool file_token_eq(const struct hash_node *n, const void *key)
 {
@@ -125,52 +126,34 @@ int luo_file_identify(struct luo_file *f)
 	return luo_identity_add(f->session->engine, f);
 }
 
-int luo_session_preserve_fd(luo_session *s, uint64_t token, int fd)
+/*
+ * The handler calls of one preserve_fd, on luod's own dup of the caller's fd
+ * (taken on success only); the handlers may rely on handler_preserve_ctx.
+ */
+static int file_preserve(struct luo_session *s, uint64_t token, int *dfdp, const struct stat *st)
 {
-	_cleanup_close_ int dfd = -EBADF;
 	const struct luo_handler *h = NULL;
-	struct luo_engine *e;
+	struct luo_engine *e = s->engine;
 	struct luo_file_id id;
 	struct luo_file *f;
-	struct stat st;
-	int flags, r;
+	int dfd = *dfdp, r;
 
-	if (!s)
-		return -EINVAL;
-	if (s->kind != LUO_SESSION_OUTGOING)
-		return -EINVAL;
-	e = s->engine;
-	if (luo_file_lookup(s, token))
-		return -EEXIST;
-	if (fd < 0)
-		return -EBADF;
-	flags = fcntl(fd, F_GETFL);
-	if (flags < 0)
-		return -EBADF;
-	/* An O_PATH fd names a file without opening it: nothing to preserve. */
-	if (flags & O_PATH)
-		return -EBADF;
-	dfd = fd_dup_cloexec(fd);
-	if (dfd < 0)
-		return dfd;
-	if (fstat(dfd, &st) < 0)
-		return negative_errno();
 	for (size_t i = 0; i < e->n_handlers; i++)
 		if (e->handlers[i]->can_preserve &&
-		    e->handlers[i]->can_preserve(e->handlers[i], dfd, &st)) {
+		    e->handlers[i]->can_preserve(e->handlers[i], dfd, st)) {
 			h = e->handlers[i];
 			break;
 		}
 	if (!h)
 		return -ENOENT;
-	r = file_get_id(h, dfd, &st, &id);
+	r = file_get_id(h, dfd, st, &id);
 	if (r < 0)
 		return r;
 
 	r = luo_file_new(s, token, h, dfd, NULL, 0, &f);
 	if (r < 0)
 		return r;
-	TAKE_FD(dfd);
+	*dfdp = -EBADF;
 	f->id = id;
 	/*
 	 * The EBUSY check and the indexing are one tree search: the file is
@@ -206,6 +189,42 @@ err_identity:
 	luo_identity_remove(e, f);
 err_free:
 	luo_file_free(f, true);
+	return r;
+}
+
+int luo_session_preserve_fd(luo_session *s, uint64_t token, int fd)
+{
+	_cleanup_close_ int dfd = -EBADF;
+	struct stat st;
+	int flags, r;
+
+	if (!s)
+		return -EINVAL;
+	if (s->kind != LUO_SESSION_OUTGOING)
+		return -EINVAL;
+	if (luo_file_lookup(s, token))
+		return -EEXIST;
+	if (fd < 0)
+		return -EBADF;
+	flags = fcntl(fd, F_GETFL);
+	if (flags < 0)
+		return -EBADF;
+	/* An O_PATH fd names a file without opening it: nothing to preserve. */
+	if (flags & O_PATH)
+		return -EBADF;
+	dfd = fd_dup_cloexec(fd);
+	if (dfd < 0)
+		return dfd;
+	if (fstat(dfd, &st) < 0)
+		return negative_errno();
+	/*
+	 * The dup shares the caller's open file description, so the flags just
+	 * read are its flags: the handlers need not ask for them, nor fstat()
+	 * it, again.
+	 */
+	handler_preserve_begin(dfd, flags, &st);
+	r = file_preserve(s, token, &dfd, &st);
+	handler_preserve_end();
 	return r;
 }
 

@@ -26,13 +26,10 @@
  *             a mode that cannot be read now (no fd to spare) is not checked
  *             rather than failing the file for good
  *
- * Reading fdinfo is most of the cost of preserving an eventfd, so the engine's
- * sequence can_preserve -> get_id -> preserve on one fd reads it once: what
- * can_preserve read is kept (per thread, for that fd) for the get_id that
- * follows, and what get_id took from it for the preserve after that, which
- * consumes it.  The engine runs the three back to back on its own dup, which
- * stays open in between, and every preserve it runs is preceded by the other
- * two; any other call reads fdinfo afresh.
+ * Reading fdinfo is most of the cost of preserving an eventfd, so one
+ * preserve_fd of the engine reads it once: what can_preserve read is kept for
+ * the get_id and preserve of the same preserve (handler_preserve_ctx says
+ * which one that is).  Any other call reads fdinfo afresh.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -62,15 +59,12 @@ struct eventfd_info {
 	uint64_t id_extra; /* eventfd-id + 1, 0 if not reported */
 };
 
-/*
- * The fdinfo read by can_preserve (stage 1) or taken over by get_id (stage
- * 2), for the next step of the engine's sequence on the same fd.
- */
+/* The fdinfo read during one preserve of the engine, for its later calls. */
 static __thread struct {
-	int fd;
-	int stage; /* 0: empty */
+	bool valid;
+	uint64_t gen; /* handler_preserve_ctx.gen of that preserve */
 	struct eventfd_info info;
-} eventfd_cache;
+} eventfd_kept;
 
 static const char *eventfd_field(const char *line, const char *name)
 {
@@ -151,16 +145,23 @@ static bool eventfd_is_eventfd(int fd, const struct eventfd_info *info)
 	return eventfd_link_is_eventfd(fd) && !handler_fd_is_path_only(fd);
 }
 
-/* The fdinfo of fd for the step of the engine's sequence after stage. */
-static int eventfd_info_for(int fd, int stage, struct eventfd_info *ret)
+/* The fdinfo of fd: read once per preserve of the engine, else every time. */
+static int eventfd_info_of(int fd, struct eventfd_info *ret)
 {
-	if (eventfd_cache.stage == stage && eventfd_cache.fd == fd) {
-		*ret = eventfd_cache.info;
-		eventfd_cache.stage = stage + 1 < 3 ? stage + 1 : 0;
+	const struct handler_preserve_ctx *c = handler_preserve_of(fd);
+	int r;
+
+	if (c && eventfd_kept.valid && eventfd_kept.gen == c->gen) {
+		*ret = eventfd_kept.info;
 		return 0;
 	}
-	eventfd_cache.stage = 0;
-	return eventfd_read_info(fd, ret);
+	r = eventfd_read_info(fd, ret);
+	if (r >= 0 && c) {
+		eventfd_kept.valid = true;
+		eventfd_kept.gen = c->gen;
+		eventfd_kept.info = *ret;
+	}
+	return r;
 }
 
 static bool eventfd_can_preserve(const struct luo_handler *h, int fd, const struct stat *st)
@@ -179,17 +180,9 @@ static bool eventfd_can_preserve(const struct luo_handler *h, int fd, const stru
 			return false;
 	} else if ((st->st_mode & S_IFMT) != 0)
 		return false;
-	eventfd_cache.stage = 0;
-	if (eventfd_read_info(fd, &info) < 0)
+	if (eventfd_info_of(fd, &info) < 0)
 		info = (struct eventfd_info){ .semaphore = -ENODATA };
-	if (!eventfd_is_eventfd(fd, &info))
-		return false;
-	if (info.is_eventfd) {
-		eventfd_cache.fd = fd;
-		eventfd_cache.info = info;
-		eventfd_cache.stage = 1;
-	}
-	return true;
+	return eventfd_is_eventfd(fd, &info);
 }
 
 static int eventfd_get_id(const struct luo_handler *h, int fd, const struct stat *st,
@@ -204,7 +197,7 @@ static int eventfd_get_id(const struct luo_handler *h, int fd, const struct stat
 	 * spare) is an error rather than no id: a file indexed without its id
 	 * would not meet a dup of it indexed with one.
 	 */
-	r = eventfd_info_for(fd, 1, &info);
+	r = eventfd_info_of(fd, &info);
 	if (r == -EMFILE || r == -ENFILE || r == -ENOMEM)
 		return r;
 	if (r < 0)
@@ -230,9 +223,9 @@ static int eventfd_record(struct luo_handler_file *f, const struct eventfd_info 
 	int fl = info->flags;
 
 	if (!info->has_flags) {
-		fl = fcntl(f->fd, F_GETFL);
+		fl = handler_getfl(f->fd);
 		if (fl < 0)
-			return negative_errno();
+			return fl;
 	}
 	fields[EVENTFD_FLAGS] = (info->semaphore > 0 ? EFD_SEMAPHORE : 0) | eventfd_nonblock(fl);
 	fields[EVENTFD_SEMAPHORE_KNOWN] = info->semaphore >= 0;
@@ -245,7 +238,7 @@ static int eventfd_preserve(struct luo_handler_file *f)
 	struct eventfd_info info;
 	int r;
 
-	r = eventfd_info_for(f->fd, 2, &info);
+	r = eventfd_info_of(f->fd, &info);
 	if (r < 0)
 		return r;
 	return eventfd_record(f, &info);

@@ -136,10 +136,76 @@ static inline int handler_record_parse(const void *data, size_t data_size, uint3
 	return 0;
 }
 
+/*
+ * What the engine already knows of the fd it is preserving, for the handler
+ * calls of that one preserve_fd (can_preserve, get_id, preserve), so that a
+ * handler need not ask the kernel again: its fstat() and its open flags
+ * (never O_PATH: the engine refuses those first).  The engine sets it with
+ * handler_preserve_begin() before the first of those calls and clears it
+ * with handler_preserve_end() before returning; the fd stays open in between.
+ * A handler trusts it only for that fd and only while it is set, so a direct
+ * call of a handler, or any later call, asks the kernel as before.  @gen
+ * tells one preserve from the next, for what a handler keeps of its own.
+ *
+ * Defined weak here rather than in one file, so that the handler files still
+ * link without the engine and without each other; per thread like the calls.
+ */
+struct handler_preserve_ctx {
+	int fd; /* -1 when no preserve is in progress */
+	int flags;
+	uint64_t gen;
+	struct stat st;
+};
+
+__attribute__((weak)) __thread struct handler_preserve_ctx handler_preserve_ctx = { .fd = -1 };
+
+static inline void handler_preserve_begin(int fd, int flags, const struct stat *st)
+{
+	handler_preserve_ctx.fd = fd;
+	handler_preserve_ctx.flags = flags;
+	handler_preserve_ctx.st = *st;
+	handler_preserve_ctx.gen++;
+}
+
+static inline void handler_preserve_end(void)
+{
+	handler_preserve_ctx.fd = -1;
+}
+
+/* The engine's knowledge of fd while it preserves fd, else NULL. */
+static inline const struct handler_preserve_ctx *handler_preserve_of(int fd)
+{
+	return fd >= 0 && handler_preserve_ctx.fd == fd ? &handler_preserve_ctx : NULL;
+}
+
+/* fstat(), or what the engine's fstat() of this fd said a moment ago. */
+static inline int handler_fstat(int fd, struct stat *ret)
+{
+	const struct handler_preserve_ctx *c = handler_preserve_of(fd);
+
+	if (c) {
+		*ret = c->st;
+		return 0;
+	}
+	return fstat(fd, ret) < 0 ? negative_errno() : 0;
+}
+
+/* fcntl(F_GETFL): the open flags or -errno. */
+static inline int handler_getfl(int fd)
+{
+	const struct handler_preserve_ctx *c = handler_preserve_of(fd);
+	int fl;
+
+	if (c)
+		return c->flags;
+	fl = fcntl(fd, F_GETFL);
+	return fl < 0 ? negative_errno() : fl;
+}
+
 /* O_PATH fds refer to a file without opening it: no handler may take one. */
 static inline bool handler_fd_is_path_only(int fd)
 {
-	int fl = fcntl(fd, F_GETFL);
+	int fl = handler_getfl(fd);
 
 	return fl < 0 || (fl & O_PATH);
 }

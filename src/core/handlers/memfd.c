@@ -47,10 +47,12 @@ static int memfd_record(struct luo_handler_file *f)
 	uint64_t fields[_MEMFD_FIELDS];
 	struct stat st;
 	off_t pos;
-	int seals;
+	int r, seals;
 
-	if (fstat(f->fd, &st) < 0)
-		return negative_errno();
+	/* At preserve the engine has just made this fstat(). */
+	r = handler_fstat(f->fd, &st);
+	if (r < 0)
+		return r;
 	pos = lseek(f->fd, 0, SEEK_CUR);
 	if (pos < 0)
 		return negative_errno();

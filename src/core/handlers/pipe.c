@@ -40,10 +40,10 @@ static bool pipe_can_preserve(const struct luo_handler *h, int fd, const struct 
 static int pipe_get_id(const struct luo_handler *h, int fd, const struct stat *st,
 		       struct luo_file_id *ret)
 {
-	int fl = fcntl(fd, F_GETFL);
+	int fl = handler_getfl(fd);
 
 	if (fl < 0)
-		return negative_errno();
+		return fl;
 	*ret = (struct luo_file_id){
 		.dev = (uint64_t)st->st_dev,
 		.ino = (uint64_t)st->st_ino,
@@ -55,15 +55,17 @@ static int pipe_get_id(const struct luo_handler *h, int fd, const struct stat *s
 static int pipe_describe(int fd, uint64_t fields[_PIPE_FIELDS])
 {
 	struct stat st;
-	int fl, sz;
+	int fl, sz, r;
 
-	if (fstat(fd, &st) < 0)
-		return negative_errno();
+	/* At preserve the engine has just made this fstat() and fcntl(). */
+	r = handler_fstat(fd, &st);
+	if (r < 0)
+		return r;
 	if (!S_ISFIFO(st.st_mode))
 		return -EIO;
-	fl = fcntl(fd, F_GETFL);
+	fl = handler_getfl(fd);
 	if (fl < 0)
-		return negative_errno();
+		return fl;
 	sz = fcntl(fd, F_GETPIPE_SZ);
 	fields[PIPE_DEV] = (uint64_t)st.st_dev;
 	fields[PIPE_INO] = (uint64_t)st.st_ino;

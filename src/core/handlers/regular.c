@@ -74,13 +74,15 @@ static int regular_record(struct luo_handler_file *f)
 	uint64_t fields[_REGULAR_FIELDS];
 	struct stat st;
 	off_t pos;
-	int fl;
+	int fl, r;
 
-	if (fstat(f->fd, &st) < 0)
-		return negative_errno();
-	fl = fcntl(f->fd, F_GETFL);
+	/* At preserve the engine has just made this fstat() and fcntl(). */
+	r = handler_fstat(f->fd, &st);
+	if (r < 0)
+		return r;
+	fl = handler_getfl(f->fd);
 	if (fl < 0)
-		return negative_errno();
+		return fl;
 	/* Some regular files (in /proc, say) cannot seek: keep them, without a position. */
 	pos = lseek(f->fd, 0, SEEK_CUR);
 

@@ -88,8 +88,10 @@ static int socket_describe(int fd, uint64_t fields[_SOCKET_FIELDS])
 	struct stat st;
 	int r;
 
-	if (fstat(fd, &st) < 0)
-		return negative_errno();
+	/* At preserve the engine has just made this fstat(). */
+	r = handler_fstat(fd, &st);
+	if (r < 0)
+		return r;
 	if (!S_ISSOCK(st.st_mode))
 		return -ENOTSOCK;
 	fields[SOCKET_DEV] = (uint64_t)st.st_dev;

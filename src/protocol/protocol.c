@@ -445,6 +445,26 @@ static int send_request(int sock, uint32_t op, uint32_t tag, const void *arg, ui
 	return send_all(sock, iov, iov[1].iov_len > 0 ? 2 : 1, fds, n_fds);
 }
 
+/*
+ * Sends a request and waits until the head of the queue is its reply (left
+ * queued).  A hang-up may hide luod's refusal of the connection: then the
+ * refusal's error is the answer.
+ */
+static int ask(int sock, uint32_t op, uint32_t tag, const void *arg, uint32_t arg_size,
+	       const int *fds, size_t n_fds, struct luo_wire_reply *ret)
+{
+	int r = send_request(sock, op, tag, arg, arg_size, fds, n_fds);
+
+	if (r >= 0)
+		r = wait_for_own(sock, tag, ret);
+	if (r == -EPIPE || r == -ECONNRESET) {
+		int k = luo_wire_refusal(sock);
+		if (k < 0)
+			return k;
+	}
+	return r;
+}
+
 int luo_wire_call(int sock, uint32_t op, void *arg, uint32_t arg_size, const int *fds, size_t n_fds,
 		  int *ret_fd)
 {
@@ -458,21 +478,7 @@ int luo_wire_call(int sock, uint32_t op, void *arg, uint32_t arg_size, const int
 	if ((!arg && arg_size > 0) || n_fds > SOCKET_MAX_FDS || (!fds && n_fds > 0))
 		return -EINVAL;
 
-	r = send_request(sock, op, tag, arg, arg_size, fds, n_fds);
-	if (r == -EPIPE || r == -ECONNRESET) {
-		/* luod may have refused the connection before hanging up: say why. */
-		int k = luo_wire_refusal(sock);
-		if (k < 0)
-			return k;
-	}
-	if (r < 0)
-		return r;
-	r = wait_for_own(sock, tag, &h);
-	if (r == -EPIPE || r == -ECONNRESET) {
-		int k = luo_wire_refusal(sock);
-		if (k < 0)
-			return k;
-	}
+	r = ask(sock, op, tag, arg, arg_size, fds, n_fds, &h);
 	if (r < 0)
 		return r;
 	r = take_own(sock, buf, sizeof(buf), 1, &h, &fd);
@@ -517,21 +523,7 @@ int luo_wire_call_stream(int sock, uint32_t op, void *arg, uint32_t arg_size, lu
 	if (!buf)
 		return -ENOMEM;
 
-	r = send_request(sock, op, tag, arg, arg_size, NULL, 0);
-	if (r == -EPIPE || r == -ECONNRESET) {
-		/* luod may have refused the connection before hanging up: say why. */
-		int k = luo_wire_refusal(sock);
-		if (k < 0)
-			return k;
-	}
-	if (r < 0)
-		return r;
-	r = wait_for_own(sock, tag, &h);
-	if (r == -EPIPE || r == -ECONNRESET) {
-		int k = luo_wire_refusal(sock);
-		if (k < 0)
-			return k;
-	}
+	r = ask(sock, op, tag, arg, arg_size, NULL, 0, &h);
 	if (r < 0)
 		return r;
 	r = take_own(sock, buf, LUO_WIRE_REPLY_MAX, 0, &h, &fd);

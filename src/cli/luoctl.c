@@ -502,27 +502,29 @@ static int cmd_status(int argc, char **argv)
 
 /* ---- list ---- */
 
-struct entries {
-	struct luo_wire_session_entry *v;
-	size_t n, allocated;
+/* Entries of a streamed listing, collected in order; elem_size is set by the caller. */
+struct collected {
+	void *v;
+	size_t n, allocated, elem_size;
+	const char *what; /* the command, for messages */
 };
 
-static int collect_session(const void *entry, void *userdata)
+static int collect_entry(const void *entry, void *userdata)
 {
-	struct entries *l = userdata;
+	struct collected *l = userdata;
 
 	if (l->n == l->allocated) {
 		size_t m = l->allocated ? l->allocated * 2 : 64;
-		void *p = reallocarray(l->v, m, sizeof(*l->v));
+		void *p = reallocarray(l->v, m, l->elem_size);
 
 		if (!p) {
-			log_error("list: %s", strerror(ENOMEM));
+			log_error("%s: %s", l->what, strerror(ENOMEM));
 			return EXIT_FAILED;
 		}
 		l->v = p;
 		l->allocated = m;
 	}
-	memcpy(&l->v[l->n++], entry, sizeof(*l->v));
+	memcpy((uint8_t *)l->v + l->n++ * l->elem_size, entry, l->elem_size);
 	return 0;
 }
 
@@ -575,7 +577,7 @@ static int cmd_list(int argc, char **argv)
 {
 	_cleanup_close_ int fd = -EBADF;
 	struct luo_wire_list req = { .size = sizeof(req) }, out;
-	struct entries l = {};
+	struct collected l = { .elem_size = sizeof(struct luo_wire_session_entry), .what = "list" };
 	int r;
 
 	r = parse_no_args(argc, argv, "list");
@@ -585,7 +587,7 @@ static int cmd_list(int argc, char **argv)
 	if (fd < 0)
 		return EXIT_UNREACHABLE;
 	r = call_stream(fd, "list", LUO_CMD_LIST, &req, sizeof(req), &out, sizeof(out), NULL, 0,
-			sizeof(struct luo_wire_session_entry), collect_session, &l);
+			sizeof(struct luo_wire_session_entry), collect_entry, &l);
 	if (r > 0)
 		goto out;
 	if (r < 0) {
@@ -596,13 +598,13 @@ static int cmd_list(int argc, char **argv)
 		printf("{\"sessions\":[");
 		for (size_t i = 0; i < l.n; i++) {
 			printf(i ? ",{" : "{");
-			json_print_session_fields(&l.v[i]);
+			json_print_session_fields(&((struct luo_wire_session_entry *)l.v)[i]);
 			printf("}");
 		}
 		printf("]}\n");
 	} else if (l.n == 0)
 		printf("No sessions.\n");
-	else if (print_sessions_table(l.v, l.n) < 0) {
+	else if (print_sessions_table((struct luo_wire_session_entry *)l.v, l.n) < 0) {
 		log_error("list: %s", strerror(ENOMEM));
 		r = EXIT_FAILED;
 		goto out;
@@ -615,31 +617,7 @@ out:
 
 /* ---- show ---- */
 
-struct files {
-	struct luo_wire_file_entry *v;
-	size_t n, allocated;
-};
-
-static int collect_file(const void *entry, void *userdata)
-{
-	struct files *l = userdata;
-
-	if (l->n == l->allocated) {
-		size_t m = l->allocated ? l->allocated * 2 : 64;
-		void *p = reallocarray(l->v, m, sizeof(*l->v));
-
-		if (!p) {
-			log_error("show: %s", strerror(ENOMEM));
-			return EXIT_FAILED;
-		}
-		l->v = p;
-		l->allocated = m;
-	}
-	memcpy(&l->v[l->n++], entry, sizeof(*l->v));
-	return 0;
-}
-
-static int print_files_table(const struct files *f)
+static int print_files_table(const struct collected *f)
 {
 	static const char *const headers[] = { "TOKEN", "HANDLER", "RETRIEVED", "DATA" };
 	struct table *t = table_new(ELEMENTSOF(headers), headers);
@@ -648,7 +626,8 @@ static int print_files_table(const struct files *f)
 	if (!t)
 		return -ENOMEM;
 	for (size_t i = 0; i < f->n && r >= 0; i++) {
-		const struct luo_wire_file_entry *e = &f->v[i];
+		const struct luo_wire_file_entry *e =
+			&((const struct luo_wire_file_entry *)f->v)[i];
 		_cleanup_free_ char *compat = escape_human(
 			(const uint8_t *)e->compatible,
 			name_field_length((const uint8_t *)e->compatible, sizeof(e->compatible)));
@@ -674,13 +653,14 @@ static int print_files_table(const struct files *f)
 	return r;
 }
 
-static void json_print_show(const struct luo_wire_session_entry *s, const struct files *f)
+static void json_print_show(const struct luo_wire_session_entry *s, const struct collected *f)
 {
 	printf("{");
 	json_print_session_fields(s);
 	printf(",\"file_list\":[");
 	for (size_t i = 0; i < f->n; i++) {
-		const struct luo_wire_file_entry *e = &f->v[i];
+		const struct luo_wire_file_entry *e =
+			&((const struct luo_wire_file_entry *)f->v)[i];
 
 		printf("%s{\"token\":%" PRIu64 ",\"handler\":", i ? "," : "", e->token);
 		json_print_string(
@@ -700,7 +680,7 @@ static void json_print_show(const struct luo_wire_session_entry *s, const struct
 
 struct shown {
 	struct luo_wire_session_entry s;
-	struct files f;
+	struct collected f;
 };
 
 /* Fetches the session name of one namespace: 1 if there, 0 if not, or -(exit code). */
@@ -710,8 +690,10 @@ static int fetch_one(int fd, const char *name, uint32_t kind, struct shown *ret)
 	int r;
 
 	memcpy(req.name, name, strlen(name));
+	ret->f = (struct collected){ .elem_size = sizeof(struct luo_wire_file_entry),
+				     .what = "show" };
 	r = call_stream(fd, "show", LUO_CMD_SHOW, &req, sizeof(req), &out, sizeof(out), &ret->s,
-			sizeof(ret->s), sizeof(struct luo_wire_file_entry), collect_file, &ret->f);
+			sizeof(ret->s), sizeof(struct luo_wire_file_entry), collect_entry, &ret->f);
 	if (r > 0)
 		return -r;
 	if (r == -ENOENT)

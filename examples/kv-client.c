@@ -38,6 +38,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kv-store.h"
+
 #include "basic/macro.h"
 
 #define READ_BUF (1u << 20)
@@ -721,38 +723,6 @@ static int cmd_line(int argc, char **argv)
 	return r;
 }
 
-static int parse_u64(const char *s, uint64_t *ret)
-{
-	char *e;
-	unsigned long long v;
-
-	errno = 0;
-	v = strtoull(s, &e, 10);
-	if (errno || e == s)
-		return -EINVAL;
-	switch (*e) {
-	case 'G':
-	case 'g':
-		v <<= 10;
-		/* fall through */
-	case 'M':
-	case 'm':
-		v <<= 10;
-		/* fall through */
-	case 'K':
-	case 'k':
-		v <<= 10;
-		e++;
-		break;
-	default:
-		break;
-	}
-	if (*e)
-		return -EINVAL;
-	*ret = v;
-	return 0;
-}
-
 static void usage(FILE *f)
 {
 	fputs("Usage: kv-client [OPTIONS] load|verify|hammer|cmd [COMMAND...]\n\n"
@@ -818,34 +788,34 @@ static int parse_options(int argc, char **argv)
 			opt.host = optarg;
 			break;
 		case OPT_PORT:
-			bad = parse_u64(optarg, &v) < 0 || v > 65535;
+			bad = kv_parse_size(optarg, &v) < 0 || v > 65535;
 			opt.port = (int)v;
 			break;
 		case OPT_KEYS:
-			bad = parse_u64(optarg, &opt.keys) < 0;
+			bad = kv_parse_size(optarg, &opt.keys) < 0;
 			break;
 		case OPT_SIZE:
-			bad = parse_u64(optarg, &opt.size) < 0 || opt.size > (1u << 30);
+			bad = kv_parse_size(optarg, &opt.size) < 0 || opt.size > (1u << 30);
 			break;
 		case OPT_SEED:
-			bad = parse_u64(optarg, &opt.seed) < 0;
+			bad = kv_parse_size(optarg, &opt.seed) < 0;
 			break;
 		case OPT_PREFIX:
 			opt.prefix = optarg;
 			bad = strlen(optarg) > 200 || strchr(optarg, ' ');
 			break;
 		case OPT_CONNS:
-			bad = parse_u64(optarg, &v) < 0 || v < 1 || v > 1024;
+			bad = kv_parse_size(optarg, &v) < 0 || v < 1 || v > 1024;
 			opt.conns = (int)v;
 			break;
 		case OPT_DURATION:
 			opt.duration = atof(optarg);
 			break;
 		case OPT_REQUESTS:
-			bad = parse_u64(optarg, &opt.requests) < 0;
+			bad = kv_parse_size(optarg, &opt.requests) < 0;
 			break;
 		case OPT_WRITE_EVERY:
-			bad = parse_u64(optarg, &v) < 0 || v > 1000000;
+			bad = kv_parse_size(optarg, &v) < 0 || v > 1000000;
 			opt.write_every = (unsigned)v;
 			break;
 		case OPT_RETRY_FOR:

@@ -1163,38 +1163,6 @@ static int write_ready_file(struct server *srv, double startup_ms)
 	return RET_NERRNO(rename(tmp, srv->opt.ready_file));
 }
 
-static int parse_size(const char *s, uint64_t *ret)
-{
-	char *e;
-	unsigned long long v;
-
-	errno = 0;
-	v = strtoull(s, &e, 10);
-	if (errno || e == s)
-		return -EINVAL;
-	switch (*e) {
-	case 'G':
-	case 'g':
-		v <<= 10;
-		/* fall through */
-	case 'M':
-	case 'm':
-		v <<= 10;
-		/* fall through */
-	case 'K':
-	case 'k':
-		v <<= 10;
-		e++;
-		break;
-	default:
-		break;
-	}
-	if (*e)
-		return -EINVAL;
-	*ret = v;
-	return 0;
-}
-
 static void usage(FILE *f)
 {
 	fputs("Usage: kv-server [OPTIONS]\n"
@@ -1288,7 +1256,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 			o->luo_socket = optarg;
 			break;
 		case OPT_CAPACITY:
-			if (parse_size(optarg, &o->capacity) < 0) {
+			if (kv_parse_size(optarg, &o->capacity) < 0) {
 				fprintf(stderr, "kv-server: bad size %s\n", optarg);
 				return -EINVAL;
 			}

@@ -420,3 +420,35 @@ void kv_store_bump_generation(struct kv_store *s)
 {
 	header(s)->generation++;
 }
+
+int kv_parse_size(const char *s, uint64_t *ret)
+{
+	char *e;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(s, &e, 10);
+	if (errno || e == s)
+		return -EINVAL;
+	switch (*e) {
+	case 'G':
+	case 'g':
+		v <<= 10;
+		/* fall through */
+	case 'M':
+	case 'm':
+		v <<= 10;
+		/* fall through */
+	case 'K':
+	case 'k':
+		v <<= 10;
+		e++;
+		break;
+	default:
+		break;
+	}
+	if (*e)
+		return -EINVAL;
+	*ret = v;
+	return 0;
+}

@@ -74,3 +74,6 @@ uint64_t kv_store_count(const struct kv_store *s);
 void kv_store_stats(const struct kv_store *s, struct kv_stats *ret);
 /* Counts one more handover in the header (shown by STATS). */
 void kv_store_bump_generation(struct kv_store *s);
+
+/* Parses a count or size with an optional K, M or G suffix (powers of 1024). */
+int kv_parse_size(const char *s, uint64_t *ret);

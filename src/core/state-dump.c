@@ -246,7 +246,14 @@ static int dump_file(const struct luo_state_file *fl, void *userdata)
 			fl->fd, bool_json(frozen), bool_json(retrieved), fl->retrieve_error,
 			fl->data_size);
 		put_json_hex(f, fl->data, fl->data_size);
-		fputs(" }", f);
+		if (fl->has_id)
+			fprintf(f,
+				", \"id\": { \"dev\": %" PRIu64 ", \"ino\": %" PRIu64
+				", \"extra\": %" PRIu64 ", \"by_description\": %s } }",
+				fl->id.dev, fl->id.ino, fl->id.extra,
+				bool_json(fl->id.by_description));
+		else
+			fputs(", \"id\": null }", f);
 	} else {
 		fprintf(f, "    file %zu: token %" PRIu64 " (0x%" PRIx64 "), handler ", d->n_files,
 			fl->token, fl->token);
@@ -259,6 +266,10 @@ static int dump_file(const struct luo_state_file *fl, void *userdata)
 		if (fl->retrieve_error)
 			fprintf(f, ", retrieve error %d (%s)", fl->retrieve_error,
 				strerror(-fl->retrieve_error));
+		if (fl->has_id)
+			fprintf(f, ", id %" PRIu64 ":%" PRIu64 ":%" PRIu64 "%s", fl->id.dev,
+				fl->id.ino, fl->id.extra,
+				fl->id.by_description ? " by description" : "");
 		fputs(", ", f);
 		put_data_text(f, fl->data, fl->data_size);
 		fputc('\n', f);

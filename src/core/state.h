@@ -68,14 +68,19 @@ int luo_state_dump(const void *blob, size_t size, FILE *f, bool json);
 #define LUO_STATE_EXT_NODE "luod"
 #define LUO_STATE_FLB_COMPATIBLE "luo-flb-v1"
 #define LUO_STATE_SESSION_COMPATIBLE "luo-session-v1"
-#define LUO_STATE_FILE_COMPATIBLE "luo-file-v1"
+#define LUO_STATE_FILE_COMPATIBLE "luo-file-v2"
+/* Still read (its files' identities are computed again), never written. */
+#define LUO_STATE_FILE_V1_COMPATIBLE "luo-file-v1"
 
 #define LUO_STATE_FLB_INCOMING (1u << 0)
 #define LUO_STATE_FLB_RETRIEVED (1u << 1)
 #define LUO_STATE_FLB_FLAGS_ALL (LUO_STATE_FLB_INCOMING | LUO_STATE_FLB_RETRIEVED)
 #define LUO_STATE_FILE_FROZEN (1u << 0)
 #define LUO_STATE_FILE_RETRIEVED (1u << 1)
-#define LUO_STATE_FILE_FLAGS_ALL (LUO_STATE_FILE_FROZEN | LUO_STATE_FILE_RETRIEVED)
+/* luo-file-v2 only: the identity in the record is by open file description. */
+#define LUO_STATE_FILE_ID_BY_DESCRIPTION (1u << 2)
+#define LUO_STATE_FILE_V1_FLAGS_ALL (LUO_STATE_FILE_FROZEN | LUO_STATE_FILE_RETRIEVED)
+#define LUO_STATE_FILE_FLAGS_ALL (LUO_STATE_FILE_V1_FLAGS_ALL | LUO_STATE_FILE_ID_BY_DESCRIPTION)
 
 struct luo_state_root {
 	uint64_t update_number;
@@ -106,7 +111,11 @@ struct luo_state_file {
 	uint64_t token;
 	const char *handler; /* the handler's compatible */
 	int fd;		     /* slot, or -1 once discarded */
-	uint32_t flags;
+	uint32_t flags;	     /* frozen, retrieved (the identity's bit is in id) */
+	/* The identity luod had indexed the file under (luo-file-v2), valid
+	 * if has_id, which a zero dev, ino and extra in the blob leave unset. */
+	struct luo_file_id id;
+	bool has_id;
 	int retrieve_error;
 	const void *data;
 	size_t data_size;

@@ -7,7 +7,7 @@
  * takes them through handover, retrieval, finish and reboot, and writes each
  * encoded state into the directory given as the only argument, together with
  * a few broken variants (truncated, another version, an unknown handler, a
- * duplicate token, a flipped bit).  Not part of the build; run it by hand
+ * duplicate token, a flipped bit, a duplicate identity).  Not part of the build; run it by hand
  * after a format change, from a build directory:
  *
  *   cc -D_GNU_SOURCE -I.. -I../include -I../src -I. ../tests/fuzz/gen-state-corpus.c \
@@ -311,6 +311,9 @@ int main(int argc, char **argv)
 	patch(blob, size, "luo-session-v1", "luo-session-v2");
 	write_file("bad-session-version", blob, size);
 	patch(blob, size, "luo-session-v2", "luo-session-v1");
+	patch(blob, size, "luo-file-v2", "luo-file-v3");
+	write_file("bad-file-version", blob, size);
+	patch(blob, size, "luo-file-v3", "luo-file-v2");
 	blob[size / 2] ^= 0x10;
 	write_file("bad-bit-flip", blob, size);
 	blob[size / 2] ^= 0x10;
@@ -328,6 +331,36 @@ int main(int argc, char **argv)
 		write_file("bad-duplicate-token", blob, size);
 		free(blob);
 	}
+	/* The second file's record given the first one's identity, and the
+	 * first one's flagged by description with none. */
+	{
+		const struct luo_file *f1 = luo_file_lookup(s, 1), *f2 = luo_file_lookup(s, 2);
+		uint8_t id1[24], id2[24], *p;
+
+		blob = encode(e, NULL, &size);
+		fdt64_st(id1, f1->id.dev), fdt64_st(id1 + 8, f1->id.ino),
+			fdt64_st(id1 + 16, f1->id.extra);
+		fdt64_st(id2, f2->id.dev), fdt64_st(id2 + 8, f2->id.ino),
+			fdt64_st(id2 + 16, f2->id.extra);
+		p = memmem(blob, size, id2, sizeof(id2));
+		if (!p)
+			die("identity", ENOENT);
+		memcpy(p, id1, sizeof(id1));
+		write_file("bad-when-owned-duplicate-identity", blob, size);
+		free(blob);
+	}
+	luo_engine_free(e);
+
+	/* Many files in a few sessions, as luod holds them: a blob large enough
+	 * for the decoder to check it on a second thread. */
+	e = engine();
+	for (int i = 0; i < 4; i++) {
+		snprintf(name, sizeof(name), "bulk-%d", i);
+		s = create(e, name, 0, 1000);
+		for (uint64_t t = 1; t <= 120; t++)
+			preserve(s, t, memfd_create("bulk", MFD_CLOEXEC));
+	}
+	emit("valid-large", e, &luod_ext);
 	luo_engine_free(e);
 	return 0;
 }

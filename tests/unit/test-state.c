@@ -595,6 +595,7 @@ enum breakage {
 	NAME_NUL,
 	SESSION_FLAGS_UNKNOWN,
 	FILE_FLAGS_UNKNOWN,
+	FILE_V1_FLAG_OF_V2,
 	FLB_FLAGS_UNKNOWN,
 	DATA_TOO_BIG,
 	FD_NEGATIVE,
@@ -763,6 +764,10 @@ static void *make_blob(enum breakage b, const int fds[3], size_t *ret_size)
 		break;
 	case FILE_FLAGS_UNKNOWN:
 		s[1].files[0].flags |= 1u << 7;
+		break;
+	case FILE_V1_FLAG_OF_V2:
+		/* Only v2 records carry an identity to be by description. */
+		s[1].files[0].flags |= LUO_STATE_FILE_ID_BY_DESCRIPTION;
 		break;
 	case FD_NEGATIVE:
 		s[0].files[0].fd = -1;
@@ -954,6 +959,7 @@ TEST(out_of_range_values_are_ebadmsg)
 	check_broken(STATE_NOT_OF_KIND, -EBADMSG);
 	check_broken(SESSION_FLAGS_UNKNOWN, -EBADMSG);
 	check_broken(FILE_FLAGS_UNKNOWN, -EBADMSG);
+	check_broken(FILE_V1_FLAG_OF_V2, -EBADMSG);
 	check_broken(FLB_FLAGS_UNKNOWN, -EBADMSG);
 	check_broken(DATA_TOO_BIG, -EBADMSG);
 	check_broken(RETRIEVE_ERROR_NOT_ERRNO, -EBADMSG);
@@ -1133,6 +1139,229 @@ TEST(same_file_twice_is_ebadmsg)
 		close(fds[i]);
 	}
 	close(w);
+	luo_engine_free(e);
+}
+
+/* ---- identities ------------------------------------------------------------ */
+
+/* The record of the first file whose fd slot is -1 (discarded) or not, writable in place. */
+static uint8_t *find_record(void *blob, bool discarded)
+{
+	int session, file;
+
+	fdt_for_each_subnode(session, blob, 0)
+	{
+		fdt_for_each_subnode(file, blob, session)
+		{
+			int len;
+			uint8_t *p = fdt_getprop_w(blob, file, "record", &len);
+
+			ASSERT_TRUE(p);
+			ASSERT_EQ(len, 44);
+			if ((fdt32_ld((const fdt32_t *)(p + 32)) == UINT32_MAX) == discarded)
+				return p;
+		}
+	}
+	ASSERT_TRUE(!"no such file");
+	return NULL;
+}
+
+TEST(decode_indexes_the_identity_the_blob_carries_without_asking_the_handler)
+{
+	_cleanup_free_ void *blob = NULL;
+	luo_engine *e = both_engine(), *d = both_engine();
+	struct luo_file *f;
+	luo_session *s;
+	uint64_t ino;
+	uint8_t *rec;
+	size_t size;
+	int fd;
+
+	s = test_create(e, "carried");
+	test_preserve_new(s, 1);
+	f = luo_file_lookup(s, 1);
+	fd = f->hf.fd;
+	ino = f->id.ino;
+	encode(e, NULL, &blob, &size);
+	rec = find_record(blob, false);
+	ASSERT_EQ(fdt64_ld((const fdt64_t *)(rec + 16)), ino);
+	/* A value only the blob knows: decode must take it as is. */
+	fdt64_st(rec + 16, ino ^ 0x5a5a);
+	e->borrowed_fds = true;
+	luo_engine_free(e);
+
+	memset(test_calls, 0, sizeof(test_calls));
+	ASSERT_OK(luo_state_decode(d, blob, size, 0, NULL));
+	ASSERT_EQ(test_calls[OP_GET_ID], 0);
+	f = luo_file_lookup(luo_engine_find_session(d, LUO_SESSION_OUTGOING, "carried"), 1);
+	ASSERT_TRUE(f->id_node != NULL);
+	ASSERT_EQ(f->id.ino, ino ^ 0x5a5a);
+	luo_engine_free(d);
+	ASSERT_ERRNO(fcntl(fd, F_GETFD), EBADF);
+}
+
+TEST(v1_files_are_identified_again_on_decode)
+{
+	_cleanup_free_ void *blob = NULL;
+	luo_engine *e = both_engine();
+	int fds[3], w;
+	size_t size;
+
+	fds[0] = test_eventfd();
+	fds[1] = test_pipe(&w);
+	fds[2] = test_eventfd();
+	blob = make_blob(OK, fds, &size);
+	memset(test_calls, 0, sizeof(test_calls));
+	ASSERT_OK(luo_state_decode(e, blob, size, 0, NULL));
+	ASSERT_EQ(test_calls[OP_GET_ID], 3);
+	for (int kind = LUO_SESSION_OUTGOING; kind <= LUO_SESSION_INCOMING; kind++)
+		for (luo_session *s = luo_engine_first_session(e, kind); s; s = luo_session_next(s))
+			LIST_FOREACH (pos, &s->files) {
+				struct luo_file *f = list_entry(pos, struct luo_file, order);
+				struct stat st;
+
+				ASSERT_TRUE(f->id_node != NULL);
+				ASSERT_OK(fstat(f->hf.fd, &st));
+				ASSERT_EQ(f->id.ino, (uint64_t)st.st_ino);
+			}
+	luo_engine_free(e);
+	close(w);
+}
+
+/* Decode and dump both refuse blob with want, and the engine stays empty. */
+static void check_refused(const void *blob, size_t size, int want)
+{
+	luo_engine *e = both_engine();
+	FILE *null = fopen("/dev/null", "we");
+
+	ASSERT_TRUE(null);
+	ASSERT_ERR(luo_state_decode(e, blob, size, LUO_STATE_BORROW_FDS, NULL), want);
+	assert_engine_empty(e);
+	ASSERT_ERR(luo_state_dump(blob, size, null, false), want);
+	fclose(null);
+	luo_engine_free(e);
+}
+
+TEST(record_identity_is_whole_and_only_with_an_fd)
+{
+	_cleanup_free_ void *blob = NULL, *copy = NULL;
+	luo_engine *e = rich_engine(), *d;
+	struct luo_file *f;
+	uint8_t *rec;
+	size_t size;
+
+	/* A file whose failed retrieve lost its fd. */
+	f = luo_file_lookup(luo_engine_find_session(e, LUO_SESSION_INCOMING, "retrieved-c"), 21);
+	luo_identity_remove(e, f);
+	close(f->hf.fd);
+	f->hf.fd = -EBADF;
+	encode(e, NULL, &blob, &size);
+	copy = malloc(size);
+	ASSERT_TRUE(copy);
+
+	/* An identity for a file without fd. */
+	memcpy(copy, blob, size);
+	rec = find_record(copy, true);
+	fdt64_st(rec + 8, 1);
+	check_refused(copy, size, -EBADMSG);
+
+	/* By description, but no identity. */
+	memcpy(copy, blob, size);
+	rec = find_record(copy, true);
+	fdt32_st(rec + 36,
+		 fdt32_ld((const fdt32_t *)(rec + 36)) | LUO_STATE_FILE_ID_BY_DESCRIPTION);
+	check_refused(copy, size, -EBADMSG);
+
+	/* A flag no version knows. */
+	memcpy(copy, blob, size);
+	rec = find_record(copy, false);
+	fdt32_st(rec + 36, fdt32_ld((const fdt32_t *)(rec + 36)) | (1u << 3));
+	check_refused(copy, size, -EBADMSG);
+
+	/* No identity at all is "not known": accepted, computed again when adopted. */
+	memcpy(copy, blob, size);
+	rec = find_record(copy, false);
+	memset(rec + 8, 0, 24);
+	fdt32_st(rec + 36,
+		 fdt32_ld((const fdt32_t *)(rec + 36)) & ~LUO_STATE_FILE_ID_BY_DESCRIPTION);
+	d = both_engine();
+	ASSERT_OK(luo_state_decode(d, copy, size, LUO_STATE_BORROW_FDS, NULL));
+	luo_engine_free(d);
+	luo_engine_free(e);
+}
+
+TEST(record_of_another_length_is_ebadmsg)
+{
+	_cleanup_free_ void *blob = NULL, *big = NULL;
+	luo_engine *e = rich_engine();
+	uint8_t rec[40] = { 0 };
+	size_t size;
+	int node;
+
+	encode(e, NULL, &blob, &size);
+	big = malloc(size + 64);
+	ASSERT_TRUE(big);
+	ASSERT_OK(fdt_open_into(blob, big, (int)size + 64));
+	node = fdt_path_offset(big, "/session@0/file@0");
+	ASSERT_TRUE(node >= 0);
+	memcpy(rec, fdt_getprop(big, node, "record", NULL), sizeof(rec));
+	ASSERT_OK(fdt_setprop(big, node, "record", rec, sizeof(rec)));
+	ASSERT_OK(fdt_pack(big));
+	check_refused(big, fdt_totalsize(big), -EBADMSG);
+	luo_engine_free(e);
+}
+
+/* An ext node large enough that the blob is checked on a second thread. */
+#define BULK_SIZE (200 * 1024)
+
+static int ext_write_bulk(void *fdt, void *userdata)
+{
+	void *p;
+	int r = fdt_property_placeholder(fdt, "bulk", BULK_SIZE, &p);
+
+	if (r < 0)
+		return luo_fdt_errno(r);
+	memset(p, 0x5a, BULK_SIZE);
+	return ext_write(fdt, userdata);
+}
+
+TEST(large_blob_is_checked_in_full_before_ext_read_and_success)
+{
+	_cleanup_free_ void *blob = NULL, *again = NULL;
+	struct ext_data out = { .value = 7 }, in = { 0 };
+	struct luo_state_ext wext = { "luod", ext_write_bulk, ext_read, &out };
+	struct luo_state_ext rext = { "luod", ext_write_bulk, ext_read, &in };
+	luo_engine *e = rich_engine(), *d = both_engine();
+	size_t size, again_size;
+	int node, prop;
+	uint8_t *p;
+
+	encode(e, &wext, &blob, &size);
+	ASSERT_TRUE(size > BULK_SIZE);
+	ASSERT_OK(luo_state_decode(d, blob, size, LUO_STATE_BORROW_FDS, &rext));
+	ASSERT_EQ(in.calls, 1);
+	ASSERT_EQ(in.value, 7);
+	encode(d, &rext, &again, &again_size);
+	ASSERT_EQ(again_size, size);
+	ASSERT_MEMEQ(again, blob, size);
+	luo_engine_free(d);
+
+	/* A name no strings block holds, inside the node the walker skips:
+	 * only fdt_check_full() sees it, and its verdict stands. */
+	node = fdt_subnode_offset(blob, 0, "luod");
+	ASSERT_TRUE(node >= 0);
+	prop = fdt_first_property_offset(blob, node);
+	ASSERT_TRUE(prop >= 0);
+	p = fdt_offset_ptr_w(blob, prop, 12);
+	ASSERT_TRUE(p);
+	fdt32_st(p + 8, 0x7ffffff0);
+	in.calls = 0;
+	d = both_engine();
+	ASSERT_ERR(luo_state_decode(d, blob, size, LUO_STATE_BORROW_FDS, &rext), -EBADMSG);
+	ASSERT_EQ(in.calls, 0);
+	assert_engine_empty(d);
+	luo_engine_free(d);
+	check_refused(blob, size, -EBADMSG);
 	luo_engine_free(e);
 }
 
@@ -1381,6 +1610,11 @@ TEST_MAIN(TEST_CASE(empty_engine_round_trips_to_identical_blob),
 	  TEST_CASE(closed_fd_is_ebadf_and_nothing_is_closed_or_left),
 	  TEST_CASE(borrowed_fds_are_not_checked_indexed_or_closed),
 	  TEST_CASE(same_file_twice_is_ebadmsg),
+	  TEST_CASE(decode_indexes_the_identity_the_blob_carries_without_asking_the_handler),
+	  TEST_CASE(v1_files_are_identified_again_on_decode),
+	  TEST_CASE(record_identity_is_whole_and_only_with_an_fd),
+	  TEST_CASE(record_of_another_length_is_ebadmsg),
+	  TEST_CASE(large_blob_is_checked_in_full_before_ext_read_and_success),
 	  TEST_CASE(truncated_blob_at_every_length_is_ebadmsg),
 	  TEST_CASE(every_single_bit_flip_decodes_cleanly_or_fails_cleanly_like_the_dump),
 	  TEST_CASE(fdt_errors_translate_to_errno), TEST_CASE(bad_arguments_are_einval),

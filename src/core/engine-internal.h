@@ -54,10 +54,15 @@ struct luo_engine {
 	struct hashmap outgoing_names, incoming_names, handles;
 	void *identity_root; /* identity index (identity.c), NULL when no file is indexed */
 	size_t n_files;
-	bool borrowed_fds; /* decoded without adopting fds: never close them */
+	bool borrowed_fds;
+	bool inheritable_fds;
+		/* held fds are born without FD_CLOEXEC */ /* decoded without adopting fds: never close them */
 };
 
 /* file.c */
+/* A new fd for the file behind fd, held by the engine: >= 3, FD_CLOEXEC unless
+ * the engine's held fds are inheritable. */
+int luo_engine_dup_held(const struct luo_engine *e, int fd);
 void luo_file_free(struct luo_file *f, bool close_fd);
 /* identity.c: 0 or -EBUSY (already present) / -ENOMEM. */
 int luo_identity_add(struct luo_engine *e, struct luo_file *f);

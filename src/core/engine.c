@@ -65,6 +65,11 @@ void luo_engine_free(luo_engine *e)
 	free(e);
 }
 
+void luo_engine_set_inheritable_fds(luo_engine *e, bool inheritable)
+{
+	e->inheritable_fds = inheritable;
+}
+
 int luo_engine_add_handler(luo_engine *e, const struct luo_handler *h)
 {
 	size_t len;

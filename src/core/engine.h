@@ -60,6 +60,13 @@ enum luo_session_state {
 int luo_engine_new(luo_engine **ret);
 /* Unpreserves nothing: closes every held fd and frees everything. NULL is fine. */
 void luo_engine_free(luo_engine *e);
+/*
+ * Lets the fds the engine holds for preserved files be born without
+ * FD_CLOEXEC (the default is with it), for a daemon that keeps them across
+ * its own execve(): then a live update need not touch each held fd.  Set it
+ * before the first preserve; it does not change fds already held.
+ */
+void luo_engine_set_inheritable_fds(luo_engine *e, bool inheritable);
 /* Registers a handler after those registered so far; -EINVAL if its compatible is bad, -EEXIST if taken. */
 int luo_engine_add_handler(luo_engine *e, const struct luo_handler *h);
 /* Registers the built-in handlers in their order. */

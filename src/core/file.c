@@ -26,6 +26,11 @@
 #include "engine-internal.h"
 #include "handlers/handlers-internal.h"
 
+int luo_engine_dup_held(const struct luo_engine *e, int fd)
+{
+	return RET_NERRNO(fcntl(fd, e->inheritable_fds ? F_DUPFD : F_DUPFD_CLOEXEC, 3));
+}
+
 static bool file_token_eq(const struct hash_node *n, const void *key)
 {
 	return container_of(n, struct luo_file, by_token)->hf.token == *(const uint64_t *)key;
@@ -212,7 +217,7 @@ int luo_session_preserve_fd(luo_session *s, uint64_t token, int fd)
 	/* An O_PATH fd names a file without opening it: nothing to preserve. */
 	if (flags & O_PATH)
 		return -EBADF;
-	dfd = fd_dup_cloexec(fd);
+	dfd = luo_engine_dup_held(s->engine, fd);
 	if (dfd < 0)
 		return dfd;
 	if (fstat(dfd, &st) < 0)
@@ -282,6 +287,10 @@ static int file_first_retrieve(struct luo_file *f, int *ret_fd)
 	/* A new file may even have come back under the old fd's number. */
 	if (f->hf.fd != old_fd || !luo_fd_same_description(f->hf.fd, keep)) {
 		int new_fd = f->hf.fd;
+
+		/* The handler's new fd is held like any other. */
+		if (e->inheritable_fds && new_fd >= 0)
+			(void)fd_set_cloexec(new_fd, false);
 
 		f->hf.fd = keep;
 		luo_identity_remove(e, f);

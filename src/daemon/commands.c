@@ -229,7 +229,8 @@ static int make_session_socket(uint64_t *ret_ino, int *ret_client)
 	 * uses MSG_DONTWAIT on its own. */
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
 		return negative_errno();
-	if (fstat(pair[1], &st) < 0) {
+	/* luod's end goes to every next image of luod: inheritable from birth. */
+	if (fstat(pair[1], &st) < 0 || fd_set_cloexec(pair[0], false) < 0) {
 		int r = negative_errno();
 		close_many(pair, 2);
 		return r;

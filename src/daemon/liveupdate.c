@@ -449,9 +449,8 @@ static void keep_fd(struct keep_ctx *k, int fd)
 		k->r = negative_errno();
 }
 
-static void keep_endpoint(struct keep_ctx *k, const struct endpoint *ep)
+static void keep_queued(struct keep_ctx *k, const struct endpoint *ep)
 {
-	keep_fd(k, ep->fd);
 	for (const struct outmsg *m = ep->out_head; m; m = m->next)
 		keep_fd(k, m->fd);
 }
@@ -461,31 +460,22 @@ static void keep_flb_fd(int fd, void *userdata)
 	keep_fd(userdata, fd);
 }
 
-static int keep_file(const struct luo_file_info *fi, void *userdata)
-{
-	keep_fd(userdata, fi->fd);
-	return 0;
-}
-
 /*
- * The one place that clears (keep = true) or restores FD_CLOEXEC on every fd
- * luod hands to its next image: the listening socket, connections, session
- * sockets, every file and FLB fd the engine holds, and the extra fds (the
- * state memfd, the previous binary).
+ * The one place that clears (keep = true) or restores FD_CLOEXEC on the fds
+ * luod hands to its next image that are not inheritable from birth: the fds
+ * queued with replies, the FLBs' fds, and the extra fds (the state memfd,
+ * the previous binary).  Everything else luod keeps (the listening socket,
+ * connections, session sockets, every held file) is born inheritable, so an
+ * update costs no system call per file or per session.
  */
 static int set_keep_fds(struct luod *d, bool keep, const int *extra, size_t n_extra)
 {
 	struct keep_ctx k = { .cloexec = !keep };
 
-	keep_fd(&k, d->listen_ep.fd);
 	LIST_FOREACH (n, &d->conns)
-		keep_endpoint(&k, list_entry(n, struct endpoint, node));
+		keep_queued(&k, list_entry(n, struct endpoint, node));
 	LIST_FOREACH (n, &d->sessions)
-		keep_endpoint(&k, list_entry(n, struct endpoint, node));
-	for (int kind = LUO_SESSION_OUTGOING; kind <= LUO_SESSION_INCOMING; kind++)
-		for (luo_session *s = luo_engine_first_session(d->engine, kind); s;
-		     s = luo_session_next(s))
-			(void)luo_session_foreach_file(s, keep_file, &k);
+		keep_queued(&k, list_entry(n, struct endpoint, node));
 	for_each_flb_fd(d, keep_flb_fd, &k);
 	for (size_t i = 0; i < n_extra; i++)
 		keep_fd(&k, extra[i]);
@@ -596,7 +586,7 @@ static int spawn_check(const char *binary, int memfd, pid_t *ret_pid, int *ret_o
 		return negative_errno();
 	out_r = pipefd[0];
 	out_w = pipefd[1];
-	snprintf(fdstr, sizeof(fdstr), "%d", memfd);
+	snprintf(fdstr, sizeof(fdstr), "%d", 3);
 
 	/* posix_spawn() (vfork-like) rather than fork(): a luod holding millions of
 	 * files has a large address space that fork() would copy for nothing. */
@@ -609,9 +599,11 @@ static int spawn_check(const char *binary, int memfd, pid_t *ret_pid, int *ret_o
 	sigaddset(&def, SIGPIPE);
 	sigaddset(&def, SIGHUP);
 	posix_spawnattr_setsigdefault(&attr, &def);
+	/* The checker gets the state as fd 3 and nothing else luod holds (which
+	 * is inheritable, for luod's own next image). */
 	posix_spawn_file_actions_adddup2(&fa, out_w, STDOUT_FILENO);
-	/* dup2 onto itself clears FD_CLOEXEC in the child only. */
-	posix_spawn_file_actions_adddup2(&fa, memfd, memfd);
+	posix_spawn_file_actions_adddup2(&fa, memfd, 3);
+	posix_spawn_file_actions_addclosefrom_np(&fa, 4);
 	r = -posix_spawn(&pid, binary, &fa, &attr, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
@@ -1169,9 +1161,8 @@ int liveupdate_restore(struct luod *d, int memfd, int rollback_error)
 	ext_read_ctx_done(&x);
 	if (r < 0)
 		return r;
-	/* Everything inherited becomes CLOEXEC again, in one call where the kernel can. */
-	if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
-		(void)set_keep_fds(d, false, &memfd, 1);
+	/* What was made inheritable only for the exec is close-on-exec again. */
+	(void)set_keep_fds(d, false, &memfd, 1);
 	d->previous_exe_fd = safe_close(d->previous_exe_fd);
 	if (!rollback_error)
 		d->n_live_updates++;

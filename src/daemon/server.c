@@ -430,6 +430,8 @@ int luod_init(struct luod *d)
 	r = luo_engine_new(&d->engine);
 	if (r < 0)
 		return r;
+	/* Held files go to every next image: born inheritable, never touched at an update. */
+	luo_engine_set_inheritable_fds(d->engine, true);
 	return luo_engine_add_default_handlers(d->engine);
 }
 
@@ -509,7 +511,8 @@ int server_listen(struct luod *d)
 	}
 	fd = safe_close(fd);
 
-	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	/* The listening socket goes to every next image of luod: inheritable. */
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return negative_errno();
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
@@ -625,7 +628,8 @@ static void handle_accept(struct luod *d)
 	for (int i = 0; i < 64; i++) {
 		struct ucred cred;
 		socklen_t len = sizeof(cred);
-		int fd = accept4(d->listen_ep.fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		/* Connections go to every next image of luod: inheritable from birth. */
+		int fd = accept4(d->listen_ep.fd, NULL, NULL, SOCK_NONBLOCK);
 
 		if (fd < 0) {
 			if (errno == EMFILE || errno == ENFILE)

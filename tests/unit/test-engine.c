@@ -377,6 +377,34 @@ TEST(preserve_fd_on_incoming_session_einval)
 	luo_engine_free(e);
 }
 
+static int held_fd_of(const struct luo_file_info *fi, void *userdata)
+{
+	*(int *)userdata = fi->fd;
+	return 1;
+}
+
+/* The engine's own reference is close-on-exec unless the daemon asked for
+ * inheritable held fds (luod, which keeps them across its re-exec). */
+TEST(held_fd_cloexec_unless_inheritable)
+{
+	for (int inheritable = 0; inheritable <= 1; inheritable++) {
+		luo_engine *e = test_engine();
+		luo_session *s;
+		int fd = test_eventfd(), held = -1;
+
+		luo_engine_set_inheritable_fds(e, inheritable);
+		s = test_create(e, "s");
+		ASSERT_OK(luo_session_preserve_fd(s, 1, fd));
+		ASSERT_EQ(luo_session_foreach_file(s, held_fd_of, &held), 1);
+		ASSERT_TRUE(held >= 3 && held != fd);
+		ASSERT_EQ(!!(fcntl(held, F_GETFD) & FD_CLOEXEC), !inheritable);
+		/* The caller's fd is untouched either way. */
+		ASSERT_TRUE(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+		close(fd);
+		luo_engine_free(e);
+	}
+}
+
 TEST(preserve_fd_same_token_eexist)
 {
 	luo_engine *e = test_engine();
@@ -1208,7 +1236,7 @@ TEST_MAIN(TEST_CASE(add_handler_compatible_empty_einval),
 	  TEST_CASE(retrieve_session_finished_einval),
 	  TEST_CASE(retrieve_session_after_finish_and_close_enoent),
 	  TEST_CASE(preserve_fd_on_incoming_session_einval),
-	  TEST_CASE(preserve_fd_same_token_eexist), TEST_CASE(preserve_fd_token_zero_and_max_ok),
+	  TEST_CASE(held_fd_cloexec_unless_inheritable), TEST_CASE(preserve_fd_same_token_eexist), TEST_CASE(preserve_fd_token_zero_and_max_ok),
 	  TEST_CASE(preserve_fd_same_token_other_session_ok),
 	  TEST_CASE(preserve_fd_closed_fd_ebadf), TEST_CASE(preserve_fd_o_path_ebadf),
 	  TEST_CASE(preserve_fd_no_handler_enoent),

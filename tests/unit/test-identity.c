@@ -9,6 +9,38 @@
  */
 #include "test-util.h"
 
+/* A decoded file is indexed under the identity the state recorded, without
+ * asking its handler: it is then busy exactly like a preserved one. */
+TEST(identity_add_known_indexes_without_the_handler)
+{
+	luo_engine *e = test_engine();
+	luo_session *s = test_create(e, "s"), *other = test_create(e, "o");
+	struct luo_file *f = NULL, *g = NULL;
+	struct luo_file_id id;
+	struct stat st;
+	int p[2], calls;
+
+	ASSERT_OK(pipe2(p, O_CLOEXEC));
+	ASSERT_OK(fstat(p[0], &st));
+	ASSERT_OK(test_handler.get_id(&test_handler, p[0], &st, &id));
+	ASSERT_OK(luo_file_new(s, 1, &test_handler, fcntl(p[0], F_DUPFD_CLOEXEC, 3), NULL, 0, &f));
+	calls = test_calls[OP_GET_ID];
+	ASSERT_OK(luo_identity_add_known(e, f, &id));
+	ASSERT_EQ(test_calls[OP_GET_ID], calls);
+	/* Busy for anyone else now. */
+	ASSERT_ERR(luo_session_preserve_fd(other, 1, p[0]), -EBUSY);
+	/* Indexing the same file again replaces its entry. */
+	ASSERT_OK(luo_identity_add_known(e, f, &id));
+	ASSERT_ERR(luo_session_preserve_fd(other, 1, p[0]), -EBUSY);
+	/* Another file with that identity is refused and left unindexed. */
+	ASSERT_OK(luo_file_new(s, 2, &test_handler, fcntl(p[0], F_DUPFD_CLOEXEC, 3), NULL, 0, &g));
+	ASSERT_ERR(luo_identity_add_known(e, g, &id), -EBUSY);
+	ASSERT_TRUE(g->id_node == NULL);
+	close(p[0]);
+	close(p[1]);
+	luo_engine_free(e);
+}
+
 TEST(identity_two_eventfds_both_preservable)
 {
 	luo_engine *e = test_engine();
@@ -236,7 +268,8 @@ TEST(identity_survives_handler_replacing_fd_in_finish)
 	luo_engine_free(e);
 }
 
-TEST_MAIN(TEST_CASE(identity_two_eventfds_both_preservable),
+TEST_MAIN(TEST_CASE(identity_add_known_indexes_without_the_handler),
+	  TEST_CASE(identity_two_eventfds_both_preservable),
 	  TEST_CASE(identity_dup_of_preserved_eventfd_ebusy),
 	  TEST_CASE(identity_preserved_in_another_session_ebusy),
 	  TEST_CASE(identity_pipe_by_inode_second_open_ebusy),

@@ -1099,6 +1099,47 @@ TEST(closed_fd_is_ebadf_and_nothing_is_closed_or_left)
 	close(w);
 }
 
+TEST(closed_fd_with_a_carried_identity_is_ebadf_and_nothing_is_closed)
+{
+	_cleanup_free_ void *blob = NULL;
+	luo_engine *e, *d;
+	int fds[1200], tmp, wr;
+	luo_session *s;
+	size_t size, i = 0;
+
+	/* More files than one poll() batch, the closed one in the second. */
+	test_need_fds(2600);
+	e = both_engine();
+	d = both_engine();
+	s = test_create(e, "many");
+	for (uint64_t t = 0; t < 1100; t++)
+		test_preserve_new(s, t);
+	preserve_pipe(s, 5000);
+	LIST_FOREACH (pos, &s->files)
+		fds[i++] = list_entry(pos, struct luo_file, order)->hf.fd;
+	encode(e, NULL, &blob, &size);
+	e->borrowed_fds = true;
+	luo_engine_free(e);
+	wr = fds[1050];
+	ASSERT_OK(close(wr));
+
+	ASSERT_ERR(luo_state_decode(d, blob, size, 0, NULL), -EBADF);
+	assert_engine_empty(d);
+	for (size_t k = 0; k < i; k++)
+		if (k != 1050)
+			ASSERT_OK(fcntl(fds[k], F_GETFD));
+
+	/* Open again: adopted. */
+	tmp = test_eventfd();
+	ASSERT_OK(dup3(tmp, wr, O_CLOEXEC));
+	close(tmp);
+	ASSERT_OK(luo_state_decode(d, blob, size, 0, NULL));
+	ASSERT_EQ(luo_engine_n_files(d), 1101);
+	luo_engine_free(d);
+	for (size_t k = 0; k < i; k++)
+		ASSERT_ERRNO(fcntl(fds[k], F_GETFD), EBADF);
+}
+
 TEST(borrowed_fds_are_not_checked_indexed_or_closed)
 {
 	_cleanup_free_ void *blob = NULL;
@@ -1608,6 +1649,7 @@ TEST_MAIN(TEST_CASE(empty_engine_round_trips_to_identical_blob),
 	  TEST_CASE(encode_refuses_data_the_decoder_would_refuse),
 	  TEST_CASE(misaligned_blob_decodes), TEST_CASE(decode_into_engine_with_sessions_is_ebusy),
 	  TEST_CASE(closed_fd_is_ebadf_and_nothing_is_closed_or_left),
+	  TEST_CASE(closed_fd_with_a_carried_identity_is_ebadf_and_nothing_is_closed),
 	  TEST_CASE(borrowed_fds_are_not_checked_indexed_or_closed),
 	  TEST_CASE(same_file_twice_is_ebadmsg),
 	  TEST_CASE(decode_indexes_the_identity_the_blob_carries_without_asking_the_handler),

@@ -23,6 +23,7 @@
  */
 #pragma once
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -160,6 +161,10 @@ void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 uint64_t now_usec(int clock);
 
 /* server.c */
+/* Blocks SIGTERM/SIGINT (for the signalfd) and ignores SIGPIPE and SIGHUP.
+ * Called before the socket listens: a client may signal luod as soon as it
+ * can connect. */
+void luod_block_signals(sigset_t *ret_mask);
 int luod_init(struct luod *d);
 void luod_done(struct luod *d);
 /* Binds and listens on d->socket_path; -EADDRINUSE if a live luod serves it. */

@@ -400,6 +400,7 @@ int main(int argc, char **argv)
 	if (!inherits_state(argc, argv))
 		(void)syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
 
+	luod_block_signals(NULL);
 	r = luod_init(&d);
 	if (r < 0) {
 		log_error("cannot set up: %s", strerror(-r));

@@ -408,6 +408,21 @@ void endpoint_reply(struct luod *d, struct endpoint *ep, uint32_t tag, int resul
 	endpoint_flush(d, ep);
 }
 
+void luod_block_signals(sigset_t *ret_mask)
+{
+	sigset_t mask;
+
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	(void)sigprocmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	/* A closed terminal must not take every session with it. */
+	signal(SIGHUP, SIG_IGN);
+	if (ret_mask)
+		*ret_mask = mask;
+}
+
 int luod_init(struct luod *d)
 {
 	int r;
@@ -572,14 +587,7 @@ int server_arm(struct luod *d)
 		return negative_errno();
 	d->sock_dev = st.st_dev;
 
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
-	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
-		return negative_errno();
-	signal(SIGPIPE, SIG_IGN);
-	/* A closed terminal must not take every session with it. */
-	signal(SIGHUP, SIG_IGN);
+	luod_block_signals(&mask);
 	d->signal_ep.fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (d->signal_ep.fd < 0)
 		return negative_errno();

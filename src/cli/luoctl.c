@@ -391,36 +391,6 @@ static int call_stream(int fd, const char *what, uint32_t nr, const void *req, s
 
 /* ---- names of things ---- */
 
-static const char *kind_name(uint32_t kind)
-{
-	switch (kind) {
-	case LUO_SESSION_OUTGOING:
-		return "outgoing";
-	case LUO_SESSION_INCOMING:
-		return "incoming";
-	default:
-		return "unknown";
-	}
-}
-
-static const char *state_name(uint32_t state)
-{
-	switch (state) {
-	case LUO_SESSION_OPEN:
-		return "open";
-	case LUO_SESSION_WAITING:
-		return "waiting";
-	case LUO_SESSION_RETRIEVED:
-		return "retrieved";
-	case LUO_SESSION_FINISHED:
-		return "finished";
-	case LUO_SESSION_STUCK:
-		return "stuck";
-	default:
-		return "unknown";
-	}
-}
-
 static const char *flags_name(uint64_t flags)
 {
 	if (flags == 0)
@@ -538,7 +508,7 @@ static void json_print_session_fields(const struct luo_wire_session_entry *s)
 	json_print_hex(stdout, s->name, len);
 	printf(",\"kind\":\"%s\",\"state\":\"%s\",\"uid\":%" PRIu32 ",\"flags\":%" PRIu64
 	       ",\"handover_on_close\":%s,\"files\":%" PRIu64,
-	       kind_name(s->kind), state_name(s->state), s->uid, s->flags,
+	       luo_session_kind_name(s->kind), luo_session_state_name(s->state), s->uid, s->flags,
 	       (s->flags & LUO_SESSION_FLAG_HANDOVER_ON_CLOSE) ? "true" : "false", s->n_files);
 }
 
@@ -555,8 +525,12 @@ static int print_sessions_table(const struct luo_wire_session_entry *v, size_t n
 			escape_human(v[i].name, name_field_length(v[i].name, sizeof(v[i].name)));
 		char uid[16], files[24];
 		const char *cells[ELEMENTSOF(headers)] = {
-			name,  kind_name(v[i].kind),   state_name(v[i].state), uid,
-			files, flags_name(v[i].flags),
+			name,
+			luo_session_kind_name(v[i].kind),
+			luo_session_state_name(v[i].state),
+			uid,
+			files,
+			flags_name(v[i].flags),
 		};
 
 		if (!name) {
@@ -718,8 +692,8 @@ static int print_shown(const struct shown *x, bool first)
 	if (!first)
 		printf("\n");
 	printf("session:  %s\n", n);
-	printf("kind:     %s\n", kind_name(x->s.kind));
-	printf("state:    %s\n", state_name(x->s.state));
+	printf("kind:     %s\n", luo_session_kind_name(x->s.kind));
+	printf("state:    %s\n", luo_session_state_name(x->s.state));
 	printf("uid:      %" PRIu32 "\n", x->s.uid);
 	printf("flags:    %s\n", flags_name(x->s.flags));
 	printf("files:    %" PRIu64 "\n", x->s.n_files);

@@ -65,6 +65,36 @@ void luo_engine_free(luo_engine *e)
 	free(e);
 }
 
+const char *luo_session_kind_name(uint32_t kind)
+{
+	switch (kind) {
+	case LUO_SESSION_OUTGOING:
+		return "outgoing";
+	case LUO_SESSION_INCOMING:
+		return "incoming";
+	default:
+		return "unknown";
+	}
+}
+
+const char *luo_session_state_name(uint32_t state)
+{
+	switch (state) {
+	case LUO_SESSION_OPEN:
+		return "open";
+	case LUO_SESSION_WAITING:
+		return "waiting";
+	case LUO_SESSION_RETRIEVED:
+		return "retrieved";
+	case LUO_SESSION_FINISHED:
+		return "finished";
+	case LUO_SESSION_STUCK:
+		return "stuck";
+	default:
+		return "unknown";
+	}
+}
+
 void luo_engine_set_inheritable_fds(luo_engine *e, bool inheritable)
 {
 	e->inheritable_fds = inheritable;

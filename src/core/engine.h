@@ -114,6 +114,10 @@ uint32_t luo_session_uid(const luo_session *s);
 uint64_t luo_session_handle(const luo_session *s); /* 0 if none */
 size_t luo_session_n_files(const luo_session *s);
 
+/* Names for people and scripts ("outgoing", "open", ...); "unknown" for other values. */
+const char *luo_session_kind_name(uint32_t kind);
+const char *luo_session_state_name(uint32_t state);
+
 /* Iteration in creation (outgoing) or arrival (incoming) order. */
 luo_session *luo_engine_first_session(const luo_engine *e, enum luo_session_kind kind);
 luo_session *luo_session_next(const luo_session *s);

@@ -34,28 +34,6 @@ struct dump {
 	uint64_t update_number, next_handle, size;
 };
 
-static const char *kind_name(enum luo_session_kind kind)
-{
-	return kind == LUO_SESSION_OUTGOING ? "outgoing" : "incoming";
-}
-
-static const char *state_name(enum luo_session_state state)
-{
-	switch (state) {
-	case LUO_SESSION_OPEN:
-		return "open";
-	case LUO_SESSION_WAITING:
-		return "waiting";
-	case LUO_SESSION_RETRIEVED:
-		return "retrieved";
-	case LUO_SESSION_FINISHED:
-		return "finished";
-	case LUO_SESSION_STUCK:
-		return "stuck";
-	}
-	return "unknown";
-}
-
 static void put_hex(FILE *f, const void *data, size_t size)
 {
 	const uint8_t *p = data;
@@ -215,14 +193,14 @@ static int dump_session(const struct luo_state_session *s, void *userdata)
 			", \"kind\": \"%s\", \"state\": \"%s\", \"uid\": %" PRIu32
 			", \"flags\": %" PRIu64 ", \"handover_on_close\": %s, \"handle\": %" PRIu64
 			", \"files\": [",
-			kind_name(s->kind), state_name(s->state), s->uid, s->flags, bool_json(hoc),
-			s->handle);
+			luo_session_kind_name(s->kind), luo_session_state_name(s->state), s->uid,
+			s->flags, bool_json(hoc), s->handle);
 	} else {
 		fprintf(f, "  session %zu: ", d->n_sessions);
 		put_text_string(f, s->name, s->name_len);
 		fprintf(f, " %s %s, uid %" PRIu32 ", flags 0x%" PRIx64 "%s, handle %" PRIu64 "\n",
-			kind_name(s->kind), state_name(s->state), s->uid, s->flags,
-			hoc ? " (handover-on-close)" : "", s->handle);
+			luo_session_kind_name(s->kind), luo_session_state_name(s->state), s->uid,
+			s->flags, hoc ? " (handover-on-close)" : "", s->handle);
 	}
 	d->n_sessions++;
 	d->n_files = 0;

@@ -165,6 +165,62 @@ TEST(scale_sessions_files_handover_encode_decode_retrieve)
 	run_scale(N_SESSIONS, N_FILES, false);
 }
 
+/*
+ * The full size where fds are short: 100,000 sessions and 200,000 files whose
+ * fd slots are numbers only (the engine borrows them and never touches them),
+ * handed over by a reboot, encoded and decoded.  Everything but the per-file
+ * system calls of the real preserve is exercised at full scale.
+ */
+TEST(scale_full_size_with_borrowed_fd_slots)
+{
+	const size_t n_sessions = N_SESSIONS, n_files = N_FILES;
+	luo_engine *e = test_engine(), *d = NULL;
+	double start = now(), t = start;
+	void *blob = NULL, *blob2 = NULL;
+	size_t size, size2;
+
+	e->borrowed_fds = true;
+	for (size_t i = 0; i < n_sessions; i++) {
+		uint8_t name[LUO_NAME_FIELD] = { 0 };
+		luo_session *s;
+
+		snprintf((char *)name, sizeof(name), "session-%zu", i);
+		ASSERT_OK(luo_engine_create_session(e, name, 0, 1000, &s));
+		for (size_t j = 0; j < n_files / n_sessions; j++) {
+			struct luo_file *f;
+			struct luo_file_id id = { .dev = 1, .ino = 1 + i * 2 + j };
+
+			ASSERT_OK(luo_file_new(s, j, &test_handler, (int)(1000 + i * 2 + j), NULL,
+					       0, &f));
+			ASSERT_OK(luo_identity_add_known(e, f, &id));
+		}
+	}
+	phase("create sessions, index files", &t);
+	ASSERT_EQ(luo_engine_n_files(e), n_files);
+	ASSERT_OK(luo_engine_reboot(e));
+	phase("reboot: freeze, hand over all", &t);
+	ASSERT_EQ(luo_engine_n_sessions(e, LUO_SESSION_INCOMING), n_sessions);
+	ASSERT_OK(luo_state_encode(e, NULL, &blob, &size));
+	phase("encode", &t);
+	test_diag("state: %zu bytes", size);
+	ASSERT_OK(luo_engine_new(&d));
+	ASSERT_OK(luo_engine_add_handler(d, &test_handler));
+	ASSERT_OK(luo_state_decode(d, blob, size, LUO_STATE_BORROW_FDS, NULL));
+	phase("decode", &t);
+	ASSERT_EQ(luo_engine_n_sessions(d, LUO_SESSION_INCOMING), n_sessions);
+	ASSERT_EQ(luo_engine_n_files(d), n_files);
+	ASSERT_EQ(luo_engine_update_number(d), 1);
+	ASSERT_OK(luo_state_encode(d, NULL, &blob2, &size2));
+	ASSERT_EQ(size2, size);
+	ASSERT_MEMEQ(blob2, blob, size);
+	phase("encode again: identical", &t);
+	luo_engine_free(d);
+	luo_engine_free(e);
+	free(blob);
+	free(blob2);
+	test_diag("%-34s %8.3f s", "total", now() - start);
+}
+
 /* As many files as the hard fd limit allows, with headroom; skips if too few. */
 static size_t files_up_to_fd_limit(void)
 {
@@ -273,6 +329,7 @@ TEST(scale_decoded_files_indexed_under_known_ids_are_busy)
 }
 
 TEST_MAIN(TEST_CASE(scale_sessions_files_handover_encode_decode_retrieve),
+	  TEST_CASE(scale_full_size_with_borrowed_fd_slots),
 	  TEST_CASE(scale_sessions_with_files_up_to_fd_limit),
 	  TEST_CASE(scale_builtin_handlers_with_files_up_to_fd_limit),
 	  TEST_CASE(scale_decoded_files_indexed_under_known_ids_are_busy))

@@ -196,6 +196,12 @@ static int send_request(int fd, uint32_t nr, const void *req, size_t size)
 	};
 	ssize_t n = socket_send_message(fd, iov, 2, NULL, 0);
 
+	if (n == -EPIPE || n == -ECONNRESET) {
+		/* luod may have refused the connection before hanging up: say why. */
+		int k = luo_wire_refusal(fd);
+		if (k < 0)
+			return k;
+	}
 	if (n < 0)
 		return (int)n;
 	return 0;
@@ -304,11 +310,6 @@ static int call(int fd, const char *what, uint32_t nr, const void *req, size_t r
 	}
 	start = now_usec();
 	r = send_request(fd, nr, req, req_size);
-	if (r == -EPIPE || r == -ECONNRESET) {
-		int k = luo_wire_refusal(fd);
-		if (k < 0)
-			r = k;
-	}
 	if (r < 0)
 		return transport_failure(what, r);
 	r = recv_reply(fd, buf, &h);
@@ -345,11 +346,6 @@ static int call_stream(int fd, const char *what, uint32_t nr, const void *req, s
 		return EXIT_FAILED;
 	}
 	r = send_request(fd, nr, req, req_size);
-	if (r == -EPIPE || r == -ECONNRESET) {
-		int k = luo_wire_refusal(fd);
-		if (k < 0)
-			r = k;
-	}
 	if (r < 0)
 		return transport_failure(what, r);
 	for (;;) {

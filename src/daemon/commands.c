@@ -85,6 +85,19 @@ static void reply_ok(struct luod *d, struct endpoint *ep, const struct luo_wire_
 	endpoint_reply(d, ep, p->tag, 0, 0, cmd, luo_wire_reply_size(p), NULL, 0, fd);
 }
 
+/* Closes what the request brought and replies: the error, or the struct and out_fd. */
+static void finish_request(struct luod *d, struct endpoint *ep, const struct luo_wire_parsed *p,
+			   union cmd_struct *c, int r, int *fds, size_t n_fds, int out_fd)
+{
+	close_many(fds, n_fds);
+	if (r < 0) {
+		safe_close(out_fd);
+		endpoint_reply(d, ep, p->tag, r, 0, NULL, 0, NULL, 0, -EBADF);
+		return;
+	}
+	reply_ok(d, ep, p, c, out_fd);
+}
+
 /* ---- session commands ---- */
 
 static int session_preserve_once(struct luod *d, luo_session *s, union cmd_struct *c, int fd)
@@ -208,13 +221,7 @@ static void handle_session_request(struct luod *d, struct endpoint *ep,
 		break;
 	}
 out:
-	close_many(fds, n_fds);
-	if (r < 0) {
-		safe_close(out_fd);
-		endpoint_reply(d, ep, p->tag, r, 0, NULL, 0, NULL, 0, -EBADF);
-		return;
-	}
-	reply_ok(d, ep, p, &c, out_fd);
+	finish_request(d, ep, p, &c, r, fds, n_fds, out_fd);
 }
 
 /* ---- device commands ---- */
@@ -537,13 +544,7 @@ static void handle_device_request(struct luod *d, struct endpoint *ep,
 		break;
 	}
 out:
-	close_many(fds, n_fds);
-	if (r < 0) {
-		safe_close(out_fd);
-		endpoint_reply(d, ep, p->tag, r, 0, NULL, 0, NULL, 0, -EBADF);
-		return;
-	}
-	reply_ok(d, ep, p, &c, out_fd);
+	finish_request(d, ep, p, &c, r, fds, n_fds, out_fd);
 }
 
 int handle_request(struct luod *d, struct endpoint *ep, const uint8_t *buf, size_t len, int *fds,

@@ -56,7 +56,7 @@ struct luo_engine {
 	size_t n_files;
 	bool borrowed_fds;
 	bool inheritable_fds;
-		/* held fds are born without FD_CLOEXEC */ /* decoded without adopting fds: never close them */
+	/* held fds are born without FD_CLOEXEC */ /* decoded without adopting fds: never close them */
 };
 
 /* file.c */

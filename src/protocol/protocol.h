@@ -44,7 +44,7 @@
 struct luo_wire_request {
 	uint32_t op;  /* command word, _IO(0xBA, nr) */
 	uint32_t tag; /* echoed in the reply */
-	/* command struct follows */
+		      /* command struct follows */
 };
 
 #define LUO_WIRE_REPLY_MORE (1u << 0) /* another reply message follows (listings) */

@@ -314,7 +314,8 @@ static void assert_only_kept_fds_inheritable(pid_t pid)
 			test_fail_at(__FILE__, __LINE__, "luod fd %s (%s) outlived the update",
 				     de->d_name, target);
 		if (strcmp(target, "anon_inode:[eventpoll]") != 0 &&
-		    strcmp(target, "anon_inode:[signalfd]") != 0 && strcmp(target, "/dev/null") != 0)
+		    strcmp(target, "anon_inode:[signalfd]") != 0 &&
+		    strcmp(target, "/dev/null") != 0)
 			continue;
 		snprintf(info, sizeof(info), "%s/%s", path, de->d_name);
 		f = fopen(info, "re");

@@ -86,6 +86,9 @@ struct endpoint {
 	uint32_t events;       /* what epoll currently watches */
 	struct list_node node; /* luod.conns or luod.sessions; luod.graveyard once dead */
 	bool dead;	       /* closed; freed after the current batch of events */
+	/* EP_SESSION hung up, waiting out an incoming session of its name (luod.deferred) */
+	bool deferred;
+	struct list_node deferred_node;
 	/* EP_CONN */
 	pid_t pid;
 	bool device_holder;
@@ -135,6 +138,7 @@ struct luod {
 	uint64_t sock_dev; /* st_dev of sockets: the filesystem of every session fd */
 	struct list_head conns, sessions;
 	struct list_head graveyard; /* closed endpoints the current event batch may still name */
+	struct list_head deferred;  /* handover-on-close sessions waiting for their name */
 	struct hashmap by_ino, uids;
 	struct endpoint *device_holder;
 	struct luod_limits limits;

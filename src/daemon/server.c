@@ -225,6 +225,8 @@ static void endpoint_free(struct luod *d, struct endpoint *ep)
 	} else if (ep->type == EP_SESSION) {
 		hashmap_remove(&d->by_ino, &ep->by_ino);
 		list_remove(&d->sessions, &ep->node);
+		if (ep->deferred)
+			list_remove(&d->deferred, &ep->deferred_node);
 	}
 	ep->fd = safe_close(ep->fd);
 	if (d->check.requester == ep)
@@ -269,11 +271,51 @@ int server_reap_hangups(struct luod *d, struct endpoint *current)
 	return reaped;
 }
 
+/* Hands over the deferred handover-on-close sessions whose name is free now. */
+static void retry_deferred(struct luod *d)
+{
+	LIST_FOREACH_SAFE (i, &d->deferred) {
+		struct endpoint *ep = list_entry(i, struct endpoint, deferred_node);
+		luo_session *s = luo_engine_session_by_handle(d->engine, ep->handle);
+
+		if (s &&
+		    luo_engine_find_session(d->engine, LUO_SESSION_INCOMING, luo_session_name(s)))
+			continue;
+		list_remove(&d->deferred, i);
+		ep->deferred = false;
+		session_hangup(d, ep);
+	}
+}
+
 /* The last client fd of a session closed: the kernel's close rule. */
 static void session_hangup(struct luod *d, struct endpoint *ep)
 {
 	luo_session *s = ep->handle ? luo_engine_session_by_handle(d->engine, ep->handle) : NULL;
+	bool incoming = s && luo_session_kind(s) == LUO_SESSION_INCOMING;
 
+	/*
+	 * A handover-on-close cannot happen while an incoming session of the same
+	 * name exists (the next program would not know which to take).  A program
+	 * that died typically held both: the retrieved session it had not closed
+	 * and the one it was building, whose fds close one after the other.  The
+	 * new state must not be lost for that: the session waits, out of the
+	 * event loop, until the incoming one of its name is gone, and is handed
+	 * over then.  (A reboot hands it over in any case.)
+	 */
+	if (s && !incoming && (luo_session_flags(s) & LUO_SESSION_FLAG_HANDOVER_ON_CLOSE) &&
+	    luo_engine_find_session(d->engine, LUO_SESSION_INCOMING, luo_session_name(s)) &&
+	    (server_reap_hangups(d, ep), true) &&
+	    luo_engine_find_session(d->engine, LUO_SESSION_INCOMING, luo_session_name(s))) {
+		if (!ep->deferred) {
+			log_info("session \"%s\" will be handed over once the incoming session of "
+				 "its name is closed",
+				 luo_session_name(s));
+			(void)epoll_ctl(d->epoll_fd, EPOLL_CTL_DEL, ep->fd, NULL);
+			ep->deferred = true;
+			list_append(&d->deferred, &ep->deferred_node);
+		}
+		return;
+	}
 	if (s) {
 		uint32_t uid = luo_session_uid(s);
 		size_t sessions_before = luo_engine_n_sessions(d->engine, LUO_SESSION_OUTGOING) +
@@ -294,6 +336,8 @@ static void session_hangup(struct luod *d, struct endpoint *ep)
 		}
 	}
 	endpoint_free(d, ep);
+	if (incoming && !list_empty(&d->deferred))
+		retry_deferred(d);
 }
 
 static void endpoint_update_events(struct luod *d, struct endpoint *ep)
@@ -440,6 +484,7 @@ int luod_init(struct luod *d)
 	list_init(&d->conns);
 	list_init(&d->sessions);
 	list_init(&d->graveyard);
+	list_init(&d->deferred);
 	hashmap_init(&d->by_ino);
 	hashmap_init(&d->uids);
 	r = luo_engine_new(&d->engine);

@@ -213,6 +213,46 @@ TEST(handover_on_close_owner_killed_waits_for_successor)
 	test_luod_stop(&d);
 }
 
+/*
+ * A successor that retrieved the session, has not closed it yet and built the
+ * next one with handover-on-close dies: both close at once, and the new
+ * session must still be handed over (the retrieved one is finished first).
+ */
+TEST(handover_on_close_survives_dying_with_the_retrieved_session_open)
+{
+	struct test_luod d;
+	int conn, s, fd, status;
+	pid_t pid;
+
+	test_luod_start(&d, NULL);
+	conn = test_luod_connect(&d);
+	ASSERT_OK(cl_create(conn, "gen", 0, &s));
+	ASSERT_OK(cl_handover(s));
+	close(s);
+	fflush(stdout);
+	pid = fork();
+	ASSERT_OK(pid);
+	if (pid == 0) {
+		int c = test_luod_connect(&d), old, next, m = cl_memfd("generation 2");
+
+		if (c < 0 || cl_retrieve(c, "gen", &old) < 0 ||
+		    cl_create(c, "gen", LUO_SESSION_HANDOVER_ON_CLOSE, &next) < 0 ||
+		    cl_preserve(next, 2, m) < 0)
+			_exit(1);
+		raise(SIGKILL);
+		_exit(1);
+	}
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	ASSERT_OK(cl_retrieve(conn, "gen", &s));
+	ASSERT_OK(cl_retrieve_fd(s, 2, &fd));
+	ASSERT_TRUE(cl_memfd_has(fd, "generation 2"));
+	close(fd);
+	close(s);
+	close(conn);
+	test_luod_stop(&d);
+}
+
 TEST(session_shared_over_fork_lives_until_last_holder)
 {
 	struct test_luod d;
@@ -499,6 +539,7 @@ TEST_MAIN(TEST_CASE(last_close_aborts_the_session),
 	  TEST_CASE(close_retrieved_then_retrieve_gives_enoent_at_once),
 	  TEST_CASE(device_close_then_open_never_ebusy), TEST_CASE(owner_killed_session_is_gone),
 	  TEST_CASE(handover_on_close_owner_killed_waits_for_successor),
+	  TEST_CASE(handover_on_close_survives_dying_with_the_retrieved_session_open),
 	  TEST_CASE(session_shared_over_fork_lives_until_last_holder),
 	  TEST_CASE(second_luod_on_a_live_socket_exits_3), TEST_CASE(stale_socket_file_is_replaced),
 	  TEST_CASE(sighup_is_ignored), TEST_CASE(sigterm_exits_0_and_unlinks_the_socket),

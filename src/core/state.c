@@ -9,9 +9,16 @@
  *       flb@<i> { compatible = "luo-flb-v1"; flb = "<ops compatible>";
  *                 count = <u64>; flags = <u32: incoming, retrieved>;
  *                 fd = <s32 slot or -1>; data = [bytes]; };
- *       session@<i> { compatible = "luo-session-v1"; name = [1..63 bytes];
+ *       session@<i> { compatible = "luo-session-v2"; name = [1..63 bytes];
  *                 kind = <u32>; state = <u32>; flags = <u64>; uid = <u32>;
  *                 handle = <u64>;
+ *                 handlers = "<handler compatible>", ...;
+ *                 files = [n records of <token:u64 dev:u64 ino:u64
+ *                          extra:u64 fd:s32 flags:u32 retrieve-error:s32
+ *                          handler:u32 data-offset:u32 data-size:u32>];
+ *                 file-data = [bytes]; };
+ *       session@<i> { compatible = "luo-session-v1"; name; kind; state;
+ *                 flags; uid; handle;
  *                 file@<j> { compatible = "luo-file-v2";
  *                            handler = "<handler compatible>";
  *                            record = <token:u64 dev:u64 ino:u64 extra:u64
@@ -24,12 +31,22 @@
  * A file's fixed fields share one property, its record, because the cost of
  * reading a blob (fdt_check_full() first of all) grows with the number of
  * properties, and a live update of 10,000 files has about 0.1 us for each.
+ * For the same reason a session of two files or more (luo-session-v2)
+ * carries them in three properties whatever their number: their records
+ * back to back in files, each naming its handler by index into handlers
+ * (each handler once, in the order of its first file, all of them used) and
+ * its data by place in file-data (back to back in file order, filling it
+ * exactly).  A session of one file or none is still written as
+ * luo-session-v1, a node per file, where packing saves nothing; both
+ * versions are read whatever their number of files.
+ *
  * (dev, ino, extra) and the record's flag LUO_STATE_FILE_ID_BY_DESCRIPTION
  * are the identity the engine had indexed the file under: the decoder
  * indexes it again as is (luo_identity_add_known()), without a system call,
  * since the fd and its open file description come through execve()
- * unchanged.  All three zero means "not known" (a file without fd, or one
- * decoded from luo-file-v1): the decoder computes it then.  luo-file-v1
+ * unchanged (so does a luo-session-v2 record's).  All three zero means
+ * "not known" (a file without fd, or one decoded from luo-file-v1): the
+ * decoder computes it then.  luo-file-v1
  * nodes, { compatible; token = <u64>; handler; fd = <s32>; data;
  * flags = <u32>; retrieve-error = <s32>; }, are still read, never written.
  *
@@ -118,6 +135,9 @@ enum prop {
 	PROP_HANDLE,
 	PROP_HANDLER,
 	PROP_RECORD,
+	PROP_HANDLERS,
+	PROP_FILES,
+	PROP_FILE_DATA,
 	N_PROPS_WRITTEN,
 	/* luo-file-v1 only: read, never written. */
 	PROP_TOKEN = N_PROPS_WRITTEN,
@@ -146,6 +166,9 @@ static const struct {
 	P(PROP_HANDLE, "handle"),
 	P(PROP_HANDLER, "handler"),
 	P(PROP_RECORD, "record"),
+	P(PROP_HANDLERS, "handlers"),
+	P(PROP_FILES, "files"),
+	P(PROP_FILE_DATA, "file-data"),
 	P(PROP_TOKEN, "token"),
 	P(PROP_RETRIEVE_ERROR, "retrieve-error"),
 #undef P
@@ -161,6 +184,15 @@ enum {
 	RECORD_FLAGS = 36,
 	RECORD_RETRIEVE_ERROR = 40,
 	RECORD_SIZE = 44,
+};
+
+/* A file's record in a luo-session-v2's files: a luo-file-v2 record, then where
+ * its handler and its data are.  Big-endian, no padding. */
+enum {
+	PACKED_HANDLER = RECORD_SIZE, /* index into the session's handlers */
+	PACKED_DATA_OFFSET = 48,      /* into the session's file-data */
+	PACKED_DATA_SIZE = 52,
+	PACKED_SIZE = 56,
 };
 
 static size_t tag_align(size_t n)
@@ -306,9 +338,9 @@ static size_t file_size(size_t index, const struct luo_file *f)
 	       prop_size(f->hf.data_size);
 }
 
-static void write_file(struct out *o, const luo_engine *e, size_t index, const struct luo_file *f)
+/* The fixed fields of a file (RECORD_SIZE bytes at rec). */
+static void fill_record(uint8_t *rec, const luo_engine *e, const struct luo_file *f)
 {
-	uint8_t record[RECORD_SIZE];
 	struct luo_file_id id = {};
 	uint32_t flags = 0;
 
@@ -327,14 +359,20 @@ static void write_file(struct out *o, const luo_engine *e, size_t index, const s
 		id.by_description = false;
 	if (id.by_description)
 		flags |= LUO_STATE_FILE_ID_BY_DESCRIPTION;
-	fdt64_st(record + RECORD_TOKEN, f->hf.token);
-	fdt64_st(record + RECORD_DEV, id.dev);
-	fdt64_st(record + RECORD_INO, id.ino);
-	fdt64_st(record + RECORD_EXTRA, id.extra);
-	fdt32_st(record + RECORD_FD, (uint32_t)(f->hf.fd >= 0 ? f->hf.fd : -1));
-	fdt32_st(record + RECORD_FLAGS, flags);
-	fdt32_st(record + RECORD_RETRIEVE_ERROR, (uint32_t)f->retrieve_error);
+	fdt64_st(rec + RECORD_TOKEN, f->hf.token);
+	fdt64_st(rec + RECORD_DEV, id.dev);
+	fdt64_st(rec + RECORD_INO, id.ino);
+	fdt64_st(rec + RECORD_EXTRA, id.extra);
+	fdt32_st(rec + RECORD_FD, (uint32_t)(f->hf.fd >= 0 ? f->hf.fd : -1));
+	fdt32_st(rec + RECORD_FLAGS, flags);
+	fdt32_st(rec + RECORD_RETRIEVE_ERROR, (uint32_t)f->retrieve_error);
+}
 
+static void write_file(struct out *o, const luo_engine *e, size_t index, const struct luo_file *f)
+{
+	uint8_t record[RECORD_SIZE];
+
+	fill_record(record, e, f);
 	out_begin(o, "file", 4, index);
 	out_string(o, PROP_COMPATIBLE, LUO_STATE_FILE_COMPATIBLE);
 	out_string(o, PROP_HANDLER, f->handler->compatible);
@@ -343,38 +381,158 @@ static void write_file(struct out *o, const luo_engine *e, size_t index, const s
 	out32(o, FDT_END_NODE);
 }
 
+/*
+ * A session of one file (or none) keeps the luo-session-v1 layout, a node
+ * per file, where packing saves nothing; more go into luo-session-v2's
+ * arrays.  The choice depends on the engine alone, so encoding stays
+ * deterministic.
+ */
+static bool session_is_packed(const struct luo_session *s)
+{
+	return s->files.count >= 2;
+}
+
+/* The distinct handlers of s's files, in the order of their first file. */
+struct handler_list {
+	const struct luo_handler *h[LUO_MAX_HANDLERS];
+	size_t n;
+	size_t last; /* the index found last: files of one handler come in runs */
+};
+
+/* f's handler's index in l, added if new: >= 0, or -EINVAL past LUO_MAX_HANDLERS. */
+static int handler_index(struct handler_list *l, const struct luo_handler *h)
+{
+	if (l->n > 0 && l->h[l->last] == h)
+		return (int)l->last;
+	for (size_t k = 0; k < l->n; k++)
+		if (l->h[k] == h) {
+			l->last = k;
+			return (int)k;
+		}
+	if (l->n == LUO_MAX_HANDLERS)
+		return -EINVAL;
+	l->h[l->n] = h;
+	l->last = l->n;
+	return (int)l->n++;
+}
+
 static int session_size(size_t index, const struct luo_session *s, size_t *size)
 {
-	size_t j = 0;
+	struct handler_list l = {};
+	size_t j = 0, names = 0, data = 0;
+	bool packed = session_is_packed(s);
 
-	*size += node_size(7, index) + prop_size(sizeof(LUO_STATE_SESSION_COMPATIBLE)) +
-		 prop_size(s->name_len) + 3 * prop_size(4) + 2 * prop_size(8);
+	*size += node_size(7, index) + prop_size(s->name_len) + 3 * prop_size(4) + 2 * prop_size(8);
 	LIST_FOREACH (pos, &s->files) {
 		const struct luo_file *f = list_entry(pos, struct luo_file, order);
+		size_t n = l.n;
+		int r;
 
 		/* Refuse here what the next binary would refuse to read. */
 		if (f->hf.data_size > LUO_HANDLER_DATA_MAX)
 			return -EOVERFLOW;
-		*size += file_size(j++, f);
+		if (!packed) {
+			*size += file_size(j++, f);
+			continue;
+		}
+		r = handler_index(&l, f->handler);
+		if (r < 0)
+			return r;
+		if (l.n > n)
+			names += strlen(f->handler->compatible) + 1;
+		data += f->hf.data_size;
 	}
+	if (packed) {
+		/* Offsets into file-data are 32 bits: the blob's own limit keeps it in range. */
+		if (data > LUO_STATE_MAX_SIZE)
+			return -E2BIG;
+		*size += prop_size(sizeof(LUO_STATE_SESSION_COMPATIBLE)) + prop_size(names) +
+			 prop_size(s->files.count * PACKED_SIZE) + prop_size(data);
+	} else
+		*size += prop_size(sizeof(LUO_STATE_SESSION_V1_COMPATIBLE));
 	return 0;
+}
+
+/* A property's header, its value to be written at o->p by the caller. */
+static void out_prop_header(struct out *o, enum prop id, size_t len)
+{
+	out32(o, FDT_PROP);
+	out32(o, (uint32_t)len);
+	out32(o, o->nameoff[id]);
+}
+
+/* The handlers, files and file-data of a luo-session-v2 (sizes as in session_size()). */
+static void write_packed_files(struct out *o, const luo_engine *e, const struct luo_session *s)
+{
+	struct handler_list l = {};
+	size_t names = 0, data = 0;
+	uint8_t *p;
+
+	LIST_FOREACH (pos, &s->files) {
+		const struct luo_file *f = list_entry(pos, struct luo_file, order);
+		size_t n = l.n;
+
+		(void)handler_index(&l, f->handler); /* cannot fail: session_size() ran */
+		if (l.n > n)
+			names += strlen(f->handler->compatible) + 1;
+	}
+	out_prop_header(o, PROP_HANDLERS, names);
+	p = o->p;
+	for (size_t k = 0; k < l.n; k++) {
+		size_t len = strlen(l.h[k]->compatible) + 1;
+
+		memcpy(p, l.h[k]->compatible, len);
+		p += len;
+	}
+	memset(p, 0, tag_align(names) - names);
+	o->p += tag_align(names);
+
+	/* PACKED_SIZE is a multiple of the tag size: no padding. */
+	out_prop_header(o, PROP_FILES, s->files.count * PACKED_SIZE);
+	LIST_FOREACH (pos, &s->files) {
+		const struct luo_file *f = list_entry(pos, struct luo_file, order);
+
+		fill_record(o->p, e, f);
+		fdt32_st(o->p + PACKED_HANDLER, (uint32_t)handler_index(&l, f->handler));
+		fdt32_st(o->p + PACKED_DATA_OFFSET, (uint32_t)data);
+		fdt32_st(o->p + PACKED_DATA_SIZE, (uint32_t)f->hf.data_size);
+		data += f->hf.data_size;
+		o->p += PACKED_SIZE;
+	}
+
+	out_prop_header(o, PROP_FILE_DATA, data);
+	p = o->p;
+	LIST_FOREACH (pos, &s->files) {
+		const struct luo_file *f = list_entry(pos, struct luo_file, order);
+
+		if (f->hf.data_size > 0)
+			memcpy(p, f->hf.data, f->hf.data_size);
+		p += f->hf.data_size;
+	}
+	memset(p, 0, tag_align(data) - data);
+	o->p += tag_align(data);
 }
 
 static void write_session(struct out *o, const luo_engine *e, size_t index,
 			  const struct luo_session *s)
 {
+	bool packed = session_is_packed(s);
 	size_t j = 0;
 
 	out_begin(o, "session", 7, index);
-	out_string(o, PROP_COMPATIBLE, LUO_STATE_SESSION_COMPATIBLE);
+	out_string(o, PROP_COMPATIBLE,
+		   packed ? LUO_STATE_SESSION_COMPATIBLE : LUO_STATE_SESSION_V1_COMPATIBLE);
 	out_prop(o, PROP_NAME, s->name, s->name_len);
 	out_u32(o, PROP_KIND, (uint32_t)s->kind);
 	out_u32(o, PROP_STATE, (uint32_t)s->state);
 	out_u64(o, PROP_FLAGS, s->flags);
 	out_u32(o, PROP_UID, s->uid);
 	out_u64(o, PROP_HANDLE, s->handle);
-	LIST_FOREACH (pos, &s->files)
-		write_file(o, e, j++, list_entry(pos, struct luo_file, order));
+	if (packed)
+		write_packed_files(o, e, s);
+	else
+		LIST_FOREACH (pos, &s->files)
+			write_file(o, e, j++, list_entry(pos, struct luo_file, order));
 	out32(o, FDT_END_NODE);
 }
 
@@ -1092,6 +1250,22 @@ static const struct node_spec session_spec = {
 		 [PROP_HANDLE] = 8 },
 };
 
+static const struct node_spec session_v2_spec = {
+	.props = BIT(PROP_COMPATIBLE) | BIT(PROP_NAME) | BIT(PROP_KIND) | BIT(PROP_STATE) |
+		 BIT(PROP_FLAGS) | BIT(PROP_UID) | BIT(PROP_HANDLE) | BIT(PROP_HANDLERS) |
+		 BIT(PROP_FILES) | BIT(PROP_FILE_DATA),
+	.len = { [PROP_COMPATIBLE] = -1,
+		 [PROP_NAME] = -1,
+		 [PROP_KIND] = 4,
+		 [PROP_STATE] = 4,
+		 [PROP_FLAGS] = 8,
+		 [PROP_UID] = 4,
+		 [PROP_HANDLE] = 8,
+		 [PROP_HANDLERS] = -1,
+		 [PROP_FILES] = -1,
+		 [PROP_FILE_DATA] = -1 },
+};
+
 static const struct node_spec file_v1_spec = {
 	.props = BIT(PROP_COMPATIBLE) | BIT(PROP_TOKEN) | BIT(PROP_HANDLER) | BIT(PROP_FD) |
 		 BIT(PROP_DATA) | BIT(PROP_FLAGS) | BIT(PROP_RETRIEVE_ERROR),
@@ -1272,6 +1446,69 @@ static int walk_flb(struct walk *w, uint32_t node, const char *name, uint32_t na
 	return (int)end;
 }
 
+/* The fields of a luo-file-v2 record (RECORD_SIZE bytes at rec) into f. */
+static int read_record(const uint8_t *rec, struct luo_state_file *f)
+{
+	bool id_zero;
+
+	f->token = ld64(rec + RECORD_TOKEN);
+	f->id.dev = ld64(rec + RECORD_DEV);
+	f->id.ino = ld64(rec + RECORD_INO);
+	f->id.extra = ld64(rec + RECORD_EXTRA);
+	f->fd = (int32_t)ld32(rec + RECORD_FD);
+	f->flags = ld32(rec + RECORD_FLAGS);
+	f->retrieve_error = (int32_t)ld32(rec + RECORD_RETRIEVE_ERROR);
+	if (f->flags & ~LUO_STATE_FILE_FLAGS_ALL)
+		return -EBADMSG;
+	/* An identity is all of it or none (zero), and a discarded fd has none. */
+	id_zero = f->id.dev == 0 && f->id.ino == 0 && f->id.extra == 0;
+	f->id.by_description = f->flags & LUO_STATE_FILE_ID_BY_DESCRIPTION;
+	if (id_zero && f->id.by_description)
+		return -EBADMSG;
+	if (!id_zero && f->fd < 0)
+		return -EBADMSG;
+	f->has_id = !id_zero;
+	f->flags &= ~LUO_STATE_FILE_ID_BY_DESCRIPTION;
+	return 0;
+}
+
+/* The rules every file obeys whatever its layout, then its callback. */
+static int check_file(struct walk *w, const struct luo_state_file *f,
+		      const struct luo_state_session *s)
+{
+	bool incoming_used;
+	int r;
+
+	if (f->data_size > LUO_HANDLER_DATA_MAX || !errno_in_range(f->retrieve_error))
+		return -EBADMSG;
+	/* A finished session holds no files.  Only a file that went through an
+	 * update can be frozen; only a retrieved session's files can have been
+	 * retrieved (or failed to be), and only a failed retrieve leaves a file
+	 * without its fd. */
+	if (s->state == LUO_SESSION_FINISHED)
+		return -EBADMSG;
+	incoming_used = s->kind == LUO_SESSION_INCOMING && s->state != LUO_SESSION_WAITING;
+	if ((f->flags & LUO_STATE_FILE_FROZEN) && s->kind != LUO_SESSION_INCOMING)
+		return -EBADMSG;
+	if (((f->flags & LUO_STATE_FILE_RETRIEVED) || f->retrieve_error != 0) && !incoming_used)
+		return -EBADMSG;
+	if (f->fd < -1 || (f->fd == -1 && f->retrieve_error == 0))
+		return -EBADMSG;
+
+	r = token_set_add(&w->tokens, f->token);
+	if (r < 0)
+		return r;
+	r = unique_fd(w, f->fd);
+	if (r < 0)
+		return r;
+	if (w->v && w->v->file) {
+		r = w->v->file(f, w->userdata);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 /* Returns the offset just past the node. */
 static int walk_file(struct walk *w, uint32_t node, size_t index, const struct luo_state_session *s)
 {
@@ -1279,7 +1516,6 @@ static int walk_file(struct walk *w, uint32_t node, size_t index, const struct l
 						LUO_STATE_FILE_V1_COMPATIBLE };
 	static const struct node_spec *const specs[] = { &file_v2_spec, &file_v1_spec };
 	struct luo_state_file f;
-	bool incoming_used, id_zero;
 	struct props p;
 	struct tag t;
 	uint32_t end = 0;
@@ -1303,26 +1539,9 @@ static int walk_file(struct walk *w, uint32_t node, size_t index, const struct l
 		.data_size = p.len[PROP_DATA],
 	};
 	if (version == 0) {
-		const uint8_t *rec = p.val[PROP_RECORD];
-
-		f.token = ld64(rec + RECORD_TOKEN);
-		f.id.dev = ld64(rec + RECORD_DEV);
-		f.id.ino = ld64(rec + RECORD_INO);
-		f.id.extra = ld64(rec + RECORD_EXTRA);
-		f.fd = (int32_t)ld32(rec + RECORD_FD);
-		f.flags = ld32(rec + RECORD_FLAGS);
-		f.retrieve_error = (int32_t)ld32(rec + RECORD_RETRIEVE_ERROR);
-		if (f.flags & ~LUO_STATE_FILE_FLAGS_ALL)
-			return -EBADMSG;
-		/* An identity is all of it or none (zero), and a discarded fd has none. */
-		id_zero = f.id.dev == 0 && f.id.ino == 0 && f.id.extra == 0;
-		f.id.by_description = f.flags & LUO_STATE_FILE_ID_BY_DESCRIPTION;
-		if (id_zero && f.id.by_description)
-			return -EBADMSG;
-		if (!id_zero && f.fd < 0)
-			return -EBADMSG;
-		f.has_id = !id_zero;
-		f.flags &= ~LUO_STATE_FILE_ID_BY_DESCRIPTION;
+		r = read_record(p.val[PROP_RECORD], &f);
+		if (r < 0)
+			return r;
 	} else {
 		f.token = ld64(p.val[PROP_TOKEN]);
 		f.fd = (int32_t)ld32(p.val[PROP_FD]);
@@ -1331,34 +1550,73 @@ static int walk_file(struct walk *w, uint32_t node, size_t index, const struct l
 		if (f.flags & ~LUO_STATE_FILE_V1_FLAGS_ALL)
 			return -EBADMSG;
 	}
-	if (f.data_size > LUO_HANDLER_DATA_MAX || !errno_in_range(f.retrieve_error))
-		return -EBADMSG;
-	/* A finished session holds no files.  Only a file that went through an
-	 * update can be frozen; only a retrieved session's files can have been
-	 * retrieved (or failed to be), and only a failed retrieve leaves a file
-	 * without its fd. */
-	if (s->state == LUO_SESSION_FINISHED)
-		return -EBADMSG;
-	incoming_used = s->kind == LUO_SESSION_INCOMING && s->state != LUO_SESSION_WAITING;
-	if ((f.flags & LUO_STATE_FILE_FROZEN) && s->kind != LUO_SESSION_INCOMING)
-		return -EBADMSG;
-	if (((f.flags & LUO_STATE_FILE_RETRIEVED) || f.retrieve_error != 0) && !incoming_used)
-		return -EBADMSG;
-	if (f.fd < -1 || (f.fd == -1 && f.retrieve_error == 0))
+	r = check_file(w, &f, s);
+	if (r < 0)
+		return r;
+	return (int)end;
+}
+
+/*
+ * The files of a luo-session-v2, from its properties p.  Laid out only as
+ * the encoder lays them out, so that nothing in them goes unchecked: the
+ * handlers each named once, in the order of their first file, and all used;
+ * the files' data back to back in their order, filling file-data exactly.
+ */
+static int walk_packed_files(struct walk *w, const struct props *p,
+			     const struct luo_state_session *s)
+{
+	const char *handlers[LUO_MAX_HANDLERS];
+	const char *list = (const char *)p->val[PROP_HANDLERS];
+	const uint8_t *files = p->val[PROP_FILES], *data = p->val[PROP_FILE_DATA];
+	uint32_t list_len = p->len[PROP_HANDLERS], data_len = p->len[PROP_FILE_DATA];
+	size_t n_handlers = 0, n_used = 0;
+	uint64_t data_off = 0;
+	int r;
+
+	for (uint32_t off = 0; off < list_len;) {
+		const char *h = list + off, *nul = memchr(h, '\0', list_len - off);
+		size_t len;
+
+		if (!nul)
+			return -EBADMSG;
+		len = (size_t)(nul - h);
+		if (len == 0 || len >= LUO_COMPATIBLE_MAX || n_handlers == LUO_MAX_HANDLERS)
+			return -EBADMSG;
+		for (size_t k = 0; k < n_handlers; k++)
+			if (strcmp(handlers[k], h) == 0)
+				return -EBADMSG;
+		handlers[n_handlers++] = h;
+		off += (uint32_t)len + 1;
+	}
+	if (p->len[PROP_FILES] % PACKED_SIZE != 0)
 		return -EBADMSG;
 
-	r = token_set_add(&w->tokens, f.token);
-	if (r < 0)
-		return r;
-	r = unique_fd(w, f.fd);
-	if (r < 0)
-		return r;
-	if (w->v && w->v->file) {
-		r = w->v->file(&f, w->userdata);
+	for (uint32_t off = 0; off < p->len[PROP_FILES]; off += PACKED_SIZE) {
+		const uint8_t *rec = files + off;
+		uint32_t h = ld32(rec + PACKED_HANDLER), doff = ld32(rec + PACKED_DATA_OFFSET),
+			 dlen = ld32(rec + PACKED_DATA_SIZE);
+		struct luo_state_file f = {};
+
+		r = read_record(rec, &f);
+		if (r < 0)
+			return r;
+		if (h >= n_handlers || h > n_used)
+			return -EBADMSG;
+		if (h == n_used)
+			n_used++;
+		if (doff != data_off || dlen > data_len - data_off)
+			return -EBADMSG;
+		data_off += dlen;
+		f.handler = handlers[h];
+		f.data = dlen > 0 ? data + doff : NULL;
+		f.data_size = dlen;
+		r = check_file(w, &f, s);
 		if (r < 0)
 			return r;
 	}
-	return (int)end;
+	if (n_used != n_handlers || data_off != data_len)
+		return -EBADMSG;
+	return 0;
 }
 
 static bool state_fits_kind(uint32_t kind, uint32_t state)
@@ -1374,20 +1632,24 @@ static bool state_fits_kind(uint32_t kind, uint32_t state)
 /* Returns the offset just past the node. */
 static int walk_session(struct walk *w, uint32_t node, const char *name, uint32_t name_len)
 {
-	static const char *const versions[] = { LUO_STATE_SESSION_COMPATIBLE };
-	static const struct node_spec *const specs[] = { &session_spec };
+	static const char *const versions[] = { LUO_STATE_SESSION_COMPATIBLE,
+						LUO_STATE_SESSION_V1_COMPATIBLE };
+	static const struct node_spec *const specs[] = { &session_v2_spec, &session_spec };
 	struct luo_state_session s;
 	uint32_t kind, state, end = 0;
 	size_t n_files = 0;
 	struct props p;
-	int r, sub;
+	int r, sub, version;
 
 	r = check_node_name(name, name_len, "session", w->n_sessions);
 	if (r < 0)
 		return r;
-	r = read_node(w, node, versions, ELEMENTSOF(versions), specs, &p, &sub, &end);
-	if (r < 0)
-		return r;
+	version = read_node(w, node, versions, ELEMENTSOF(versions), specs, &p, &sub, &end);
+	if (version < 0)
+		return version;
+	/* A luo-session-v2 carries its files in properties, never as nodes. */
+	if (version == 0 && sub >= 0)
+		return -EBADMSG;
 	if (p.len[PROP_NAME] < 1 || p.len[PROP_NAME] >= LUO_NAME_FIELD ||
 	    memchr(p.val[PROP_NAME], '\0', p.len[PROP_NAME]))
 		return -EBADMSG;
@@ -1427,6 +1689,11 @@ static int walk_session(struct walk *w, uint32_t node, const char *name, uint32_
 	}
 
 	token_set_next_session(&w->tokens, (uint32_t)w->n_sessions);
+	if (version == 0) {
+		r = walk_packed_files(w, &p, &s);
+		if (r < 0)
+			return r;
+	}
 	while (sub >= 0) {
 		r = walk_file(w, (uint32_t)sub, n_files++, &s);
 		if (r < 0)

@@ -67,7 +67,10 @@ int luo_state_dump(const void *blob, size_t size, FILE *f, bool json);
 /* The name luod gives its ext node; luo_state_dump() accepts this one. */
 #define LUO_STATE_EXT_NODE "luod"
 #define LUO_STATE_FLB_COMPATIBLE "luo-flb-v1"
-#define LUO_STATE_SESSION_COMPATIBLE "luo-session-v1"
+/* A session of two files or more: its files as arrays of the session node. */
+#define LUO_STATE_SESSION_COMPATIBLE "luo-session-v2"
+/* A session of at most one file: a node per file (still read whatever the count). */
+#define LUO_STATE_SESSION_V1_COMPATIBLE "luo-session-v1"
 #define LUO_STATE_FILE_COMPATIBLE "luo-file-v2"
 /* Still read (its files' identities are computed again), never written. */
 #define LUO_STATE_FILE_V1_COMPATIBLE "luo-file-v1"
@@ -77,7 +80,7 @@ int luo_state_dump(const void *blob, size_t size, FILE *f, bool json);
 #define LUO_STATE_FLB_FLAGS_ALL (LUO_STATE_FLB_INCOMING | LUO_STATE_FLB_RETRIEVED)
 #define LUO_STATE_FILE_FROZEN (1u << 0)
 #define LUO_STATE_FILE_RETRIEVED (1u << 1)
-/* luo-file-v2 only: the identity in the record is by open file description. */
+/* luo-file-v2 and luo-session-v2 records only: the identity in the record is by open file description. */
 #define LUO_STATE_FILE_ID_BY_DESCRIPTION (1u << 2)
 #define LUO_STATE_FILE_V1_FLAGS_ALL (LUO_STATE_FILE_FROZEN | LUO_STATE_FILE_RETRIEVED)
 #define LUO_STATE_FILE_FLAGS_ALL (LUO_STATE_FILE_V1_FLAGS_ALL | LUO_STATE_FILE_ID_BY_DESCRIPTION)

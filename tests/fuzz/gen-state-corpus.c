@@ -7,7 +7,8 @@
  * takes them through handover, retrieval, finish and reboot, and writes each
  * encoded state into the directory given as the only argument, together with
  * a few broken variants (truncated, another version, an unknown handler, a
- * duplicate token, a flipped bit, a duplicate identity).  Not part of the build; run it by hand
+ * duplicate token, a flipped bit, a duplicate identity, a packed session's
+ * records cut short, a handler index or a data offset out of range).  Not part of the build; run it by hand
  * after a format change, from a build directory:
  *
  *   cc -D_GNU_SOURCE -I.. -I../include -I../src -I. ../tests/fuzz/gen-state-corpus.c \
@@ -173,6 +174,22 @@ static void retrieve_fd(luo_session *s, uint64_t token)
 	close(fd);
 }
 
+/* The first packed session's files array in blob, writable in place. */
+static uint8_t *packed_files(void *blob, int *len)
+{
+	int node;
+
+	fdt_for_each_subnode(node, blob, 0)
+	{
+		uint8_t *p = fdt_getprop_w(blob, node, "files", len);
+
+		if (p)
+			return p;
+	}
+	die("files", ENOENT);
+	return NULL;
+}
+
 /* Replaces the first occurrence of from by to (same length) in blob. */
 static void patch(void *blob, size_t size, const char *from, const char *to)
 {
@@ -295,11 +312,15 @@ int main(int argc, char **argv)
 	emit("valid-many-sessions", e, NULL);
 	luo_engine_free(e);
 
-	/* Broken variants of a small valid blob. */
+	/* Broken variants of a small valid blob: a packed session of two
+	 * files, and one of a single file which keeps its file node. */
 	e = engine();
 	s = create(e, "kv-server", 0, 1000);
 	preserve(s, 1, memfd_with("the data"));
 	preserve(s, 2, an_eventfd());
+	s = create(e, "single", 0, 1000);
+	preserve(s, 7, memfd_with("alone"));
+	s = luo_engine_find_session(e, LUO_SESSION_OUTGOING, "kv-server");
 	blob = encode(e, NULL, &size);
 	write_file("bad-truncated", blob, size - 7);
 	patch(blob, size, "luod-v1", "luod-v2");
@@ -308,15 +329,41 @@ int main(int argc, char **argv)
 	patch(blob, size, "memfd-v1", "memfx-v1");
 	write_file("bad-unknown-handler", blob, size);
 	patch(blob, size, "memfx-v1", "memfd-v1");
-	patch(blob, size, "luo-session-v1", "luo-session-v2");
+	patch(blob, size, "luo-session-v2", "luo-session-v3");
 	write_file("bad-session-version", blob, size);
-	patch(blob, size, "luo-session-v2", "luo-session-v1");
+	patch(blob, size, "luo-session-v3", "luo-session-v2");
 	patch(blob, size, "luo-file-v2", "luo-file-v3");
 	write_file("bad-file-version", blob, size);
 	patch(blob, size, "luo-file-v3", "luo-file-v2");
 	blob[size / 2] ^= 0x10;
 	write_file("bad-bit-flip", blob, size);
 	blob[size / 2] ^= 0x10;
+	{
+		int len;
+		uint8_t *files = packed_files(blob, &len), *copy = malloc(size);
+
+		if (!copy)
+			die("malloc", ENOMEM);
+		/* The second record's handler past the list, then its data offset
+		 * off the end of the first file's. */
+		fdt32_st(files + 56 + 44, 5);
+		write_file("bad-packed-handler-index", blob, size);
+		fdt32_st(files + 56 + 44, 1);
+		fdt32_st(files + 56 + 48, fdt32_ld((const fdt32_t *)(files + 56 + 48)) + 1);
+		write_file("bad-packed-data-range", blob, size);
+		fdt32_st(files + 56 + 48, fdt32_ld((const fdt32_t *)(files + 56 + 48)) - 1);
+		/* The array one word short of whole records. */
+		{
+			int node = fdt_path_offset(blob, "/session@0");
+
+			if (node < 0 || fdt_open_into(blob, copy, (int)size) < 0 ||
+			    fdt_setprop(copy, node, "files", files, len - 4) < 0 ||
+			    fdt_pack(copy) < 0)
+				die("truncate files", EINVAL);
+			write_file("bad-packed-truncated-records", copy, fdt_totalsize(copy));
+		}
+		free(copy);
+	}
 	free(blob);
 	/* Two files with one token: the second token patched to the first. */
 	{
@@ -357,7 +404,7 @@ int main(int argc, char **argv)
 	for (int i = 0; i < 4; i++) {
 		snprintf(name, sizeof(name), "bulk-%d", i);
 		s = create(e, name, 0, 1000);
-		for (uint64_t t = 1; t <= 120; t++)
+		for (uint64_t t = 1; t <= 200; t++)
 			preserve(s, t, memfd_create("bulk", MFD_CLOEXEC));
 	}
 	emit("valid-large", e, &luod_ext);

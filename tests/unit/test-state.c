@@ -674,7 +674,7 @@ static void put_session(void *fdt, size_t i, const struct session_spec *s, enum 
 	FDT_OK(fdt_begin_node(fdt, node));
 	FDT_OK(fdt_property_string(fdt, "compatible",
 				   b == SESSION_COMPAT ? "luo-session-v0"
-						       : LUO_STATE_SESSION_COMPATIBLE));
+						       : LUO_STATE_SESSION_V1_COMPATIBLE));
 	FDT_OK(fdt_property(fdt, "name", s->name, (int)s->name_len));
 	FDT_OK(fdt_property_u32(fdt, "kind", s->kind));
 	FDT_OK(fdt_property_u32(fdt, "state", s->state));
@@ -876,10 +876,16 @@ TEST(hand_made_valid_blob_decodes_and_round_trips)
 	ASSERT_EQ(luo_engine_n_files(e), 3);
 	ASSERT_EQ(luo_engine_find_flb(e, "test-flb-state-v1")->count, 1);
 	encode(e, NULL, &again, &again_size);
-	/* The hand-made files are luo-file-v1: they come back as v2 nodes
-	 * without an identity, holding the same engine. */
+	/* The hand-made sessions are luo-session-v1 with luo-file-v1 nodes:
+	 * the one of two files comes back packed, the one of one file as a
+	 * luo-file-v2 node, without identities, holding the same engine. */
+	ASSERT_STREQ(fdt_getprop(again, fdt_path_offset(again, "/session@0"), "compatible", NULL),
+		     LUO_STATE_SESSION_COMPATIBLE);
+	ASSERT_TRUE(fdt_first_subnode(again, fdt_path_offset(again, "/session@0")) < 0);
+	ASSERT_STREQ(fdt_getprop(again, fdt_path_offset(again, "/session@1"), "compatible", NULL),
+		     LUO_STATE_SESSION_V1_COMPATIBLE);
 	ASSERT_STREQ(
-		fdt_getprop(again, fdt_path_offset(again, "/session@0/file@0"), "compatible", NULL),
+		fdt_getprop(again, fdt_path_offset(again, "/session@1/file@0"), "compatible", NULL),
 		LUO_STATE_FILE_COMPATIBLE);
 	{
 		luo_engine *d = round_trip(again, again_size);
@@ -1185,16 +1191,23 @@ TEST(same_file_twice_is_ebadmsg)
 
 /* ---- identities ------------------------------------------------------------ */
 
-/* The record of the first file whose fd slot is -1 (discarded) or not, writable in place. */
+/* The record of the first file whose fd slot is -1 (discarded) or not, writable in
+ * place, in a file node or in a packed session's array. */
 static uint8_t *find_record(void *blob, bool discarded)
 {
 	int session, file;
 
 	fdt_for_each_subnode(session, blob, 0)
 	{
+		int len;
+		uint8_t *files = fdt_getprop_w(blob, session, "files", &len);
+
+		for (int k = 0; files && k < len; k += 56)
+			if ((fdt32_ld((const fdt32_t *)(files + k + 32)) == UINT32_MAX) ==
+			    discarded)
+				return files + k;
 		fdt_for_each_subnode(file, blob, session)
 		{
-			int len;
 			uint8_t *p = fdt_getprop_w(blob, file, "record", &len);
 
 			ASSERT_TRUE(p);
@@ -1343,12 +1356,321 @@ TEST(record_of_another_length_is_ebadmsg)
 	big = malloc(size + 64);
 	ASSERT_TRUE(big);
 	ASSERT_OK(fdt_open_into(blob, big, (int)size + 64));
-	node = fdt_path_offset(big, "/session@0/file@0");
+	/* The first session of one file, which keeps a node for it. */
+	fdt_for_each_subnode(node, big, 0) if (fdt_subnode_offset(big, node, "file@0") >= 0) break;
+	ASSERT_TRUE(node >= 0);
+	node = fdt_subnode_offset(big, node, "file@0");
 	ASSERT_TRUE(node >= 0);
 	memcpy(rec, fdt_getprop(big, node, "record", NULL), sizeof(rec));
 	ASSERT_OK(fdt_setprop(big, node, "record", rec, sizeof(rec)));
 	ASSERT_OK(fdt_pack(big));
 	check_refused(big, fdt_totalsize(big), -EBADMSG);
+	luo_engine_free(e);
+}
+
+/* ---- packed sessions (luo-session-v2) ---------------------------------------- */
+
+#define PACKED_RECORD 56
+
+/* One outgoing session of three files of two handlers, each with data. */
+static luo_engine *packed_engine(void)
+{
+	luo_engine *e = both_engine();
+	luo_session *s = test_create(e, "packed");
+
+	test_preserve_new(s, 1);
+	preserve_pipe(s, 2);
+	test_preserve_new(s, 3);
+	return e;
+}
+
+/* A copy of session@0's property name (at most cap bytes); its length. */
+static int get_session_prop(const void *blob, const char *name, void *buf, size_t cap)
+{
+	int len;
+	const void *p = fdt_getprop(blob, fdt_path_offset(blob, "/session@0"), name, &len);
+
+	ASSERT_TRUE(p);
+	ASSERT_TRUE(len >= 0 && (size_t)len <= cap);
+	memcpy(buf, p, (size_t)len);
+	return len;
+}
+
+/* blob with session@0's property name set to val: malloc'ed, its size in *ret_size. */
+static void *with_session_prop(const void *blob, size_t size, const char *name, const void *val,
+			       int len, size_t *ret_size)
+{
+	size_t cap = size + (size_t)len + 256;
+	void *copy = malloc(cap);
+
+	ASSERT_TRUE(copy);
+	ASSERT_OK(fdt_open_into(blob, copy, (int)cap));
+	ASSERT_OK(fdt_setprop(copy, fdt_path_offset(copy, "/session@0"), name, val, len));
+	ASSERT_OK(fdt_pack(copy));
+	*ret_size = fdt_totalsize(copy);
+	return copy;
+}
+
+/* Sets session@0's property to val and checks that decode and dump give want. */
+static void check_session_prop(const void *blob, size_t size, const char *name, const void *val,
+			       int len, int want)
+{
+	_cleanup_free_ void *copy = NULL;
+	size_t copy_size;
+
+	copy = with_session_prop(blob, size, name, val, len, &copy_size);
+	if (want == 0) {
+		luo_engine_free(round_trip(copy, copy_size));
+		return;
+	}
+	if (want == -ENOPROTOOPT) {
+		luo_engine *e = both_engine();
+		FILE *null = fopen("/dev/null", "we");
+
+		ASSERT_ERR(luo_state_decode(e, copy, copy_size, LUO_STATE_BORROW_FDS, NULL),
+			   -ENOPROTOOPT);
+		assert_engine_empty(e);
+		luo_engine_free(e);
+		/* The dump needs no handler. */
+		ASSERT_TRUE(null);
+		ASSERT_OK(luo_state_dump(copy, copy_size, null, false));
+		fclose(null);
+		return;
+	}
+	check_refused(copy, copy_size, want);
+}
+
+TEST(session_of_several_files_carries_them_as_one_array)
+{
+	_cleanup_free_ void *blob = NULL;
+	luo_engine *e = packed_engine(), *d;
+	uint8_t files[4 * PACKED_RECORD], data[64];
+	char handlers[128];
+	int session, n, n_data, n_handlers;
+	size_t size, off = 0;
+	uint32_t used = 0;
+
+	encode(e, NULL, &blob, &size);
+	session = fdt_path_offset(blob, "/session@0");
+	ASSERT_STREQ(fdt_getprop(blob, session, "compatible", NULL), "luo-session-v2");
+	ASSERT_TRUE(fdt_first_subnode(blob, session) < 0);
+	n = get_session_prop(blob, "files", files, sizeof(files));
+	ASSERT_EQ(n, 3 * PACKED_RECORD);
+	n_data = get_session_prop(blob, "file-data", data, sizeof(data));
+	ASSERT_EQ(n_data, 3 * 8);
+	n_handlers = get_session_prop(blob, "handlers", handlers, sizeof(handlers));
+	/* Each record: its token, its handler by first use, its data in turn. */
+	for (int k = 0; k < 3; k++) {
+		const uint8_t *rec = files + k * PACKED_RECORD;
+		const struct luo_file *f =
+			luo_file_lookup(luo_engine_find_session(e, LUO_SESSION_OUTGOING, "packed"),
+					(uint64_t)k + 1);
+		uint32_t h = fdt32_ld((const fdt32_t *)(rec + 44));
+		const char *name = handlers;
+
+		ASSERT_EQ(fdt64_ld((const fdt64_t *)rec), (uint64_t)k + 1);
+		ASSERT_EQ(fdt32_ld((const fdt32_t *)(rec + 32)), (uint32_t)f->hf.fd);
+		ASSERT_TRUE(h <= used);
+		used = MAX(used, h + 1);
+		for (uint32_t j = 0; j < h; j++)
+			name += strlen(name) + 1;
+		ASSERT_STREQ(name, f->handler->compatible);
+		ASSERT_EQ(fdt32_ld((const fdt32_t *)(rec + 48)), off);
+		ASSERT_EQ(fdt32_ld((const fdt32_t *)(rec + 52)), 8);
+		ASSERT_MEMEQ(data + off, f->hf.data, 8);
+		off += 8;
+	}
+	ASSERT_EQ(used, 2);
+	ASSERT_EQ((size_t)n_handlers,
+		  strlen(handlers) + 1 + strlen(handlers + strlen(handlers) + 1) + 1);
+	d = round_trip(blob, size);
+	assert_engines_equal(e, d);
+	luo_engine_free(d);
+	/* The tampering below starts from a blob that decodes. */
+	check_session_prop(blob, size, "files", files, n, 0);
+	luo_engine_free(e);
+}
+
+TEST(packed_records_of_another_length_are_ebadmsg)
+{
+	_cleanup_free_ void *blob = NULL;
+	luo_engine *e = packed_engine();
+	uint8_t files[4 * PACKED_RECORD] = { 0 };
+	size_t size;
+	int n;
+
+	encode(e, NULL, &blob, &size);
+	n = get_session_prop(blob, "files", files, sizeof(files));
+	check_session_prop(blob, size, "files", files, n - 4, -EBADMSG);
+	check_session_prop(blob, size, "files", files, n - PACKED_RECORD + 1, -EBADMSG);
+	check_session_prop(blob, size, "files", files, n + 4, -EBADMSG);
+	/* A whole record fewer leaves data and a handler nobody owns. */
+	check_session_prop(blob, size, "files", files, n - PACKED_RECORD, -EBADMSG);
+	check_session_prop(blob, size, "files", files, 0, -EBADMSG);
+	luo_engine_free(e);
+}
+
+TEST(packed_handler_index_out_of_range_or_order_is_ebadmsg)
+{
+	_cleanup_free_ void *blob = NULL;
+	luo_engine *e = packed_engine();
+	uint8_t files[4 * PACKED_RECORD], copy[sizeof(files)];
+	size_t size;
+	int n;
+
+	encode(e, NULL, &blob, &size);
+	n = get_session_prop(blob, "files", files, sizeof(files));
+	ASSERT_EQ(fdt32_ld((const fdt32_t *)(files + 44)), 0);
+	ASSERT_EQ(fdt32_ld((const fdt32_t *)(files + PACKED_RECORD + 44)), 1);
+	ASSERT_EQ(fdt32_ld((const fdt32_t *)(files + 2 * PACKED_RECORD + 44)), 0);
+
+	/* Past the end of the list. */
+	for (uint32_t bad = 2; bad != 0; bad = bad == 2 ? UINT32_MAX : 0) {
+		memcpy(copy, files, sizeof(files));
+		fdt32_st(copy + 2 * PACKED_RECORD + 44, bad);
+		check_session_prop(blob, size, "files", copy, n, -EBADMSG);
+	}
+	/* Not in the order of first use. */
+	memcpy(copy, files, sizeof(files));
+	fdt32_st(copy + 44, 1);
+	fdt32_st(copy + PACKED_RECORD + 44, 0);
+	fdt32_st(copy + 2 * PACKED_RECORD + 44, 1);
+	check_session_prop(blob, size, "files", copy, n, -EBADMSG);
+	/* A handler listed that no file uses. */
+	memcpy(copy, files, sizeof(files));
+	fdt32_st(copy + PACKED_RECORD + 44, 0);
+	check_session_prop(blob, size, "files", copy, n, -EBADMSG);
+	luo_engine_free(e);
+}
+
+TEST(packed_handler_list_names_each_known_handler_once)
+{
+	_cleanup_free_ void *blob = NULL;
+	luo_engine *e = packed_engine();
+	char handlers[128], copy[256];
+	size_t size, first;
+	int n;
+
+	encode(e, NULL, &blob, &size);
+	n = get_session_prop(blob, "handlers", handlers, sizeof(handlers));
+	first = strlen(handlers) + 1;
+
+	/* The same name twice. */
+	memcpy(copy, handlers, first);
+	memcpy(copy + first, handlers, first);
+	check_session_prop(blob, size, "handlers", copy, (int)(2 * first), -EBADMSG);
+	/* The last name without its NUL. */
+	check_session_prop(blob, size, "handlers", handlers, n - 1, -EBADMSG);
+	/* An empty name. */
+	copy[0] = '\0';
+	memcpy(copy + 1, handlers + first, (size_t)n - first);
+	check_session_prop(blob, size, "handlers", copy, n - (int)first + 1, -EBADMSG);
+	/* A name of LUO_COMPATIBLE_MAX bytes. */
+	memset(copy, 'x', LUO_COMPATIBLE_MAX);
+	copy[LUO_COMPATIBLE_MAX] = '\0';
+	memcpy(copy + LUO_COMPATIBLE_MAX + 1, handlers + first, (size_t)n - first);
+	check_session_prop(blob, size, "handlers", copy, LUO_COMPATIBLE_MAX + 1 + n - (int)first,
+			   -EBADMSG);
+	/* A well-formed name this engine lacks. */
+	memcpy(copy, "nope-v1", 8);
+	memcpy(copy + 8, handlers + first, (size_t)n - first);
+	check_session_prop(blob, size, "handlers", copy, 8 + n - (int)first, -ENOPROTOOPT);
+	luo_engine_free(e);
+}
+
+TEST(packed_data_offset_or_length_out_of_range_is_ebadmsg)
+{
+	_cleanup_free_ void *blob = NULL;
+	luo_engine *e = packed_engine();
+	uint8_t files[4 * PACKED_RECORD], copy[sizeof(files)], data[64] = { 0 };
+	size_t size;
+	int n, n_data;
+
+	encode(e, NULL, &blob, &size);
+	n = get_session_prop(blob, "files", files, sizeof(files));
+	n_data = get_session_prop(blob, "file-data", data, sizeof(data));
+	ASSERT_EQ(n_data, 24);
+
+	/* An offset not right after the previous file's data (overlapping, a gap, far out). */
+	for (uint32_t off = 0; off < 4; off++) {
+		static const uint32_t bad[] = { 0, 9, 24, UINT32_MAX };
+
+		memcpy(copy, files, sizeof(files));
+		fdt32_st(copy + PACKED_RECORD + 48, bad[off]);
+		check_session_prop(blob, size, "files", copy, n, -EBADMSG);
+	}
+	/* A length past the end of file-data, or wrapping around. */
+	memcpy(copy, files, sizeof(files));
+	fdt32_st(copy + 2 * PACKED_RECORD + 52, 9);
+	check_session_prop(blob, size, "files", copy, n, -EBADMSG);
+	fdt32_st(copy + 2 * PACKED_RECORD + 52, UINT32_MAX);
+	check_session_prop(blob, size, "files", copy, n, -EBADMSG);
+	/* A length short of the end: file-data has bytes nobody owns. */
+	fdt32_st(copy + 2 * PACKED_RECORD + 52, 7);
+	check_session_prop(blob, size, "files", copy, n, -EBADMSG);
+	check_session_prop(blob, size, "file-data", data, n_data + 1, -EBADMSG);
+	check_session_prop(blob, size, "file-data", data, n_data - 1, -EBADMSG);
+	/* Moving bytes between files keeps the layout whole: accepted. */
+	memcpy(copy, files, sizeof(files));
+	fdt32_st(copy + 52, 7);
+	fdt32_st(copy + PACKED_RECORD + 48, 7);
+	fdt32_st(copy + PACKED_RECORD + 52, 9);
+	check_session_prop(blob, size, "files", copy, n, 0);
+	luo_engine_free(e);
+}
+
+TEST(packed_duplicate_tokens_or_fd_slots_are_ebadmsg)
+{
+	_cleanup_free_ void *blob = NULL;
+	luo_engine *e = packed_engine();
+	uint8_t files[4 * PACKED_RECORD], copy[sizeof(files)];
+	size_t size;
+	int n;
+
+	encode(e, NULL, &blob, &size);
+	n = get_session_prop(blob, "files", files, sizeof(files));
+	memcpy(copy, files, sizeof(files));
+	memcpy(copy + 2 * PACKED_RECORD, copy, 8);
+	check_session_prop(blob, size, "files", copy, n, -EBADMSG);
+	memcpy(copy, files, sizeof(files));
+	memcpy(copy + 2 * PACKED_RECORD + 32, copy + 32, 4);
+	check_session_prop(blob, size, "files", copy, n, -EBADMSG);
+	luo_engine_free(e);
+}
+
+TEST(packed_session_with_file_nodes_is_ebadmsg)
+{
+	_cleanup_free_ void *blob = NULL, *copy = NULL;
+	luo_engine *e = packed_engine();
+	size_t size;
+	int node;
+
+	encode(e, NULL, &blob, &size);
+	copy = malloc(size + 256);
+	ASSERT_TRUE(copy);
+	ASSERT_OK(fdt_open_into(blob, copy, (int)size + 256));
+	node = fdt_add_subnode(copy, fdt_path_offset(copy, "/session@0"), "file@0");
+	ASSERT_TRUE(node >= 0);
+	ASSERT_OK(fdt_pack(copy));
+	check_refused(copy, fdt_totalsize(copy), -EBADMSG);
+	luo_engine_free(e);
+}
+
+TEST(v1_sessions_of_several_file_nodes_still_decode)
+{
+	_cleanup_free_ void *blob = NULL;
+	luo_engine *e = both_engine();
+	size_t size;
+	int session, n = 0, file;
+
+	blob = make_blob(OK, fake_fds, &size);
+	session = fdt_path_offset(blob, "/session@0");
+	ASSERT_STREQ(fdt_getprop(blob, session, "compatible", NULL), "luo-session-v1");
+	fdt_for_each_subnode(file, blob, session) n++;
+	ASSERT_EQ(n, 2);
+	ASSERT_OK(luo_state_decode(e, blob, size, LUO_STATE_BORROW_FDS, NULL));
+	ASSERT_EQ(luo_engine_n_files(e), 3);
+	ASSERT_TRUE(luo_file_lookup(luo_engine_find_session(e, LUO_SESSION_OUTGOING, "alpha"), 8));
 	luo_engine_free(e);
 }
 
@@ -1622,6 +1944,14 @@ TEST(dump_of_bad_blob_prints_nothing_and_fails_like_decode)
 }
 
 TEST_MAIN(TEST_CASE(empty_engine_round_trips_to_identical_blob),
+	  TEST_CASE(session_of_several_files_carries_them_as_one_array),
+	  TEST_CASE(packed_records_of_another_length_are_ebadmsg),
+	  TEST_CASE(packed_handler_index_out_of_range_or_order_is_ebadmsg),
+	  TEST_CASE(packed_handler_list_names_each_known_handler_once),
+	  TEST_CASE(packed_data_offset_or_length_out_of_range_is_ebadmsg),
+	  TEST_CASE(packed_duplicate_tokens_or_fd_slots_are_ebadmsg),
+	  TEST_CASE(packed_session_with_file_nodes_is_ebadmsg),
+	  TEST_CASE(v1_sessions_of_several_file_nodes_still_decode),
 	  TEST_CASE(every_session_state_round_trips_to_identical_blob),
 	  TEST_CASE(encoding_is_deterministic),
 	  TEST_CASE(decode_restores_sessions_states_tokens_data_handles_counts),

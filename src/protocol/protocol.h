@@ -41,10 +41,10 @@
 #define LUO_WIRE_REQUEST_MAX 4096 /* whole request message */
 #define LUO_WIRE_REPLY_MAX 65536  /* whole reply message */
 
+/* The header of a request; the command struct follows it. */
 struct luo_wire_request {
 	uint32_t op;  /* command word, _IO(0xBA, nr) */
 	uint32_t tag; /* echoed in the reply */
-		      /* command struct follows */
 };
 
 #define LUO_WIRE_REPLY_MORE (1u << 0) /* another reply message follows (listings) */

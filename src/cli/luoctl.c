@@ -69,19 +69,13 @@ static _printf_(1, 2) void log_error(const char *fmt, ...)
 /* luod's rule, in the same order: --socket, $LUO_SOCKET, $XDG_RUNTIME_DIR, /run. */
 static const char *socket_path(void)
 {
-	const char *e;
-
 	if (arg_socket)
 		return arg_socket;
-	e = getenv("LUO_SOCKET");
-	if (e && *e)
-		return e;
-	e = getenv("XDG_RUNTIME_DIR");
-	if (e && *e) {
-		snprintf(socket_path_buf, sizeof(socket_path_buf), "%s/luo/luod.sock", e);
-		return socket_path_buf;
-	}
-	return "/run/luo/luod.sock";
+	/* Too long for a socket address: connecting will say so. */
+	if (luo_wire_socket_path(socket_path_buf, sizeof(socket_path_buf)) < 0)
+		return getenv("LUO_SOCKET") && *getenv("LUO_SOCKET") ? getenv("LUO_SOCKET")
+								     : socket_path_buf;
+	return socket_path_buf;
 }
 
 static void usage(FILE *f)

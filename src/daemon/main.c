@@ -36,6 +36,7 @@
 #include "basic/macro.h"
 #include "config.h"
 #include "luod.h"
+#include "protocol/protocol.h"
 
 struct options {
 	bool foreground;
@@ -297,19 +298,14 @@ static int make_absolute(const char *path, char *buf, size_t size)
 
 static int resolve_socket_path(const struct options *o, char *buf, size_t size)
 {
-	const char *env = getenv("LUO_SOCKET"), *xdg = getenv("XDG_RUNTIME_DIR");
 	char tmp[PATH_MAX];
 	int n;
 
-	if (o->socket)
+	if (o->socket) {
 		n = snprintf(tmp, sizeof(tmp), "%s", o->socket);
-	else if (env && *env)
-		n = snprintf(tmp, sizeof(tmp), "%s", env);
-	else if (xdg && *xdg)
-		n = snprintf(tmp, sizeof(tmp), "%s/luo/luod.sock", xdg);
-	else
-		n = snprintf(tmp, sizeof(tmp), "/run/luo/luod.sock");
-	if (n <= 0 || (size_t)n >= sizeof(tmp))
+		if (n <= 0 || (size_t)n >= sizeof(tmp))
+			return -ENAMETOOLONG;
+	} else if (luo_wire_socket_path(tmp, sizeof(tmp)) < 0)
 		return -ENAMETOOLONG;
 	return make_absolute(tmp, buf, size);
 }

@@ -33,7 +33,6 @@
 #include "protocol/protocol.h"
 
 #define KERNEL_SESSION_LINK "anon_inode:[luo_session]"
-#define DEFAULT_SOCKET "/run/luo/luod.sock"
 
 _Static_assert(LUO_SESSION_NAME_LENGTH == LIVEUPDATE_SESSION_NAME_LENGTH, "name field");
 
@@ -147,21 +146,11 @@ _public_ int luo_connect(const char *socket_path)
 
 	if (socket_path && !*socket_path)
 		return -EINVAL;
-	if (!path)
-		path = getenv("LUO_SOCKET");
-	if (!path || !*path) {
-		const char *rt = getenv("XDG_RUNTIME_DIR");
-
-		if (rt && *rt) {
-			size_t k = strlen(rt);
-
-			if (k + strlen("/luo/luod.sock") >= sizeof(buf))
-				return -ENAMETOOLONG;
-			memcpy(buf, rt, k);
-			memcpy(buf + k, "/luo/luod.sock", strlen("/luo/luod.sock") + 1);
-			path = buf;
-		} else
-			path = DEFAULT_SOCKET;
+	if (!path) {
+		r = luo_wire_socket_path(buf, sizeof(buf));
+		if (r < 0)
+			return r;
+		path = buf;
 	}
 	len = strlen(path);
 	if (len >= sizeof(sa.sun_path))

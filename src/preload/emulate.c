@@ -58,18 +58,7 @@ static const struct kernel_command kernel_commands[] = {
 
 int preload_socket_path(char *buf, size_t size)
 {
-	const char *env = getenv("LUO_SOCKET");
-	int n;
-
-	if (env && *env)
-		n = snprintf(buf, size, "%s", env);
-	else if ((env = getenv("XDG_RUNTIME_DIR")) && *env)
-		n = snprintf(buf, size, "%s/luo/luod.sock", env);
-	else
-		n = snprintf(buf, size, "/run/luo/luod.sock");
-	if (n < 0 || (size_t)n >= size)
-		return -ENAMETOOLONG;
-	return 0;
+	return luo_wire_socket_path(buf, size);
 }
 
 int preload_connect(void)

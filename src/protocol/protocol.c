@@ -22,6 +22,8 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -267,6 +269,22 @@ static int peek_header(int sock, struct luo_wire_reply *ret, int flags)
 	if (n < 0)
 		return negative_errno();
 	return (int)MIN(n, (ssize_t)INT_MAX);
+}
+
+int luo_wire_socket_path(char *buf, size_t size)
+{
+	const char *env = getenv("LUO_SOCKET");
+	int n;
+
+	if (env && *env)
+		n = snprintf(buf, size, "%s", env);
+	else if ((env = getenv("XDG_RUNTIME_DIR")) && *env)
+		n = snprintf(buf, size, "%s/luo/luod.sock", env);
+	else
+		n = snprintf(buf, size, "%s", LUO_SOCKET_DEFAULT);
+	if (n < 0 || (size_t)n >= size)
+		return -ENAMETOOLONG;
+	return 0;
 }
 
 int luo_wire_refusal(int sock)

@@ -279,6 +279,15 @@ uint32_t luo_wire_reply_size(const struct luo_wire_parsed *p);
 int luo_wire_reply_send(int sock, uint32_t tag, int result, uint32_t flags, const void *payload,
 			size_t size, const int *fds, size_t n_fds);
 
+#define LUO_SOCKET_DEFAULT "/run/luo/luod.sock"
+/*
+ * luod's socket by the one rule luod, libluo, luoctl and the shim share:
+ * $LUO_SOCKET if set and not empty, else $XDG_RUNTIME_DIR/luo/luod.sock, else
+ * LUO_SOCKET_DEFAULT.  Writes it NUL-terminated into buf; 0 or
+ * -ENAMETOOLONG.  Allocates nothing (the shim calls it).
+ */
+int luo_wire_socket_path(char *buf, size_t size);
+
 /* The error luod refused this connection with (a queued LUO_WIRE_REPLY_REFUSED
  * message, left queued), or 0 if there is none.  Never blocks. */
 int luo_wire_refusal(int sock);

@@ -871,7 +871,29 @@ TEST(reply_send_refuses_oversized_payloads)
 	close(sv[1]);
 }
 
-TEST_MAIN(TEST_CASE(command_table_has_the_kernel_sizes),
+/* luod's socket: $LUO_SOCKET, else $XDG_RUNTIME_DIR/luo/luod.sock, else /run/luo/luod.sock. */
+TEST(socket_path_follows_luods_rule)
+{
+	char buf[108], big[200];
+
+	setenv("LUO_SOCKET", "/tmp/x.sock", 1);
+	setenv("XDG_RUNTIME_DIR", "/run/user/1000", 1);
+	ASSERT_OK(luo_wire_socket_path(buf, sizeof(buf)));
+	ASSERT_STREQ(buf, "/tmp/x.sock");
+	setenv("LUO_SOCKET", "", 1); /* empty counts as unset */
+	ASSERT_OK(luo_wire_socket_path(buf, sizeof(buf)));
+	ASSERT_STREQ(buf, "/run/user/1000/luo/luod.sock");
+	unsetenv("LUO_SOCKET");
+	unsetenv("XDG_RUNTIME_DIR");
+	ASSERT_OK(luo_wire_socket_path(buf, sizeof(buf)));
+	ASSERT_STREQ(buf, LUO_SOCKET_DEFAULT);
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = 0;
+	setenv("LUO_SOCKET", big, 1);
+	ASSERT_ERR(luo_wire_socket_path(buf, sizeof(buf)), -ENAMETOOLONG);
+}
+
+TEST_MAIN(TEST_CASE(socket_path_follows_luods_rule), TEST_CASE(command_table_has_the_kernel_sizes),
 	  TEST_CASE(command_table_keeps_device_and_session_commands_apart),
 	  TEST_CASE(parse_refuses_a_message_shorter_than_the_header),
 	  TEST_CASE(parse_applies_the_kernel_checks_in_order),

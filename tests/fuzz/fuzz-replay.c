@@ -27,9 +27,16 @@ static int replay_file(const char *path)
 
 	if (fd < 0 || fstat(fd, &st) < 0) {
 		printf("# cannot read %s\n", path);
+		if (fd >= 0)
+			close(fd);
 		return -1;
 	}
 	buf = malloc(st.st_size ? st.st_size : 1);
+	if (!buf) {
+		close(fd);
+		printf("# out of memory for %s\n", path);
+		return -1;
+	}
 	k = read(fd, buf, st.st_size);
 	close(fd);
 	if (k != st.st_size) {

@@ -278,11 +278,17 @@ static void out_begin(struct out *o, const char *prefix, size_t prefix_len, size
 	out_bytes(o, name, prefix_len + n + 2);
 }
 
-static void out_prop(struct out *o, enum prop id, const void *data, size_t len)
+/* A property's header, its value to be written at o->p by the caller. */
+static void out_prop_header(struct out *o, enum prop id, size_t len)
 {
 	out32(o, FDT_PROP);
 	out32(o, (uint32_t)len);
 	out32(o, o->nameoff[id]);
+}
+
+static void out_prop(struct out *o, enum prop id, const void *data, size_t len)
+{
+	out_prop_header(o, id, len);
 	out_bytes(o, data, len);
 }
 
@@ -451,14 +457,6 @@ static int session_size(size_t index, const struct luo_session *s, size_t *size)
 	} else
 		*size += prop_size(sizeof(LUO_STATE_SESSION_V1_COMPATIBLE));
 	return 0;
-}
-
-/* A property's header, its value to be written at o->p by the caller. */
-static void out_prop_header(struct out *o, enum prop id, size_t len)
-{
-	out32(o, FDT_PROP);
-	out32(o, (uint32_t)len);
-	out32(o, o->nameoff[id]);
 }
 
 /* The handlers, files and file-data of a luo-session-v2 (sizes as in session_size()). */
@@ -2026,15 +2024,10 @@ static int decode_session(const struct luo_state_session *rec, void *userdata)
 	if (r < 0)
 		return r == -EEXIST ? -EBADMSG : r;
 	d->session = s;
-	if (rec->handle != 0) {
-		/* Checked here, not only after the walk, so that the index never
-		 * sees a handle twice. */
-		if (luo_engine_session_by_handle(d->e, rec->handle))
-			return -EBADMSG;
-		r = luo_session_set_handle(s, rec->handle);
-		if (r < 0)
-			return r == -EEXIST ? -EBADMSG : r;
-	}
+	/* The walker has found the handle unique; set_handle() checks again. */
+	r = luo_session_set_handle(s, rec->handle);
+	if (r < 0)
+		return r == -EEXIST ? -EBADMSG : r;
 	return 0;
 }
 
@@ -2073,11 +2066,6 @@ static int decode_file(const struct luo_state_file *rec, void *userdata)
 	f->frozen = rec->flags & LUO_STATE_FILE_FROZEN;
 	f->retrieved = rec->flags & LUO_STATE_FILE_RETRIEVED;
 	f->retrieve_error = rec->retrieve_error;
-	if (h->flb && !f->flb) {
-		f->flb = luo_flb_get(d->e, h->flb);
-		if (!f->flb)
-			return -ENOMEM;
-	}
 	if (borrow) {
 		/* Not indexed, but carried on should the engine be encoded again. */
 		if (rec->has_id)

@@ -71,29 +71,12 @@ static int socket_type(int fd)
 }
 
 /*
- * The kind of a session fd.  One getsockopt() on the common path: the request
- * round trip is what luo is measured by.  Anything that is neither luod's
- * socket nor a kernel session gets the kernel's answer to a foreign ioctl.
+ * The kind of fd: luod's socket, or the kernel's own (for a device, a
+ * character device; for a session, an fd whose link says so).  One
+ * getsockopt() on the common path: the request round trip is what luo is
+ * measured by.  Anything else gets the kernel's answer to a foreign ioctl.
  */
-static int session_fd_kind(int fd)
-{
-	int r;
-
-	if (force_ioctl())
-		return FD_KERNEL;
-	r = socket_type(fd);
-	if (r < 0)
-		return r;
-	if (r == SOCK_SEQPACKET)
-		return FD_LUOD;
-	if (r != 0)
-		return -ENOTTY;
-	/* fd is open (getsockopt() said so): a link we cannot read is no session. */
-	return is_kernel_session_link(fd) > 0 ? FD_KERNEL : -ENOTTY;
-}
-
-/* The kind of a device fd: luod's connection or /dev/liveupdate. */
-static int device_fd_kind(int fd)
+static int fd_kind(int fd, bool device)
 {
 	struct stat st;
 	int r;
@@ -107,9 +90,13 @@ static int device_fd_kind(int fd)
 		return FD_LUOD;
 	if (r != 0)
 		return -ENOTTY;
-	if (fstat(fd, &st) < 0)
-		return negative_errno();
-	return S_ISCHR(st.st_mode) ? FD_KERNEL : -ENOTTY;
+	if (device) {
+		if (fstat(fd, &st) < 0)
+			return negative_errno();
+		return S_ISCHR(st.st_mode) ? FD_KERNEL : -ENOTTY;
+	}
+	/* fd is open (getsockopt() said so): a link we cannot read is no session. */
+	return is_kernel_session_link(fd) > 0 ? FD_KERNEL : -ENOTTY;
 }
 
 static int kernel_ioctl(int fd, unsigned long cmd, void *arg)
@@ -120,6 +107,39 @@ static int kernel_ioctl(int fd, unsigned long cmd, void *arg)
 		r = ioctl(fd, cmd, arg);
 	while (r < 0 && errno == EINTR);
 	return r < 0 ? negative_errno() : 0;
+}
+
+/*
+ * One command down fd's path: the kernel's ioctl, or a request to luod that
+ * carries send_fd (if not NULL) and takes the reply's fd into *ret_fd (if not
+ * NULL).
+ */
+static int call(int fd, int kind, unsigned long cmd, void *arg, uint32_t size, const int *send_fd,
+		int *ret_fd)
+{
+	if (kind == FD_KERNEL)
+		return kernel_ioctl(fd, cmd, arg);
+	return luo_wire_call(fd, cmd, arg, size, send_fd, send_fd ? 1 : 0, ret_fd);
+}
+
+/*
+ * A command that answers with a new fd: the kernel writes it into the
+ * struct's fd field (*fd_field); luod's reply must carry it.
+ */
+static int call_for_fd(int fd, int kind, unsigned long cmd, void *arg, uint32_t size,
+		       const __s32 *fd_field, int *ret_fd)
+{
+	int new_fd = -EBADF, r;
+
+	r = call(fd, kind, cmd, arg, size, NULL, &new_fd);
+	if (r < 0)
+		return r;
+	if (kind == FD_KERNEL)
+		new_fd = *fd_field;
+	else if (new_fd < 0)
+		return -EBADMSG;
+	*ret_fd = new_fd;
+	return 0;
 }
 
 /* Name checks shared by create and retrieve: 1..63 bytes and a NUL within 64. */
@@ -168,22 +188,9 @@ _public_ int luo_connect(const char *socket_path)
 	return TAKE_FD(fd);
 }
 
-/* The reply of create/retrieve must carry the session fd. */
-static int take_session_fd(int r, int fd, int *ret_session_fd)
-{
-	if (r < 0) {
-		safe_close(fd);
-		return r;
-	}
-	if (fd < 0)
-		return -EBADMSG;
-	*ret_session_fd = fd;
-	return 0;
-}
-
 _public_ int luo_session_create(int luo_fd, const char *name, uint64_t flags, int *ret_session_fd)
 {
-	int fd = -EBADF, kind, n, r;
+	int kind, n;
 
 	if (luo_fd < 0)
 		return -EBADF;
@@ -193,7 +200,7 @@ _public_ int luo_session_create(int luo_fd, const char *name, uint64_t flags, in
 	if (!ret_session_fd || (flags & ~(uint64_t)LUO_SESSION_HANDOVER_ON_CLOSE))
 		return -EINVAL;
 
-	kind = device_fd_kind(luo_fd);
+	kind = fd_kind(luo_fd, true);
 	if (kind < 0)
 		return kind;
 	if (kind == FD_KERNEL) {
@@ -203,23 +210,20 @@ _public_ int luo_session_create(int luo_fd, const char *name, uint64_t flags, in
 		if (flags != 0)
 			return -EOPNOTSUPP;
 		memcpy(a.name, name, n);
-		r = kernel_ioctl(luo_fd, LIVEUPDATE_IOCTL_CREATE_SESSION, &a);
-		if (r < 0)
-			return r;
-		*ret_session_fd = a.fd;
-		return 0;
+		return call_for_fd(luo_fd, kind, LIVEUPDATE_IOCTL_CREATE_SESSION, &a, sizeof(a),
+				   &a.fd, ret_session_fd);
 	}
 
 	struct luo_wire_create_session w = { .size = sizeof(w), .fd = -1, .flags = flags };
 	memcpy(w.name, name, n);
-	r = luo_wire_call(luo_fd, LIVEUPDATE_IOCTL_CREATE_SESSION, &w, sizeof(w), NULL, 0, &fd);
-	return take_session_fd(r, fd, ret_session_fd);
+	return call_for_fd(luo_fd, kind, LIVEUPDATE_IOCTL_CREATE_SESSION, &w, sizeof(w), &w.fd,
+			   ret_session_fd);
 }
 
 _public_ int luo_session_retrieve(int luo_fd, const char *name, int *ret_session_fd)
 {
 	struct liveupdate_ioctl_retrieve_session a = { .size = sizeof(a), .fd = -1 };
-	int fd = -EBADF, kind, n, r;
+	int kind, n;
 
 	if (luo_fd < 0)
 		return -EBADF;
@@ -230,18 +234,11 @@ _public_ int luo_session_retrieve(int luo_fd, const char *name, int *ret_session
 		return -EINVAL;
 	memcpy(a.name, name, n);
 
-	kind = device_fd_kind(luo_fd);
+	kind = fd_kind(luo_fd, true);
 	if (kind < 0)
 		return kind;
-	if (kind == FD_KERNEL) {
-		r = kernel_ioctl(luo_fd, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, &a);
-		if (r < 0)
-			return r;
-		*ret_session_fd = a.fd;
-		return 0;
-	}
-	r = luo_wire_call(luo_fd, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, &a, sizeof(a), NULL, 0, &fd);
-	return take_session_fd(r, fd, ret_session_fd);
+	return call_for_fd(luo_fd, kind, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, &a, sizeof(a), &a.fd,
+			   ret_session_fd);
 }
 
 _public_ int luo_session_preserve_fd(int session_fd, uint64_t token, int fd)
@@ -251,39 +248,30 @@ _public_ int luo_session_preserve_fd(int session_fd, uint64_t token, int fd)
 
 	if (session_fd < 0 || fd < 0)
 		return -EBADF;
-	kind = session_fd_kind(session_fd);
+	kind = fd_kind(session_fd, false);
 	if (kind < 0)
 		return kind;
-	if (kind == FD_KERNEL) {
+	/* The kernel takes the file in the struct; luod as SCM_RIGHTS, which
+	 * sendmsg() refuses for a closed fd with EBADF before anything is sent. */
+	if (kind == FD_KERNEL)
 		a.fd = fd;
-		return kernel_ioctl(session_fd, LIVEUPDATE_SESSION_PRESERVE_FD, &a);
-	}
-	/* sendmsg() refuses a closed fd with EBADF before anything is sent. */
-	return luo_wire_call(session_fd, LIVEUPDATE_SESSION_PRESERVE_FD, &a, sizeof(a), &fd, 1,
-			     NULL);
+	return call(session_fd, kind, LIVEUPDATE_SESSION_PRESERVE_FD, &a, sizeof(a), &fd, NULL);
 }
 
 _public_ int luo_session_retrieve_fd(int session_fd, uint64_t token, int *ret_fd)
 {
 	struct liveupdate_session_retrieve_fd a = { .size = sizeof(a), .fd = -1, .token = token };
-	int fd = -EBADF, kind, r;
+	int kind;
 
 	if (session_fd < 0)
 		return -EBADF;
 	if (!ret_fd)
 		return -EINVAL;
-	kind = session_fd_kind(session_fd);
+	kind = fd_kind(session_fd, false);
 	if (kind < 0)
 		return kind;
-	if (kind == FD_KERNEL) {
-		r = kernel_ioctl(session_fd, LIVEUPDATE_SESSION_RETRIEVE_FD, &a);
-		if (r < 0)
-			return r;
-		*ret_fd = a.fd;
-		return 0;
-	}
-	r = luo_wire_call(session_fd, LIVEUPDATE_SESSION_RETRIEVE_FD, &a, sizeof(a), NULL, 0, &fd);
-	return take_session_fd(r, fd, ret_fd);
+	return call_for_fd(session_fd, kind, LIVEUPDATE_SESSION_RETRIEVE_FD, &a, sizeof(a), &a.fd,
+			   ret_fd);
 }
 
 _public_ int luo_session_finish(int session_fd)
@@ -293,12 +281,10 @@ _public_ int luo_session_finish(int session_fd)
 
 	if (session_fd < 0)
 		return -EBADF;
-	kind = session_fd_kind(session_fd);
+	kind = fd_kind(session_fd, false);
 	if (kind < 0)
 		return kind;
-	if (kind == FD_KERNEL)
-		return kernel_ioctl(session_fd, LIVEUPDATE_SESSION_FINISH, &a);
-	return luo_wire_call(session_fd, LIVEUPDATE_SESSION_FINISH, &a, sizeof(a), NULL, 0, NULL);
+	return call(session_fd, kind, LIVEUPDATE_SESSION_FINISH, &a, sizeof(a), NULL, NULL);
 }
 
 _public_ int luo_session_get_name(int session_fd, char ret_name[LUO_SESSION_NAME_LENGTH])
@@ -310,14 +296,10 @@ _public_ int luo_session_get_name(int session_fd, char ret_name[LUO_SESSION_NAME
 		return -EBADF;
 	if (!ret_name)
 		return -EINVAL;
-	kind = session_fd_kind(session_fd);
+	kind = fd_kind(session_fd, false);
 	if (kind < 0)
 		return kind;
-	if (kind == FD_KERNEL)
-		r = kernel_ioctl(session_fd, LIVEUPDATE_SESSION_GET_NAME, &a);
-	else
-		r = luo_wire_call(session_fd, LIVEUPDATE_SESSION_GET_NAME, &a, sizeof(a), NULL, 0,
-				  NULL);
+	r = call(session_fd, kind, LIVEUPDATE_SESSION_GET_NAME, &a, sizeof(a), NULL, NULL);
 	if (r < 0)
 		return r;
 	/* Never hand the caller an unterminated string, whatever the peer sent. */
@@ -333,7 +315,7 @@ _public_ int luo_session_handover(int session_fd)
 
 	if (session_fd < 0)
 		return -EBADF;
-	kind = session_fd_kind(session_fd);
+	kind = fd_kind(session_fd, false);
 	if (kind < 0)
 		return kind;
 	/* The kernel hands sessions over only all at once, by kexec. */

@@ -63,15 +63,21 @@ int luo_flb_file_preserve(struct luo_flb *flb)
 	return 0;
 }
 
-void luo_flb_file_unpreserve(struct luo_flb *flb)
+/* One dependent file gone; the last one's going runs last() and releases the FLB. */
+static void flb_put(struct luo_flb *flb, void (*last)(struct luo_flb *flb))
 {
 	if (flb->count == 0)
 		return;
 	if (--flb->count > 0)
 		return;
-	if (flb->ops->unpreserve)
-		flb->ops->unpreserve(flb);
+	if (last)
+		last(flb);
 	luo_flb_release(flb, true);
+}
+
+void luo_flb_file_unpreserve(struct luo_flb *flb)
+{
+	flb_put(flb, flb->ops->unpreserve);
 }
 
 int luo_flb_file_retrieve(struct luo_flb *flb)
@@ -92,11 +98,5 @@ int luo_flb_file_retrieve(struct luo_flb *flb)
 
 void luo_flb_file_finish(struct luo_flb *flb)
 {
-	if (flb->count == 0)
-		return;
-	if (--flb->count > 0)
-		return;
-	if (flb->ops->finish)
-		flb->ops->finish(flb);
-	luo_flb_release(flb, true);
+	flb_put(flb, flb->ops->finish);
 }

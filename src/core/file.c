@@ -170,7 +170,7 @@ static int file_preserve(struct luo_session *s, uint64_t token, int *dfdp, const
 	if (f->flb) {
 		r = luo_flb_file_preserve(f->flb);
 		if (r < 0)
-			goto err_identity;
+			goto err_free;
 	}
 	if (h->preserve) {
 		r = h->preserve(&f->hf);
@@ -190,8 +190,6 @@ err_unpreserve:
 err_flb:
 	if (f->flb)
 		luo_flb_file_unpreserve(f->flb);
-err_identity:
-	luo_identity_remove(e, f);
 err_free:
 	luo_file_free(f, true);
 	return r;

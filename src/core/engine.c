@@ -100,18 +100,22 @@ void luo_engine_set_inheritable_fds(luo_engine *e, bool inheritable)
 	e->inheritable_fds = inheritable;
 }
 
-int luo_engine_add_handler(luo_engine *e, const struct luo_handler *h)
+/* A compatible string fits its state record field: 1..LUO_COMPATIBLE_MAX-1 bytes. */
+static bool compatible_is_valid(const char *compatible)
 {
 	size_t len;
 
-	if (!e || !h || !h->compatible)
+	if (!compatible)
+		return false;
+	len = strnlen(compatible, LUO_COMPATIBLE_MAX);
+	return len > 0 && len < LUO_COMPATIBLE_MAX;
+}
+
+int luo_engine_add_handler(luo_engine *e, const struct luo_handler *h)
+{
+	if (!e || !h || !compatible_is_valid(h->compatible))
 		return -EINVAL;
-	len = strnlen(h->compatible, LUO_COMPATIBLE_MAX);
-	if (len == 0 || len >= LUO_COMPATIBLE_MAX)
-		return -EINVAL;
-	if (h->flb &&
-	    (!h->flb->compatible || strnlen(h->flb->compatible, LUO_COMPATIBLE_MAX) == 0 ||
-	     strnlen(h->flb->compatible, LUO_COMPATIBLE_MAX) >= LUO_COMPATIBLE_MAX))
+	if (h->flb && !compatible_is_valid(h->flb->compatible))
 		return -EINVAL;
 	if (luo_engine_find_handler(e, h->compatible))
 		return -EEXIST;

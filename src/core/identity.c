@@ -122,16 +122,23 @@ static struct identity_group *group_find(const struct identity_index *x,
 	return n ? container_of(n, struct identity_group, node) : NULL;
 }
 
-static void index_put(struct luo_engine *e)
+/* Frees the index itself; its groups are gone or freed by the caller. */
+static void index_free(struct luo_engine *e)
 {
 	struct identity_index *x = e->identity_root;
 
-	if (x->count > 0)
-		return;
 	hashmap_done(&x->by_inode);
 	hashmap_done(&x->groups);
 	free(x);
 	e->identity_root = NULL;
+}
+
+static void index_put(struct luo_engine *e)
+{
+	struct identity_index *x = e->identity_root;
+
+	if (x->count == 0)
+		index_free(e);
 }
 
 static int add_by_description(struct identity_index *x, struct luo_file *f)
@@ -269,10 +276,7 @@ void luo_identity_destroy(struct luo_engine *e)
 			tdestroy(g->tree, identity_node_keep);
 			free(g);
 		}
-	hashmap_done(&x->by_inode);
-	hashmap_done(&x->groups);
-	free(x);
-	e->identity_root = NULL;
+	index_free(e);
 }
 
 bool luo_fd_same_description(int fd1, int fd2)

@@ -54,9 +54,8 @@ struct luo_engine {
 	struct hashmap outgoing_names, incoming_names, handles;
 	void *identity_root; /* identity index (identity.c), NULL when no file is indexed */
 	size_t n_files;
-	bool borrowed_fds;
-	bool inheritable_fds;
-	/* held fds are born without FD_CLOEXEC */ /* decoded without adopting fds: never close them */
+	bool borrowed_fds;    /* decoded without adopting fds: never close them */
+	bool inheritable_fds; /* held fds are born without FD_CLOEXEC */
 };
 
 /* file.c */

@@ -25,11 +25,16 @@
 #include "basic/macro.h"
 #include "core/state.h"
 
+/* The parts of the output, in the order they are written. */
+enum { PART_HEAD, PART_FLBS, PART_SESSIONS, PART_EXT, N_PARTS };
+
 struct dump {
 	bool json;
-	FILE *head, *flbs, *sessions, *ext;
-	char *head_buf, *flbs_buf, *sessions_buf, *ext_buf;
-	size_t head_len, flbs_len, sessions_len, ext_len;
+	struct {
+		FILE *f;
+		char *buf;
+		size_t len;
+	} part[N_PARTS];
 	size_t n_flbs, n_sessions, n_files; /* n_files: in the current session */
 	uint64_t update_number, next_handle, size;
 };
@@ -143,7 +148,7 @@ static int dump_root(const struct luo_state_root *r, void *userdata)
 static int dump_flb(const struct luo_state_flb *flb, void *userdata)
 {
 	struct dump *d = userdata;
-	FILE *f = d->flbs;
+	FILE *f = d->part[PART_FLBS].f;
 	bool incoming = flb->flags & LUO_STATE_FLB_INCOMING;
 	bool retrieved = flb->flags & LUO_STATE_FLB_RETRIEVED;
 
@@ -174,13 +179,13 @@ static int dump_flb(const struct luo_state_flb *flb, void *userdata)
 static void json_end_session(struct dump *d)
 {
 	if (d->n_sessions > 0)
-		fprintf(d->sessions, "%s] }", d->n_files ? "\n      " : "");
+		fprintf(d->part[PART_SESSIONS].f, "%s] }", d->n_files ? "\n      " : "");
 }
 
 static int dump_session(const struct luo_state_session *s, void *userdata)
 {
 	struct dump *d = userdata;
-	FILE *f = d->sessions;
+	FILE *f = d->part[PART_SESSIONS].f;
 	bool hoc = s->flags & LUO_SESSION_FLAG_HANDOVER_ON_CLOSE;
 
 	if (d->json) {
@@ -210,7 +215,7 @@ static int dump_session(const struct luo_state_session *s, void *userdata)
 static int dump_file(const struct luo_state_file *fl, void *userdata)
 {
 	struct dump *d = userdata;
-	FILE *f = d->sessions;
+	FILE *f = d->part[PART_SESSIONS].f;
 	bool frozen = fl->flags & LUO_STATE_FILE_FROZEN;
 	bool retrieved = fl->flags & LUO_STATE_FILE_RETRIEVED;
 
@@ -259,7 +264,7 @@ static int dump_file(const struct luo_state_file *fl, void *userdata)
 static int dump_ext(const void *fdt, int offset, const char *name, void *userdata)
 {
 	struct dump *d = userdata;
-	FILE *f = d->ext;
+	FILE *f = d->part[PART_EXT].f;
 	size_t n_props = 0, n_nodes = 0;
 	int off;
 
@@ -306,33 +311,33 @@ static int dump_ext(const void *fdt, int offset, const char *name, void *userdat
 
 static void dump_close(struct dump *d)
 {
-	if (d->head)
-		fclose(d->head);
-	if (d->flbs)
-		fclose(d->flbs);
-	if (d->sessions)
-		fclose(d->sessions);
-	if (d->ext)
-		fclose(d->ext);
-	free(d->head_buf);
-	free(d->flbs_buf);
-	free(d->sessions_buf);
-	free(d->ext_buf);
+	for (size_t k = 0; k < N_PARTS; k++) {
+		if (d->part[k].f)
+			fclose(d->part[k].f);
+		free(d->part[k].buf);
+	}
 }
 
 static int dump_open(struct dump *d)
 {
-	d->head = open_memstream(&d->head_buf, &d->head_len);
-	d->flbs = open_memstream(&d->flbs_buf, &d->flbs_len);
-	d->sessions = open_memstream(&d->sessions_buf, &d->sessions_len);
-	d->ext = open_memstream(&d->ext_buf, &d->ext_len);
-	return d->head && d->flbs && d->sessions && d->ext ? 0 : -ENOMEM;
+	for (size_t k = 0; k < N_PARTS; k++) {
+		d->part[k].f = open_memstream(&d->part[k].buf, &d->part[k].len);
+		if (!d->part[k].f)
+			return -ENOMEM;
+	}
+	return 0;
 }
 
-/* Flushes a memstream so that its buffer and length are final. */
-static int dump_flush(FILE *f)
+/* Flushes every part, so that its buffer and length are final, and writes it to f. */
+static int dump_write(struct dump *d, FILE *f)
 {
-	return fflush(f) == 0 && !ferror(f) ? 0 : -ENOMEM;
+	for (size_t k = 0; k < N_PARTS; k++)
+		if (fflush(d->part[k].f) != 0 || ferror(d->part[k].f))
+			return -ENOMEM;
+	for (size_t k = 0; k < N_PARTS; k++)
+		if (fwrite(d->part[k].buf, 1, d->part[k].len, f) != d->part[k].len)
+			return -EIO;
+	return 0;
 }
 
 int luo_state_dump(const void *blob, size_t size, FILE *f, bool json)
@@ -359,30 +364,24 @@ int luo_state_dump(const void *blob, size_t size, FILE *f, bool json)
 
 	if (json) {
 		json_end_session(&d);
-		fprintf(d.head,
+		fprintf(d.part[PART_HEAD].f,
 			"{\n  \"compatible\": \"%s\",\n  \"size\": %" PRIu64
 			",\n  \"update_number\": %" PRIu64 ",\n  \"next_handle\": %" PRIu64
 			",\n  \"flbs\": [",
 			LUO_STATE_COMPATIBLE, d.size, d.update_number, d.next_handle);
-		fprintf(d.flbs, "%s],\n  \"sessions\": [", d.n_flbs ? "\n  " : "");
-		fprintf(d.sessions, "%s]", d.n_sessions ? "\n  " : "");
-		fputs("\n}\n", d.ext);
+		fprintf(d.part[PART_FLBS].f, "%s],\n  \"sessions\": [", d.n_flbs ? "\n  " : "");
+		fprintf(d.part[PART_SESSIONS].f, "%s]", d.n_sessions ? "\n  " : "");
+		fputs("\n}\n", d.part[PART_EXT].f);
 	} else {
-		fprintf(d.head,
+		fprintf(d.part[PART_HEAD].f,
 			"state %s, %" PRIu64 " bytes\nupdate number %" PRIu64
 			"\nnext handle %" PRIu64 "\n%zu flb%s\n",
 			LUO_STATE_COMPATIBLE, d.size, d.update_number, d.next_handle, d.n_flbs,
 			d.n_flbs == 1 ? "" : "s");
-		fprintf(d.flbs, "%zu session%s\n", d.n_sessions, d.n_sessions == 1 ? "" : "s");
+		fprintf(d.part[PART_FLBS].f, "%zu session%s\n", d.n_sessions,
+			d.n_sessions == 1 ? "" : "s");
 	}
-	if ((r = dump_flush(d.head)) < 0 || (r = dump_flush(d.flbs)) < 0 ||
-	    (r = dump_flush(d.sessions)) < 0 || (r = dump_flush(d.ext)) < 0)
-		goto out;
-	if (fwrite(d.head_buf, 1, d.head_len, f) != d.head_len ||
-	    fwrite(d.flbs_buf, 1, d.flbs_len, f) != d.flbs_len ||
-	    fwrite(d.sessions_buf, 1, d.sessions_len, f) != d.sessions_len ||
-	    fwrite(d.ext_buf, 1, d.ext_len, f) != d.ext_len)
-		r = -EIO;
+	r = dump_write(&d, f);
 out:
 	dump_close(&d);
 	return r;

@@ -22,86 +22,7 @@
 #include "luo/uapi.h"
 #include "preload-test.h"
 
-#define DEV "/dev/liveupdate"
-
-/* ---- the uAPI, spelled out as a program would ---- */
-
-static int sys(int r)
-{
-	return r < 0 ? -errno : r;
-}
-
-/* Opens the device, waiting out the processes of a previous case that the harness
- * killed and that may still hold it while the kernel tears them down. */
-static int dev_open(void)
-{
-	for (int i = 0; i < 400; i++) {
-		int fd = open(DEV, O_RDWR | O_CLOEXEC);
-
-		if (fd >= 0 || errno != EBUSY)
-			return fd < 0 ? -errno : fd;
-		usleep(5000);
-	}
-	return -EBUSY;
-}
-
-static int create_session(int dev, const char *name, int *ret_fd)
-{
-	struct liveupdate_ioctl_create_session a = { .size = sizeof(a) };
-	int r;
-
-	memcpy(a.name, name, strnlen(name, sizeof(a.name)));
-	r = sys(ioctl(dev, LIVEUPDATE_IOCTL_CREATE_SESSION, &a));
-	if (r >= 0)
-		*ret_fd = a.fd;
-	return r;
-}
-
-static int retrieve_session(int dev, const char *name, int *ret_fd)
-{
-	struct liveupdate_ioctl_retrieve_session a = { .size = sizeof(a) };
-	int r;
-
-	memcpy(a.name, name, strnlen(name, sizeof(a.name)));
-	r = sys(ioctl(dev, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, &a));
-	if (r >= 0)
-		*ret_fd = a.fd;
-	return r;
-}
-
-static int preserve(int session, int fd, uint64_t token)
-{
-	struct liveupdate_session_preserve_fd a = { .size = sizeof(a), .fd = fd, .token = token };
-
-	return sys(ioctl(session, LIVEUPDATE_SESSION_PRESERVE_FD, &a));
-}
-
-static int retrieve_fd(int session, uint64_t token, int *ret_fd)
-{
-	struct liveupdate_session_retrieve_fd a = { .size = sizeof(a), .token = token };
-	int r = sys(ioctl(session, LIVEUPDATE_SESSION_RETRIEVE_FD, &a));
-
-	if (r >= 0)
-		*ret_fd = a.fd;
-	return r;
-}
-
-static int finish(int session)
-{
-	struct liveupdate_session_finish a = { .size = sizeof(a) };
-
-	return sys(ioctl(session, LIVEUPDATE_SESSION_FINISH, &a));
-}
-
-static int get_name(int session, char name[LIVEUPDATE_SESSION_NAME_LENGTH])
-{
-	struct liveupdate_session_get_name a = { .size = sizeof(a) };
-	int r = sys(ioctl(session, LIVEUPDATE_SESSION_GET_NAME, &a));
-
-	if (r >= 0)
-		memcpy(name, a.name, sizeof(a.name));
-	return r;
-}
+/* ---- the uAPI calls themselves are in preload-test.h ---- */
 
 static int memfd_with(const char *data)
 {
@@ -109,14 +30,6 @@ static int memfd_with(const char *data)
 
 	ASSERT_EQ(write(fd, data, strlen(data)), (ssize_t)strlen(data));
 	return fd;
-}
-
-static void assert_cloexec(int fd)
-{
-	int flags = fcntl(fd, F_GETFD);
-
-	ASSERT_TRUE(flags >= 0);
-	ASSERT_TRUE(flags & FD_CLOEXEC);
 }
 
 /* ---- 1. the device ---- */

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -116,4 +117,82 @@ void preload_case(const char *name, void (*body)(void))
 	test_luod_stop(&d);
 	if (r != 0)
 		test_fail_at(__FILE__, __LINE__, "%s under the shim exited with %d", name, r);
+}
+
+int dev_open(void)
+{
+	for (int i = 0; i < 400; i++) {
+		int fd = open(DEV, O_RDWR | O_CLOEXEC);
+
+		if (fd >= 0 || errno != EBUSY)
+			return fd < 0 ? -errno : fd;
+		usleep(5000);
+	}
+	return -EBUSY;
+}
+
+int create_session(int dev, const char *name, int *ret_fd)
+{
+	struct liveupdate_ioctl_create_session a = { .size = sizeof(a) };
+	int r;
+
+	memcpy(a.name, name, strnlen(name, sizeof(a.name)));
+	r = sys(ioctl(dev, LIVEUPDATE_IOCTL_CREATE_SESSION, &a));
+	if (r >= 0)
+		*ret_fd = a.fd;
+	return r;
+}
+
+int retrieve_session(int dev, const char *name, int *ret_fd)
+{
+	struct liveupdate_ioctl_retrieve_session a = { .size = sizeof(a) };
+	int r;
+
+	memcpy(a.name, name, strnlen(name, sizeof(a.name)));
+	r = sys(ioctl(dev, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, &a));
+	if (r >= 0)
+		*ret_fd = a.fd;
+	return r;
+}
+
+int preserve(int session, int fd, uint64_t token)
+{
+	struct liveupdate_session_preserve_fd a = { .size = sizeof(a), .fd = fd, .token = token };
+
+	return sys(ioctl(session, LIVEUPDATE_SESSION_PRESERVE_FD, &a));
+}
+
+int retrieve_fd(int session, uint64_t token, int *ret_fd)
+{
+	struct liveupdate_session_retrieve_fd a = { .size = sizeof(a), .token = token };
+	int r = sys(ioctl(session, LIVEUPDATE_SESSION_RETRIEVE_FD, &a));
+
+	if (r >= 0)
+		*ret_fd = a.fd;
+	return r;
+}
+
+int finish(int session)
+{
+	struct liveupdate_session_finish a = { .size = sizeof(a) };
+
+	return sys(ioctl(session, LIVEUPDATE_SESSION_FINISH, &a));
+}
+
+int get_name(int session, char name[LIVEUPDATE_SESSION_NAME_LENGTH])
+{
+	struct liveupdate_session_get_name a = { .size = sizeof(a) };
+	int r = sys(ioctl(session, LIVEUPDATE_SESSION_GET_NAME, &a));
+
+	if (r >= 0)
+		memcpy(name, a.name, sizeof(a.name));
+	return r;
+}
+
+void assert_cloexec(int fd)
+{
+	int flags = fcntl(fd, F_GETFD);
+
+	ASSERT_TRUE(flags >= 0);
+	ASSERT_TRUE(flags & FD_CLOEXEC);
 }

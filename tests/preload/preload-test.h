@@ -8,12 +8,18 @@
  * re-executes the test program itself with LD_PRELOAD set to the built
  * luo-preload.so to run just that case, and fails unless that run passes.
  * Inside, the case first checks that the shim really is loaded (its mapping
- * in /proc/self/maps), so a case can never pass without the shim.
+ * in /proc/self/maps), so a case can never pass without the shim.  The
+ * uAPI calls the cases make (dev_open(), create_session(), ...) are here
+ * too, written once for all the shim tests.
  */
 #pragma once
 
+#include <errno.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
+
+#include "luo/uapi.h"
 
 #include "harness.h"
 #include "luod-test.h"
@@ -36,6 +42,29 @@ pid_t preload_spawn(const char *const *argv, int keep_fd);
 int preload_wait(pid_t pid);
 /* Sets LD_PRELOAD (and what the sanitizer runtime needs) in this process's environment. */
 void preload_setenv(void);
+
+/*
+ * The uAPI spelled out as a kernel program uses it: open() and ioctl() only,
+ * each returning >= 0 or -errno.
+ */
+#define DEV "/dev/liveupdate"
+
+static inline int sys(int r)
+{
+	return r < 0 ? -errno : r;
+}
+
+/* Opens the device, waiting out the processes of a previous case that the harness
+ * killed and that may still hold it while the kernel tears them down. */
+int dev_open(void);
+int create_session(int dev, const char *name, int *ret_fd);
+int retrieve_session(int dev, const char *name, int *ret_fd);
+int preserve(int session, int fd, uint64_t token);
+int retrieve_fd(int session, uint64_t token, int *ret_fd);
+int finish(int session);
+int get_name(int session, char name[LIVEUPDATE_SESSION_NAME_LENGTH]);
+/* Fails the case unless fd has FD_CLOEXEC set. */
+void assert_cloexec(int fd);
 
 #define PRELOAD_TEST(n)                                                                            \
 	static void body_##n(void);                                                                \

@@ -21,54 +21,6 @@
 #include "luo/uapi.h"
 #include "preload-test.h"
 
-#define DEV "/dev/liveupdate"
-
-static int sys(int r)
-{
-	return r < 0 ? -errno : r;
-}
-
-static int dev_open(void)
-{
-	for (int i = 0; i < 400; i++) {
-		int fd = open(DEV, O_RDWR | O_CLOEXEC);
-
-		if (fd >= 0 || errno != EBUSY)
-			return fd < 0 ? -errno : fd;
-		usleep(5000);
-	}
-	return -EBUSY;
-}
-
-static int create_session(int dev, const char *name, int *ret_fd)
-{
-	struct liveupdate_ioctl_create_session a = { .size = sizeof(a) };
-	int r;
-
-	memcpy(a.name, name, strnlen(name, sizeof(a.name)));
-	r = sys(ioctl(dev, LIVEUPDATE_IOCTL_CREATE_SESSION, &a));
-	if (r >= 0)
-		*ret_fd = a.fd;
-	return r;
-}
-
-static int preserve(int session, int fd, uint64_t token)
-{
-	struct liveupdate_session_preserve_fd a = { .size = sizeof(a), .fd = fd, .token = token };
-
-	return sys(ioctl(session, LIVEUPDATE_SESSION_PRESERVE_FD, &a));
-}
-
-static int get_name(int session, char name[LIVEUPDATE_SESSION_NAME_LENGTH])
-{
-	struct liveupdate_session_get_name a = { .size = sizeof(a) };
-	int r = sys(ioctl(session, LIVEUPDATE_SESSION_GET_NAME, &a));
-
-	if (r >= 0)
-		memcpy(name, a.name, sizeof(a.name));
-	return r;
-}
-
 static int new_memfd(void)
 {
 	int fd = ASSERT_OK(memfd_create("threads", MFD_CLOEXEC));

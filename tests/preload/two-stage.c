@@ -27,81 +27,10 @@
 #include "luo/uapi.h"
 #include "preload-test.h"
 
-#define DEV "/dev/liveupdate"
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define HOLD_FD_ENV "LUO_TEST_HOLD_FD"
 
 /* ---- the uAPI, as a kernel program uses it ---- */
-
-static int sys(int r)
-{
-	return r < 0 ? -errno : r;
-}
-
-static int dev_open(void)
-{
-	for (int i = 0; i < 400; i++) {
-		int fd = open(DEV, O_RDWR | O_CLOEXEC);
-
-		if (fd >= 0 || errno != EBUSY)
-			return fd < 0 ? -errno : fd;
-		usleep(5000);
-	}
-	return -EBUSY;
-}
-
-static int session_ioctl(int dev, unsigned long cmd, const char *name, int *ret_fd)
-{
-	struct liveupdate_ioctl_create_session a = { .size = sizeof(a) };
-	int r;
-
-	memcpy(a.name, name, strnlen(name, sizeof(a.name)));
-	r = sys(ioctl(dev, cmd, &a));
-	if (r >= 0)
-		*ret_fd = a.fd;
-	return r;
-}
-
-static int create_session(int dev, const char *name, int *ret_fd)
-{
-	return session_ioctl(dev, LIVEUPDATE_IOCTL_CREATE_SESSION, name, ret_fd);
-}
-
-static int retrieve_session(int dev, const char *name, int *ret_fd)
-{
-	return session_ioctl(dev, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, name, ret_fd);
-}
-
-static int preserve(int session, int fd, uint64_t token)
-{
-	struct liveupdate_session_preserve_fd a = { .size = sizeof(a), .fd = fd, .token = token };
-
-	return sys(ioctl(session, LIVEUPDATE_SESSION_PRESERVE_FD, &a));
-}
-
-static int retrieve_fd(int session, uint64_t token, int *ret_fd)
-{
-	struct liveupdate_session_retrieve_fd a = { .size = sizeof(a), .token = token };
-	int r = sys(ioctl(session, LIVEUPDATE_SESSION_RETRIEVE_FD, &a));
-
-	if (r >= 0)
-		*ret_fd = a.fd;
-	return r;
-}
-
-static int finish(int session)
-{
-	struct liveupdate_session_finish a = { .size = sizeof(a) };
-
-	return sys(ioctl(session, LIVEUPDATE_SESSION_FINISH, &a));
-}
-
-static void assert_cloexec(int fd)
-{
-	int flags = fcntl(fd, F_GETFD);
-
-	ASSERT_TRUE(flags >= 0 && (flags & FD_CLOEXEC));
-}
 
 /* A memfd holding "<name>:<token>" repeated to len bytes. */
 static int make_memfd(const char *name, uint64_t token, size_t len)

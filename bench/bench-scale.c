@@ -33,9 +33,16 @@ struct scale_result {
 	double seconds;
 };
 
-static int run_files(const char *luod_path, size_t files, struct scale_result *res)
+/*
+ * Creates count sessions (files_per_session == 0) or preserves count memfds,
+ * files_per_session to a session, in a fresh luod, and measures its memory
+ * before and after and the time it took.
+ */
+static int run_scale(const char *luod_path, size_t count, size_t files_per_session,
+		     struct scale_result *res)
 {
-	size_t sessions = (files + FILES_PER_SESSION - 1) / FILES_PER_SESSION;
+	size_t sessions =
+		files_per_session ? (count + files_per_session - 1) / files_per_session : count;
 	_cleanup_free_ int *fds = calloc(MAX(sessions, (size_t)1), sizeof(int));
 	_cleanup_close_ int conn = -EBADF;
 	struct bench_luod d;
@@ -55,10 +62,10 @@ static int run_files(const char *luod_path, size_t files, struct scale_result *r
 	}
 	bench_proc_memory(d.pid, &res->rss_before, &res->pss_before);
 	t0 = bench_now_ns();
-	for (size_t i = 0; i < files; i++) {
+	for (size_t i = 0; i < count; i++) {
 		_cleanup_close_ int mfd = -EBADF;
 
-		if (i % FILES_PER_SESSION == 0) {
+		if (files_per_session == 0 || i % files_per_session == 0) {
 			char name[LUO_SESSION_NAME_LENGTH];
 
 			snprintf(name, sizeof(name), "bench-scale-%zu", n_sessions);
@@ -67,6 +74,8 @@ static int run_files(const char *luod_path, size_t files, struct scale_result *r
 				goto out;
 			n_sessions++;
 		}
+		if (files_per_session == 0)
+			continue;
 		mfd = memfd_create("bench-scale", MFD_CLOEXEC);
 		if (mfd < 0) {
 			r = negative_errno();
@@ -78,52 +87,10 @@ static int run_files(const char *luod_path, size_t files, struct scale_result *r
 	}
 	res->seconds = (double)(bench_now_ns() - t0) / 1e9;
 	bench_proc_memory(d.pid, &res->rss_after, &res->pss_after);
-	res->count = files;
+	res->count = count;
 	r = 0;
 out:
 	for (size_t i = 0; i < n_sessions; i++)
-		safe_close(fds[i]);
-	conn = safe_close(conn);
-	if (bench_luod_stop(&d) != 0 && r >= 0)
-		r = -EPROTO;
-	return r;
-}
-
-static int run_sessions(const char *luod_path, size_t sessions, struct scale_result *res)
-{
-	_cleanup_free_ int *fds = calloc(MAX(sessions, (size_t)1), sizeof(int));
-	_cleanup_close_ int conn = -EBADF;
-	struct bench_luod d;
-	size_t n = 0;
-	uint64_t t0;
-	int r;
-
-	if (!fds)
-		return -ENOMEM;
-	r = bench_luod_start(&d, luod_path, NULL);
-	if (r < 0)
-		return r;
-	conn = bench_luod_connect(&d);
-	if (conn < 0) {
-		r = conn;
-		goto out;
-	}
-	bench_proc_memory(d.pid, &res->rss_before, &res->pss_before);
-	t0 = bench_now_ns();
-	for (; n < sessions; n++) {
-		char name[LUO_SESSION_NAME_LENGTH];
-
-		snprintf(name, sizeof(name), "bench-scale-%zu", n);
-		r = luo_session_create(conn, name, 0, &fds[n]);
-		if (r < 0)
-			goto out;
-	}
-	res->seconds = (double)(bench_now_ns() - t0) / 1e9;
-	bench_proc_memory(d.pid, &res->rss_after, &res->pss_after);
-	res->count = sessions;
-	r = 0;
-out:
-	for (size_t i = 0; i < n; i++)
 		safe_close(fds[i]);
 	conn = safe_close(conn);
 	if (bench_luod_stop(&d) != 0 && r >= 0)
@@ -195,13 +162,13 @@ int main(int argc, char **argv)
 	}
 
 	bench_log("%zu files", n_files);
-	r = run_files(luod_path, n_files, &files);
+	r = run_scale(luod_path, n_files, FILES_PER_SESSION, &files);
 	if (r < 0) {
 		bench_log("files: %s", strerror(-r));
 		return 1;
 	}
 	bench_log("%zu sessions", n_sessions);
-	r = run_sessions(luod_path, n_sessions, &sessions);
+	r = run_scale(luod_path, n_sessions, 0, &sessions);
 	if (r < 0) {
 		bench_log("sessions: %s", strerror(-r));
 		return 1;

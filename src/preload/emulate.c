@@ -56,18 +56,13 @@ static const struct kernel_command kernel_commands[] = {
 	  sizeof(struct liveupdate_session_get_name), false, false },
 };
 
-int preload_socket_path(char *buf, size_t size)
-{
-	return luo_wire_socket_path(buf, size);
-}
-
 int preload_connect(void)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	_cleanup_close_ int fd = -EBADF;
 	int r;
 
-	r = preload_socket_path(sa.sun_path, sizeof(sa.sun_path));
+	r = luo_wire_socket_path(sa.sun_path, sizeof(sa.sun_path));
 	if (r < 0)
 		return r;
 	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);

@@ -37,9 +37,7 @@ int uaccess_write(void *dst, const void *src, size_t n);
 
 /* ---- emulate.c ---- */
 
-/* luod's socket path: $LUO_SOCKET, $XDG_RUNTIME_DIR/luo/luod.sock or /run/luo/luod.sock. */
-int preload_socket_path(char *buf, size_t size);
-/* A new CLOEXEC connection to luod, or -errno (never allocates). */
+/* A new CLOEXEC connection to luod (at luo_wire_socket_path()), or -errno (never allocates). */
 int preload_connect(void);
 /*
  * luo_wire_call() on sock with send_fd attached if >= 0 (not consumed): arg
@@ -54,7 +52,7 @@ int preload_emulate_ioctl(int fd, enum preload_fd_kind kind, unsigned int cmd, v
 
 /* ---- preload.c ---- */
 
-/* Remembers that the socket with inode ino is a luod session fd. */
+/* Remembers that the socket behind fd (by inode) is a luod session fd. */
 void preload_remember_session(int fd);
 /* The libc fstat(), bypassing the shim's own. */
 int preload_real_fstat(int fd, struct stat *st);

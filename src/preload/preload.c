@@ -168,14 +168,19 @@ static void device_remember(uint64_t ino)
 	atomic_store(&device_inodes[i], ino);
 }
 
-static unsigned verdict_lookup(uint64_t ino);
-
-static bool device_known(uint64_t ino)
+static bool device_in_ring(uint64_t ino)
 {
 	for (unsigned i = 0; i < DEVICE_RING; i++)
 		if (atomic_load_explicit(&device_inodes[i], memory_order_relaxed) == ino)
 			return true;
-	return verdict_lookup(ino) == VERDICT_DEVICE;
+	return false;
+}
+
+static unsigned verdict_lookup(uint64_t ino);
+
+static bool device_known(uint64_t ino)
+{
+	return device_in_ring(ino) || verdict_lookup(ino) == VERDICT_DEVICE;
 }
 
 static size_t verdict_slot(uint64_t ino)
@@ -268,8 +273,9 @@ static enum preload_fd_kind classify_fd(int fd)
 
 	if (preload_real_fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode))
 		return PRELOAD_FD_OTHER;
-	if (device_known((uint64_t)st.st_ino))
+	if (device_in_ring((uint64_t)st.st_ino))
 		return PRELOAD_FD_DEVICE;
+	/* A cached VERDICT_DEVICE is an inherited device fd. */
 	v = verdict_lookup((uint64_t)st.st_ino);
 	if (v)
 		return verdict_kind(v);
@@ -302,7 +308,7 @@ static bool device_present(struct stat *ret_socket_st)
 	int fd, saved = errno;
 
 	fd = preload_connect();
-	if (fd >= 0 && ret_socket_st && preload_socket_path(path, sizeof(path)) >= 0)
+	if (fd >= 0 && ret_socket_st && luo_wire_socket_path(path, sizeof(path)) >= 0)
 		(void)CALL_REAL(stat, path, ret_socket_st);
 	safe_close(fd);
 	errno = saved;

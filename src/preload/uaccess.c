@@ -62,10 +62,10 @@ static int pipe_copy(bool to_caller, void *caller, void *local, size_t n)
 		ssize_t w = write(wr, src, k);
 
 		if (w < 0)
-			return errno == EFAULT ? -EFAULT : negative_errno();
+			return negative_errno();
 		ssize_t got = read(rd, dst, (size_t)w);
 		if (got < 0)
-			return errno == EFAULT ? -EFAULT : negative_errno();
+			return negative_errno();
 		if (got != w)
 			return -EFAULT;
 		off += (size_t)w;

@@ -338,30 +338,33 @@ int luo_session_retrieve_fd(luo_session *s, uint64_t token, int *ret_fd)
 }
 
 /*
- * Both ends below leave the identity index before the handler runs: the
+ * Both ends of a file leave the identity index before the handler runs: the
  * index orders by-description files through f->hf.fd, and a handler that
  * touched it would otherwise leave a stale entry behind.  Nothing looks at
  * the index while the handler runs, so the earlier removal changes nothing
  * else.
  */
+static void file_end(struct luo_file *f, void (*end)(struct luo_handler_file *hf),
+		     void (*flb_end)(struct luo_flb *flb))
+{
+	struct luo_engine *e = f->session->engine;
+
+	luo_identity_remove(e, f);
+	if (end)
+		end(&f->hf);
+	if (f->flb)
+		flb_end(f->flb);
+	luo_file_free(f, !e->borrowed_fds);
+}
+
 void luo_file_unpreserve(struct luo_file *f)
 {
-	luo_identity_remove(f->session->engine, f);
-	if (f->handler->unpreserve)
-		f->handler->unpreserve(&f->hf);
-	if (f->flb)
-		luo_flb_file_unpreserve(f->flb);
-	luo_file_free(f, !f->session->engine->borrowed_fds);
+	file_end(f, f->handler->unpreserve, luo_flb_file_unpreserve);
 }
 
 void luo_file_finish(struct luo_file *f)
 {
-	luo_identity_remove(f->session->engine, f);
-	if (f->handler->finish)
-		f->handler->finish(&f->hf);
-	if (f->flb)
-		luo_flb_file_finish(f->flb);
-	luo_file_free(f, !f->session->engine->borrowed_fds);
+	file_end(f, f->handler->finish, luo_flb_file_finish);
 }
 
 int luo_session_foreach_file(const luo_session *s,

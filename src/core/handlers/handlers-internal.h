@@ -244,6 +244,21 @@ static inline bool handler_is_unlinked_tmpfs(int fd, const struct stat *st)
 	return magic == TMPFS_MAGIC;
 }
 
+/*
+ * At retrieve, the fd slot came from the state blob: -EIO unless it is still
+ * the regular file recorded as (dev, ino).
+ */
+static inline int handler_check_regular(int fd, uint64_t dev, uint64_t ino)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return negative_errno();
+	if ((uint64_t)st.st_dev != dev || (uint64_t)st.st_ino != ino || !S_ISREG(st.st_mode))
+		return -EIO;
+	return 0;
+}
+
 /* Identity by inode: the file, however many times it is opened or dup'ed. */
 static inline int handler_get_id_inode(const struct luo_handler *h, int fd, const struct stat *st,
 				       struct luo_file_id *ret)

@@ -72,7 +72,6 @@ static int memfd_record(struct luo_handler_file *f)
 static int memfd_retrieve(struct luo_handler_file *f)
 {
 	uint64_t fields[_MEMFD_FIELDS];
-	struct stat st;
 	int r, seals;
 
 	r = handler_record_parse(f->data, f->data_size, MEMFD_RECORD_VERSION, fields,
@@ -82,12 +81,9 @@ static int memfd_retrieve(struct luo_handler_file *f)
 	if (fields[MEMFD_POS] > (uint64_t)INT64_MAX)
 		return -EBADMSG;
 
-	if (fstat(f->fd, &st) < 0)
-		return negative_errno();
-	/* The fd slot came from the state blob: make sure it is still this file. */
-	if ((uint64_t)st.st_dev != fields[MEMFD_DEV] || (uint64_t)st.st_ino != fields[MEMFD_INO] ||
-	    !S_ISREG(st.st_mode))
-		return -EIO;
+	r = handler_check_regular(f->fd, fields[MEMFD_DEV], fields[MEMFD_INO]);
+	if (r < 0)
+		return r;
 	seals = fcntl(f->fd, F_GET_SEALS);
 	if (seals < 0)
 		return negative_errno();

@@ -98,7 +98,6 @@ static int regular_record(struct luo_handler_file *f)
 static int regular_retrieve(struct luo_handler_file *f)
 {
 	uint64_t fields[_REGULAR_FIELDS];
-	struct stat st;
 	int r;
 
 	r = handler_record_parse(f->data, f->data_size, REGULAR_RECORD_VERSION, fields,
@@ -108,12 +107,9 @@ static int regular_retrieve(struct luo_handler_file *f)
 	if (fields[REGULAR_POS] != HANDLER_UNKNOWN && fields[REGULAR_POS] > (uint64_t)INT64_MAX)
 		return -EBADMSG;
 
-	if (fstat(f->fd, &st) < 0)
-		return negative_errno();
-	/* The fd slot came from the state blob: make sure it is still this file. */
-	if ((uint64_t)st.st_dev != fields[REGULAR_DEV] ||
-	    (uint64_t)st.st_ino != fields[REGULAR_INO] || !S_ISREG(st.st_mode))
-		return -EIO;
+	r = handler_check_regular(f->fd, fields[REGULAR_DEV], fields[REGULAR_INO]);
+	if (r < 0)
+		return r;
 
 	if (fields[REGULAR_POS] != HANDLER_UNKNOWN &&
 	    lseek(f->fd, (off_t)fields[REGULAR_POS], SEEK_SET) < 0)

@@ -46,30 +46,6 @@ union cmd_struct {
 	uint8_t bytes[LUO_WIRE_REQUEST_MAX];
 };
 
-static size_t engine_n_sessions(const struct luod *d)
-{
-	return luo_engine_n_sessions(d->engine, LUO_SESSION_OUTGOING) +
-	       luo_engine_n_sessions(d->engine, LUO_SESSION_INCOMING);
-}
-
-/* Charges the owner of a session what an engine call changed (it touches only that session). */
-static void charge(struct luod *d, uint32_t uid, size_t sessions_before, size_t files_before)
-{
-	struct uid_usage *u = uid_usage_get(d, uid);
-	size_t sessions = engine_n_sessions(d), files = luo_engine_n_files(d->engine);
-
-	if (!u)
-		return;
-	if (sessions >= sessions_before)
-		u->n_sessions += sessions - sessions_before;
-	else
-		u->n_sessions -= MIN(u->n_sessions, sessions_before - sessions);
-	if (files >= files_before)
-		u->n_files += files - files_before;
-	else
-		u->n_files -= MIN(u->n_files, files_before - files);
-}
-
 static bool is_session_fd(struct luod *d, int fd)
 {
 	struct stat st;
@@ -104,7 +80,7 @@ static int session_preserve_once(struct luod *d, luo_session *s, union cmd_struc
 {
 	uint32_t uid = luo_session_uid(s);
 	struct uid_usage *u = uid_usage_get(d, uid);
-	size_t sessions = engine_n_sessions(d), files = luo_engine_n_files(d->engine);
+	size_t sessions = luod_n_sessions(d), files = luo_engine_n_files(d->engine);
 	int flags, r;
 
 	/* An O_PATH fd is no open file to the kernel either. */
@@ -122,7 +98,7 @@ static int session_preserve_once(struct luod *d, luo_session *s, union cmd_struc
 	r = luo_session_preserve_fd(s, c->preserve.token, fd);
 	if (r < 0)
 		return r;
-	charge(d, uid, sessions, files);
+	uid_usage_charge(d, uid, sessions, files);
 	return 0;
 }
 
@@ -184,7 +160,7 @@ static void handle_session_request(struct luod *d, struct endpoint *ep,
 			c.retrieve_fd.fd = -1; /* the file is the reply's SCM_RIGHTS fd */
 		break;
 	case LIVEUPDATE_CMD_SESSION_FINISH: {
-		size_t sessions = engine_n_sessions(d), files = luo_engine_n_files(d->engine);
+		size_t sessions = luod_n_sessions(d), files = luo_engine_n_files(d->engine);
 
 		if (c.finish.reserved != 0) {
 			r = -EINVAL;
@@ -192,7 +168,7 @@ static void handle_session_request(struct luod *d, struct endpoint *ep,
 		}
 		r = luo_session_finish(s);
 		if (r >= 0)
-			charge(d, luo_session_uid(s), sessions, files);
+			uid_usage_charge(d, luo_session_uid(s), sessions, files);
 		break;
 	}
 	case LIVEUPDATE_CMD_SESSION_GET_NAME:
@@ -251,7 +227,7 @@ static int device_create_or_retrieve(struct luod *d, struct endpoint *ep, bool c
 				     union cmd_struct *c, int *ret_fd)
 {
 	_cleanup_close_ int ours = -EBADF, client = -EBADF;
-	size_t sessions = engine_n_sessions(d), files = luo_engine_n_files(d->engine);
+	size_t sessions = luod_n_sessions(d), files = luo_engine_n_files(d->engine);
 	uint64_t ino = 0;
 	luo_session *s;
 	int r;
@@ -265,7 +241,7 @@ static int device_create_or_retrieve(struct luod *d, struct endpoint *ep, bool c
 			return -EINVAL;
 		if (u->n_sessions >= limit_sessions(d, ep->uid) && server_reap_hangups(d, ep) > 0) {
 			/* Closes taken in changed the counts this request is charged from. */
-			sessions = engine_n_sessions(d);
+			sessions = luod_n_sessions(d);
 			files = luo_engine_n_files(d->engine);
 		}
 		if (u->n_sessions >= limit_sessions(d, ep->uid))
@@ -289,7 +265,7 @@ static int device_create_or_retrieve(struct luod *d, struct endpoint *ep, bool c
 		    !(r == -EEXIST || r == -EINVAL || (!create && r == -ENOENT)) ||
 		    server_reap_hangups(d, ep) == 0)
 			break;
-		sessions = engine_n_sessions(d);
+		sessions = luod_n_sessions(d);
 		files = luo_engine_n_files(d->engine);
 	}
 	if (r < 0)
@@ -299,10 +275,10 @@ static int device_create_or_retrieve(struct luod *d, struct endpoint *ep, bool c
 	if (!sep) {
 		/* Nobody holds it: the close rule applies at once. */
 		luo_session_release(s);
-		charge(d, owner, sessions, files);
+		uid_usage_charge(d, owner, sessions, files);
 		return -ENOMEM;
 	}
-	charge(d, owner, sessions, files);
+	uid_usage_charge(d, owner, sessions, files);
 	log_debug("%s session \"%s\" for pid %d", create ? "created" : "retrieved",
 		  luo_session_name(s), (int)ep->pid);
 	c->create.fd = -1; /* the session is the reply's SCM_RIGHTS fd */
@@ -338,7 +314,7 @@ static void device_list(struct luod *d, struct endpoint *ep, const struct luo_wi
 	size_t n = 0;
 
 	if (ep->uid == 0)
-		count = engine_n_sessions(d);
+		count = luod_n_sessions(d);
 	else
 		for (int k = LUO_SESSION_OUTGOING; k <= LUO_SESSION_INCOMING; k++)
 			for (luo_session *s = luo_engine_first_session(d->engine, k); s;

@@ -522,19 +522,19 @@ static int state_memfd(struct luod *d, const struct pending_reply *pending, cons
 
 /* ---- step 1: the check ---- */
 
-/* Reads what the checker prints and waits for it to exit, within CHECK_TIMEOUT_USEC. */
+/*
+ * Reads what the checker prints and waits for it to exit, within
+ * CHECK_TIMEOUT_USEC.  Only for kernels without pidfds (before Linux 5.3),
+ * which give no fd to wait on: it looks again every millisecond.
+ */
 static int wait_check(pid_t pid, int out_fd, char *out, size_t size, int *ret_status)
 {
-	_cleanup_close_ int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	uint64_t deadline = now_usec(CLOCK_MONOTONIC) + CHECK_TIMEOUT_USEC;
 	size_t got = 0;
 	bool eof = false;
 
 	for (;;) {
-		struct pollfd p[2] = {
-			{ .fd = eof ? -1 : out_fd, .events = POLLIN },
-			{ .fd = pidfd, .events = POLLIN },
-		};
+		struct pollfd p = { .fd = eof ? -1 : out_fd, .events = POLLIN };
 		uint64_t now = now_usec(CLOCK_MONOTONIC);
 		pid_t w;
 
@@ -543,11 +543,9 @@ static int wait_check(pid_t pid, int out_fd, char *out, size_t size, int *ret_st
 			(void)waitpid(pid, ret_status, 0);
 			return -ETIMEDOUT;
 		}
-		/* Without pidfds (before Linux 5.3), look again every millisecond. */
-		int timeout = pidfd >= 0 ? (int)((deadline - now + 999) / 1000) : 1;
-		if (poll(p, 2, timeout) < 0 && errno != EINTR)
+		if (poll(&p, 1, 1) < 0 && errno != EINTR)
 			return negative_errno();
-		if (p[0].revents) {
+		if (p.revents) {
 			ssize_t n = read(out_fd, out + got, size - 1 - got);
 			if (n > 0)
 				got += n;
@@ -639,8 +637,8 @@ static int judge_check(const char *binary, int status, const char *out)
 	return -code;
 }
 
-static int reexec(struct luod *d, const char *binary, const char *exec_path,
-		  struct pending_reply *pending);
+static void update_blackout(struct luod *d, struct endpoint *ep, const char *binary,
+			    struct pending_reply *pr);
 
 /*
  * Starts the check of another binary and returns at once: luod goes on
@@ -673,15 +671,12 @@ static int start_check(struct luod *d, struct endpoint *ep, const char *binary,
 		r = wait_check(pid, out, buf, sizeof(buf), &status);
 		return r < 0 ? r : judge_check(binary, status, buf);
 	}
-	d->check.ep.type = EP_CHECK;
-	d->check.ep.fd = pidfd;
 	r = epoll_ctl(d->epoll_fd, EPOLL_CTL_ADD, pidfd,
 		      &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &d->check.ep });
 	if (r < 0) {
 		r = negative_errno();
 		kill(pid, SIGKILL);
 		(void)waitpid(pid, NULL, 0);
-		d->check.ep.fd = -EBADF;
 		return r;
 	}
 	d->check.pid = pid;
@@ -760,10 +755,7 @@ void liveupdate_check_done(struct luod *d)
 		endpoint_reply(d, ep, c->pr.tag, r, 0, NULL, 0, NULL, 0, -EBADF);
 		return;
 	}
-	/* 2: the blackout. */
-	r = reexec(d, c->binary, c->binary, &c->pr);
-	log_warning("update to %s aborted: %s", c->binary, strerror(-r));
-	endpoint_reply(d, ep, c->pr.tag, r, 0, NULL, 0, NULL, 0, -EBADF);
+	update_blackout(d, ep, c->binary, &c->pr);
 }
 
 void liveupdate_check_cancel(struct luod *d)
@@ -856,6 +848,16 @@ static int reexec(struct luod *d, const char *binary, const char *exec_path,
 	}
 	(void)set_keep_fds(d, false, extra, ELEMENTSOF(extra));
 	return r;
+}
+
+/* 2: the blackout.  Returns only if the update failed, after replying the error. */
+static void update_blackout(struct luod *d, struct endpoint *ep, const char *binary,
+			    struct pending_reply *pr)
+{
+	int r = reexec(d, binary, binary, pr);
+
+	log_warning("update to %s aborted: %s", binary, strerror(-r));
+	endpoint_reply(d, ep, pr->tag, r, 0, NULL, 0, NULL, 0, -EBADF);
 }
 
 static void reply_update(struct luod *d, struct endpoint *ep, const struct pending_reply *pr,
@@ -965,10 +967,7 @@ void liveupdate_request(struct luod *d, struct endpoint *ep, uint32_t op, uint32
 		endpoint_reply(d, ep, tag, r, 0, NULL, 0, NULL, 0, -EBADF);
 		return;
 	}
-	/* 2: the blackout. */
-	r = reexec(d, binary, binary, &pr);
-	log_warning("update to %s aborted: %s", binary, strerror(-r));
-	endpoint_reply(d, ep, tag, r, 0, NULL, 0, NULL, 0, -EBADF);
+	update_blackout(d, ep, binary, &pr);
 }
 
 /* ---- step 3: the new image ---- */
@@ -1162,8 +1161,9 @@ int liveupdate_restore(struct luod *d, int memfd, int rollback_error)
 	ext_read_ctx_done(&x);
 	if (r < 0)
 		return r;
-	/* What was made inheritable only for the exec is close-on-exec again. */
-	(void)set_keep_fds(d, false, &memfd, 1);
+	/* What was made inheritable only for the exec is close-on-exec again (the
+	 * caller closes memfd). */
+	(void)set_keep_fds(d, false, NULL, 0);
 	d->previous_exe_fd = safe_close(d->previous_exe_fd);
 	if (!rollback_error)
 		d->n_live_updates++;
@@ -1191,9 +1191,7 @@ int liveupdate_restore(struct luod *d, int memfd, int rollback_error)
 		d->pending.active = false;
 	}
 	log_info("%s: %zu sessions, %zu files, %zu connections (live update %" PRIu64 ")",
-		 rollback_error ? "rolled back" : "restored",
-		 (size_t)(luo_engine_n_sessions(d->engine, LUO_SESSION_OUTGOING) +
-			  luo_engine_n_sessions(d->engine, LUO_SESSION_INCOMING)),
+		 rollback_error ? "rolled back" : "restored", luod_n_sessions(d),
 		 luo_engine_n_files(d->engine), d->conns.count, d->n_live_updates);
 	return 0;
 }

@@ -192,6 +192,11 @@ struct endpoint *session_ep_add(struct luod *d, int fd, uint64_t handle, uint64_
 				uint32_t uid);
 struct endpoint *session_ep_find_by_ino(struct luod *d, uint64_t ino);
 struct uid_usage *uid_usage_get(struct luod *d, uint32_t uid);
+/* Outgoing and incoming sessions together. */
+size_t luod_n_sessions(const struct luod *d);
+/* Charges the owner of a session what an engine call on it changed, given the
+ * counts from before the call (it touches only that session). */
+void uid_usage_charge(struct luod *d, uint32_t uid, size_t sessions_before, size_t files_before);
 /* Recomputes session and file usage from the engine (after reboot and restore). */
 int uid_usage_recount(struct luod *d);
 /* Calls fn for every fd the engine's FLBs hold. */

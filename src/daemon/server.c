@@ -67,6 +67,29 @@ struct uid_usage *uid_usage_get(struct luod *d, uint32_t uid)
 	return u;
 }
 
+size_t luod_n_sessions(const struct luod *d)
+{
+	return luo_engine_n_sessions(d->engine, LUO_SESSION_OUTGOING) +
+	       luo_engine_n_sessions(d->engine, LUO_SESSION_INCOMING);
+}
+
+void uid_usage_charge(struct luod *d, uint32_t uid, size_t sessions_before, size_t files_before)
+{
+	struct uid_usage *u = uid_usage_get(d, uid);
+	size_t sessions = luod_n_sessions(d), files = luo_engine_n_files(d->engine);
+
+	if (!u)
+		return;
+	if (sessions >= sessions_before)
+		u->n_sessions += sessions - sessions_before;
+	else
+		u->n_sessions -= MIN(u->n_sessions, sessions_before - sessions);
+	if (files >= files_before)
+		u->n_files += files - files_before;
+	else
+		u->n_files -= MIN(u->n_files, files_before - files);
+}
+
 uint64_t limit_sessions(const struct luod *d, uint32_t uid)
 {
 	if (d->limits.max_sessions)
@@ -318,22 +341,13 @@ static void session_hangup(struct luod *d, struct endpoint *ep)
 	}
 	if (s) {
 		uint32_t uid = luo_session_uid(s);
-		size_t sessions_before = luo_engine_n_sessions(d->engine, LUO_SESSION_OUTGOING) +
-					 luo_engine_n_sessions(d->engine, LUO_SESSION_INCOMING);
-		size_t files_before = luo_engine_n_files(d->engine);
-		struct uid_usage *u = uid_usage_get(d, uid);
+		size_t sessions = luod_n_sessions(d), files = luo_engine_n_files(d->engine);
 
 		log_debug("session \"%s\" closed by its last holder", luo_session_name(s));
 		luo_session_release(s);
 		/* The engine decides whether the session ends, moves or sticks: charge the
 		 * owner what actually went away. */
-		size_t sessions_after = luo_engine_n_sessions(d->engine, LUO_SESSION_OUTGOING) +
-					luo_engine_n_sessions(d->engine, LUO_SESSION_INCOMING);
-		size_t files_after = luo_engine_n_files(d->engine);
-		if (u) {
-			u->n_sessions -= MIN(u->n_sessions, sessions_before - sessions_after);
-			u->n_files -= MIN(u->n_files, files_before - files_after);
-		}
+		uid_usage_charge(d, uid, sessions, files);
 	}
 	endpoint_free(d, ep);
 	if (incoming && !list_empty(&d->deferred))

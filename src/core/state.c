@@ -235,6 +235,18 @@ static size_t digits_of(size_t index)
 	return n;
 }
 
+/* index in decimal at p, without NUL: digits_of(index) bytes, whose number is returned. */
+static size_t put_decimal(char *p, size_t index)
+{
+	size_t n = digits_of(index);
+
+	for (size_t k = n; k > 0; k--) {
+		p[k - 1] = (char)('0' + index % 10);
+		index /= 10;
+	}
+	return n;
+}
+
 static size_t node_size(size_t prefix_len, size_t index)
 {
 	/* BEGIN_NODE, "<prefix>@<index>\0" padded, END_NODE */
@@ -265,14 +277,11 @@ static void out_bytes(struct out *o, const void *data, size_t len)
 static void out_begin(struct out *o, const char *prefix, size_t prefix_len, size_t index)
 {
 	char name[48];
-	size_t n = digits_of(index);
+	size_t n;
 
 	memcpy(name, prefix, prefix_len);
 	name[prefix_len] = '@';
-	for (size_t k = n; k > 0; k--) {
-		name[prefix_len + k] = (char)('0' + index % 10);
-		index /= 10;
-	}
+	n = put_decimal(name + prefix_len + 1, index);
 	name[prefix_len + 1 + n] = '\0';
 	out32(o, FDT_BEGIN_NODE);
 	out_bytes(o, name, prefix_len + n + 2);
@@ -1357,14 +1366,10 @@ static int skip_node(const struct walk *w, uint32_t off)
 static int check_node_name(const char *name, uint32_t len, const char *kind, size_t index)
 {
 	char digits[24];
-	size_t k = strlen(kind), n = 0;
+	size_t k = strlen(kind), n = put_decimal(digits, index);
 
-	do {
-		digits[sizeof(digits) - 1 - n++] = (char)('0' + index % 10);
-		index /= 10;
-	} while (index > 0);
 	if ((size_t)len != k + 1 + n || memcmp(name, kind, k) != 0 || name[k] != '@' ||
-	    memcmp(name + k + 1, digits + sizeof(digits) - n, n) != 0)
+	    memcmp(name + k + 1, digits, n) != 0)
 		return -EBADMSG;
 	return 0;
 }

@@ -261,6 +261,18 @@ static void update_to(struct test_luod *d, struct big_state *b, const char *bina
 	LUOCTL(&o, "update", "--exec", binary);
 }
 
+/* An update to binary that must fail before the blackout: exit 1, nothing lost. */
+static void assert_update_aborted(const char *binary)
+{
+	struct test_luod d;
+	struct big_state b;
+
+	update_to(&d, &b, binary);
+	ASSERT_EQ(o.status, 1);
+	assert_nothing_lost(&d, &b, 0);
+	test_luod_stop(&d);
+}
+
 TEST(update_to_non_executable_file_is_aborted_with_nothing_lost)
 {
 	struct test_luod d;
@@ -279,52 +291,30 @@ TEST(update_to_non_executable_file_is_aborted_with_nothing_lost)
 
 TEST(update_to_program_that_exits_1_is_aborted_with_nothing_lost)
 {
-	struct test_luod d;
-	struct big_state b;
 	char path[300];
 
 	snprintf(path, sizeof(path), "%s/exits-1", test_tmpdir());
 	write_file(path, "#!/bin/sh\nexit 1\n", 0755);
-	update_to(&d, &b, path);
-	ASSERT_EQ(o.status, 1);
-	assert_nothing_lost(&d, &b, 0);
-	test_luod_stop(&d);
+	assert_update_aborted(path);
 }
 
 TEST(update_to_program_that_claims_success_is_aborted)
 {
-	struct test_luod d;
-	struct big_state b;
-
 	/* /bin/true exits 0 but never confirms that it understood the state. */
-	update_to(&d, &b, "/bin/true");
-	ASSERT_EQ(o.status, 1);
-	assert_nothing_lost(&d, &b, 0);
-	test_luod_stop(&d);
+	assert_update_aborted("/bin/true");
 }
 
 TEST(update_to_missing_binary_is_aborted_with_nothing_lost)
 {
-	struct test_luod d;
-	struct big_state b;
-
-	update_to(&d, &b, "/nonexistent/luod");
-	ASSERT_EQ(o.status, 1);
-	assert_nothing_lost(&d, &b, 0);
-	test_luod_stop(&d);
+	assert_update_aborted("/nonexistent/luod");
 }
 
 TEST(update_to_binary_refusing_at_check_is_aborted_with_nothing_lost)
 {
-	struct test_luod d;
-	struct big_state b;
 	char path[512];
 
 	test_build_path("tests/cli/luod-refuse-check", path, sizeof(path));
-	update_to(&d, &b, path);
-	ASSERT_EQ(o.status, 1);
-	assert_nothing_lost(&d, &b, 0);
-	test_luod_stop(&d);
+	assert_update_aborted(path);
 }
 
 TEST(update_to_binary_refusing_at_restore_rolls_back_with_nothing_lost)

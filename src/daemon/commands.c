@@ -473,6 +473,8 @@ static void handle_device_request(struct luod *d, struct endpoint *ep,
 	if (r < 0)
 		goto out;
 
+	/* Past the fd check, only IS_SESSION holds an fd (fds[0]); the commands that
+	 * reply by themselves below came with none. */
 	switch (p->cmd->nr) {
 	case LIVEUPDATE_CMD_CREATE_SESSION:
 	case LIVEUPDATE_CMD_RETRIEVE_SESSION:
@@ -495,11 +497,9 @@ static void handle_device_request(struct luod *d, struct endpoint *ep,
 		r = 0;
 		break;
 	case LUO_CMD_LIST:
-		close_many(fds, n_fds);
 		device_list(d, ep, p, &c);
 		return;
 	case LUO_CMD_SHOW:
-		close_many(fds, n_fds);
 		device_show(d, ep, p, &c);
 		return;
 	case LUO_CMD_IS_SESSION:
@@ -508,7 +508,6 @@ static void handle_device_request(struct luod *d, struct endpoint *ep,
 		break;
 	case LUO_CMD_UPDATE:
 	case LUO_CMD_REBOOT:
-		close_many(fds, n_fds);
 		if (ep->uid != 0 && ep->uid != (uint32_t)geteuid()) {
 			endpoint_reply(d, ep, p->tag, -EPERM, 0, NULL, 0, NULL, 0, -EBADF);
 			return;

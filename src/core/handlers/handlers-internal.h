@@ -155,6 +155,8 @@ struct handler_preserve_ctx {
 	int flags;
 	uint64_t gen;
 	struct stat st;
+	bool has_fs_type; /* fs_type holds the fstatfs() magic of fd */
+	uint64_t fs_type;
 };
 
 __attribute__((weak)) __thread struct handler_preserve_ctx handler_preserve_ctx = { .fd = -1 };
@@ -164,6 +166,7 @@ static inline void handler_preserve_begin(int fd, int flags, const struct stat *
 	handler_preserve_ctx.fd = fd;
 	handler_preserve_ctx.flags = flags;
 	handler_preserve_ctx.st = *st;
+	handler_preserve_ctx.has_fs_type = false;
 	handler_preserve_ctx.gen++;
 }
 
@@ -210,14 +213,25 @@ static inline bool handler_fd_is_path_only(int fd)
 	return fl < 0 || (fl & O_PATH);
 }
 
-/* The filesystem magic of the file behind fd, or -errno. */
+/*
+ * The filesystem magic of the file behind fd, or -errno.  During a preserve
+ * it is asked once: several handlers' can_preserve may want it for one file.
+ */
 static inline int handler_fs_type(int fd, uint64_t *ret)
 {
 	struct statfs sfs;
 
+	if (handler_preserve_of(fd) && handler_preserve_ctx.has_fs_type) {
+		*ret = handler_preserve_ctx.fs_type;
+		return 0;
+	}
 	if (fstatfs(fd, &sfs) < 0)
 		return negative_errno();
 	*ret = (uint64_t)(unsigned long)sfs.f_type;
+	if (handler_preserve_of(fd)) {
+		handler_preserve_ctx.fs_type = *ret;
+		handler_preserve_ctx.has_fs_type = true;
+	}
 	return 0;
 }
 

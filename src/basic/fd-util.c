@@ -18,7 +18,7 @@ int fd_set_cloexec(int fd, bool cloexec)
 
 	if (nflags == flags)
 		return 0;
-	return RET_NERRNO(fcntl(fd, F_SETFD, nflags)) < 0 ? negative_errno() : 0;
+	return fcntl(fd, F_SETFD, nflags) < 0 ? negative_errno() : 0;
 }
 
 int fd_set_nonblock(int fd, bool nonblock)

@@ -458,7 +458,6 @@ static void handle_device_request(struct luod *d, struct endpoint *ep,
 				  const struct luo_wire_parsed *p, int *fds, size_t n_fds,
 				  bool fds_truncated)
 {
-	uint64_t t_request = now_usec(CLOCK_MONOTONIC);
 	union cmd_struct c;
 	int r, out_fd = -EBADF;
 
@@ -512,7 +511,7 @@ static void handle_device_request(struct luod *d, struct endpoint *ep,
 			endpoint_reply(d, ep, p->tag, -EPERM, 0, NULL, 0, NULL, 0, -EBADF);
 			return;
 		}
-		liveupdate_request(d, ep, p->op, p->tag, &c, p->size, t_request);
+		liveupdate_request(d, ep, p->op, p->tag, &c, p->size, now_usec(CLOCK_MONOTONIC));
 		return;
 	default:
 		r = -EINVAL;

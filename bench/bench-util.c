@@ -196,7 +196,6 @@ static int luod_start(struct bench_luod *d, const char *luod_path, const char *c
 int bench_luod_stop(struct bench_luod *d)
 {
 	int status = 0;
-	char path[256];
 
 	if (d->pid > 0) {
 		kill(d->pid, SIGTERM);
@@ -211,8 +210,7 @@ int bench_luod_stop(struct bench_luod *d)
 		}
 		d->pid = 0;
 	}
-	snprintf(path, sizeof(path), "%s/luod.sock", d->dir);
-	unlink(path);
+	unlink(d->socket);
 	rmdir(d->dir);
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }

@@ -16,7 +16,6 @@
  * shim on a kernel without LUO.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -333,15 +332,13 @@ _public_ int luo_fd_is_session(int fd)
 
 	if (fd < 0)
 		return -EBADF;
-	if (fcntl(fd, F_GETFD) < 0)
-		return negative_errno();
-	/* Without /proc there is no telling a kernel session: then it is none. */
-	if (is_kernel_session_link(fd) > 0)
-		return 1;
-
+	/* -EBADF for a closed fd; a kernel session is an anonymous inode, no socket. */
 	r = socket_type(fd);
 	if (r < 0)
 		return r;
+	if (r == 0)
+		/* Without /proc there is no telling a kernel session: then it is none. */
+		return is_kernel_session_link(fd) > 0 ? 1 : 0;
 	if (r != SOCK_SEQPACKET)
 		return 0;
 	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0)

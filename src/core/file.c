@@ -232,19 +232,6 @@ int luo_session_preserve_fd(luo_session *s, uint64_t token, int fd)
 }
 
 /*
- * The built-in handlers' retrieve only checks and repositions the engine's
- * fd, never replaces it: for their files the first retrieve need not guard
- * the identity index against a new fd.  The caller's dup, made before the
- * handler runs, stands in for the guard's: the handler runs with exactly as
- * many fds to spare, and a dup that fails leaves the file unretrieved.
- */
-static bool handler_keeps_fd(const struct luo_handler *h)
-{
-	return h == &luo_handler_memfd || h == &luo_handler_socket || h == &luo_handler_pipe ||
-	       h == &luo_handler_eventfd || h == &luo_handler_regular;
-}
-
-/*
  * The first retrieve of a file after its update; a failure is kept for good.
  * May hand back the caller's fd in *ret_fd (left alone otherwise).
  */
@@ -261,7 +248,13 @@ static int file_first_retrieve(struct luo_file *f, int *ret_fd)
 			return r;
 		}
 	}
-	if (handler_keeps_fd(f->handler)) {
+	/*
+	 * A handler that keeps the fd needs no guard of the identity index
+	 * against a new one.  The caller's dup, made before the handler runs,
+	 * stands in for the guard's: the handler runs with exactly as many fds
+	 * to spare, and a dup that fails leaves the file unretrieved.
+	 */
+	if (f->handler->retrieve_keeps_fd) {
 		_cleanup_close_ int fd = fd_dup_cloexec(old_fd);
 
 		if (fd < 0)

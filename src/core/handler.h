@@ -87,6 +87,11 @@ struct luo_handler {
 	void (*unfreeze)(struct luo_handler_file *f);
 	/* May replace f->fd; the engine hands out dups of f->fd afterwards. */
 	int (*retrieve)(struct luo_handler_file *f);
+	/*
+	 * Set when retrieve only checks and repositions f->fd, never replaces
+	 * it: the engine then need not guard its identity index against a new fd.
+	 */
+	bool retrieve_keeps_fd;
 	bool (*can_finish)(struct luo_handler_file *f);
 	void (*finish)(struct luo_handler_file *f);
 	/* Optional File-Lifecycle-Bound state this handler's files depend on. */

@@ -302,5 +302,6 @@ const struct luo_handler luo_handler_eventfd = {
 	.preserve = eventfd_preserve,
 	.freeze = eventfd_freeze,
 	.retrieve = eventfd_retrieve,
+	.retrieve_keeps_fd = true,
 	.can_finish = handler_can_finish_always,
 };

@@ -103,5 +103,6 @@ const struct luo_handler luo_handler_memfd = {
 	.preserve = memfd_record,
 	.freeze = memfd_record,
 	.retrieve = memfd_retrieve,
+	.retrieve_keeps_fd = true,
 	.can_finish = handler_can_finish_always,
 };

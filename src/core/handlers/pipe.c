@@ -111,5 +111,6 @@ const struct luo_handler luo_handler_pipe = {
 	.preserve = pipe_record,
 	.freeze = pipe_record,
 	.retrieve = pipe_retrieve,
+	.retrieve_keeps_fd = true,
 	.can_finish = handler_can_finish_always,
 };

@@ -124,5 +124,6 @@ const struct luo_handler luo_handler_regular = {
 	.preserve = regular_record,
 	.freeze = regular_record,
 	.retrieve = regular_retrieve,
+	.retrieve_keeps_fd = true,
 	.can_finish = handler_can_finish_always,
 };

@@ -154,6 +154,7 @@ const struct luo_handler luo_handler_socket = {
 	.get_id = handler_get_id_inode,
 	.preserve = socket_preserve,
 	.retrieve = socket_retrieve,
+	.retrieve_keeps_fd = true,
 	.can_finish = handler_can_finish_always,
 	.flb = &luo_flb_netns,
 };

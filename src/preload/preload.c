@@ -363,56 +363,37 @@ static mode_t va_mode(int flags, va_list ap)
 	return (flags & (O_CREAT | O_TMPFILE)) ? va_arg(ap, mode_t) : 0;
 }
 
+/* open() and friends: the device path, or pass through with the mode if flags need one. */
+#define OPEN_BODY(name, path, flags, ...)                                                          \
+	do {                                                                                       \
+		va_list _ap;                                                                       \
+		mode_t _mode;                                                                      \
+		if (is_device_path(path))                                                          \
+			return device_open_keep_errno(flags);                                      \
+		va_start(_ap, flags);                                                              \
+		_mode = va_mode(flags, _ap);                                                       \
+		va_end(_ap);                                                                       \
+		return CALL_REAL(name, __VA_ARGS__, _mode);                                        \
+	} while (0)
+
 _public_ int open(const char *path, int flags, ...)
 {
-	va_list ap;
-	mode_t mode;
-
-	if (is_device_path(path))
-		return device_open_keep_errno(flags);
-	va_start(ap, flags);
-	mode = va_mode(flags, ap);
-	va_end(ap);
-	return CALL_REAL(open, path, flags, mode);
+	OPEN_BODY(open, path, flags, path, flags);
 }
 
 _public_ int open64(const char *path, int flags, ...)
 {
-	va_list ap;
-	mode_t mode;
-
-	if (is_device_path(path))
-		return device_open_keep_errno(flags);
-	va_start(ap, flags);
-	mode = va_mode(flags, ap);
-	va_end(ap);
-	return CALL_REAL(open64, path, flags, mode);
+	OPEN_BODY(open64, path, flags, path, flags);
 }
 
 _public_ int openat(int dirfd, const char *path, int flags, ...)
 {
-	va_list ap;
-	mode_t mode;
-
-	if (is_device_path(path))
-		return device_open_keep_errno(flags);
-	va_start(ap, flags);
-	mode = va_mode(flags, ap);
-	va_end(ap);
-	return CALL_REAL(openat, dirfd, path, flags, mode);
+	OPEN_BODY(openat, path, flags, dirfd, path, flags);
 }
 
 _public_ int openat64(int dirfd, const char *path, int flags, ...)
 {
-	va_list ap;
-	mode_t mode;
-
-	if (is_device_path(path))
-		return device_open_keep_errno(flags);
-	va_start(ap, flags);
-	mode = va_mode(flags, ap);
-	va_end(ap);
-	return CALL_REAL(openat64, dirfd, path, flags, mode);
+	OPEN_BODY(openat64, path, flags, dirfd, path, flags);
 }
 
 _public_ int __open_2(const char *path, int flags)

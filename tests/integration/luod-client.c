@@ -329,6 +329,20 @@ int proc_fd_count(pid_t pid)
 	return n;
 }
 
+int stable_fd_count(const struct test_luod *d)
+{
+	int last = -1;
+
+	for (int i = 0; i < 100; i++) {
+		int n = proc_fd_count(d->pid);
+		if (n == last)
+			return n;
+		last = n;
+		usleep(20000);
+	}
+	return last;
+}
+
 int wait_fd_count(const struct test_luod *d, int n)
 {
 	int k = -1;

@@ -26,20 +26,6 @@ struct fixture {
 	int conn;
 };
 
-static int stable_fd_count(const struct test_luod *d)
-{
-	int last = -1;
-
-	for (int i = 0; i < 100; i++) {
-		int n = proc_fd_count(d->pid);
-		if (n == last)
-			return n;
-		last = n;
-		usleep(20000);
-	}
-	return last;
-}
-
 static void setup_args(struct fixture *f, const char *const *args)
 {
 	test_luod_start(&f->d, args);

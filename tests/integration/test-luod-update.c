@@ -37,20 +37,6 @@ struct world {
 	int fds_before;
 };
 
-static int stable_fd_count(const struct test_luod *d)
-{
-	int last = -1;
-
-	for (int i = 0; i < 100; i++) {
-		int n = proc_fd_count(d->pid);
-		if (n == last)
-			return n;
-		last = n;
-		usleep(20000);
-	}
-	return last;
-}
-
 static void text_for(char *buf, size_t size, int i, int j)
 {
 	snprintf(buf, size, "session %d file %d", i, j);

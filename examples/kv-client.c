@@ -641,16 +641,20 @@ static int cmd_hammer(void)
 	double max_lat = 0, t0 = now_s(), dt;
 	_cleanup_free_ double *all = NULL;
 	size_t n_all = 0;
+	int n_threads = 0;
 
 	if (!w)
 		return -ENOMEM;
 	hammer_deadline = t0 + opt.duration;
-	for (int i = 0; i < opt.conns; i++) {
-		w[i].id = i;
-		if (pthread_create(&w[i].thread, NULL, hammer_thread, &w[i]) != 0)
-			return -EAGAIN;
+	for (; n_threads < opt.conns; n_threads++) {
+		w[n_threads].id = n_threads;
+		if (pthread_create(&w[n_threads].thread, NULL, hammer_thread, &w[n_threads]) != 0) {
+			/* Running threads use w: stop and join them before it is freed. */
+			stop_requested = 1;
+			break;
+		}
 	}
-	for (int i = 0; i < opt.conns; i++) {
+	for (int i = 0; i < n_threads; i++) {
 		pthread_join(w[i].thread, NULL);
 		requests += w[i].requests;
 		failures += w[i].failures;
@@ -660,6 +664,11 @@ static int cmd_hammer(void)
 		lost += w[i].writes_lost;
 		max_lat = MAX(max_lat, w[i].max_lat);
 		n_all += w[i].n_lat;
+	}
+	if (n_threads < opt.conns) {
+		for (int i = 0; i < n_threads; i++)
+			free(w[i].lat);
+		return -EAGAIN;
 	}
 	dt = now_s() - t0;
 	all = malloc(MAX(n_all, (size_t)1) * sizeof(double));

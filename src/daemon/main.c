@@ -357,8 +357,13 @@ static int daemonize(int *ret_ready_fd)
 		return negative_errno();
 	fflush(NULL);
 	pid = fork();
-	if (pid < 0)
-		return negative_errno();
+	if (pid < 0) {
+		int r = negative_errno();
+
+		safe_close(pipefd[0]);
+		safe_close(pipefd[1]);
+		return r;
+	}
 	if (pid > 0) {
 		unsigned char code = LUOD_EXIT_FAILURE;
 

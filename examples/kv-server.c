@@ -1354,8 +1354,8 @@ int main(int argc, char **argv)
 	srv.sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 	srv.epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (srv.sigfd < 0 || srv.epfd < 0) {
-		log_msg("signalfd/epoll: %m");
-		r = -errno;
+		r = negative_errno(); /* before log_msg() can change errno */
+		log_msg("signalfd/epoll: %s", strerror(-r));
 		goto out;
 	}
 
@@ -1363,12 +1363,13 @@ int main(int argc, char **argv)
 	if (r < 0)
 		goto out;
 
-	if (epoll_tag(&srv, EPOLL_CTL_ADD, srv.sigfd, EPOLLIN, TAG_SIGNAL) < 0 ||
-	    epoll_tag(&srv, EPOLL_CTL_ADD, srv.listen_fd, EPOLLIN, TAG_LISTEN) < 0 ||
-	    (srv.http_fd >= 0 &&
-	     epoll_tag(&srv, EPOLL_CTL_ADD, srv.http_fd, EPOLLIN, TAG_HTTP) < 0)) {
-		r = -errno;
-		log_msg("epoll_ctl: %m");
+	r = epoll_tag(&srv, EPOLL_CTL_ADD, srv.sigfd, EPOLLIN, TAG_SIGNAL);
+	if (r >= 0)
+		r = epoll_tag(&srv, EPOLL_CTL_ADD, srv.listen_fd, EPOLLIN, TAG_LISTEN);
+	if (r >= 0 && srv.http_fd >= 0)
+		r = epoll_tag(&srv, EPOLL_CTL_ADD, srv.http_fd, EPOLLIN, TAG_HTTP);
+	if (r < 0) {
+		log_msg("epoll_ctl: %s", strerror(-r));
 		goto out;
 	}
 

@@ -186,7 +186,7 @@ int server_run(struct luod *d);
  * call this and try again.  Returns how many endpoints it closed.
  */
 int server_reap_hangups(struct luod *d, struct endpoint *current);
-/* Takes ownership of fd (closed on failure too). */
+/* Both take ownership of fd (closed on failure too). */
 struct endpoint *conn_add(struct luod *d, int fd, uint32_t uid, pid_t pid);
 struct endpoint *session_ep_add(struct luod *d, int fd, uint64_t handle, uint64_t ino,
 				uint32_t uid);

@@ -21,6 +21,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "basic/macro.h"
 #include "harness.h"
 #include "luod-test.h"
 
@@ -184,7 +185,7 @@ static uint8_t pattern_byte(size_t i, uint32_t seed)
 
 int cli_memfd_with_pattern(size_t size, uint32_t seed)
 {
-	int fd = memfd_create("cli-test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	_cleanup_close_ int fd = memfd_create("cli-test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	uint8_t buf[4096];
 
 	if (fd < 0)
@@ -194,14 +195,11 @@ int cli_memfd_with_pattern(size_t size, uint32_t seed)
 
 		for (size_t i = 0; i < k; i++)
 			buf[i] = pattern_byte(off + i, seed);
-		if (pwrite(fd, buf, k, (off_t)off) != (ssize_t)k) {
-			int r = -errno;
-			close(fd);
-			return r;
-		}
+		if (pwrite(fd, buf, k, (off_t)off) != (ssize_t)k)
+			return -errno;
 		off += k;
 	}
-	return fd;
+	return TAKE_FD(fd);
 }
 
 bool cli_fd_has_pattern(int fd, size_t size, uint32_t seed)
@@ -229,7 +227,7 @@ int cli_server_pid(const char *path)
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
-	int fd, r;
+	_cleanup_close_ int fd = -EBADF;
 
 	if (strlen(path) >= sizeof(sa.sun_path))
 		return -ENAMETOOLONG;
@@ -238,11 +236,7 @@ int cli_server_pid(const char *path)
 	if (fd < 0)
 		return -errno;
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
-		r = -errno;
-		close(fd);
-		return r;
-	}
-	close(fd);
+	    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return -errno;
 	return cred.pid;
 }

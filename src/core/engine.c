@@ -95,6 +95,14 @@ const char *luo_session_state_name(uint32_t state)
 	}
 }
 
+void luo_engine_foreach_flb_fd(const luo_engine *e, void (*fn)(int fd, void *userdata),
+			       void *userdata)
+{
+	for (size_t i = 0; i < e->n_flbs; i++)
+		if (e->flbs[i].fd >= 0)
+			fn(e->flbs[i].fd, userdata);
+}
+
 void luo_engine_set_inheritable_fds(luo_engine *e, bool inheritable)
 {
 	e->inheritable_fds = inheritable;

@@ -136,4 +136,7 @@ int luo_session_foreach_file(const luo_session *s,
 			     void *userdata);
 
 /* FLB introspection (tests, status). */
+/* Calls fn for the fd of every FLB instance that holds one. */
+void luo_engine_foreach_flb_fd(const luo_engine *e, void (*fn)(int fd, void *userdata),
+			       void *userdata);
 const struct luo_flb *luo_engine_find_flb(const luo_engine *e, const char *compatible);

@@ -446,7 +446,7 @@ static void device_status(struct luod *d, union cmd_struct *c)
 	c->status.fd_limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (uint64_t)rl.rlim_cur : 0;
 	/* Counted, not walked: STATUS must not cost O(files). */
 	n = d->base_fds + (int)(d->conns.count + d->sessions.count + luo_engine_n_files(d->engine));
-	for_each_flb_fd(d, count_fd, &n);
+	luo_engine_foreach_flb_fd(d->engine, count_fd, &n);
 	c->status.fds_in_use = n > 0 ? (uint64_t)n : 0;
 	c->status.started_usec = d->started_usec;
 	c->status.n_live_updates = d->n_live_updates;

@@ -476,7 +476,7 @@ static int set_keep_fds(struct luod *d, bool keep, const int *extra, size_t n_ex
 		keep_queued(&k, list_entry(n, struct endpoint, node));
 	LIST_FOREACH (n, &d->sessions)
 		keep_queued(&k, list_entry(n, struct endpoint, node));
-	for_each_flb_fd(d, keep_flb_fd, &k);
+	luo_engine_foreach_flb_fd(d->engine, keep_flb_fd, &k);
 	for (size_t i = 0; i < n_extra; i++)
 		keep_fd(&k, extra[i]);
 	return k.r;

@@ -199,8 +199,6 @@ size_t luod_n_sessions(const struct luod *d);
 void uid_usage_charge(struct luod *d, uint32_t uid, size_t sessions_before, size_t files_before);
 /* Recomputes session and file usage from the engine (after reboot and restore). */
 int uid_usage_recount(struct luod *d);
-/* Calls fn for every fd the engine's FLBs hold. */
-void for_each_flb_fd(struct luod *d, void (*fn)(int fd, void *userdata), void *userdata);
 uint64_t limit_sessions(const struct luod *d, uint32_t uid);
 uint64_t limit_files(const struct luod *d, uint32_t uid);
 /*

@@ -606,22 +606,6 @@ int server_listen(struct luod *d)
 	return 0;
 }
 
-void for_each_flb_fd(struct luod *d, void (*fn)(int fd, void *userdata), void *userdata)
-{
-	static const struct luo_handler *const handlers[] = {
-		&luo_handler_memfd,   &luo_handler_socket,  &luo_handler_pipe,
-		&luo_handler_eventfd, &luo_handler_regular,
-	};
-
-	for (size_t i = 0; i < ELEMENTSOF(handlers); i++)
-		if (handlers[i]->flb) {
-			const struct luo_flb *flb =
-				luo_engine_find_flb(d->engine, handlers[i]->flb->compatible);
-			if (flb && flb->fd >= 0)
-				fn(flb->fd, userdata);
-		}
-}
-
 /*
  * luod's own fds (stdio, listening socket, signalfd, epoll, reserve), so
  * that STATUS can report the fds in use without walking /proc (which, right

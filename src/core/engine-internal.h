@@ -8,6 +8,7 @@
 #include "basic/hashmap.h"
 #include "basic/list.h"
 #include "engine.h"
+#include "state.h"
 
 #define LUO_MAX_HANDLERS 32
 #define LUO_MAX_FLBS 32
@@ -55,8 +56,27 @@ struct luo_engine {
 	void *identity_root; /* identity index (identity.c), NULL when no file is indexed */
 	size_t n_files;
 	bool borrowed_fds;    /* decoded without adopting fds: never close them */
+	/* A journal is attached: held fds are closed at its next commit, not at once. */
+	struct luo_journal *journal;
 	bool inheritable_fds; /* held fds are born without FD_CLOEXEC */
 };
+
+/* journal.c: closes a held fd now, or at the attached journal's next commit
+ * (after the records that stop naming it). */
+void luo_engine_close_held(struct luo_engine *e, int fd);
+/* journal.c: makes a borrowing engine (a decode or replay without fds) own
+ * the fds its state names: distinct, open, indexed for EBUSY.  0, -EBADF,
+ * -EBADMSG (an fd named twice, or two files of one identity), -ENOMEM; on
+ * failure the engine still borrows. */
+int luo_engine_adopt_fds(struct luo_engine *e);
+/* state.c: whether every fd in p is open (-EBADF if not), in batched poll()s. */
+struct pollfd;
+int luo_fds_check_open(struct pollfd *p, size_t n);
+/* state.c: the codec's fixed record of a file (LUO_STATE_FILE_RECORD_SIZE
+ * bytes), as a session node carries it, and its parse (with the checks of
+ * the codec; has_id, flags without the identity bit). */
+void luo_state_fill_file_record(uint8_t *rec, const struct luo_engine *e, const struct luo_file *f);
+int luo_state_read_file_record(const uint8_t *rec, struct luo_state_file *ret);
 
 /* file.c */
 /* A new fd for the file behind fd, held by the engine: >= 3, FD_CLOEXEC unless

@@ -96,7 +96,7 @@ void luo_file_free(struct luo_file *f, bool close_fd)
 	list_remove(&s->files, &f->order);
 	s->engine->n_files--;
 	if (close_fd)
-		safe_close(f->hf.fd);
+		luo_engine_close_held(s->engine, f->hf.fd);
 	free(f->hf.data);
 	free(f);
 }

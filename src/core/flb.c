@@ -32,13 +32,15 @@ struct luo_flb *luo_flb_get(struct luo_engine *e, const struct luo_flb_ops *ops)
 	if (e->n_flbs >= LUO_MAX_FLBS)
 		return NULL;
 	flb = &e->flbs[e->n_flbs++];
-	*flb = (struct luo_flb){ .ops = ops, .fd = -EBADF };
+	*flb = (struct luo_flb){ .ops = ops, .fd = -EBADF, .engine = e };
 	return flb;
 }
 
 void luo_flb_release(struct luo_flb *flb, bool close_fd)
 {
-	if (close_fd)
+	if (close_fd && flb->engine)
+		luo_engine_close_held(flb->engine, flb->fd);
+	else if (close_fd)
 		safe_close(flb->fd);
 	flb->fd = -EBADF;
 	free(flb->data);

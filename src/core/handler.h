@@ -72,6 +72,7 @@ struct luo_flb {
 	int fd;		/* optional resource, owned by the engine, -EBADF if none */
 	void *data;	/* malloc'ed by the ops, freed by the engine */
 	size_t data_size;
+	struct luo_engine *engine; /* the owner, NULL outside an engine */
 };
 
 struct luo_handler {

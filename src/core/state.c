@@ -183,7 +183,7 @@ enum {
 	RECORD_FD = 32,
 	RECORD_FLAGS = 36,
 	RECORD_RETRIEVE_ERROR = 40,
-	RECORD_SIZE = 44,
+	RECORD_SIZE = LUO_STATE_FILE_RECORD_SIZE,
 };
 
 /* A file's record in a luo-session-v2's files: a luo-file-v2 record, then where
@@ -354,7 +354,7 @@ static size_t file_size(size_t index, const struct luo_file *f)
 }
 
 /* The fixed fields of a file (RECORD_SIZE bytes at rec). */
-static void fill_record(uint8_t *rec, const luo_engine *e, const struct luo_file *f)
+void luo_state_fill_file_record(uint8_t *rec, const luo_engine *e, const struct luo_file *f)
 {
 	struct luo_file_id id = {};
 	uint32_t flags = 0;
@@ -387,7 +387,7 @@ static void write_file(struct out *o, const luo_engine *e, size_t index, const s
 {
 	uint8_t record[RECORD_SIZE];
 
-	fill_record(record, e, f);
+	luo_state_fill_file_record(record, e, f);
 	out_begin(o, "file", 4, index);
 	out_string(o, PROP_COMPATIBLE, LUO_STATE_FILE_COMPATIBLE);
 	out_string(o, PROP_HANDLER, f->handler->compatible);
@@ -499,7 +499,7 @@ static void write_packed_files(struct out *o, const luo_engine *e, const struct 
 	LIST_FOREACH (pos, &s->files) {
 		const struct luo_file *f = list_entry(pos, struct luo_file, order);
 
-		fill_record(o->p, e, f);
+		luo_state_fill_file_record(o->p, e, f);
 		fdt32_st(o->p + PACKED_HANDLER, (uint32_t)handler_index(&l, f->handler));
 		fdt32_st(o->p + PACKED_DATA_OFFSET, (uint32_t)data);
 		fdt32_st(o->p + PACKED_DATA_SIZE, (uint32_t)f->hf.data_size);
@@ -1450,7 +1450,7 @@ static int walk_flb(struct walk *w, uint32_t node, const char *name, uint32_t na
 }
 
 /* The fields of a luo-file-v2 record (RECORD_SIZE bytes at rec) into f. */
-static int read_record(const uint8_t *rec, struct luo_state_file *f)
+int luo_state_read_file_record(const uint8_t *rec, struct luo_state_file *f)
 {
 	bool id_zero;
 
@@ -1542,7 +1542,7 @@ static int walk_file(struct walk *w, uint32_t node, size_t index, const struct l
 		.data_size = p.len[PROP_DATA],
 	};
 	if (version == 0) {
-		r = read_record(p.val[PROP_RECORD], &f);
+		r = luo_state_read_file_record(p.val[PROP_RECORD], &f);
 		if (r < 0)
 			return r;
 	} else {
@@ -1600,7 +1600,7 @@ static int walk_packed_files(struct walk *w, const struct props *p,
 			 dlen = ld32(rec + PACKED_DATA_SIZE);
 		struct luo_state_file f = {};
 
-		r = read_record(rec, &f);
+		r = luo_state_read_file_record(rec, &f);
 		if (r < 0)
 			return r;
 		if (h >= n_handlers || h > n_used)
@@ -1943,7 +1943,7 @@ static int fd_check_open(int fd)
  * POLLNVAL, rather than one fcntl() each, which costs ten times more (1 ms
  * at 10,000 files here).
  */
-static int fds_check_open(struct pollfd *p, size_t n)
+int luo_fds_check_open(struct pollfd *p, size_t n)
 {
 	for (size_t i = 0; i < n; i += POLL_BATCH) {
 		size_t k = MIN(n - i, (size_t)POLL_BATCH);
@@ -2094,7 +2094,7 @@ static int decode_ext(const void *fdt, int offset, const char *name, void *userd
 	struct decode *d = userdata;
 	int r;
 
-	r = fds_check_open(d->polls, d->n_polls);
+	r = luo_fds_check_open(d->polls, d->n_polls);
 	if (r < 0)
 		return r;
 	if (!d->ext || !d->ext->read)

@@ -82,6 +82,8 @@ int luo_state_dump(const void *blob, size_t size, FILE *f, bool json);
 #define LUO_STATE_FILE_RETRIEVED (1u << 1)
 /* luo-file-v2 and luo-session-v2 records only: the identity in the record is by open file description. */
 #define LUO_STATE_FILE_ID_BY_DESCRIPTION (1u << 2)
+/* Bytes of a file's fixed record (token, dev, ino, extra, fd, flags, retrieve-error). */
+#define LUO_STATE_FILE_RECORD_SIZE 44
 #define LUO_STATE_FILE_V1_FLAGS_ALL (LUO_STATE_FILE_FROZEN | LUO_STATE_FILE_RETRIEVED)
 #define LUO_STATE_FILE_FLAGS_ALL (LUO_STATE_FILE_V1_FLAGS_ALL | LUO_STATE_FILE_ID_BY_DESCRIPTION)
 

@@ -13,12 +13,15 @@ setup() { # dir, extra options...
 	local dir=$1; shift
 	if [ ! -f "$dir/build.ninja" ]; then
 		meson setup "$dir" "$@" >/dev/null
+	else
+		meson configure "$dir" "$@" >/dev/null
 	fi
 	ninja -C "$dir" -j "$jobs" >/dev/null || ninja -C "$dir" -j 1
 }
 
-setup build
-setup build-san -Db_sanitize=address,undefined -Db_lundef=false
+# The test builds let luod die at named points ($LUOD_FAULT) for the crash tests.
+setup build -Dfault_injection=true
+setup build-san -Db_sanitize=address,undefined -Db_lundef=false -Dfault_injection=true
 
 status=0
 for dir in build build-san; do

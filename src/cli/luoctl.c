@@ -431,9 +431,16 @@ static int cmd_status(int argc, char **argv)
 		printf(",\"update_number\":%" PRIu64 ",\"live_updates\":%" PRIu64
 		       ",\"outgoing_sessions\":%" PRIu64 ",\"incoming_sessions\":%" PRIu64
 		       ",\"files\":%" PRIu64 ",\"connections\":%" PRIu64 ",\"fd_limit\":%" PRIu64
-		       ",\"fds_in_use\":%" PRIu64 ",\"started_usec\":%" PRIu64 "}\n",
+		       ",\"fds_in_use\":%" PRIu64 ",\"started_usec\":%" PRIu64
+		       ",\"worker_pid\":%" PRIu64 ",\"worker_restarts\":%" PRIu64
+		       ",\"binary_since_usec\":%" PRIu64 ",\"journal_size\":%" PRIu64
+		       ",\"binary\":",
 		       st.update_number, st.n_live_updates, st.n_outgoing, st.n_incoming,
-		       st.n_files, st.n_connections, st.fd_limit, st.fds_in_use, st.started_usec);
+		       st.n_files, st.n_connections, st.fd_limit, st.fds_in_use, st.started_usec,
+		       st.worker_pid, st.n_worker_restarts, st.binary_since_usec, st.journal_size);
+		json_print_string(stdout, (const uint8_t *)st.binary,
+				  strnlen(st.binary, sizeof(st.binary)));
+		printf("}\n");
 		return EXIT_OK;
 	}
 
@@ -445,9 +452,22 @@ static int cmd_status(int argc, char **argv)
 	if (st.started_usec && localtime_r(&t, &tm))
 		strftime(since, sizeof(since), "%Y-%m-%d %H:%M:%S %Z", &tm);
 	printf("socket:         %s\n", socket_path());
-	printf("luod:           pid %" PRIu64 ", version %s\n", st.pid, v ? v : "?");
+	char bsince[64] = "unknown";
+	time_t bt = (time_t)(st.binary_since_usec / 1000000);
+	_cleanup_free_ char *bin =
+		escape_human((const uint8_t *)st.binary, strnlen(st.binary, sizeof(st.binary)));
+
+	if (st.binary_since_usec && localtime_r(&bt, &tm))
+		strftime(bsince, sizeof(bsince), "%Y-%m-%d %H:%M:%S %Z", &tm);
+	printf("luod:           pid %" PRIu64 " (worker %" PRIu64 "), version %s\n", st.pid,
+	       st.worker_pid, v ? v : "?");
 	printf("running since:  %s\n", since);
-	printf("live updates:   %" PRIu64 " (re-execs of luod since then)\n", st.n_live_updates);
+	printf("binary:         %s (since %s)\n", bin && *bin ? bin : "?", bsince);
+	printf("live updates:   %" PRIu64 " (binary replaced without losing anything)\n",
+	       st.n_live_updates);
+	printf("worker restarts: %" PRIu64 " (workers that died and were replaced)\n",
+	       st.n_worker_restarts);
+	printf("journal:        %" PRIu64 " bytes\n", st.journal_size);
 	printf("update number:  %" PRIu64 " (reboots)\n", st.update_number);
 	printf("sessions:       %" PRIu64 " outgoing, %" PRIu64 " incoming\n", st.n_outgoing,
 	       st.n_incoming);

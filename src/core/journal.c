@@ -472,11 +472,17 @@ void luo_journal_attach(luo_journal *j, luo_engine *e)
 
 void luo_engine_close_held(struct luo_engine *e, int fd)
 {
-	luo_journal *j = e->journal;
+	if (e->journal)
+		luo_journal_close_later(e->journal, fd);
+	else
+		safe_close(fd);
+}
 
+void luo_journal_close_later(luo_journal *j, int fd)
+{
 	if (fd < 0)
 		return;
-	if (j) {
+	{
 		if (j->n_deferred == j->cap_deferred) {
 			size_t cap = j->cap_deferred ? j->cap_deferred * 2 : 64;
 			int *p = realloc(j->deferred, cap * sizeof(int));
@@ -489,9 +495,7 @@ void luo_engine_close_held(struct luo_engine *e, int fd)
 			j->cap_deferred = cap;
 		}
 		j->deferred[j->n_deferred++] = fd;
-		return;
 	}
-	safe_close(fd);
 }
 
 static int stage(luo_journal *j, uint32_t type, const void *a, size_t alen, const void *b,
@@ -547,7 +551,7 @@ int luo_journal_note_file(luo_journal *j, const luo_session *s, uint64_t token)
 	struct jfile rec = {};
 
 	if (!f)
-		return luo_journal_note_file_gone(j, s, token);
+		return 0; /* never was: nothing changed */
 	rec.kind = s->kind;
 	rec.data_size = (uint32_t)f->hf.data_size;
 	name_field(rec.name, s->name);
@@ -663,6 +667,13 @@ int luo_journal_note_all(luo_journal *j)
 				break;
 		}
 	return r;
+}
+
+int luo_journal_note_reset(luo_journal *j)
+{
+	int r = stage(j, LUO_JREC_RESET, NULL, 0, NULL, 0);
+
+	return r < 0 ? r : luo_journal_note_all(j);
 }
 
 int luo_journal_ext_put(luo_journal *j, uint32_t type, uint64_t key, const void *data, size_t size)
@@ -1070,6 +1081,8 @@ static int apply_flb(luo_engine *e, const struct jflb *rec, const void *data, si
 	return 0;
 }
 
+static void engine_reset(luo_engine *e);
+
 struct replay {
 	luo_engine *e;
 	int (*ext_put)(uint32_t type, uint64_t key, const void *data, size_t size, void *userdata);
@@ -1153,6 +1166,11 @@ static int apply_record(const struct replay *rp, const struct luo_jrec *rec)
 			return -EBADMSG;
 		return rp->ext_del ? rp->ext_del(p->type, p->key, rp->userdata) : 0;
 	}
+	case LUO_JREC_RESET:
+		if (len != 0)
+			return -EBADMSG;
+		engine_reset(e);
+		return 0;
 	default:
 		return -EBADMSG;
 	}

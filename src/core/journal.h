@@ -33,6 +33,8 @@
  *                 codec's file record, its handler and its data)
  *   FILE_DEL      a file gone
  *   FLB           an FLB instance's whole state
+ *   RESET         every session and FLB gone (a reboot: what follows is the
+ *                 new state, written whole)
  *   EXT, EXT_DEL  the daemon's own entries: (type, key) -> bytes, a small
  *                 table the journal keeps for it (connections, session
  *                 sockets, requests in flight, replies not yet sent); the
@@ -61,7 +63,7 @@
 /* Bytes of the header page the journal's owner (luod's keeper) may use. */
 #define LUO_JOURNAL_OWNER_AREA 2048
 #define LUO_JOURNAL_EXT_NODE_COMPATIBLE "luod-journal-ext-v1"
-#define LUO_JOURNAL_EXT_MAX 65536 /* bytes of one ext entry */
+#define LUO_JOURNAL_EXT_MAX (128 * 1024) /* bytes of one ext entry */
 
 enum luo_jrec_type {
 	LUO_JREC_ROOT = 1,
@@ -72,6 +74,7 @@ enum luo_jrec_type {
 	LUO_JREC_FLB = 6,
 	LUO_JREC_EXT = 7,
 	LUO_JREC_EXT_DEL = 8,
+	LUO_JREC_RESET = 9,
 	_LUO_JREC_MAX,
 };
 
@@ -131,15 +134,20 @@ uint64_t luo_journal_seq(const luo_journal *j);
 void luo_journal_attach(luo_journal *j, luo_engine *e);
 
 /* What one engine call changed.  Each stages records; 0 or -errno
- * (-ENOSPC: the log is full: compact). */
+ * (-ENOSPC: the log is full: compact).  note_file() of a token the session
+ * does not hold writes nothing. */
 int luo_journal_note_session(luo_journal *j, const luo_session *s, bool with_files);
 int luo_journal_note_session_gone(luo_journal *j, enum luo_session_kind kind, const char *name);
 int luo_journal_note_file(luo_journal *j, const luo_session *s, uint64_t token);
 int luo_journal_note_file_gone(luo_journal *j, const luo_session *s, uint64_t token);
 /* The root and every FLB, written only if changed since last noted. */
 int luo_journal_note_engine(luo_journal *j);
-/* Everything: every session with its files, root, FLBs (after a reboot). */
+/* Everything: every session with its files, root, FLBs. */
 int luo_journal_note_all(luo_journal *j);
+/* A RESET record, then everything (after a reboot). */
+int luo_journal_note_reset(luo_journal *j);
+/* Closes fd at the next commit (the daemon's fds the journal names). */
+void luo_journal_close_later(luo_journal *j, int fd);
 
 /* The daemon's own entries. */
 int luo_journal_ext_put(luo_journal *j, uint32_t type, uint64_t key, const void *data, size_t size);

@@ -65,7 +65,7 @@ static void reply_ok(struct luod *d, struct endpoint *ep, const struct luo_wire_
 static void finish_request(struct luod *d, struct endpoint *ep, const struct luo_wire_parsed *p,
 			   union cmd_struct *c, int r, int *fds, size_t n_fds, int out_fd)
 {
-	close_many(fds, n_fds);
+	luod_close_later_many(d, fds, n_fds);
 	if (r < 0) {
 		safe_close(out_fd);
 		endpoint_reply(d, ep, p->tag, r, 0, NULL, 0, NULL, 0, -EBADF);
@@ -98,6 +98,7 @@ static int session_preserve_once(struct luod *d, luo_session *s, union cmd_struc
 	r = luo_session_preserve_fd(s, c->preserve.token, fd);
 	if (r < 0)
 		return r;
+	journal_file(d, s, c->preserve.token);
 	uid_usage_charge(d, uid, sessions, files);
 	return 0;
 }
@@ -156,6 +157,8 @@ static void handle_session_request(struct luod *d, struct endpoint *ep,
 		break;
 	case LIVEUPDATE_CMD_SESSION_RETRIEVE_FD:
 		r = luo_session_retrieve_fd(s, c.retrieve_fd.token, &out_fd);
+		/* Retrieved, or failed for good: either way the file changed. */
+		journal_file(d, s, c.retrieve_fd.token);
 		if (r >= 0)
 			c.retrieve_fd.fd = -1; /* the file is the reply's SCM_RIGHTS fd */
 		break;
@@ -167,8 +170,10 @@ static void handle_session_request(struct luod *d, struct endpoint *ep,
 			break;
 		}
 		r = luo_session_finish(s);
-		if (r >= 0)
+		if (r >= 0) {
+			journal_session_moved(d, luo_session_name(s), false, true);
 			uid_usage_charge(d, luo_session_uid(s), sessions, files);
+		}
 		break;
 	}
 	case LIVEUPDATE_CMD_SESSION_GET_NAME:
@@ -188,6 +193,7 @@ static void handle_session_request(struct luod *d, struct endpoint *ep,
 		}
 		r = luo_engine_handover_session(d->engine, s);
 		if (r >= 0) {
+			journal_session_moved(d, luo_session_name(s), true, false);
 			log_debug("session handed over");
 			ep->handle = 0;
 		}
@@ -273,11 +279,19 @@ static int device_create_or_retrieve(struct luod *d, struct endpoint *ep, bool c
 	uint32_t owner = luo_session_uid(s);
 	struct endpoint *sep = session_ep_add(d, TAKE_FD(ours), luo_session_handle(s), ino, owner);
 	if (!sep) {
+		char name[LUO_NAME_FIELD];
+
 		/* Nobody holds it: the close rule applies at once. */
+		snprintf(name, sizeof(name), "%s", luo_session_name(s));
 		luo_session_release(s);
+		/* A created session never was in the journal; a retrieved one was. */
+		if (!create)
+			journal_session_moved(d, name, false, true);
 		uid_usage_charge(d, owner, sessions, files);
 		return -ENOMEM;
 	}
+	journal_session_header(d, s);
+	journal_session_ep(d, sep);
 	uid_usage_charge(d, owner, sessions, files);
 	log_debug("%s session \"%s\" for pid %d", create ? "created" : "retrieved",
 		  luo_session_name(s), (int)ep->pid);
@@ -437,8 +451,12 @@ static void device_status(struct luod *d, union cmd_struct *c)
 	struct rlimit rl;
 	int n;
 
+	struct keeper_area *ka = luod_keeper_area(d);
+
 	c->status.update_number = luo_engine_update_number(d->engine);
-	c->status.pid = (uint64_t)getpid();
+	/* luod's pid is the keeper's: the one the pid file and service managers name. */
+	c->status.pid = (uint64_t)(d->keeper_pid ? d->keeper_pid : getpid());
+	c->status.worker_pid = (uint64_t)getpid();
 	c->status.n_outgoing = luo_engine_n_sessions(d->engine, LUO_SESSION_OUTGOING);
 	c->status.n_incoming = luo_engine_n_sessions(d->engine, LUO_SESSION_INCOMING);
 	c->status.n_files = luo_engine_n_files(d->engine);
@@ -448,8 +466,17 @@ static void device_status(struct luod *d, union cmd_struct *c)
 	n = d->base_fds + (int)(d->conns.count + d->sessions.count + luo_engine_n_files(d->engine));
 	luo_engine_foreach_flb_fd(d->engine, count_fd, &n);
 	c->status.fds_in_use = n > 0 ? (uint64_t)n : 0;
-	c->status.started_usec = d->started_usec;
-	c->status.n_live_updates = d->n_live_updates;
+	c->status.started_usec = ka ? ka->started_usec : d->started_usec;
+	c->status.n_live_updates = ka ? ka->n_live_updates : d->n_live_updates;
+	c->status.n_worker_restarts = ka ? ka->n_worker_restarts : 0;
+	c->status.binary_since_usec = ka ? ka->binary_since_usec : 0;
+	c->status.journal_size = d->journal ? luo_journal_snapshot_size(d->journal) +
+						      luo_journal_log_size(d->journal)
+					    : 0;
+	memset(c->status.binary, 0, sizeof(c->status.binary));
+	if (ka)
+		snprintf(c->status.binary, sizeof(c->status.binary), "%.*s",
+			 (int)sizeof(c->status.binary) - 1, ka->binary);
 	memset(c->status.version, 0, sizeof(c->status.version));
 	snprintf(c->status.version, sizeof(c->status.version), "%s", LUO_VERSION);
 }
@@ -488,6 +515,7 @@ static void handle_device_request(struct luod *d, struct endpoint *ep,
 		else {
 			d->device_holder = ep;
 			ep->device_holder = true;
+			journal_conn(d, ep);
 			r = 0;
 		}
 		break;
@@ -530,13 +558,13 @@ int handle_request(struct luod *d, struct endpoint *ep, const uint8_t *buf, size
 
 	r = luo_wire_request_parse(target, buf, len, &p);
 	if (r == -EBADMSG) {
-		close_many(fds, n_fds);
+		luod_close_later_many(d, fds, n_fds);
 		/* No header, no tag: nobody could take a reply.  A connection that sends
 		 * junk is closed; a session fd may be shared, so its junk is dropped. */
 		return ep->type == EP_CONN ? -ECONNABORTED : 0;
 	}
 	if (r < 0) {
-		close_many(fds, n_fds);
+		luod_close_later_many(d, fds, n_fds);
 		endpoint_reply(d, ep, luo_wire_request_tag(buf, len), r, 0, NULL, 0, NULL, 0,
 			       -EBADF);
 		return 0;

@@ -34,12 +34,24 @@
 #include "basic/hashmap.h"
 #include "basic/list.h"
 #include "core/engine.h"
+#include "core/journal.h"
 
 /* Exit codes, documented in luod(8). */
 #define LUOD_EXIT_OK 0
 #define LUOD_EXIT_FAILURE 1
 #define LUOD_EXIT_USAGE 2
 #define LUOD_EXIT_RUNNING 3
+/* The keeper gave up: its worker died LUOD_STORM_DEATHS times within
+ * LUOD_STORM_WINDOW_USEC (luod(8)). */
+#define LUOD_EXIT_WORKER_FAILED 4
+
+/* How a worker tells its keeper why it ended (its exit code). */
+#define LUOD_WORKER_EXIT_SHUTDOWN 0  /* SIGTERM: sessions dropped, luod ends */
+#define LUOD_WORKER_EXIT_UPDATE 70   /* stopped for an update: exec owner->update_binary */
+#define LUOD_WORKER_EXIT_RECOVERY 71 /* this binary cannot recover the journal */
+
+#define LUOD_STORM_DEATHS 5
+#define LUOD_STORM_WINDOW_USEC (UINT64_C(30) * 1000000)
 
 /* Default per-uid limits (luod(8)); options override them for every uid. */
 #define LUOD_ROOT_MAX_SESSIONS UINT64_C(1000000)
@@ -59,12 +71,14 @@ enum endpoint_type {
 	EP_SIGNAL,
 	EP_CONN,
 	EP_SESSION,
-	EP_CHECK, /* the pidfd of an update's state checker */
+	EP_CHECK,   /* the pidfd of an update's state checker */
+	EP_COMPACT, /* the pidfd of a compaction child */
 };
 
 struct outmsg {
 	struct outmsg *next;
-	int fd; /* sent with the message, then closed; -EBADF if none */
+	uint64_t key; /* its EXT_REPLY entry in the journal */
+	int fd;	      /* sent with the message, then closed; -EBADF if none */
 	size_t len;
 	uint8_t data[];
 };
@@ -93,9 +107,80 @@ struct endpoint {
 	pid_t pid;
 	bool device_holder;
 	/* EP_SESSION */
-	uint64_t handle; /* engine handle id; 0 once known to be stale */
-	uint64_t ino;	 /* inode of the client end */
+	uint64_t handle;    /* engine handle id; 0 once known to be stale */
+	uint32_t reply_seq; /* EP_CONN, EP_SESSION: keys of the replies it queues */
+	uint64_t ino;	    /* inode of the client end */
 	struct hash_node by_ino;
+};
+
+/*
+ * The keeper's part of the journal's header page (its owner area): what
+ * outlives a worker and an update but is no session state.  The keeper
+ * writes it only while no worker runs; a worker writes update_binary only.
+ */
+#define LUOD_KEEPER_MAGIC UINT64_C(0x4c554f444b505231) /* "LUODKPR1" */
+struct keeper_area {
+	uint64_t magic;
+	uint64_t started_usec;	    /* CLOCK_REALTIME of luod's first start */
+	uint64_t binary_since_usec; /* CLOCK_REALTIME when the running binary started */
+	uint64_t n_live_updates;
+	uint64_t n_worker_restarts; /* workers started again after one died */
+	uint64_t t_stop_usec;	    /* CLOCK_MONOTONIC: the worker stopped for an update */
+	uint64_t t_exec_usec;	    /* CLOCK_MONOTONIC just before the keeper's execve() */
+	int32_t update_error;	    /* the update's exec failed (-errno), or 0 */
+	int32_t rolled_back;	    /* errno the new binary refused the journal with, or 0 */
+	uint32_t fault_fired[16];   /* fault injection (test builds): times each point fired */
+	char update_binary[512];    /* written by the worker before LUOD_WORKER_EXIT_UPDATE */
+	char binary[512];	    /* the binary running now, as started or updated to */
+};
+
+/* The daemon's own entries in the journal's ext table: (type, key) -> bytes. */
+enum {
+	LUOD_EXT_CONN = 1,    /* key fd: struct ext_conn */
+	LUOD_EXT_SESSION = 2, /* key fd: struct ext_session */
+	LUOD_EXT_REQUEST = 3, /* key fd: struct ext_request, the message, then fds */
+	LUOD_EXT_REPLY = 4,   /* key fd << 32 | seq: struct ext_reply, the message */
+	LUOD_EXT_UPDATE = 5,  /* key 0: struct ext_update */
+};
+
+struct ext_conn {
+	uint32_t uid;
+	int32_t pid;
+	uint32_t flags; /* EXT_CONN_DEVICE_HOLDER */
+	uint32_t reserved;
+};
+#define EXT_CONN_DEVICE_HOLDER 1u
+
+struct ext_session {
+	uint32_t uid;
+	uint32_t flags; /* EXT_SESSION_DEFERRED */
+	uint64_t handle;
+	uint64_t ino;
+};
+#define EXT_SESSION_DEFERRED 1u
+
+struct ext_request {
+	uint32_t attempts; /* workers this request was given to */
+	uint32_t n_fds;
+	uint32_t len;
+	uint32_t reserved;
+	/* then len bytes of the message, then n_fds int32 fds */
+};
+
+struct ext_reply {
+	int32_t fd; /* sent with the message, or -1 */
+	uint32_t len;
+	/* then len bytes */
+};
+
+enum { UPDATE_CHECKING = 1, UPDATE_EXEC = 2 };
+struct ext_update {
+	uint32_t state; /* UPDATE_CHECKING or UPDATE_EXEC */
+	int32_t conn_fd;
+	uint32_t tag;
+	uint32_t size;
+	uint64_t t_request_usec;
+	char binary[512]; /* empty: the binary installed at luod's path */
 };
 
 struct luod_limits {
@@ -129,6 +214,25 @@ struct update_check {
 
 struct luod {
 	luo_engine *engine;
+	luo_journal *journal;
+	int journal_fd;
+	/* The keeper's fds (listening socket, journal, readiness pipe, ...): a
+	 * worker never closes them, whatever its reconciliation finds. */
+	int keeper_fds[8];
+	size_t n_keeper_fds;
+	int ready_fd; /* a worker's end of the readiness pipe, until it serves */
+	pid_t compact_pid;
+	int compact_fd; /* the new journal a compaction child writes */
+	struct endpoint compact_ep;
+	pid_t keeper_pid;
+	bool in_request;  /* replies wait for the request's commit */
+	bool update_exec; /* the worker stops for the keeper to execve() */
+	bool update_now;  /* an update's check passed synchronously: stop after the commit */
+	bool rolled_back; /* this image is the previous binary, back after a failed update */
+	uint64_t t_recovered_usec;
+	char *argv_area; /* the process's argument strings, for its name in ps */
+	size_t argv_area_size;
+	const char *fault; /* fault injection points (test builds only) */
 	int epoll_fd;
 	int signal_fd;
 	int reserve_fd; /* spare fd given up to accept and shed a connection at EMFILE */
@@ -154,7 +258,46 @@ struct luod {
 	int n_args;
 	char *self_path; /* argv[0] */
 	bool quit;
+	long fd_limit;
 };
+
+/* keeper.c */
+/* Sets up the owner area of a new journal. */
+int keeper_area_init(int journal_fd, const char *binary);
+/* Runs the keeper until luod ends; returns luod's exit code.  on_ready runs
+ * in the keeper when a worker first serves. */
+int keeper_run(struct luod *d, int previous_exe_fd, void (*on_ready)(struct luod *d));
+
+/* worker.c */
+/* A worker's life: recovery, then the event loop; returns its exit code. */
+int worker_main(struct luod *d);
+/* The journal: what each change adds to it (no-ops without a journal). */
+void journal_check(struct luod *d, int r);
+void journal_commit(struct luod *d);
+void journal_conn(struct luod *d, struct endpoint *ep);
+void journal_session_ep(struct luod *d, struct endpoint *ep);
+void journal_endpoint_gone(struct luod *d, struct endpoint *ep);
+void journal_session_moved(struct luod *d, const char *name, bool was_outgoing, bool was_incoming);
+void journal_session_header(struct luod *d, luo_session *s);
+void journal_file(struct luod *d, luo_session *s, uint64_t token);
+void journal_reset(struct luod *d);
+/* Closes fd once the journal no longer names it (at the next commit). */
+void luod_close_later(struct luod *d, int fd);
+void luod_close_later_many(struct luod *d, const int *fds, size_t n);
+struct keeper_area *luod_keeper_area(struct luod *d);
+/* Compaction: starts one in a child when the log has grown; takes its result. */
+void compact_maybe(struct luod *d);
+void compact_done(struct luod *d);
+/* Fault injection (a build option for the tests): kills the worker at the
+ * point named in $LUOD_FAULT.  Compiled out otherwise. */
+#ifdef LUOD_FAULT_INJECTION
+bool fault_point(struct luod *d, const char *point);
+#else
+static inline bool fault_point(struct luod *d, const char *point)
+{
+	return false;
+}
+#endif
 
 /* log.c */
 extern bool log_verbose;
@@ -191,6 +334,11 @@ struct endpoint *conn_add(struct luod *d, int fd, uint32_t uid, pid_t pid);
 struct endpoint *session_ep_add(struct luod *d, int fd, uint64_t handle, uint64_t ino,
 				uint32_t uid);
 struct endpoint *session_ep_find_by_ino(struct luod *d, uint64_t ino);
+struct endpoint *session_ep_find_by_fd(struct luod *d, int fd);
+/* Puts a reply the journal holds (a dead worker's) back in ep's queue. */
+int endpoint_requeue(struct luod *d, struct endpoint *ep, uint64_t key, const struct ext_reply *rp);
+/* Runs again the request the journal holds for the endpoint of fd. */
+void request_resume(struct luod *d, int fd);
 struct uid_usage *uid_usage_get(struct luod *d, uint32_t uid);
 /* Outgoing and incoming sessions together. */
 size_t luod_n_sessions(const struct luod *d);
@@ -219,18 +367,18 @@ int handle_request(struct luod *d, struct endpoint *ep, const uint8_t *buf, size
 		   size_t n_fds, bool fds_truncated);
 
 /* liveupdate.c */
-/* Handles UPDATE or REBOOT; replies itself (now, or from the new image). */
+/* Handles UPDATE or REBOOT; replies itself (now, or from the worker after the update). */
 void liveupdate_request(struct luod *d, struct endpoint *ep, uint32_t op, uint32_t tag,
 			const void *req, uint32_t size, uint64_t t_request);
-/* The checker exited or ran out of time: judge it, then update or reply the error. */
+/* The checker exited or ran out of time: judge it, then stop for the update or reply the error. */
 void liveupdate_check_done(struct luod *d);
 /* Milliseconds until the running check times out, -1 if none runs. */
 int liveupdate_check_timeout_ms(const struct luod *d);
 /* Kills a running check (at exit). */
 void liveupdate_check_cancel(struct luod *d);
-/* `luod --check-state FD`: 0 if this binary accepts the state, else -errno. */
-int liveupdate_check_state(int memfd);
-/* `luod --restore FD`: adopts the state; on refusal hands it back to the
- * previous binary (does not return then).  rollback_error != 0 means this
- * process is that previous binary taking the state back. */
-int liveupdate_restore(struct luod *d, int memfd, int rollback_error);
+/* Stops the worker for an update whose check passed during the last request. */
+void liveupdate_stop_if_due(struct luod *d);
+/* At recovery: answers an update the previous worker stopped for, or checks again. */
+int liveupdate_resume(struct luod *d, uint64_t t_start);
+/* `luod --check-journal FD`: 0 if this binary reads the journal in FD, else -errno. */
+int liveupdate_check_journal(int fd);

@@ -5,15 +5,18 @@
  * Three ways in:
  *   - a fresh start: options, socket path resolution, the check that no other
  *     luod serves the path, daemonizing (unless --foreground: the parent
- *     exits 0 only once the child listens), readiness (log line, the path on
- *     stdout, pid file, READY=1 to $NOTIFY_SOCKET), then the event loop;
- *   - `--restore FD` (internal): a previous luod re-executed into this image
- *     with its state in memfd FD (liveupdate.c), and the event loop goes on
- *     where the old one stopped;
- *   - `--check-state FD` (internal): decode a state without adopting its fds
- *     and say whether this binary accepts it (exit 0 and "luod-state-ok"), so
- *     that an update to a binary that would refuse is never started.
- * SIGTERM and SIGINT end the loop: the socket is unlinked, exit code 0.
+ *     exits 0 only once a worker serves), the listening socket and an empty
+ *     journal, then the keeper (keeper.c), which starts the worker
+ *     (worker.c); readiness (log line, the path on stdout, pid file, READY=1
+ *     to $NOTIFY_SOCKET) once the first worker serves;
+ *   - `--resume FD --listen-fd FD` (internal): the keeper of a previous luod
+ *     executed this image for a live update, with the journal in FD and the
+ *     whole fd table intact: the keeper goes on, and its new worker recovers;
+ *   - `--check-journal FD` (internal): replay a journal without adopting its
+ *     fds and say whether this binary reads it (exit 0 and "luod-state-ok"),
+ *     so that an update to a binary that would refuse is never started.
+ * SIGTERM and SIGINT end luod: the worker drops and logs every session, the
+ * socket and the pid file are removed, exit code 0.
  */
 #include <fcntl.h>
 #include <getopt.h>
@@ -42,11 +45,11 @@ struct options {
 	bool foreground;
 	const char *socket;
 	const char *pid_file;
-	int check_state_fd;
-	int restore_fd;
+	int check_journal_fd;
+	int resume_fd;
+	int listen_fd;
 	int previous_exe_fd;
 	int rolled_back;
-	uint64_t exec_usec;
 };
 
 enum {
@@ -56,11 +59,11 @@ enum {
 	ARG_MAX_FILES,
 	ARG_MAX_CONNECTIONS,
 	ARG_VERSION,
-	ARG_CHECK_STATE,
-	ARG_RESTORE,
+	ARG_CHECK_JOURNAL,
+	ARG_RESUME,
+	ARG_LISTEN_FD,
 	ARG_PREVIOUS_EXE,
 	ARG_ROLLED_BACK,
-	ARG_EXEC_USEC,
 };
 
 static void help(void)
@@ -121,11 +124,11 @@ static int parse_args(struct luod *d, struct options *o, int argc, char **argv)
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, ARG_VERSION },
-		{ "check-state", required_argument, NULL, ARG_CHECK_STATE },
-		{ "restore", required_argument, NULL, ARG_RESTORE },
+		{ "check-journal", required_argument, NULL, ARG_CHECK_JOURNAL },
+		{ "resume", required_argument, NULL, ARG_RESUME },
+		{ "listen-fd", required_argument, NULL, ARG_LISTEN_FD },
 		{ "previous-exe", required_argument, NULL, ARG_PREVIOUS_EXE },
 		{ "rolled-back", required_argument, NULL, ARG_ROLLED_BACK },
-		{ "exec-usec", required_argument, NULL, ARG_EXEC_USEC },
 		{},
 	};
 	int c;
@@ -169,8 +172,9 @@ static int parse_args(struct luod *d, struct options *o, int argc, char **argv)
 		case ARG_VERSION:
 			printf("luod %s\n", LUO_VERSION);
 			return LUOD_EXIT_OK + 1;
-		case ARG_CHECK_STATE:
-		case ARG_RESTORE:
+		case ARG_CHECK_JOURNAL:
+		case ARG_RESUME:
+		case ARG_LISTEN_FD:
 		case ARG_PREVIOUS_EXE: {
 			int fd;
 
@@ -178,10 +182,12 @@ static int parse_args(struct luod *d, struct options *o, int argc, char **argv)
 				fprintf(stderr, "luod: bad fd '%s'\n", optarg);
 				return LUOD_EXIT_USAGE + 1;
 			}
-			if (c == ARG_CHECK_STATE)
-				o->check_state_fd = fd;
-			else if (c == ARG_RESTORE)
-				o->restore_fd = fd;
+			if (c == ARG_CHECK_JOURNAL)
+				o->check_journal_fd = fd;
+			else if (c == ARG_RESUME)
+				o->resume_fd = fd;
+			else if (c == ARG_LISTEN_FD)
+				o->listen_fd = fd;
 			else
 				o->previous_exe_fd = fd;
 			break;
@@ -192,12 +198,6 @@ static int parse_args(struct luod *d, struct options *o, int argc, char **argv)
 				return LUOD_EXIT_USAGE + 1;
 			}
 			o->rolled_back = (int)v;
-			break;
-		case ARG_EXEC_USEC:
-			if (parse_u64(optarg, &o->exec_usec) < 0) {
-				fprintf(stderr, "luod: bad time '%s'\n", optarg);
-				return LUOD_EXIT_USAGE + 1;
-			}
 			break;
 		default:
 			fprintf(stderr, "Try 'luod --help'.\n");
@@ -271,9 +271,9 @@ static void free_args(struct luod *d)
 static bool inherits_state(int argc, char **argv)
 {
 	for (int i = 1; i < argc; i++)
-		if (strcmp(argv[i], "--restore") == 0 || strncmp(argv[i], "--restore=", 10) == 0 ||
-		    strcmp(argv[i], "--check-state") == 0 ||
-		    strncmp(argv[i], "--check-state=", 14) == 0)
+		if (strcmp(argv[i], "--resume") == 0 || strncmp(argv[i], "--resume=", 9) == 0 ||
+		    strcmp(argv[i], "--check-journal") == 0 ||
+		    strncmp(argv[i], "--check-journal=", 16) == 0)
 			return true;
 	return false;
 }
@@ -387,14 +387,51 @@ static void report_ready(int *ready_fd, unsigned char code)
 	*ready_fd = safe_close(*ready_fd);
 }
 
+static int ready_fd = -EBADF;
+static const char *pid_file_path;
+
+/* The first worker serves: tell whoever waits. */
+static void on_ready_first(struct luod *d)
+{
+	int r;
+
+	log_info("listening on %s (fd limit %ld)", d->socket_path, d->fd_limit);
+	printf("%s\n", d->socket_path);
+	fflush(stdout);
+	if (pid_file_path && (r = write_pid_file(pid_file_path)) < 0)
+		log_warning("cannot write %s: %s", pid_file_path, strerror(-r));
+	notify_ready();
+	if (ready_fd >= 0) {
+		/* The path is printed: a daemon keeps only stderr, for its log, so that
+		 * whoever reads its stdout sees the end of it. */
+		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+		if (null >= 0) {
+			dup2(null, STDIN_FILENO);
+			dup2(null, STDOUT_FILENO);
+			safe_close(null);
+		}
+		if (chdir("/") < 0)
+			log_warning("chdir /: %m");
+	}
+	report_ready(&ready_fd, LUOD_EXIT_OK);
+}
+
+static void on_ready_resumed(struct luod *d)
+{
+	notify_ready();
+}
+
 int main(int argc, char **argv)
 {
-	struct options o = { .check_state_fd = -1, .restore_fd = -1, .previous_exe_fd = -1 };
+	struct options o = {
+		.check_journal_fd = -1, .resume_fd = -1, .listen_fd = -1, .previous_exe_fd = -1
+	};
 	struct luod d;
-	char pid_file[PATH_MAX];
-	int ready_fd = -EBADF, r, code;
+	char pid_file[PATH_MAX], self[PATH_MAX];
+	int r, code;
 	uint64_t t_main = now_usec(CLOCK_MONOTONIC);
 	long limit;
+	ssize_t n;
 
 	/* Whatever a fresh luod inherited beyond stdio is not its to pass on: not to
 	 * the checker it runs, not to its next image. */
@@ -409,16 +446,23 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	d.t_main_usec = t_main;
+	if (argc > 0) {
+		d.argv_area = argv[0];
+		d.argv_area_size = (size_t)(argv[argc - 1] + strlen(argv[argc - 1]) + 1 - argv[0]);
+	}
+#ifdef LUOD_FAULT_INJECTION
+	d.fault = getenv("LUOD_FAULT");
+#endif
 	r = parse_args(&d, &o, argc, argv);
 	if (r > 0) {
 		code = r - 1;
 		goto out;
 	}
 
-	if (o.check_state_fd >= 0) {
-		r = liveupdate_check_state(o.check_state_fd);
+	if (o.check_journal_fd >= 0) {
+		r = liveupdate_check_journal(o.check_journal_fd);
 		if (r < 0) {
-			log_error("state refused: %s", strerror(-r));
+			log_error("journal refused: %s", strerror(-r));
 			code = -r < 126 ? -r : LUOD_EXIT_FAILURE;
 			goto out;
 		}
@@ -431,6 +475,7 @@ int main(int argc, char **argv)
 	limit = fd_raise_limit();
 	if (limit < 0)
 		log_warning("cannot raise RLIMIT_NOFILE: %s", strerror((int)-limit));
+	d.fd_limit = limit;
 
 	if (o.pid_file) {
 		r = make_absolute(o.pid_file, pid_file, sizeof(pid_file));
@@ -440,32 +485,33 @@ int main(int argc, char **argv)
 			goto out;
 		}
 		o.pid_file = pid_file;
+		pid_file_path = pid_file;
+	}
+	r = resolve_socket_path(&o, d.socket_path, sizeof(d.socket_path));
+	if (r < 0) {
+		log_error("bad socket path: %s", strerror(-r));
+		code = LUOD_EXIT_USAGE;
+		goto out;
 	}
 
-	if (o.restore_fd >= 0) {
-		/* Before the restore: a rollback passes them on too. */
+	if (o.resume_fd >= 0) {
+		/* An update: the keeper of the previous image executed this one. */
+		if (o.listen_fd < 0) {
+			log_error("--resume needs --listen-fd");
+			code = LUOD_EXIT_USAGE;
+			goto out;
+		}
+		d.journal_fd = o.resume_fd;
+		d.rolled_back = o.rolled_back != 0;
+		d.listen_ep.fd = o.listen_fd;
 		r = build_restart_args(&d, &o);
 		if (r < 0) {
 			log_error("cannot set up: %s", strerror(-r));
 			code = LUOD_EXIT_FAILURE;
 			goto out;
 		}
-		d.previous_exe_fd = o.previous_exe_fd;
-		d.t_exec_usec = o.exec_usec;
-		r = liveupdate_restore(&d, o.restore_fd, o.rolled_back);
-		safe_close(o.restore_fd);
-		if (r < 0) {
-			log_error("cannot restore the state: %s", strerror(-r));
-			code = LUOD_EXIT_FAILURE;
-			goto out;
-		}
+		code = keeper_run(&d, o.previous_exe_fd, on_ready_resumed);
 	} else {
-		r = resolve_socket_path(&o, d.socket_path, sizeof(d.socket_path));
-		if (r < 0) {
-			log_error("bad socket path: %s", strerror(-r));
-			code = LUOD_EXIT_USAGE;
-			goto out;
-		}
 		if (!o.foreground) {
 			r = daemonize(&ready_fd);
 			if (r < 0) {
@@ -485,54 +531,33 @@ int main(int argc, char **argv)
 			code = LUOD_EXIT_FAILURE;
 			goto out;
 		}
-		d.started_usec = now_usec(CLOCK_REALTIME);
-		r = build_restart_args(&d, &o);
+		/* The binary installed at luod's path: what `luoctl update` runs by default. */
+		n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+		self[n > 0 ? n : 0] = 0;
+		r = luo_journal_create((size_t)1 << 30, &d.journal_fd);
+		if (r >= 0)
+			r = keeper_area_init(d.journal_fd, self);
+		if (r >= 0)
+			r = build_restart_args(&d, &o);
 		if (r < 0) {
 			log_error("cannot set up: %s", strerror(-r));
+			(void)unlink(d.socket_path);
 			code = LUOD_EXIT_FAILURE;
 			goto out;
 		}
+		/* The daemonizing parent's pipe is the keeper's until the first worker serves. */
+		if (ready_fd >= 0)
+			d.keeper_fds[d.n_keeper_fds++] = ready_fd;
+		code = keeper_run(&d, -1, on_ready_first);
 	}
-
-	r = server_arm(&d);
-	if (r < 0) {
-		log_error("cannot set up the event loop: %s", strerror(-r));
-		code = LUOD_EXIT_FAILURE;
-		goto out;
-	}
-	if (o.restore_fd < 0) {
-		log_info("listening on %s (fd limit %ld)", d.socket_path, limit);
-		printf("%s\n", d.socket_path);
-		fflush(stdout);
-		if (o.pid_file && (r = write_pid_file(o.pid_file)) < 0)
-			log_warning("cannot write %s: %s", o.pid_file, strerror(-r));
-		notify_ready();
-		if (ready_fd >= 0) {
-			/* The path is printed: a daemon keeps only stderr, for its log, so that
-			 * whoever reads its stdout sees the end of it. */
-			int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-			if (null >= 0) {
-				dup2(null, STDIN_FILENO);
-				dup2(null, STDOUT_FILENO);
-				safe_close(null);
-			}
-			if (chdir("/") < 0)
-				log_warning("chdir /: %m");
-		}
-		report_ready(&ready_fd, LUOD_EXIT_OK);
-	}
-
-	r = server_run(&d);
-	if (r < 0)
-		log_error("event loop failed: %s", strerror(-r));
 	(void)unlink(d.socket_path);
 	if (o.pid_file)
 		(void)unlink(o.pid_file);
-	code = r < 0 ? LUOD_EXIT_FAILURE : LUOD_EXIT_OK;
 out:
 	/* A daemonizing parent learns how the start went. */
 	report_ready(&ready_fd, (unsigned char)code);
 	free_args(&d);
+	d.journal_fd = safe_close(d.journal_fd);
 	luod_done(&d);
 	return code;
 }

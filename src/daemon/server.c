@@ -135,6 +135,22 @@ static bool ino_eq(const struct hash_node *n, const void *key)
 	return container_of(n, struct endpoint, by_ino)->ino == *(const uint64_t *)key;
 }
 
+struct endpoint *session_ep_find_by_fd(struct luod *d, int fd)
+{
+	LIST_FOREACH (i, &d->sessions) {
+		struct endpoint *ep = list_entry(i, struct endpoint, node);
+		if (ep->fd == fd)
+			return ep;
+	}
+	return NULL;
+}
+
+void luod_close_later_many(struct luod *d, const int *fds, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		luod_close_later(d, fds[i]);
+}
+
 struct endpoint *session_ep_find_by_ino(struct luod *d, uint64_t ino)
 {
 	struct hash_node *n = hashmap_find(&d->by_ino, hash_u64(ino), ino_eq, &ino);
@@ -224,7 +240,9 @@ void endpoint_drop_queue(struct luod *d, struct endpoint *ep)
 		struct outmsg *m = ep->out_head;
 
 		ep->out_head = m->next;
-		safe_close(m->fd);
+		if (d->journal)
+			journal_check(d, luo_journal_ext_del(d->journal, LUOD_EXT_REPLY, m->key));
+		luod_close_later(d, m->fd);
 		d->queued_bytes -= m->len;
 		free(m);
 	}
@@ -251,7 +269,10 @@ static void endpoint_free(struct luod *d, struct endpoint *ep)
 		if (ep->deferred)
 			list_remove(&d->deferred, &ep->deferred_node);
 	}
-	ep->fd = safe_close(ep->fd);
+	journal_endpoint_gone(d, ep);
+	/* Closed once the journal no longer names it. */
+	luod_close_later(d, ep->fd);
+	ep->fd = -EBADF;
 	if (d->check.requester == ep)
 		d->check.requester = NULL;
 	/* Later events of the current batch may still point here. */
@@ -336,15 +357,19 @@ static void session_hangup(struct luod *d, struct endpoint *ep)
 			(void)epoll_ctl(d->epoll_fd, EPOLL_CTL_DEL, ep->fd, NULL);
 			ep->deferred = true;
 			list_append(&d->deferred, &ep->deferred_node);
+			journal_session_ep(d, ep);
 		}
 		return;
 	}
 	if (s) {
 		uint32_t uid = luo_session_uid(s);
 		size_t sessions = luod_n_sessions(d), files = luo_engine_n_files(d->engine);
+		char name[LUO_NAME_FIELD];
 
-		log_debug("session \"%s\" closed by its last holder", luo_session_name(s));
+		snprintf(name, sizeof(name), "%s", luo_session_name(s));
+		log_debug("session \"%s\" closed by its last holder", name);
 		luo_session_release(s);
+		journal_session_moved(d, name, !incoming, incoming);
 		/* The engine decides whether the session ends, moves or sticks: charge the
 		 * owner what actually went away. */
 		uid_usage_charge(d, uid, sessions, files);
@@ -390,7 +415,8 @@ void endpoint_flush(struct luod *d, struct endpoint *ep)
 {
 	while (ep->out_head) {
 		struct outmsg *m = ep->out_head;
-		struct iovec iov = { .iov_base = m->data, .iov_len = m->len };
+		struct iovec iov = { .iov_base = m->data + sizeof(struct ext_reply),
+				     .iov_len = m->len };
 		ssize_t n = send_reply(ep->fd, &iov, 1, m->fd);
 
 		if (n == -EAGAIN)
@@ -403,14 +429,30 @@ void endpoint_flush(struct luod *d, struct endpoint *ep)
 			ep->out_tail = NULL;
 		ep->out_bytes -= m->len;
 		d->queued_bytes -= m->len;
-		safe_close(m->fd);
+		if (d->journal)
+			journal_check(d, luo_journal_ext_del(d->journal, LUOD_EXT_REPLY, m->key));
+		luod_close_later(d, m->fd);
 		free(m);
 		if (n == -EPIPE || n == -ECONNRESET || n == -ENOTCONN) {
 			endpoint_drop_queue(d, ep);
 			break;
 		}
 	}
+	if (!d->in_request)
+		journal_commit(d);
 	endpoint_update_events(d, ep);
+}
+
+static void endpoint_enqueue(struct luod *d, struct endpoint *ep, struct outmsg *m)
+{
+	m->next = NULL;
+	if (ep->out_tail)
+		ep->out_tail->next = m;
+	else
+		ep->out_head = m;
+	ep->out_tail = m;
+	ep->out_bytes += m->len;
+	d->queued_bytes += m->len;
 }
 
 void endpoint_reply(struct luod *d, struct endpoint *ep, uint32_t tag, int result, uint32_t flags,
@@ -425,45 +467,54 @@ void endpoint_reply(struct luod *d, struct endpoint *ep, uint32_t tag, int resul
 	size_t total = sizeof(hdr) + len + extra_len;
 	struct outmsg *m;
 
-	if (!ep->out_head) {
-		/* The common case: the socket has room, nothing to copy or queue. */
-		struct iovec iov[3] = {
-			{ .iov_base = &hdr, .iov_len = sizeof(hdr) },
-			{ .iov_base = (void *)payload, .iov_len = len },
-			{ .iov_base = (void *)extra, .iov_len = extra_len },
-		};
-		ssize_t n = send_reply(ep->fd, iov, 3, fd);
-
-		if (n != -EAGAIN) {
-			if (n < 0)
-				log_debug("reply to fd %d dropped: %s", ep->fd, strerror((int)-n));
-			safe_close(fd);
-			return;
-		}
-	}
-	m = malloc(sizeof(*m) + total);
-
+	/*
+	 * Every reply is committed to the journal before it leaves: one that a
+	 * worker dies before sending, its successor sends.  The message is kept
+	 * as the journal entry's bytes (struct ext_reply, then the message).
+	 */
+	m = malloc(sizeof(*m) + sizeof(struct ext_reply) + total);
 	if (!m) {
 		log_warning("out of memory for a reply: dropped");
-		safe_close(fd);
+		luod_close_later(d, fd);
 		return;
 	}
-	m->next = NULL;
 	m->fd = fd;
 	m->len = total;
-	memcpy(m->data, &hdr, sizeof(hdr));
+	m->key = ((uint64_t)(uint32_t)ep->fd << 32) | ep->reply_seq++;
+	struct ext_reply *rp = (struct ext_reply *)m->data;
+	rp->fd = fd >= 0 ? fd : -1;
+	rp->len = (uint32_t)total;
+	uint8_t *msg = m->data + sizeof(*rp);
+	memcpy(msg, &hdr, sizeof(hdr));
 	if (len)
-		memcpy(m->data + sizeof(hdr), payload, len);
+		memcpy(msg + sizeof(hdr), payload, len);
 	if (extra_len)
-		memcpy(m->data + sizeof(hdr) + len, extra, extra_len);
-	if (ep->out_tail)
-		ep->out_tail->next = m;
-	else
-		ep->out_head = m;
-	ep->out_tail = m;
-	ep->out_bytes += total;
-	d->queued_bytes += total;
-	endpoint_flush(d, ep);
+		memcpy(msg + sizeof(hdr) + len, extra, extra_len);
+	if (d->journal)
+		journal_check(d, luo_journal_ext_put(d->journal, LUOD_EXT_REPLY, m->key, m->data,
+						     sizeof(*rp) + total));
+	endpoint_enqueue(d, ep, m);
+	if (!d->in_request) {
+		journal_commit(d);
+		endpoint_flush(d, ep);
+	}
+}
+
+int endpoint_requeue(struct luod *d, struct endpoint *ep, uint64_t key, const struct ext_reply *rp)
+{
+	struct outmsg *m = malloc(sizeof(*m) + sizeof(*rp) + rp->len);
+
+	if (!m)
+		return -ENOMEM;
+	m->fd = rp->fd >= 0 ? rp->fd : -EBADF;
+	m->len = rp->len;
+	m->key = key;
+	memcpy(m->data, rp, sizeof(*rp) + rp->len);
+	if ((uint32_t)key >= ep->reply_seq)
+		ep->reply_seq = (uint32_t)key + 1;
+	endpoint_enqueue(d, ep, m);
+	endpoint_update_events(d, ep);
+	return 0;
 }
 
 void luod_block_signals(sigset_t *ret_mask)
@@ -705,19 +756,24 @@ static void handle_accept(struct luod *d)
 			safe_close(fd);
 			continue;
 		}
-		if (!conn_add(d, fd, cred.uid, cred.pid))
+		struct endpoint *ep = conn_add(d, fd, cred.uid, cred.pid);
+		if (!ep) {
 			log_warning("could not add a connection");
-		else
-			log_debug("connection from pid %d uid %u", (int)cred.pid,
-				  (unsigned)cred.uid);
+			continue;
+		}
+		journal_conn(d, ep);
+		journal_commit(d);
+		log_debug("connection from pid %d uid %u", (int)cred.pid, (unsigned)cred.uid);
 	}
 }
 
 /*
- * Receives one request.  Returns its length (> 0), 0 for an empty message,
- * -EAGAIN when none is queued, -ECONNRESET at end of stream.  fds that
- * arrived are in fds[0..*ret_n_fds); *ret_ctrunc says some could not be
- * received (luod out of fds).
+ * Peeks at one request (flags MSG_PEEK) or takes it.  Returns its length
+ * (> 0), 0 for an empty message, -EAGAIN when none is queued, -ECONNRESET
+ * at end of stream.  fds that arrived are in fds[0..*ret_n_fds); *ret_ctrunc
+ * says some could not be received (luod out of fds).  A peek installs the
+ * message's fds; the take that follows it passes no room for them, so the
+ * kernel drops its own references and the peeked fds stay the only ones.
  */
 static ssize_t receive(int sock, uint8_t *buf, size_t size, int *fds, size_t *ret_n_fds,
 		       bool *ret_ctrunc, bool *ret_trunc)
@@ -737,7 +793,7 @@ static ssize_t receive(int sock, uint8_t *buf, size_t size, int *fds, size_t *re
 	ssize_t n;
 
 	do
-		n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC | MSG_PEEK);
 	while (n < 0 && errno == EINTR);
 	if (n < 0) {
 		if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -778,48 +834,179 @@ static ssize_t receive(int sock, uint8_t *buf, size_t size, int *fds, size_t *re
 	return n;
 }
 
-#define LUOD_BATCH 1
+/* Takes the message at the head of sock off the socket, dropping its fds. */
+static void take_message(int sock)
+{
+	ssize_t n;
+
+	do
+		n = recv(sock, NULL, 0, MSG_DONTWAIT | MSG_TRUNC);
+	while (n < 0 && errno == EINTR);
+}
+
+/* Whether the message at the head of sock is msg (len bytes). */
+static bool head_is(int sock, const uint8_t *msg, size_t len)
+{
+	static uint8_t buf[LUO_WIRE_REQUEST_MAX + 1];
+	ssize_t n;
+
+	do
+		n = recv(sock, buf, sizeof(buf), MSG_DONTWAIT | MSG_PEEK | MSG_TRUNC);
+	while (n < 0 && errno == EINTR);
+	return n >= 0 && (size_t)n == len && memcmp(buf, msg, MIN(len, sizeof(buf))) == 0;
+}
+
+static void journal_request(struct luod *d, struct endpoint *ep, uint32_t attempts,
+			    const uint8_t *msg, size_t len, const int *fds, size_t n_fds)
+{
+	static uint8_t entry[sizeof(struct ext_request) + LUO_WIRE_REQUEST_MAX + 1 +
+			     LUOD_RECV_MAX_FDS * sizeof(int32_t)];
+	struct ext_request rq = {
+		.attempts = attempts,
+		.n_fds = (uint32_t)n_fds,
+		.len = (uint32_t)len,
+	};
+
+	if (!d->journal)
+		return;
+	memcpy(entry, &rq, sizeof(rq));
+	memcpy(entry + sizeof(rq), msg, len);
+	for (size_t i = 0; i < n_fds; i++) {
+		int32_t fd = fds[i];
+		memcpy(entry + sizeof(rq) + len + i * sizeof(fd), &fd, sizeof(fd));
+	}
+	journal_check(d, luo_journal_ext_put(d->journal, LUOD_EXT_REQUEST, (uint64_t)ep->fd, entry,
+					     sizeof(rq) + len + n_fds * sizeof(int32_t)));
+	journal_commit(d);
+}
+
+/*
+ * Runs one request that is recorded in the journal and still (or no
+ * longer) at the head of its socket, then commits its effects with its
+ * replies and the end of the record, takes it off the socket and sends the
+ * replies.  Returns false if the endpoint was closed.
+ */
+static bool run_request(struct luod *d, struct endpoint *ep, const uint8_t *buf, size_t n, int *fds,
+			size_t n_fds, bool ctrunc, bool trunc, bool at_head)
+{
+	bool abort_conn = false;
+	int r;
+
+	d->in_request = true;
+	if (trunc) {
+		/* Larger than any request: as for a size that does not match the
+		 * payload, the kernel's answer to bytes that are not there. */
+		luod_close_later_many(d, fds, n_fds);
+		endpoint_reply(d, ep, luo_wire_request_tag(buf, n), -EFAULT, 0, NULL, 0, NULL, 0,
+			       -EBADF);
+	} else {
+		r = handle_request(d, ep, buf, n, fds, n_fds, ctrunc);
+		abort_conn = r == -ECONNABORTED;
+	}
+	fault_point(d, "request-handled");
+	if (at_head)
+		take_message(ep->fd);
+	fault_point(d, "request-taken");
+	if (d->journal)
+		journal_check(d,
+			      luo_journal_ext_del(d->journal, LUOD_EXT_REQUEST, (uint64_t)ep->fd));
+	d->in_request = false;
+	journal_commit(d);
+	fault_point(d, "request-committed");
+	if (abort_conn) {
+		log_debug("closing connection of pid %d: unparseable message", (int)ep->pid);
+		endpoint_free(d, ep);
+		journal_commit(d);
+		return false;
+	}
+	if (ep->out_head)
+		endpoint_flush(d, ep);
+	return true;
+}
 
 static void handle_endpoint_input(struct luod *d, struct endpoint *ep)
 {
 	static uint8_t buf[LUO_WIRE_REQUEST_MAX + 1];
 	static int fds[LUOD_RECV_MAX_FDS];
+	size_t n_fds = 0;
+	bool ctrunc = false, trunc = false;
+	ssize_t n;
 
 	/* One request per wakeup: a peer waiting for its reply has sent nothing else, so a
 	 * second read would only find EAGAIN; a busy peer is back at the next epoll_wait()
 	 * along with everyone else, which keeps it from starving them. */
-	for (int i = 0; i < LUOD_BATCH && !ep->out_head; i++) {
-		size_t n_fds = 0;
-		bool ctrunc = false, trunc = false;
-		ssize_t n = receive(ep->fd, buf, sizeof(buf), fds, &n_fds, &ctrunc, &trunc);
-
-		if (n == -EAGAIN)
-			return;
-		if (n == -ECONNRESET) {
-			if (ep->type == EP_SESSION)
-				session_hangup(d, ep);
-			else
-				endpoint_free(d, ep);
-			return;
-		}
-		if (trunc) {
-			/* Larger than any request: as for a size that does not match the
-			 * payload, the kernel's answer to bytes that are not there. */
-			close_many(fds, n_fds);
-			endpoint_reply(d, ep, luo_wire_request_tag(buf, (size_t)n), -EFAULT, 0,
-				       NULL, 0, NULL, 0, -EBADF);
-			continue;
-		}
-		int r = handle_request(d, ep, buf, (size_t)n, fds, n_fds, ctrunc);
-		if (r == -ECONNABORTED) {
-			log_debug("closing connection of pid %d: unparseable message",
-				  (int)ep->pid);
+	if (ep->out_head)
+		return;
+	n = receive(ep->fd, buf, sizeof(buf), fds, &n_fds, &ctrunc, &trunc);
+	if (n == -EAGAIN)
+		return;
+	if (n == -ECONNRESET) {
+		if (ep->type == EP_SESSION)
+			session_hangup(d, ep);
+		else
 			endpoint_free(d, ep);
-			return;
-		}
-		if (d->quit)
-			return;
+		journal_commit(d);
+		return;
 	}
+	/* Recorded before anything happens: a worker that dies now leaves it to
+	 * its successor, which runs it and replies once. */
+	journal_request(d, ep, 0, buf, (size_t)n, fds, n_fds);
+	fault_point(d, "request-recorded");
+	(void)run_request(d, ep, buf, (size_t)n, fds, n_fds, ctrunc, trunc, true);
+}
+
+void request_resume(struct luod *d, int fd)
+{
+	static uint8_t msg[LUO_WIRE_REQUEST_MAX + 1];
+	static int fds[LUOD_RECV_MAX_FDS];
+	const struct ext_request *rq;
+	struct endpoint *ep = NULL;
+	size_t size, len, n_fds;
+	bool at_head;
+	uint32_t attempts;
+
+	rq = luo_journal_ext_get(d->journal, LUOD_EXT_REQUEST, (uint64_t)fd, &size);
+	if (!rq)
+		return;
+	len = MIN((size_t)rq->len, sizeof(msg));
+	n_fds = MIN((size_t)rq->n_fds, ELEMENTSOF(fds));
+	memcpy(msg, rq + 1, len);
+	for (size_t i = 0; i < n_fds; i++) {
+		int32_t v;
+		memcpy(&v, (const uint8_t *)(rq + 1) + rq->len + i * sizeof(v), sizeof(v));
+		fds[i] = v;
+	}
+	attempts = rq->attempts + 1;
+	LIST_FOREACH (i, &d->conns)
+		if (list_entry(i, struct endpoint, node)->fd == fd)
+			ep = list_entry(i, struct endpoint, node);
+	if (!ep)
+		ep = session_ep_find_by_fd(d, fd);
+	if (!ep) {
+		luod_close_later_many(d, fds, n_fds);
+		journal_check(d, luo_journal_ext_del(d->journal, LUOD_EXT_REQUEST, (uint64_t)fd));
+		journal_commit(d);
+		return;
+	}
+	at_head = head_is(ep->fd, msg, len);
+	if (attempts >= 2) {
+		log_error("a request (command %#x) was given to two workers that both died: "
+			  "answering EIO",
+			  len >= 4 ? (unsigned)((const struct luo_wire_request *)msg)->op : 0u);
+		if (at_head)
+			take_message(ep->fd);
+		luod_close_later_many(d, fds, n_fds);
+		d->in_request = true;
+		endpoint_reply(d, ep, luo_wire_request_tag(msg, len), -EIO, 0, NULL, 0, NULL, 0,
+			       -EBADF);
+		journal_check(d, luo_journal_ext_del(d->journal, LUOD_EXT_REQUEST, (uint64_t)fd));
+		d->in_request = false;
+		journal_commit(d);
+		endpoint_flush(d, ep);
+		return;
+	}
+	journal_request(d, ep, attempts, msg, len, fds, n_fds);
+	(void)run_request(d, ep, msg, len, fds, n_fds, false, len > LUO_WIRE_REQUEST_MAX, at_head);
 }
 
 static void handle_signal(struct luod *d)
@@ -854,6 +1041,9 @@ int server_run(struct luod *d)
 			case EP_CHECK:
 				liveupdate_check_done(d);
 				break;
+			case EP_COMPACT:
+				compact_done(d);
+				break;
 			case EP_LISTEN:
 				handle_accept(d);
 				break;
@@ -870,6 +1060,8 @@ int server_run(struct luod *d)
 				handle_endpoint_input(d, ep);
 				break;
 			}
+			journal_commit(d);
+			liveupdate_stop_if_due(d);
 		}
 		bury_dead(d);
 		if (n == 0)

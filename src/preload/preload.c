@@ -252,15 +252,19 @@ static int ask_luod(int fd)
 	r = preload_wire_call(conn, LUO_IOCTL_IS_SESSION, &q, sizeof(q), fd, NULL);
 	if (r == -EIO)
 		return r;
+	/* luod found the socket among its sessions: nothing else can pass for one.
+	 * (Its peer is the worker that made it, not luod's main pid.) */
+	if (r >= 0 && q.is_session)
+		return PRELOAD_FD_SESSION;
 	len = sizeof(luod);
 	if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &luod, &len) < 0)
 		return negative_errno();
 	len = sizeof(peer);
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) < 0 || peer.pid != luod.pid)
 		return PRELOAD_FD_OTHER;
-	/* Both session sockets and connections have luod as peer; only IS_SESSION tells
-	 * them apart.  A luod without it: take luod's sockets for sessions. */
-	is_session = r >= 0 ? q.is_session != 0 : true;
+	/* A connection's peer is luod's main pid (the listening socket's); a luod
+	 * without IS_SESSION: take its sockets for sessions. */
+	is_session = r < 0;
 	return is_session ? PRELOAD_FD_SESSION : PRELOAD_FD_DEVICE;
 }
 

@@ -110,6 +110,12 @@ struct luo_wire_status {
 	uint64_t started_usec;	 /* CLOCK_REALTIME of luod's first start */
 	uint64_t n_live_updates; /* luod re-execs since its first start */
 	char version[32];
+	/* Since luod has a keeper and a worker (older luods stop at version). */
+	uint64_t worker_pid;
+	uint64_t n_worker_restarts; /* workers started again after one died */
+	uint64_t binary_since_usec; /* CLOCK_REALTIME when the running binary started */
+	uint64_t journal_size;	    /* bytes of snapshot and log */
+	char binary[256];	    /* the binary running now */
 };
 
 struct luo_wire_session_entry {

@@ -122,7 +122,7 @@ TEST(status_reports_luod)
 	test_luod_start(&d, NULL);
 	LUOCTL(&o, "status");
 	ASSERT_EQ(o.status, 0);
-	snprintf(expr, sizeof(expr), "luod:           pid %d,", (int)d.pid);
+	snprintf(expr, sizeof(expr), "luod:           pid %d (worker ", (int)d.pid);
 	ASSERT_TRUE(strstr(o.out, expr) != NULL);
 	ASSERT_TRUE(strstr(o.out, "update number:  0") != NULL);
 	ASSERT_TRUE(strstr(o.out, d.socket) != NULL);

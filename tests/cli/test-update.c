@@ -355,10 +355,11 @@ TEST(update_rejected_by_own_binary_rolls_back_then_succeeds)
 
 	test_need_fds(N_SESSIONS * FILES_PER_SESSION + 1024);
 	cli_need_jq();
-	/* luod's test switch: the next image refuses whatever state it is given. */
-	setenv("LUOD_TEST_REJECT_RESTORE", "1", 1);
+	/* A test build's fault injection: the binary the first update starts
+	 * refuses the journal, once. */
+	setenv("LUOD_FAULT", "update-recover-refuse:1:refuse", 1);
 	test_luod_start(&d, NULL);
-	unsetenv("LUOD_TEST_REJECT_RESTORE");
+	unsetenv("LUOD_FAULT");
 	big_state_create(&b);
 	LUOCTL(&o, "update");
 	ASSERT_EQ(o.status, 5);

@@ -351,7 +351,7 @@ TEST(update_to_a_binary_that_refuses_the_state_rolls_back)
 	build_world(&w);
 	test_build_path("src/daemon/luod", luod, sizeof(luod));
 	snprintf(script, sizeof(script), "%s/refusing-luod", test_tmpdir());
-	snprintf(body, sizeof(body), "#!/bin/sh\nLUOD_TEST_REJECT_RESTORE=1 exec '%s' \"$@\"\n",
+	snprintf(body, sizeof(body), "#!/bin/sh\nLUOD_FAULT=update-recover-refuse:1000:refuse exec '%s' \"$@\"\n",
 		 luod);
 	write_script(script, body);
 	memset(&u, 0, sizeof(u));
@@ -387,7 +387,7 @@ TEST(luod_serves_while_another_binary_checks_the_state)
 	snprintf(started, sizeof(started), "%s/started", test_tmpdir());
 	snprintf(body, sizeof(body),
 		 "#!/bin/sh\n"
-		 "if [ \"$1\" = --check-state ]; then\n"
+		 "if [ \"$1\" = --check-journal ]; then\n"
 		 "  : > '%s'\n"
 		 "  while [ ! -e '%s' ]; do sleep 0.01; done\n"
 		 "fi\n"
@@ -438,7 +438,7 @@ TEST(options_survive_updates_and_rollbacks)
 	/* Through a rollback as well. */
 	test_build_path("src/daemon/luod", luod, sizeof(luod));
 	snprintf(script, sizeof(script), "%s/refusing-luod", test_tmpdir());
-	snprintf(body, sizeof(body), "#!/bin/sh\nLUOD_TEST_REJECT_RESTORE=1 exec '%s' \"$@\"\n",
+	snprintf(body, sizeof(body), "#!/bin/sh\nLUOD_FAULT=update-recover-refuse:1000:refuse exec '%s' \"$@\"\n",
 		 luod);
 	write_script(script, body);
 	ASSERT_ERR(cl_update(conn, script, &u), -EPROTONOSUPPORT);
@@ -476,7 +476,7 @@ TEST(update_request_rules)
 	test_luod_stop(&d);
 }
 
-TEST(check_state_refuses_garbage)
+TEST(check_journal_refuses_garbage)
 {
 	char luod[512], fdstr[16], out[128];
 	int fd = memfd_create("garbage", MFD_CLOEXEC);
@@ -488,8 +488,9 @@ TEST(check_state_refuses_garbage)
 	snprintf(fdstr, sizeof(fdstr), "%d", fd);
 	test_build_path("src/daemon/luod", luod, sizeof(luod));
 	int code = test_run_command_output(
-		(const char *const[]){ luod, "--check-state", fdstr, NULL }, out, sizeof(out));
-	ASSERT_NE(code, 0);
+		(const char *const[]){ luod, "--check-journal", fdstr, NULL }, out, sizeof(out));
+	/* The checker's exit code is the errno it refused the journal with. */
+	ASSERT_EQ(code, EBADMSG);
 	ASSERT_TRUE(strstr(out, "luod-state-ok") == NULL);
 	close(fd);
 }
@@ -554,4 +555,4 @@ TEST_MAIN(TEST_CASE(update_keeps_every_fd_and_session),
 	  TEST_CASE(update_to_a_binary_that_refuses_the_state_rolls_back),
 	  TEST_CASE(luod_serves_while_another_binary_checks_the_state),
 	  TEST_CASE(options_survive_updates_and_rollbacks), TEST_CASE(update_request_rules),
-	  TEST_CASE(check_state_refuses_garbage), TEST_CASE(reboot_is_the_kernels_kexec))
+	  TEST_CASE(check_journal_refuses_garbage), TEST_CASE(reboot_is_the_kernels_kexec))

@@ -1,0 +1,718 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * DOC: the worker: recovery, the journal's daemon entries, shutdown
+ *
+ * Every worker starts the same way, whether luod just started (an empty
+ * journal), a worker died (any signal, any exit) or an update replaced the
+ * binary: it recovers from the journal.
+ *
+ *   1. the engine and the ext table from the journal (snapshot + records);
+ *   2. connections and session sockets from their ext entries;
+ *   3. the fd table reconciled with the state: every fd the state names
+ *      must be open, every other one (beyond stdio and the keeper's) was
+ *      opened by a worker that died before it committed it, and is closed;
+ *      a connection accepted from the listening socket but not yet
+ *      recorded is kept as a connection instead;
+ *   4. the work a dead worker left: replies committed but not sent go out;
+ *      a request recorded but not answered is run again (a request that
+ *      was given to two workers that both died is answered EIO and
+ *      dropped); an update under way goes on or is answered;
+ *   5. it tells the keeper it serves, and serves.
+ *
+ * The rule the request path keeps (server.c): a request is peeked, not
+ * taken, and recorded with its fds; the engine's changes, the replies and
+ * the end of the request are committed together; only then is the message
+ * taken off the socket and the replies sent, each reply's entry deleted once
+ * it is on the socket.  A successor can tell whether the request was taken
+ * by comparing the head of the socket with the recorded message (the same
+ * client thread cannot have sent another: it waits for this reply).
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "basic/fd-util.h"
+#include "basic/macro.h"
+#include "luod.h"
+#include "protocol/protocol.h"
+
+/* ---- the daemon's entries ---- */
+
+static void journal_failed(struct luod *d, int r)
+{
+	/* A change the journal cannot hold must not be answered: a new worker
+	 * recovers from what was committed and runs the request again. */
+	log_error("cannot write the journal: %s: restarting the worker", strerror(-r));
+	_exit(LUOD_EXIT_FAILURE);
+}
+
+void journal_check(struct luod *d, int r)
+{
+	if (r < 0)
+		journal_failed(d, r);
+}
+
+void journal_commit(struct luod *d)
+{
+	if (d->journal) {
+		luo_journal_commit(d->journal);
+		compact_maybe(d);
+	}
+}
+
+void journal_conn(struct luod *d, struct endpoint *ep)
+{
+	struct ext_conn c = {
+		.uid = ep->uid,
+		.pid = ep->pid,
+		.flags = ep->device_holder ? EXT_CONN_DEVICE_HOLDER : 0,
+	};
+
+	if (d->journal)
+		journal_check(d, luo_journal_ext_put(d->journal, LUOD_EXT_CONN, (uint64_t)ep->fd,
+						     &c, sizeof(c)));
+}
+
+void journal_session_ep(struct luod *d, struct endpoint *ep)
+{
+	struct ext_session s = {
+		.uid = ep->uid,
+		.flags = ep->deferred ? EXT_SESSION_DEFERRED : 0,
+		.handle = ep->handle,
+		.ino = ep->ino,
+	};
+
+	if (d->journal)
+		journal_check(d, luo_journal_ext_put(d->journal, LUOD_EXT_SESSION, (uint64_t)ep->fd,
+						     &s, sizeof(s)));
+}
+
+void journal_endpoint_gone(struct luod *d, struct endpoint *ep)
+{
+	if (!d->journal)
+		return;
+	journal_check(d, luo_journal_ext_del(d->journal,
+					     ep->type == EP_CONN ? LUOD_EXT_CONN : LUOD_EXT_SESSION,
+					     (uint64_t)ep->fd));
+	journal_check(d, luo_journal_ext_del(d->journal, LUOD_EXT_REQUEST, (uint64_t)ep->fd));
+}
+
+/* The engine's changes to the session of this name (a handover, finish,
+ * release or drop: the session is written whole where it now is). */
+void journal_session_moved(struct luod *d, const char *name, bool was_outgoing, bool was_incoming)
+{
+	luo_journal *j = d->journal;
+
+	if (!j)
+		return;
+	if (was_outgoing)
+		journal_check(d, luo_journal_note_session_gone(j, LUO_SESSION_OUTGOING, name));
+	if (was_incoming)
+		journal_check(d, luo_journal_note_session_gone(j, LUO_SESSION_INCOMING, name));
+	for (int kind = LUO_SESSION_OUTGOING; kind <= LUO_SESSION_INCOMING; kind++) {
+		luo_session *s = luo_engine_find_session(d->engine, kind, name);
+
+		if (s)
+			journal_check(d, luo_journal_note_session(j, s, true));
+	}
+	journal_check(d, luo_journal_note_engine(j));
+}
+
+void journal_session_header(struct luod *d, luo_session *s)
+{
+	if (!d->journal)
+		return;
+	journal_check(d, luo_journal_note_session(d->journal, s, false));
+	journal_check(d, luo_journal_note_engine(d->journal));
+}
+
+void journal_file(struct luod *d, luo_session *s, uint64_t token)
+{
+	if (!d->journal)
+		return;
+	journal_check(d, luo_journal_note_file(d->journal, s, token));
+	journal_check(d, luo_journal_note_engine(d->journal));
+}
+
+void journal_reset(struct luod *d)
+{
+	if (d->journal)
+		journal_check(d, luo_journal_note_reset(d->journal));
+}
+
+void luod_close_later(struct luod *d, int fd)
+{
+	if (d->journal)
+		luo_journal_close_later(d->journal, fd);
+	else
+		safe_close(fd);
+}
+
+struct keeper_area *luod_keeper_area(struct luod *d)
+{
+	return d->journal ? luo_journal_owner_area(d->journal) : NULL;
+}
+
+/* ---- recovery ---- */
+
+static struct endpoint *find_endpoint(struct luod *d, int fd)
+{
+	LIST_FOREACH (i, &d->conns) {
+		struct endpoint *ep = list_entry(i, struct endpoint, node);
+		if (ep->fd == fd)
+			return ep;
+	}
+	LIST_FOREACH (i, &d->sessions) {
+		struct endpoint *ep = list_entry(i, struct endpoint, node);
+		if (ep->fd == fd)
+			return ep;
+	}
+	return NULL;
+}
+
+static int rebuild_conn(uint64_t key, const void *data, size_t size, void *userdata)
+{
+	struct luod *d = userdata;
+	const struct ext_conn *c = data;
+	struct endpoint *ep;
+
+	if (size != sizeof(*c) || key < 3 || key > INT32_MAX)
+		return -EBADMSG;
+	ep = conn_add(d, (int)key, c->uid, c->pid);
+	if (!ep)
+		return -ENOMEM;
+	if (c->flags & EXT_CONN_DEVICE_HOLDER) {
+		ep->device_holder = true;
+		d->device_holder = ep;
+	}
+	return 0;
+}
+
+static int rebuild_session(uint64_t key, const void *data, size_t size, void *userdata)
+{
+	struct luod *d = userdata;
+	const struct ext_session *s = data;
+	struct endpoint *ep;
+
+	if (size != sizeof(*s) || key < 3 || key > INT32_MAX)
+		return -EBADMSG;
+	ep = session_ep_add(d, (int)key, s->handle, s->ino, s->uid);
+	if (!ep)
+		return -ENOMEM;
+	if (s->flags & EXT_SESSION_DEFERRED) {
+		ep->deferred = true;
+		list_append(&d->deferred, &ep->deferred_node);
+	}
+	return 0;
+}
+
+struct named_fds {
+	int *fds;
+	size_t n, cap;
+};
+
+static void named_add(struct named_fds *n, int fd)
+{
+	if (fd < 0)
+		return;
+	if (n->n == n->cap) {
+		size_t cap = n->cap ? n->cap * 2 : 1024;
+		int *p = realloc(n->fds, cap * sizeof(int));
+
+		if (!p)
+			return;
+		n->fds = p;
+		n->cap = cap;
+	}
+	n->fds[n->n++] = fd;
+}
+
+static void named_flb(int fd, void *userdata)
+{
+	named_add(userdata, fd);
+}
+
+static int named_request(uint64_t key, const void *data, size_t size, void *userdata)
+{
+	const struct ext_request *rq = data;
+	const uint8_t *p = data;
+
+	if (size < sizeof(*rq) || (size - sizeof(*rq) - rq->len) != rq->n_fds * sizeof(int32_t))
+		return -EBADMSG;
+	for (uint32_t i = 0; i < rq->n_fds; i++) {
+		int32_t fd;
+
+		memcpy(&fd, p + sizeof(*rq) + rq->len + i * sizeof(fd), sizeof(fd));
+		named_add(userdata, fd);
+	}
+	return 0;
+}
+
+static int named_reply(uint64_t key, const void *data, size_t size, void *userdata)
+{
+	const struct ext_reply *rp = data;
+
+	if (size < sizeof(*rp) || size - sizeof(*rp) != rp->len)
+		return -EBADMSG;
+	named_add(userdata, rp->fd);
+	return 0;
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+	int x = *(const int *)a, y = *(const int *)b;
+
+	return (x > y) - (x < y);
+}
+
+static bool named_has(const struct named_fds *n, int fd)
+{
+	return bsearch(&fd, n->fds, n->n, sizeof(int), cmp_int) != NULL;
+}
+
+static int collect_file_fd(const struct luo_file_info *fi, void *userdata)
+{
+	named_add(userdata, fi->fd);
+	return 0;
+}
+
+/* Is fd a connection accepted from our listening socket? */
+static bool is_our_connection(struct luod *d, int fd)
+{
+	struct sockaddr_un sa = {}, la = {};
+	socklen_t len = sizeof(sa), llen = sizeof(la);
+	int type = 0;
+	socklen_t tlen = sizeof(type);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) < 0 || type != SOCK_SEQPACKET)
+		return false;
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &type, &tlen) == 0 && type)
+		return false;
+	if (getsockname(fd, (struct sockaddr *)&sa, &len) < 0 || sa.sun_family != AF_UNIX ||
+	    getsockname(d->listen_ep.fd, (struct sockaddr *)&la, &llen) < 0)
+		return false;
+	return len == llen && memcmp(&sa, &la, len) == 0;
+}
+
+/*
+ * Closes what no one names; checks that what the state names is open.  A
+ * connection a dead worker accepted but had not recorded is adopted.
+ */
+static int reconcile(struct luod *d, size_t *ret_closed, size_t *ret_adopted)
+{
+	struct named_fds n = {};
+	DIR *dir;
+	struct dirent *de;
+	size_t closed = 0, adopted = 0;
+	int r = 0;
+
+	for (int fd = 0; fd <= 2; fd++)
+		named_add(&n, fd);
+	for (size_t i = 0; i < d->n_keeper_fds; i++)
+		named_add(&n, d->keeper_fds[i]);
+	named_add(&n, d->journal_fd);
+	named_add(&n, d->listen_ep.fd);
+	for (int kind = LUO_SESSION_OUTGOING; kind <= LUO_SESSION_INCOMING; kind++)
+		for (luo_session *s = luo_engine_first_session(d->engine, kind); s;
+		     s = luo_session_next(s))
+			(void)luo_session_foreach_file(s, collect_file_fd, &n);
+	luo_engine_foreach_flb_fd(d->engine, named_flb, &n);
+	LIST_FOREACH (i, &d->conns)
+		named_add(&n, list_entry(i, struct endpoint, node)->fd);
+	LIST_FOREACH (i, &d->sessions)
+		named_add(&n, list_entry(i, struct endpoint, node)->fd);
+	r = luo_journal_ext_foreach(d->journal, LUOD_EXT_REQUEST, named_request, &n);
+	if (r >= 0)
+		r = luo_journal_ext_foreach(d->journal, LUOD_EXT_REPLY, named_reply, &n);
+	if (r < 0)
+		goto out;
+	qsort(n.fds, n.n, sizeof(int), cmp_int);
+	for (size_t i = 1; i < n.n; i++)
+		if (n.fds[i] == n.fds[i - 1] && n.fds[i] > 2) {
+			/* The keeper's fds may repeat (journal, listening socket); the
+			 * state's may not. */
+			bool keeper = false;
+
+			for (size_t k = 0; k < d->n_keeper_fds; k++)
+				keeper |= d->keeper_fds[k] == n.fds[i];
+			keeper |= n.fds[i] == d->journal_fd || n.fds[i] == d->listen_ep.fd;
+			if (!keeper) {
+				log_error("the journal names fd %d twice", n.fds[i]);
+				r = -EBADMSG;
+				goto out;
+			}
+		}
+	for (size_t i = 0; i < n.n; i++)
+		if (fcntl(n.fds[i], F_GETFD) < 0 && n.fds[i] > 2) {
+			log_error("the journal names fd %d, which is not open", n.fds[i]);
+			r = -EBADF;
+			goto out;
+		}
+	dir = opendir("/proc/self/fd");
+	if (!dir) {
+		r = negative_errno();
+		goto out;
+	}
+	while ((de = readdir(dir))) {
+		char *end;
+		long fd = strtol(de->d_name, &end, 10);
+
+		if (de->d_name[0] == '.' || *end || fd == dirfd(dir) || named_has(&n, (int)fd))
+			continue;
+		if (is_our_connection(d, (int)fd)) {
+			struct ucred cred;
+			socklen_t len = sizeof(cred);
+			struct endpoint *ep;
+
+			if (getsockopt((int)fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
+			    (ep = conn_add(d, (int)fd, cred.uid, cred.pid))) {
+				journal_conn(d, ep);
+				adopted++;
+				continue;
+			}
+		}
+		safe_close((int)fd);
+		closed++;
+	}
+	closedir(dir);
+out:
+	free(n.fds);
+	*ret_closed = closed;
+	*ret_adopted = adopted;
+	return r;
+}
+
+struct reply_item {
+	uint64_t key;
+	const struct ext_reply *rp;
+};
+
+struct reply_list {
+	struct reply_item *items;
+	size_t n, cap;
+};
+
+static int list_reply(uint64_t key, const void *data, size_t size, void *userdata)
+{
+	struct reply_list *l = userdata;
+
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 64;
+		struct reply_item *p = realloc(l->items, cap * sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		l->items = p;
+		l->cap = cap;
+	}
+	l->items[l->n++] = (struct reply_item){ key, data };
+	return 0;
+}
+
+static int cmp_reply(const void *a, const void *b)
+{
+	uint64_t x = ((const struct reply_item *)a)->key, y = ((const struct reply_item *)b)->key;
+
+	return (x > y) - (x < y);
+}
+
+/* Replies a dead worker committed and had not sent: queued again, in order. */
+static int requeue_replies(struct luod *d)
+{
+	struct reply_list l = {};
+	int r = luo_journal_ext_foreach(d->journal, LUOD_EXT_REPLY, list_reply, &l);
+
+	if (r < 0)
+		goto out;
+	qsort(l.items, l.n, sizeof(*l.items), cmp_reply);
+	for (size_t i = 0; i < l.n; i++) {
+		struct endpoint *ep = find_endpoint(d, (int)(l.items[i].key >> 32));
+
+		if (!ep) {
+			/* Its connection is gone: so is the reply. */
+			luod_close_later(d, l.items[i].rp->fd);
+			journal_check(
+				d, luo_journal_ext_del(d->journal, LUOD_EXT_REPLY, l.items[i].key));
+			continue;
+		}
+		r = endpoint_requeue(d, ep, l.items[i].key, l.items[i].rp);
+		if (r < 0)
+			goto out;
+	}
+out:
+	free(l.items);
+	return r;
+}
+
+struct request_list {
+	int fds[4096];
+	size_t n;
+};
+
+static int list_request(uint64_t key, const void *data, size_t size, void *userdata)
+{
+	struct request_list *l = userdata;
+
+	if (l->n < ELEMENTSOF(l->fds))
+		l->fds[l->n++] = (int)key;
+	return 0;
+}
+
+static int finish_requests(struct luod *d)
+{
+	struct request_list *l = calloc(1, sizeof(*l));
+	int r;
+
+	if (!l)
+		return -ENOMEM;
+	r = luo_journal_ext_foreach(d->journal, LUOD_EXT_REQUEST, list_request, l);
+	for (size_t i = 0; r >= 0 && i < l->n; i++)
+		request_resume(d, l->fds[i]);
+	free(l);
+	return r;
+}
+
+static void set_process_name(struct luod *d, const char *name)
+{
+	(void)prctl(PR_SET_NAME, name);
+	/* ps and pgrep -f show the argument area: write the name there too. */
+	if (d->argv_area && d->argv_area_size > 1) {
+		memset(d->argv_area, 0, d->argv_area_size);
+		snprintf(d->argv_area, d->argv_area_size, "%s", name);
+	}
+}
+
+/* Logs every session SIGTERM drops (a reboot without kexec). */
+static void log_dropped(struct luod *d)
+{
+	size_t n = 0;
+
+	for (int kind = LUO_SESSION_OUTGOING; kind <= LUO_SESSION_INCOMING; kind++)
+		for (luo_session *s = luo_engine_first_session(d->engine, kind); s;
+		     s = luo_session_next(s), n++)
+			log_warning("shutdown: dropping %s session \"%s\" of uid %u with %zu files",
+				    luo_session_kind_name(kind), luo_session_name(s),
+				    (unsigned)luo_session_uid(s), luo_session_n_files(s));
+	log_info("shut down: %zu sessions dropped", n);
+}
+
+int worker_main(struct luod *d)
+{
+	uint64_t t0 = now_usec(CLOCK_MONOTONIC);
+	struct luo_journal_stats stats = {};
+	size_t closed = 0, adopted = 0;
+	char c = 'R';
+	int r;
+
+	set_process_name(d, "luod: worker");
+	(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != d->keeper_pid)
+		return LUOD_EXIT_FAILURE; /* the keeper died before we got here */
+	/* The keeper keeps itself from the OOM killer where it may; the worker,
+	 * which holds the memory, is the one to go. */
+	{
+		int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+		if (fd >= 0) {
+			(void)!write(fd, "0", 1);
+			safe_close(fd);
+		}
+	}
+	fault_point(d, "worker-start");
+
+	r = luo_journal_open(d->journal_fd, &d->journal);
+	/* A test build's stand-in for a new binary that cannot read the journal. */
+	if (r >= 0 && luod_keeper_area(d)->update_binary[0] && !d->rolled_back &&
+	    fault_point(d, "update-recover-refuse"))
+		r = -EPROTONOSUPPORT;
+	if (r >= 0)
+		r = luo_journal_recover(d->journal, d->engine, 0, &stats);
+	if (r < 0) {
+		log_error("cannot recover the journal: %s", strerror(-r));
+		return LUOD_WORKER_EXIT_RECOVERY;
+	}
+	fault_point(d, "recover-replayed");
+	r = luo_journal_ext_foreach(d->journal, LUOD_EXT_CONN, rebuild_conn, d);
+	if (r >= 0)
+		r = luo_journal_ext_foreach(d->journal, LUOD_EXT_SESSION, rebuild_session, d);
+	if (r >= 0)
+		r = reconcile(d, &closed, &adopted);
+	if (r < 0) {
+		log_error("cannot recover the daemon's state: %s", strerror(-r));
+		return LUOD_WORKER_EXIT_RECOVERY;
+	}
+	luo_journal_attach(d->journal, d->engine);
+	r = uid_usage_recount(d);
+	if (r >= 0)
+		r = server_arm(d);
+	if (r < 0) {
+		log_error("cannot set up the event loop: %s", strerror(-r));
+		return LUOD_EXIT_FAILURE;
+	}
+	fault_point(d, "recover-armed");
+	d->t_recovered_usec = now_usec(CLOCK_MONOTONIC);
+	r = requeue_replies(d);
+	if (r >= 0)
+		r = finish_requests(d);
+	if (r >= 0)
+		r = liveupdate_resume(d, t0);
+	if (r < 0) {
+		log_error("cannot finish what the previous worker left: %s", strerror(-r));
+		return LUOD_EXIT_FAILURE;
+	}
+	journal_commit(d);
+	if (stats.seq > 0 || closed || adopted)
+		log_info("recovered %zu sessions, %zu files, %zu connections from the journal "
+			 "(%" PRIu64 " records, %" PRIu64 " us); closed %zu stray fds, adopted %zu "
+			 "connections",
+			 luod_n_sessions(d), luo_engine_n_files(d->engine), d->conns.count,
+			 stats.n_records, now_usec(CLOCK_MONOTONIC) - t0, closed, adopted);
+	(void)!write(d->ready_fd, &c, 1);
+
+	r = server_run(d);
+	if (r < 0) {
+		log_error("event loop failed: %s", strerror(-r));
+		return LUOD_EXIT_FAILURE;
+	}
+	if (d->update_exec)
+		return LUOD_WORKER_EXIT_UPDATE;
+	log_dropped(d);
+	return LUOD_WORKER_EXIT_SHUTDOWN;
+}
+
+/* ---- compaction ---- */
+
+/* The log may grow to this, or to twice the snapshot, before it is compacted. */
+#define COMPACT_MIN_LOG (UINT64_C(8) << 20)
+
+void compact_maybe(struct luod *d)
+{
+	luo_journal *j = d->journal;
+	uint64_t log, snap, seq;
+	int fd, pidfd;
+	pid_t pid;
+
+	if (!j || d->compact_pid > 0 || luo_journal_staged(j) != 0)
+		return;
+	log = luo_journal_log_size(j);
+	snap = luo_journal_snapshot_size(j);
+	if (log < MAX(COMPACT_MIN_LOG, 2 * snap))
+		return;
+	fd = memfd_create("luod-journal", MFD_CLOEXEC);
+	if (fd < 0)
+		return;
+	seq = luo_journal_seq(j);
+	/*
+	 * The snapshot is written by a child, from its copy of this worker's
+	 * memory as it is now (seq): requests go on meanwhile, and the records
+	 * they add are carried over when the result is taken in.
+	 */
+	pid = fork();
+	if (pid == 0)
+		_exit(luo_journal_write_snapshot(j, fd, seq) < 0 ? 1 : 0);
+	if (pid < 0) {
+		safe_close(fd);
+		return;
+	}
+	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (pidfd < 0 ||
+	    epoll_ctl(d->epoll_fd, EPOLL_CTL_ADD, pidfd,
+		      &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &d->compact_ep }) < 0) {
+		safe_close(pidfd);
+		(void)waitpid(pid, NULL, 0);
+		safe_close(fd);
+		return;
+	}
+	d->compact_ep.type = EP_COMPACT;
+	d->compact_ep.fd = pidfd;
+	d->compact_pid = pid;
+	d->compact_fd = fd;
+	log_debug("compacting the journal (%" PRIu64 " bytes of log, snapshot %" PRIu64 ")", log,
+		  snap);
+}
+
+void compact_done(struct luod *d)
+{
+	int status = 0, r;
+
+	if (d->compact_pid <= 0)
+		return;
+	if (waitpid(d->compact_pid, &status, WNOHANG) != d->compact_pid)
+		return;
+	(void)epoll_ctl(d->epoll_fd, EPOLL_CTL_DEL, d->compact_ep.fd, NULL);
+	d->compact_ep.fd = safe_close(d->compact_ep.fd);
+	d->compact_pid = 0;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		log_warning("journal compaction failed");
+		d->compact_fd = safe_close(d->compact_fd);
+		return;
+	}
+	r = luo_journal_switch(d->journal, d->compact_fd);
+	d->compact_fd = -EBADF;
+	if (r < 0)
+		log_warning("cannot take in the compacted journal: %s", strerror(-r));
+	else
+		log_debug("journal compacted: snapshot %" PRIu64 " bytes, log %" PRIu64 " bytes",
+			  luo_journal_snapshot_size(d->journal), luo_journal_log_size(d->journal));
+}
+
+#ifdef LUOD_FAULT_INJECTION
+/*
+ * $LUOD_FAULT: a comma-separated list of POINT[:TIMES[:ACTION]]: the worker
+ * dies at POINT (TIMES times over luod's life, 1 by default), by ACTION:
+ * kill (SIGKILL, the default), segv or abort; or, with ACTION refuse, the
+ * point returns true (at "update-recover-refuse": the binary an update started refuses
+ * the journal).
+ * The counts live in the keeper's area, so that they hold across workers
+ * and across the keeper's execve().
+ */
+bool fault_point(struct luod *d, const char *point)
+{
+	struct keeper_area *ka = luod_keeper_area(d);
+	const char *p = d->fault;
+	size_t plen = strlen(point);
+
+	for (unsigned idx = 0; p && *p && idx < ELEMENTSOF(ka->fault_fired); idx++) {
+		const char *end = strchrnul(p, ',');
+		const char *colon = memchr(p, ':', (size_t)(end - p));
+		size_t nlen = colon ? (size_t)(colon - p) : (size_t)(end - p);
+		unsigned times = 1;
+		char action[8] = "kill";
+
+		if (colon) {
+			char buf[32];
+			size_t l = MIN((size_t)(end - colon - 1), sizeof(buf) - 1);
+
+			memcpy(buf, colon + 1, l);
+			buf[l] = 0;
+			(void)sscanf(buf, "%u:%7s", &times, action);
+		}
+		if (nlen == plen && memcmp(p, point, plen) == 0 && ka &&
+		    ka->fault_fired[idx] < times) {
+			ka->fault_fired[idx]++;
+			log_warning("fault injection: %s at %s", action, point);
+			if (strcmp(action, "refuse") == 0)
+				return true;
+			if (strcmp(action, "segv") == 0)
+				raise(SIGSEGV);
+			else if (strcmp(action, "abort") == 0)
+				abort();
+			kill(getpid(), SIGKILL);
+		}
+		p = *end ? end + 1 : end;
+	}
+	return false;
+}
+#endif

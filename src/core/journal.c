@@ -16,6 +16,7 @@
  *                  u32 data_size; u32 0; } data[data_size]
  *   EXT          { u32 type; u32 size; u64 key; } data[size]
  *   EXT_DEL      { u32 type; u32 0; u64 key; }
+ *   CLEAR        {}
  *
  * Replay runs on a borrowing engine: the fds named along the way may have
  * been closed and their numbers reused by later changes, so nothing is
@@ -653,7 +654,12 @@ int luo_journal_note_engine(luo_journal *j)
 int luo_journal_note_all(luo_journal *j)
 {
 	const struct luo_engine *e = j->engine;
-	int r = note_engine(j, true);
+	int r;
+
+	/* The sessions a reboot dropped or moved have no record of their own. */
+	r = stage(j, LUO_JREC_CLEAR, NULL, 0, NULL, 0);
+	if (r >= 0)
+		r = note_engine(j, true);
 
 	for (int kind = LUO_SESSION_OUTGOING; r >= 0 && kind <= LUO_SESSION_INCOMING; kind++)
 		LIST_FOREACH (i, kind == LUO_SESSION_OUTGOING ? &e->outgoing : &e->incoming) {
@@ -1153,6 +1159,15 @@ static int apply_record(const struct replay *rp, const struct luo_jrec *rec)
 			return -EBADMSG;
 		return rp->ext_del ? rp->ext_del(p->type, p->key, rp->userdata) : 0;
 	}
+	case LUO_JREC_CLEAR:
+		if (len != 0)
+			return -EBADMSG;
+		/* The replay borrows: freeing the sessions closes nothing. */
+		LIST_FOREACH_SAFE (pos, &e->incoming)
+			luo_session_free(list_entry(pos, struct luo_session, order));
+		LIST_FOREACH_SAFE (pos, &e->outgoing)
+			luo_session_free(list_entry(pos, struct luo_session, order));
+		return 0;
 	default:
 		return -EBADMSG;
 	}

@@ -37,6 +37,8 @@
  *                 table the journal keeps for it (connections, session
  *                 sockets, requests in flight, replies not yet sent); the
  *                 snapshot carries the table as the codec's ext node.
+ *   CLEAR         every session gone (with its files): the first record of
+ *                 luo_journal_note_all(), which then writes the whole state.
  *
  * The writer: luo_journal_attach() makes an engine report to a journal;
  * the daemon then calls luo_journal_note_*() for what each engine call
@@ -72,6 +74,7 @@ enum luo_jrec_type {
 	LUO_JREC_FLB = 6,
 	LUO_JREC_EXT = 7,
 	LUO_JREC_EXT_DEL = 8,
+	LUO_JREC_CLEAR = 9,
 	_LUO_JREC_MAX,
 };
 
@@ -138,7 +141,9 @@ int luo_journal_note_file(luo_journal *j, const luo_session *s, uint64_t token);
 int luo_journal_note_file_gone(luo_journal *j, const luo_session *s, uint64_t token);
 /* The root and every FLB, written only if changed since last noted. */
 int luo_journal_note_engine(luo_journal *j);
-/* Everything: every session with its files, root, FLBs (after a reboot). */
+/* Everything: a CLEAR record, then every session with its files, the root and
+ * every FLB, so that the journal says the engine's whole state whatever it
+ * said before (after a reboot, which drops and moves sessions wholesale). */
 int luo_journal_note_all(luo_journal *j);
 
 /* The daemon's own entries. */

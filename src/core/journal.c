@@ -466,6 +466,9 @@ void luo_journal_attach(luo_journal *j, luo_engine *e)
 	e->journal = j;
 	if (!j)
 		return;
+	/* One engine per journal: the one it served before stops reporting. */
+	if (j->engine && j->engine != e)
+		j->engine->journal = NULL;
 	j->engine = e;
 	j->root_known = false;
 	memset(j->flbs, 0, sizeof(j->flbs));
@@ -608,9 +611,12 @@ static uint32_t flb_flags(const struct luo_flb *flb)
 static int note_engine(luo_journal *j, bool force)
 {
 	const struct luo_engine *e = j->engine;
-	struct jroot root = { e->update_number, e->next_handle };
+	struct jroot root;
 	int r;
 
+	if (!e)
+		return -EINVAL;
+	root = (struct jroot){ e->update_number, e->next_handle };
 	if (force || !j->root_known || memcmp(&root, &j->root, sizeof(root)) != 0) {
 		r = stage(j, LUO_JREC_ROOT, &root, sizeof(root), NULL, 0);
 		if (r < 0)
@@ -656,6 +662,8 @@ int luo_journal_note_all(luo_journal *j)
 	const struct luo_engine *e = j->engine;
 	int r;
 
+	if (!e)
+		return -EINVAL;
 	/* The sessions a reboot dropped or moved have no record of their own. */
 	r = stage(j, LUO_JREC_CLEAR, NULL, 0, NULL, 0);
 	if (r >= 0)
@@ -671,27 +679,42 @@ int luo_journal_note_all(luo_journal *j)
 	return r;
 }
 
+/*
+ * The record first, then the table: a full log (-ENOSPC) must leave the
+ * table as the journal has it, the old entry included; a table that cannot
+ * grow takes its record back, which is only staged.
+ */
 int luo_journal_ext_put(luo_journal *j, uint32_t type, uint64_t key, const void *data, size_t size)
 {
 	struct jext rec = { .type = type, .size = (uint32_t)size, .key = key };
-	int r = ext_table_put(&j->ext, type, key, data, size);
+	uint64_t end = j->staged_end, seq = j->seq;
+	int r;
 
-	if (r < 0)
-		return r;
+	if (size > LUO_JOURNAL_EXT_MAX || (size > 0 && !data))
+		return -EINVAL;
 	r = stage(j, LUO_JREC_EXT, &rec, sizeof(rec), data, size);
 	if (r < 0)
-		ext_table_del(&j->ext, type, key);
+		return r;
+	r = ext_table_put(&j->ext, type, key, data, size);
+	if (r < 0) {
+		j->staged_end = end;
+		j->seq = seq;
+	}
 	return r;
 }
 
 int luo_journal_ext_del(luo_journal *j, uint32_t type, uint64_t key)
 {
 	struct jext rec = { .type = type, .key = key };
+	int r;
 
 	if (!ext_find(&j->ext, type, key))
 		return 0;
+	r = stage(j, LUO_JREC_EXT_DEL, &rec, sizeof(rec), NULL, 0);
+	if (r < 0)
+		return r;
 	ext_table_del(&j->ext, type, key);
-	return stage(j, LUO_JREC_EXT_DEL, &rec, sizeof(rec), NULL, 0);
+	return 0;
 }
 
 const void *luo_journal_ext_get(const luo_journal *j, uint32_t type, uint64_t key, size_t *ret_size)
@@ -824,6 +847,8 @@ int luo_journal_write_snapshot(const luo_journal *j, int new_fd, uint64_t seq)
 	size_t size = 0, capacity;
 	int r;
 
+	if (!j->engine)
+		return -EINVAL;
 	r = luo_state_encode(j->engine, &ext, &blob, &size);
 	if (r < 0)
 		return r;

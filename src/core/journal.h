@@ -43,7 +43,24 @@
  * The writer: luo_journal_attach() makes an engine report to a journal;
  * the daemon then calls luo_journal_note_*() for what each engine call
  * changed, luo_journal_ext_put()/del() for its own entries, and
- * luo_journal_commit() before its reply leaves.  Compaction writes a new
+ * luo_journal_commit() before its reply leaves.  What each call changed
+ * (note_engine() after every one of them: handles, FLBs):
+ *
+ *   create, retrieve       note_session(s, false)
+ *   preserve_fd            note_file(s, token)
+ *   retrieve_fd            note_file(s, token), whether it failed or not
+ *   finish                 note_file_gone() for each token s had, then
+ *                          note_session(s, false): a finished session's
+ *                          record must find it without files
+ *   handover (and a release that hands over)
+ *                          note_session_gone(OUTGOING, name), then
+ *                          note_session(s, true): frozen files, new data
+ *   release                note_session_gone(kind, name) if the session is
+ *                          gone (aborted, finished), else note_session()
+ *   reboot                 note_all()
+ *
+ * A record names a session by kind and name, so a session's records replay
+ * in the engine's order only if they are staged in the order of the calls.  Compaction writes a new
  * journal (snapshot of the state at some seq, empty log) into a new memfd,
  * typically in a forked child, and luo_journal_switch() then copies the
  * records the snapshot lacks and puts the new memfd in place.
@@ -129,7 +146,10 @@ uint64_t luo_journal_seq(const luo_journal *j);
  * (luo_file_free, FLB release) are closed only at the next commit, after
  * the records that stop naming them (a successor must never find an fd the
  * journal names closed, or reused).  Also remembers the root and FLB state
- * to write them only when they change.  j may be NULL to detach.
+ * to write them only when they change.  j may be NULL to detach; one
+ * journal serves one engine.  luo_engine_free() detaches (the fds it
+ * releases wait for j's next commit or close), and so does
+ * luo_journal_close() (what it still defers, it closes).
  */
 void luo_journal_attach(luo_journal *j, luo_engine *e);
 

@@ -888,7 +888,256 @@ TEST(recover_needs_an_empty_engine)
 	jt_done(&t);
 }
 
+/* ---- the ext table -------------------------------------------------------- */
+
+static int stop_at_two(uint64_t key, const void *data, size_t size, void *userdata)
+{
+	(*(unsigned *)userdata)++;
+	return *(unsigned *)userdata == 2 ? 7 : 0;
+}
+
+static int delete_each(uint64_t key, const void *data, size_t size, void *userdata)
+{
+	ASSERT_OK(luo_journal_ext_del(userdata, 2, key));
+	return 0;
+}
+
+TEST(ext_table_survives_records)
+{
+	static uint8_t big[LUO_JOURNAL_EXT_MAX];
+	struct jt t;
+	size_t size = 0;
+	unsigned calls = 0;
+	const char *got;
+
+	jt_init(&t);
+	ASSERT_OK(luo_journal_ext_put(t.j, 1, 1, "first", 5));
+	ASSERT_OK(luo_journal_ext_put(t.j, 1, 2, "", 0));
+	ASSERT_OK(luo_journal_ext_put(t.j, 2, 1, "other type, same key", 20));
+	commit(&t);
+	got = luo_journal_ext_get(t.j, 1, 1, &size);
+	ASSERT_EQ(size, 5);
+	ASSERT_MEMEQ(got, "first", 5);
+	ASSERT_TRUE(luo_journal_ext_get(t.j, 1, 2, &size) != NULL);
+	ASSERT_EQ(size, 0);
+	ASSERT_TRUE(luo_journal_ext_get(t.j, 3, 1, NULL) == NULL);
+
+	/* Replaced in place, and by another size. */
+	ASSERT_OK(luo_journal_ext_put(t.j, 1, 1, "FIRST", 5));
+	commit(&t);
+	ASSERT_OK(luo_journal_ext_put(t.j, 1, 1, "longer now", 10));
+	commit(&t);
+	got = luo_journal_ext_get(t.j, 1, 1, &size);
+	ASSERT_EQ(size, 10);
+	ASSERT_MEMEQ(got, "longer now", 10);
+
+	/* The largest entry; one byte more is refused with nothing staged. */
+	memset(big, 0xa5, sizeof(big));
+	ASSERT_OK(luo_journal_ext_put(t.j, 3, UINT64_MAX, big, sizeof(big)));
+	commit(&t);
+	ASSERT_ERR(luo_journal_ext_put(t.j, 3, 0, big, sizeof(big) + 1), -EINVAL);
+	ASSERT_ERR(luo_journal_ext_put(t.j, 3, 0, NULL, 1), -EINVAL);
+	ASSERT_EQ(luo_journal_staged(t.j), 0);
+
+	/* Deleted; deleting what is not there stages nothing. */
+	ASSERT_OK(luo_journal_ext_del(t.j, 1, 2));
+	commit(&t);
+	ASSERT_TRUE(luo_journal_ext_get(t.j, 1, 2, NULL) == NULL);
+	ASSERT_OK(luo_journal_ext_del(t.j, 1, 2));
+	ASSERT_EQ(luo_journal_staged(t.j), 0);
+
+	/* foreach: one type only, stops at the first non-zero, may delete. */
+	for (uint64_t k = 10; k < 20; k++)
+		ASSERT_OK(luo_journal_ext_put(t.j, 2, k, &k, sizeof(k)));
+	commit(&t);
+	ASSERT_EQ(luo_journal_ext_foreach(t.j, 2, stop_at_two, &calls), 7);
+	ASSERT_EQ(calls, 2);
+	ASSERT_OK(luo_journal_ext_foreach(t.j, 2, delete_each, t.j));
+	commit(&t);
+	calls = 0;
+	ASSERT_OK(luo_journal_ext_foreach(t.j, 2, stop_at_two, &calls));
+	ASSERT_EQ(calls, 0);
+	ASSERT_EQ(ext_count(t.j), 2);
+	jt_done(&t);
+}
+
+/* A full log refuses a change whole: the table keeps what the journal says. */
+TEST(full_log_loses_nothing)
+{
+	static uint8_t chunk[1000];
+	struct jt t;
+	size_t size = 0;
+	int r = 0;
+
+	ASSERT_OK(luo_journal_create(2 * LUO_JOURNAL_HEADER_SIZE, &t.fd));
+	ASSERT_OK(luo_journal_open(t.fd, &t.j));
+	t.e = default_engine();
+	luo_journal_attach(t.j, t.e);
+	ASSERT_OK(luo_journal_ext_put(t.j, 1, 1, "old", 3));
+	commit(&t);
+	for (uint64_t k = 2; r == 0; k++) {
+		r = luo_journal_ext_put(t.j, 1, k, chunk, sizeof(chunk));
+		if (r == 0)
+			luo_journal_commit(t.j);
+	}
+	ASSERT_ERR(r, -ENOSPC);
+	ASSERT_ERR(luo_journal_ext_put(t.j, 1, 1, chunk, sizeof(chunk)), -ENOSPC);
+	ASSERT_MEMEQ(luo_journal_ext_get(t.j, 1, 1, &size), "old", 3);
+	ASSERT_EQ(size, 3);
+	for (int i = 0; i < 200 && luo_journal_ext_put(t.j, 2, 0, NULL, 0) == 0; i++)
+		luo_journal_commit(t.j);
+	ASSERT_ERR(luo_journal_ext_del(t.j, 1, 1), -ENOSPC);
+	ASSERT_TRUE(luo_journal_ext_get(t.j, 1, 1, NULL) != NULL);
+	ASSERT_EQ(luo_journal_staged(t.j), 0);
+	check_recovers(&t);
+	jt_done(&t);
+}
+
+/* ---- deferred closes -------------------------------------------------------- */
+
+TEST(released_fds_close_at_commit)
+{
+	struct jt t;
+	struct tokens k;
+	luo_session *s;
+	int sv[2], flb_fd;
+
+	jt_init(&t);
+	s = create(&t, "aborted", 0, 1000);
+	preserve_close(&t, s, 1, memfd_with("x", 0));
+	socket_pair(sv);
+	preserve_close(&t, s, 2, sv[0]);
+	close(sv[1]);
+	k = files_of(s);
+	flb_fd = luo_engine_find_flb(t.e, "netns-v1")->fd;
+	if (flb_fd >= 0)
+		k.fd[k.n++] = flb_fd;
+
+	luo_session_release(s);
+	ASSERT_TRUE(luo_engine_find_flb(t.e, "netns-v1")->fd < 0);
+	ASSERT_TRUE(all_open(k.fd, k.n));
+	ASSERT_OK(luo_journal_note_session_gone(t.j, LUO_SESSION_OUTGOING, "aborted"));
+	ASSERT_OK(luo_journal_note_engine(t.j));
+	ASSERT_TRUE(all_open(k.fd, k.n));
+	luo_journal_commit(t.j);
+	for (size_t i = 0; i < k.n; i++)
+		ASSERT_FALSE(fd_is_open(k.fd[i]));
+	check_recovers(&t);
+
+	/* Freed with a journal attached, the engine's fds wait for the journal. */
+	s = create(&t, "left", 0, 1000);
+	preserve_close(&t, s, 1, memfd_with("y", 0));
+	k = files_of(s);
+	luo_engine_free(t.e);
+	ASSERT_TRUE(all_open(k.fd, k.n));
+	luo_journal_close(t.j);
+	ASSERT_FALSE(fd_is_open(k.fd[0]));
+	close(t.fd);
+
+	/* Without a journal they close at once. */
+	t.e = default_engine();
+	ASSERT_OK(luo_engine_create_session(t.e, test_name(field_buf, "none"), 0, 0, &s));
+	k.fd[0] = memfd_with("z", 0);
+	ASSERT_OK(luo_session_preserve_fd(s, 1, k.fd[0]));
+	close(k.fd[0]);
+	k = files_of(s);
+	luo_session_release(s);
+	ASSERT_FALSE(fd_is_open(k.fd[0]));
+	luo_engine_free(t.e);
+}
+
+/* ---- compaction -------------------------------------------------------------- */
+
+/* The snapshot written where luod writes it: in a forked child. */
+static void snapshot_in_child(const struct jt *t, int new_fd, uint64_t seq)
+{
+	pid_t pid = fork();
+	int status;
+
+	ASSERT_TRUE(pid >= 0);
+	if (pid == 0)
+		_exit(luo_journal_write_snapshot(t->j, new_fd, seq) < 0 ? 1 : 0);
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+TEST(compaction_keeps_everything)
+{
+	struct jt t;
+	struct tokens held;
+	luo_session *s;
+	luo_journal *j2;
+	luo_engine *e2;
+	uint64_t seq, log_before;
+	int new_fd, fd;
+
+	small_state(&t, &held);
+	ASSERT_OK(luo_journal_ext_put(t.j, 1, 7, "before the snapshot", 19));
+	ASSERT_OK(luo_journal_ext_put(t.j, 2, 7, "deleted after it", 16));
+	commit(&t);
+	memcpy(luo_journal_owner_area(t.j), "keeper's", 8);
+	seq = luo_journal_seq(t.j);
+	log_before = luo_journal_log_size(t.j);
+	new_fd = memfd_create("journal-compacted", MFD_CLOEXEC);
+	ASSERT_TRUE(new_fd >= 0);
+	snapshot_in_child(&t, new_fd, seq);
+
+	/* The worker goes on while the child writes: these come after seq. */
+	s = luo_engine_find_session(t.e, LUO_SESSION_OUTGOING, "two");
+	preserve_close(&t, s, 3, memfd_with("after the snapshot", 0));
+	ASSERT_OK(luo_journal_ext_del(t.j, 2, 7));
+	ASSERT_OK(luo_journal_ext_put(t.j, 3, 8, "after", 5));
+	commit(&t);
+	s = retrieve(&t, "one", 1000);
+	ASSERT_OK(retrieve_fd(&t, s, 1, &fd));
+	close(fd);
+
+	/* Staged records hold the switch off. */
+	ASSERT_OK(luo_journal_ext_put(t.j, 3, 9, "staged", 6));
+	fd = memfd_create("journal-refused", MFD_CLOEXEC);
+	ASSERT_ERR(luo_journal_switch(t.j, fd), -EBUSY);
+	ASSERT_FALSE(fd_is_open(fd));
+	luo_journal_commit(t.j);
+
+	ASSERT_OK(luo_journal_switch(t.j, new_fd));
+	ASSERT_FALSE(fd_is_open(new_fd) && new_fd != t.fd);
+	ASSERT_EQ(luo_journal_fd(t.j), t.fd);
+	ASSERT_EQ(luo_journal_header(t.j)->generation, 1);
+	ASSERT_EQ(luo_journal_header(t.j)->snapshot_seq, seq);
+	ASSERT_TRUE(luo_journal_snapshot_size(t.j) > 0);
+	ASSERT_TRUE(luo_journal_log_size(t.j) < log_before);
+	ASSERT_MEMEQ(luo_journal_owner_area(t.j), "keeper's", 8);
+	check_recovers(&t);
+
+	/* Writing goes on in the new journal; a second compaction in place. */
+	s = luo_engine_find_session(t.e, LUO_SESSION_INCOMING, "one");
+	finish(&t, s);
+	release(&t, s);
+	new_fd = memfd_create("journal-compacted-2", MFD_CLOEXEC);
+	ASSERT_OK(luo_journal_write_snapshot(t.j, new_fd, luo_journal_seq(t.j)));
+	ASSERT_OK(luo_journal_switch(t.j, new_fd));
+	ASSERT_EQ(luo_journal_header(t.j)->generation, 2);
+	ASSERT_EQ(luo_journal_log_size(t.j), 0);
+	check_recovers(&t);
+	ASSERT_OK(luo_journal_ext_put(t.j, 1, 7, "after the second", 16));
+	commit(&t);
+
+	/* A snapshot ahead of what is committed is refused. */
+	new_fd = memfd_create("journal-ahead", MFD_CLOEXEC);
+	ASSERT_OK(luo_journal_write_snapshot(t.j, new_fd, luo_journal_seq(t.j) + 1));
+	ASSERT_ERR(luo_journal_switch(t.j, new_fd), -EBADMSG);
+	check_recovers(&t);
+
+	e2 = crash_and_recover(&t, &j2);
+	ASSERT_EQ(ext_count(j2), 4);
+	luo_journal_close(j2);
+	luo_engine_free(e2);
+	close(t.fd);
+}
+
 TEST_MAIN(TEST_CASE(every_call_recovers), TEST_CASE(stuck_session_recovers),
 	  TEST_CASE(staged_records_are_not_seen), TEST_CASE(damaged_records_are_refused),
 	  TEST_CASE(bad_header_is_refused), TEST_CASE(adopt_refuses_closed_fd),
-	  TEST_CASE(adopt_refuses_fd_named_twice), TEST_CASE(recover_needs_an_empty_engine))
+	  TEST_CASE(adopt_refuses_fd_named_twice), TEST_CASE(recover_needs_an_empty_engine),
+	  TEST_CASE(ext_table_survives_records), TEST_CASE(full_log_loses_nothing),
+	  TEST_CASE(released_fds_close_at_commit), TEST_CASE(compaction_keeps_everything))

@@ -313,7 +313,8 @@ static int header_check(const struct luo_journal_header *h, size_t size)
 	if (h->header_size != LUO_JOURNAL_HEADER_SIZE || h->capacity > size ||
 	    h->snapshot_offset != h->header_size || h->snapshot_size > h->capacity ||
 	    h->log_offset < h->snapshot_offset + h->snapshot_size || h->log_offset > h->capacity ||
-	    h->log_end > h->capacity - h->log_offset || h->log_end % JREC_ALIGN)
+	    h->log_offset % JREC_ALIGN || h->log_end > h->capacity - h->log_offset ||
+	    h->log_end % JREC_ALIGN)
 		return -EBADMSG;
 	return 0;
 }
@@ -1198,6 +1199,31 @@ static int apply_record(const struct replay *rp, const struct luo_jrec *rec)
 	}
 }
 
+/*
+ * The rules the codec checks per file hold for each record as it is applied,
+ * but a later SESSION record may change the session's state under files
+ * recorded before it (a retrieved session back to waiting, with retrieved
+ * files).  The state the replay ends in must be one the codec carries:
+ * compaction writes it as a snapshot, which the next recovery decodes.
+ */
+static int check_replayed(const luo_engine *e)
+{
+	LIST_FOREACH (i, &e->incoming) {
+		const struct luo_session *s = list_entry(i, struct luo_session, order);
+		bool used = s->state != LUO_SESSION_WAITING;
+
+		if (s->state == LUO_SESSION_FINISHED && !list_empty(&s->files))
+			return -EBADMSG;
+		LIST_FOREACH (k, &s->files) {
+			const struct luo_file *f = list_entry(k, struct luo_file, order);
+
+			if ((f->retrieved || f->retrieve_error) && !used)
+				return -EBADMSG;
+		}
+	}
+	return 0;
+}
+
 /* Empties an engine a replay filled, closing nothing. */
 static void engine_reset(luo_engine *e)
 {
@@ -1344,6 +1370,8 @@ static int recover(const uint8_t *mem, size_t size, luo_engine *e, unsigned flag
 			break;
 		stats.n_records++;
 	}
+	if (r >= 0)
+		r = check_replayed(e);
 	if (r >= 0 && !(flags & LUO_JOURNAL_BORROW_FDS))
 		r = luo_engine_adopt_fds(e);
 	if (r < 0) {

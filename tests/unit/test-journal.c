@@ -1135,9 +1135,40 @@ TEST(compaction_keeps_everything)
 	close(t.fd);
 }
 
+/* Records each fine on its own, ending in a state the codec refuses. */
+TEST(replay_ends_in_a_state_the_codec_carries)
+{
+	struct jt t;
+	luo_session *s;
+	luo_engine *e2 = default_engine();
+	luo_journal *j2;
+	int fd;
+
+	jt_init(&t);
+	s = create(&t, "back", 0, 1000);
+	preserve_close(&t, s, 1, eventfd(0, EFD_CLOEXEC));
+	handover(&t, s);
+	s = retrieve(&t, "back", 1000);
+	ASSERT_OK(retrieve_fd(&t, s, 1, &fd));
+	close(fd);
+	/* A record saying the retrieved session waits again, its file retrieved. */
+	s->state = LUO_SESSION_WAITING;
+	ASSERT_OK(luo_journal_note_session(t.j, s, false));
+	luo_journal_commit(t.j);
+	s->state = LUO_SESSION_RETRIEVED;
+
+	ASSERT_OK(luo_journal_open(t.fd, &j2));
+	ASSERT_ERR(luo_journal_recover(j2, e2, LUO_JOURNAL_BORROW_FDS, NULL), -EBADMSG);
+	assert_engine_empty(e2);
+	luo_journal_close(j2);
+	luo_engine_free(e2);
+	jt_done(&t);
+}
+
 TEST_MAIN(TEST_CASE(every_call_recovers), TEST_CASE(stuck_session_recovers),
 	  TEST_CASE(staged_records_are_not_seen), TEST_CASE(damaged_records_are_refused),
 	  TEST_CASE(bad_header_is_refused), TEST_CASE(adopt_refuses_closed_fd),
 	  TEST_CASE(adopt_refuses_fd_named_twice), TEST_CASE(recover_needs_an_empty_engine),
 	  TEST_CASE(ext_table_survives_records), TEST_CASE(full_log_loses_nothing),
-	  TEST_CASE(released_fds_close_at_commit), TEST_CASE(compaction_keeps_everything))
+	  TEST_CASE(released_fds_close_at_commit), TEST_CASE(compaction_keeps_everything),
+	  TEST_CASE(replay_ends_in_a_state_the_codec_carries))

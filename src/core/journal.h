@@ -59,8 +59,11 @@
  *                          gone (aborted, finished), else note_session()
  *   reboot                 note_all()
  *
- * A record names a session by kind and name, so a session's records replay
- * in the engine's order only if they are staged in the order of the calls.  Compaction writes a new
+ * A record names a session by kind and name and a new one goes last in its
+ * list, as the engine puts it: records staged in the order of the calls
+ * replay into the engine's order.  Commit after every request, a failed one
+ * too: a failed preserve_fd releases the dup it made, whose close waits for
+ * a commit like any other.  Compaction writes a new
  * journal (snapshot of the state at some seq, empty log) into a new memfd,
  * typically in a forked child, and luo_journal_switch() then copies the
  * records the snapshot lacks and puts the new memfd in place.

@@ -874,7 +874,12 @@ int luo_journal_write_snapshot(const luo_journal *j, int new_fd, uint64_t seq)
 	return r;
 }
 
-int luo_journal_switch(luo_journal *j, int new_fd)
+/*
+ * Puts the journal in new_fd in j's place.  covers_staged: the snapshot was
+ * written from the state as it is now, staged changes included (at j->seq),
+ * so the staged records are dropped rather than refused.
+ */
+static int journal_switch(luo_journal *j, int new_fd, bool covers_staged)
 {
 	struct luo_journal_header *nh;
 	struct record_iter it;
@@ -883,7 +888,7 @@ int luo_journal_switch(luo_journal *j, int new_fd)
 	size_t map_size;
 	int r;
 
-	if (luo_journal_staged(j) != 0) {
+	if (luo_journal_staged(j) != 0 && !covers_staged) {
 		safe_close(new_fd);
 		return -EBUSY;
 	}
@@ -894,8 +899,14 @@ int luo_journal_switch(luo_journal *j, int new_fd)
 	}
 	nh = (struct luo_journal_header *)map;
 	r = header_check(nh, map_size);
-	if (r < 0 || nh->log_end != 0 || nh->snapshot_seq > j->committed_seq)
+	if (r < 0 || nh->log_end != 0 ||
+	    nh->snapshot_seq > (covers_staged ? j->seq : j->committed_seq))
 		goto fail;
+	/* Older than the snapshot j has: the records between are in neither. */
+	if (nh->snapshot_seq < j->hdr->snapshot_seq) {
+		r = -ESTALE;
+		goto fail;
+	}
 	/* The records the snapshot lacks: those after its seq. */
 	it = (struct record_iter){ j->map + j->hdr->log_offset, j->hdr->log_end, 0,
 				   j->hdr->snapshot_seq };
@@ -923,11 +934,33 @@ int luo_journal_switch(luo_journal *j, int new_fd)
 	j->map_size = map_size;
 	j->hdr = nh;
 	j->staged_end = nh->log_end;
+	if (covers_staged)
+		j->committed_seq = j->seq;
 	return 0;
 fail:
 	munmap(map, map_size);
 	safe_close(new_fd);
 	return r < 0 ? r : -EBADMSG;
+}
+
+int luo_journal_switch(luo_journal *j, int new_fd)
+{
+	return journal_switch(j, new_fd, false);
+}
+
+int luo_journal_compact(luo_journal *j)
+{
+	int fd, r;
+
+	fd = memfd_create("luod-journal", 0);
+	if (fd < 0)
+		return negative_errno();
+	r = luo_journal_write_snapshot(j, fd, j->seq);
+	if (r < 0) {
+		safe_close(fd);
+		return r;
+	}
+	return journal_switch(j, fd, true);
 }
 
 /* ---- replay ---- */

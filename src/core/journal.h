@@ -193,10 +193,23 @@ size_t luo_journal_staged(const luo_journal *j);
  * forked child, it touches nothing of j but reads.  luo_journal_switch()
  * then appends to the new journal the records committed after that seq,
  * moves it onto j's fd number (dup3: a successor finds the old or the new
- * one, whole) and maps it; new_fd is consumed.  0 or -errno (j unchanged).
+ * one, whole) and maps it; new_fd is consumed.  0 or -errno (j unchanged):
+ * -EBUSY with records staged, -ESTALE for a snapshot older than j's.
  */
 int luo_journal_write_snapshot(const luo_journal *j, int new_fd, uint64_t seq);
 int luo_journal_switch(luo_journal *j, int new_fd);
+/*
+ * Compaction now, in this process, of the state as it is, staged changes
+ * included: the way out when a note returns -ENOSPC in the middle of a
+ * request, whose records can then be neither committed (they are partial)
+ * nor switched past.  The new journal's snapshot holds everything the
+ * request changed so far, noted or not, and the staged records are
+ * dropped: note nothing more of that request's engine changes (a record
+ * of a session the snapshot no longer has would make the journal
+ * unreadable), then commit.  Costs one encode of the whole state.  0 or
+ * -errno (j unchanged).
+ */
+int luo_journal_compact(luo_journal *j);
 
 /* ---- reading ---- */
 

@@ -1135,6 +1135,75 @@ TEST(compaction_keeps_everything)
 	close(t.fd);
 }
 
+/* A log that fills in the middle of a request: compacted at once, nothing lost. */
+TEST(full_log_mid_request_compacts)
+{
+	struct jt t;
+	luo_session *s;
+	uint64_t token;
+	int r = 0, fd;
+
+	ASSERT_OK(luo_journal_create(2 * LUO_JOURNAL_HEADER_SIZE, &t.fd));
+	ASSERT_OK(luo_journal_open(t.fd, &t.j));
+	t.e = default_engine();
+	luo_journal_attach(t.j, t.e);
+	s = create(&t, "filling", 0, 1000);
+	ASSERT_OK(luo_journal_ext_put(t.j, 1, 1, "conn", 4));
+	commit(&t);
+	for (token = 1; r == 0; token++) {
+		fd = memfd_with("x", 0);
+		ASSERT_OK(luo_session_preserve_fd(s, token, fd));
+		close(fd);
+		ASSERT_OK(luo_journal_ext_put(t.j, 2, token, "request", 7));
+		r = luo_journal_note_file(t.j, s, token);
+		if (r == 0)
+			r = luo_journal_note_engine(t.j);
+		if (r == 0) {
+			ASSERT_OK(luo_journal_ext_del(t.j, 2, token));
+			luo_journal_commit(t.j);
+		}
+	}
+	ASSERT_ERR(r, -ENOSPC);
+	ASSERT_TRUE(luo_journal_staged(t.j) > 0);
+	/* A switch would drop what is staged: refused; compaction takes it all. */
+	fd = memfd_create("journal-refused", MFD_CLOEXEC);
+	ASSERT_OK(luo_journal_write_snapshot(t.j, fd, luo_journal_seq(t.j)));
+	ASSERT_ERR(luo_journal_switch(t.j, fd), -EBUSY);
+	ASSERT_OK(luo_journal_compact(t.j));
+	ASSERT_EQ(luo_journal_staged(t.j), 0);
+	ASSERT_EQ(luo_journal_log_size(t.j), 0);
+	ASSERT_TRUE(luo_journal_ext_get(t.j, 2, token - 1, NULL) != NULL);
+	/* The rest of the request: its ext changes, then the commit. */
+	ASSERT_OK(luo_journal_ext_del(t.j, 2, token - 1));
+	luo_journal_commit(t.j);
+	check_recovers(&t);
+	ASSERT_EQ(luo_session_n_files(s), token - 1);
+
+	/* And on: the next request has room. */
+	preserve_close(&t, s, token, memfd_with("y", 0));
+	jt_done(&t);
+}
+
+/* A snapshot older than the journal's own is refused: records would be missing. */
+TEST(stale_snapshot_is_refused)
+{
+	struct jt t;
+	struct tokens held;
+	int old_fd;
+
+	small_state(&t, &held);
+	old_fd = memfd_create("journal-old", MFD_CLOEXEC);
+	ASSERT_OK(luo_journal_write_snapshot(t.j, old_fd, luo_journal_seq(t.j)));
+	preserve_close(&t, luo_engine_find_session(t.e, LUO_SESSION_OUTGOING, "two"), 3,
+		       memfd_with("three", 0));
+	ASSERT_OK(luo_journal_compact(t.j));
+	check_recovers(&t);
+	ASSERT_ERR(luo_journal_switch(t.j, old_fd), -ESTALE);
+	ASSERT_FALSE(fd_is_open(old_fd));
+	check_recovers(&t);
+	jt_done(&t);
+}
+
 /* Records each fine on its own, ending in a state the codec refuses. */
 TEST(replay_ends_in_a_state_the_codec_carries)
 {
@@ -1171,4 +1240,5 @@ TEST_MAIN(TEST_CASE(every_call_recovers), TEST_CASE(stuck_session_recovers),
 	  TEST_CASE(adopt_refuses_fd_named_twice), TEST_CASE(recover_needs_an_empty_engine),
 	  TEST_CASE(ext_table_survives_records), TEST_CASE(full_log_loses_nothing),
 	  TEST_CASE(released_fds_close_at_commit), TEST_CASE(compaction_keeps_everything),
-	  TEST_CASE(replay_ends_in_a_state_the_codec_carries))
+	  TEST_CASE(replay_ends_in_a_state_the_codec_carries),
+	  TEST_CASE(full_log_mid_request_compacts), TEST_CASE(stale_snapshot_is_refused))

@@ -22,6 +22,7 @@
 
 #include "basic/macro.h"
 #include "engine-internal.h"
+#include "journal.h"
 
 int luo_engine_new(luo_engine **ret)
 {
@@ -59,6 +60,8 @@ void luo_engine_free(luo_engine *e)
 		luo_session_free(list_entry(n, struct luo_session, order));
 	for (size_t i = 0; i < e->n_flbs; i++)
 		luo_flb_release(&e->flbs[i], !e->borrowed_fds);
+	/* The fds just released stay with the journal until its next commit. */
+	luo_journal_attach(NULL, e);
 	hashmap_done(&e->outgoing_names);
 	hashmap_done(&e->incoming_names);
 	hashmap_done(&e->handles);

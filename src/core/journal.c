@@ -16,6 +16,7 @@
  *                  u32 data_size; u32 0; } data[data_size]
  *   EXT          { u32 type; u32 size; u64 key; } data[size]
  *   EXT_DEL      { u32 type; u32 0; u64 key; }
+ *   CLEAR        {}
  *
  * Replay runs on a borrowing engine: the fds named along the way may have
  * been closed and their numbers reused by later changes, so nothing is
@@ -312,7 +313,8 @@ static int header_check(const struct luo_journal_header *h, size_t size)
 	if (h->header_size != LUO_JOURNAL_HEADER_SIZE || h->capacity > size ||
 	    h->snapshot_offset != h->header_size || h->snapshot_size > h->capacity ||
 	    h->log_offset < h->snapshot_offset + h->snapshot_size || h->log_offset > h->capacity ||
-	    h->log_end > h->capacity - h->log_offset || h->log_end % JREC_ALIGN)
+	    h->log_offset % JREC_ALIGN || h->log_end > h->capacity - h->log_offset ||
+	    h->log_end % JREC_ALIGN)
 		return -EBADMSG;
 	return 0;
 }
@@ -465,6 +467,9 @@ void luo_journal_attach(luo_journal *j, luo_engine *e)
 	e->journal = j;
 	if (!j)
 		return;
+	/* One engine per journal: the one it served before stops reporting. */
+	if (j->engine && j->engine != e)
+		j->engine->journal = NULL;
 	j->engine = e;
 	j->root_known = false;
 	memset(j->flbs, 0, sizeof(j->flbs));
@@ -611,9 +616,12 @@ static uint32_t flb_flags(const struct luo_flb *flb)
 static int note_engine(luo_journal *j, bool force)
 {
 	const struct luo_engine *e = j->engine;
-	struct jroot root = { e->update_number, e->next_handle };
+	struct jroot root;
 	int r;
 
+	if (!e)
+		return -EINVAL;
+	root = (struct jroot){ e->update_number, e->next_handle };
 	if (force || !j->root_known || memcmp(&root, &j->root, sizeof(root)) != 0) {
 		r = stage(j, LUO_JREC_ROOT, &root, sizeof(root), NULL, 0);
 		if (r < 0)
@@ -657,7 +665,14 @@ int luo_journal_note_engine(luo_journal *j)
 int luo_journal_note_all(luo_journal *j)
 {
 	const struct luo_engine *e = j->engine;
-	int r = note_engine(j, true);
+	int r;
+
+	if (!e)
+		return -EINVAL;
+	/* The sessions a reboot dropped or moved have no record of their own. */
+	r = stage(j, LUO_JREC_CLEAR, NULL, 0, NULL, 0);
+	if (r >= 0)
+		r = note_engine(j, true);
 
 	for (int kind = LUO_SESSION_OUTGOING; r >= 0 && kind <= LUO_SESSION_INCOMING; kind++)
 		LIST_FOREACH (i, kind == LUO_SESSION_OUTGOING ? &e->outgoing : &e->incoming) {
@@ -669,34 +684,42 @@ int luo_journal_note_all(luo_journal *j)
 	return r;
 }
 
-int luo_journal_note_reset(luo_journal *j)
-{
-	int r = stage(j, LUO_JREC_RESET, NULL, 0, NULL, 0);
-
-	return r < 0 ? r : luo_journal_note_all(j);
-}
-
+/*
+ * The record first, then the table: a full log (-ENOSPC) must leave the
+ * table as the journal has it, the old entry included; a table that cannot
+ * grow takes its record back, which is only staged.
+ */
 int luo_journal_ext_put(luo_journal *j, uint32_t type, uint64_t key, const void *data, size_t size)
 {
 	struct jext rec = { .type = type, .size = (uint32_t)size, .key = key };
-	int r = ext_table_put(&j->ext, type, key, data, size);
+	uint64_t end = j->staged_end, seq = j->seq;
+	int r;
 
-	if (r < 0)
-		return r;
+	if (size > LUO_JOURNAL_EXT_MAX || (size > 0 && !data))
+		return -EINVAL;
 	r = stage(j, LUO_JREC_EXT, &rec, sizeof(rec), data, size);
 	if (r < 0)
-		ext_table_del(&j->ext, type, key);
+		return r;
+	r = ext_table_put(&j->ext, type, key, data, size);
+	if (r < 0) {
+		j->staged_end = end;
+		j->seq = seq;
+	}
 	return r;
 }
 
 int luo_journal_ext_del(luo_journal *j, uint32_t type, uint64_t key)
 {
 	struct jext rec = { .type = type, .key = key };
+	int r;
 
 	if (!ext_find(&j->ext, type, key))
 		return 0;
+	r = stage(j, LUO_JREC_EXT_DEL, &rec, sizeof(rec), NULL, 0);
+	if (r < 0)
+		return r;
 	ext_table_del(&j->ext, type, key);
-	return stage(j, LUO_JREC_EXT_DEL, &rec, sizeof(rec), NULL, 0);
+	return 0;
 }
 
 const void *luo_journal_ext_get(const luo_journal *j, uint32_t type, uint64_t key, size_t *ret_size)
@@ -829,6 +852,8 @@ int luo_journal_write_snapshot(const luo_journal *j, int new_fd, uint64_t seq)
 	size_t size = 0, capacity;
 	int r;
 
+	if (!j->engine)
+		return -EINVAL;
 	r = luo_state_encode(j->engine, &ext, &blob, &size);
 	if (r < 0)
 		return r;
@@ -853,7 +878,12 @@ int luo_journal_write_snapshot(const luo_journal *j, int new_fd, uint64_t seq)
 	return r;
 }
 
-int luo_journal_switch(luo_journal *j, int new_fd)
+/*
+ * Puts the journal in new_fd in j's place.  covers_staged: the snapshot was
+ * written from the state as it is now, staged changes included (at j->seq),
+ * so the staged records are dropped rather than refused.
+ */
+static int journal_switch(luo_journal *j, int new_fd, bool covers_staged)
 {
 	struct luo_journal_header *nh;
 	struct record_iter it;
@@ -862,7 +892,7 @@ int luo_journal_switch(luo_journal *j, int new_fd)
 	size_t map_size;
 	int r;
 
-	if (luo_journal_staged(j) != 0) {
+	if (luo_journal_staged(j) != 0 && !covers_staged) {
 		safe_close(new_fd);
 		return -EBUSY;
 	}
@@ -873,8 +903,14 @@ int luo_journal_switch(luo_journal *j, int new_fd)
 	}
 	nh = (struct luo_journal_header *)map;
 	r = header_check(nh, map_size);
-	if (r < 0 || nh->log_end != 0 || nh->snapshot_seq > j->committed_seq)
+	if (r < 0 || nh->log_end != 0 ||
+	    nh->snapshot_seq > (covers_staged ? j->seq : j->committed_seq))
 		goto fail;
+	/* Older than the snapshot j has: the records between are in neither. */
+	if (nh->snapshot_seq < j->hdr->snapshot_seq) {
+		r = -ESTALE;
+		goto fail;
+	}
 	/* The records the snapshot lacks: those after its seq. */
 	it = (struct record_iter){ j->map + j->hdr->log_offset, j->hdr->log_end, 0,
 				   j->hdr->snapshot_seq };
@@ -902,11 +938,33 @@ int luo_journal_switch(luo_journal *j, int new_fd)
 	j->map_size = map_size;
 	j->hdr = nh;
 	j->staged_end = nh->log_end;
+	if (covers_staged)
+		j->committed_seq = j->seq;
 	return 0;
 fail:
 	munmap(map, map_size);
 	safe_close(new_fd);
 	return r < 0 ? r : -EBADMSG;
+}
+
+int luo_journal_switch(luo_journal *j, int new_fd)
+{
+	return journal_switch(j, new_fd, false);
+}
+
+int luo_journal_compact(luo_journal *j)
+{
+	int fd, r;
+
+	fd = memfd_create("luod-journal", 0);
+	if (fd < 0)
+		return negative_errno();
+	r = luo_journal_write_snapshot(j, fd, j->seq);
+	if (r < 0) {
+		safe_close(fd);
+		return r;
+	}
+	return journal_switch(j, fd, true);
 }
 
 /* ---- replay ---- */
@@ -1166,14 +1224,43 @@ static int apply_record(const struct replay *rp, const struct luo_jrec *rec)
 			return -EBADMSG;
 		return rp->ext_del ? rp->ext_del(p->type, p->key, rp->userdata) : 0;
 	}
-	case LUO_JREC_RESET:
+	case LUO_JREC_CLEAR:
 		if (len != 0)
 			return -EBADMSG;
-		engine_reset(e);
+		/* The replay borrows: freeing the sessions closes nothing. */
+		LIST_FOREACH_SAFE (pos, &e->incoming)
+			luo_session_free(list_entry(pos, struct luo_session, order));
+		LIST_FOREACH_SAFE (pos, &e->outgoing)
+			luo_session_free(list_entry(pos, struct luo_session, order));
 		return 0;
 	default:
 		return -EBADMSG;
 	}
+}
+
+/*
+ * The rules the codec checks per file hold for each record as it is applied,
+ * but a later SESSION record may change the session's state under files
+ * recorded before it (a retrieved session back to waiting, with retrieved
+ * files).  The state the replay ends in must be one the codec carries:
+ * compaction writes it as a snapshot, which the next recovery decodes.
+ */
+static int check_replayed(const luo_engine *e)
+{
+	LIST_FOREACH (i, &e->incoming) {
+		const struct luo_session *s = list_entry(i, struct luo_session, order);
+		bool used = s->state != LUO_SESSION_WAITING;
+
+		if (s->state == LUO_SESSION_FINISHED && !list_empty(&s->files))
+			return -EBADMSG;
+		LIST_FOREACH (k, &s->files) {
+			const struct luo_file *f = list_entry(k, struct luo_file, order);
+
+			if ((f->retrieved || f->retrieve_error) && !used)
+				return -EBADMSG;
+		}
+	}
+	return 0;
 }
 
 /* Empties an engine a replay filled, closing nothing. */
@@ -1322,6 +1409,8 @@ static int recover(const uint8_t *mem, size_t size, luo_engine *e, unsigned flag
 			break;
 		stats.n_records++;
 	}
+	if (r >= 0)
+		r = check_replayed(e);
 	if (r >= 0 && !(flags & LUO_JOURNAL_BORROW_FDS))
 		r = luo_engine_adopt_fds(e);
 	if (r < 0) {

@@ -33,17 +33,37 @@
  *                 codec's file record, its handler and its data)
  *   FILE_DEL      a file gone
  *   FLB           an FLB instance's whole state
- *   RESET         every session and FLB gone (a reboot: what follows is the
- *                 new state, written whole)
  *   EXT, EXT_DEL  the daemon's own entries: (type, key) -> bytes, a small
  *                 table the journal keeps for it (connections, session
  *                 sockets, requests in flight, replies not yet sent); the
  *                 snapshot carries the table as the codec's ext node.
+ *   CLEAR         every session gone (with its files): the first record of
+ *                 luo_journal_note_all(), which then writes the whole state.
  *
  * The writer: luo_journal_attach() makes an engine report to a journal;
  * the daemon then calls luo_journal_note_*() for what each engine call
  * changed, luo_journal_ext_put()/del() for its own entries, and
- * luo_journal_commit() before its reply leaves.  Compaction writes a new
+ * luo_journal_commit() before its reply leaves.  What each call changed
+ * (note_engine() after every one of them: handles, FLBs):
+ *
+ *   create, retrieve       note_session(s, false)
+ *   preserve_fd            note_file(s, token)
+ *   retrieve_fd            note_file(s, token), whether it failed or not
+ *   finish                 note_file_gone() for each token s had, then
+ *                          note_session(s, false): a finished session's
+ *                          record must find it without files
+ *   handover (and a release that hands over)
+ *                          note_session_gone(OUTGOING, name), then
+ *                          note_session(s, true): frozen files, new data
+ *   release                note_session_gone(kind, name) if the session is
+ *                          gone (aborted, finished), else note_session()
+ *   reboot                 note_all()
+ *
+ * A record names a session by kind and name and a new one goes last in its
+ * list, as the engine puts it: records staged in the order of the calls
+ * replay into the engine's order.  Commit after every request, a failed one
+ * too: a failed preserve_fd releases the dup it made, whose close waits for
+ * a commit like any other.  Compaction writes a new
  * journal (snapshot of the state at some seq, empty log) into a new memfd,
  * typically in a forked child, and luo_journal_switch() then copies the
  * records the snapshot lacks and puts the new memfd in place.
@@ -74,7 +94,7 @@ enum luo_jrec_type {
 	LUO_JREC_FLB = 6,
 	LUO_JREC_EXT = 7,
 	LUO_JREC_EXT_DEL = 8,
-	LUO_JREC_RESET = 9,
+	LUO_JREC_CLEAR = 9,
 	_LUO_JREC_MAX,
 };
 
@@ -129,7 +149,10 @@ uint64_t luo_journal_seq(const luo_journal *j);
  * (luo_file_free, FLB release) are closed only at the next commit, after
  * the records that stop naming them (a successor must never find an fd the
  * journal names closed, or reused).  Also remembers the root and FLB state
- * to write them only when they change.  j may be NULL to detach.
+ * to write them only when they change.  j may be NULL to detach; one
+ * journal serves one engine.  luo_engine_free() detaches (the fds it
+ * releases wait for j's next commit or close), and so does
+ * luo_journal_close() (what it still defers, it closes).
  */
 void luo_journal_attach(luo_journal *j, luo_engine *e);
 
@@ -142,10 +165,10 @@ int luo_journal_note_file(luo_journal *j, const luo_session *s, uint64_t token);
 int luo_journal_note_file_gone(luo_journal *j, const luo_session *s, uint64_t token);
 /* The root and every FLB, written only if changed since last noted. */
 int luo_journal_note_engine(luo_journal *j);
-/* Everything: every session with its files, root, FLBs. */
+/* Everything: a CLEAR record, then every session with its files, the root and
+ * every FLB, so that the journal says the engine's whole state whatever it
+ * said before (after a reboot, which drops and moves sessions wholesale). */
 int luo_journal_note_all(luo_journal *j);
-/* A RESET record, then everything (after a reboot). */
-int luo_journal_note_reset(luo_journal *j);
 /* Closes fd at the next commit (the daemon's fds the journal names). */
 void luo_journal_close_later(luo_journal *j, int fd);
 
@@ -173,10 +196,23 @@ size_t luo_journal_staged(const luo_journal *j);
  * forked child, it touches nothing of j but reads.  luo_journal_switch()
  * then appends to the new journal the records committed after that seq,
  * moves it onto j's fd number (dup3: a successor finds the old or the new
- * one, whole) and maps it; new_fd is consumed.  0 or -errno (j unchanged).
+ * one, whole) and maps it; new_fd is consumed.  0 or -errno (j unchanged):
+ * -EBUSY with records staged, -ESTALE for a snapshot older than j's.
  */
 int luo_journal_write_snapshot(const luo_journal *j, int new_fd, uint64_t seq);
 int luo_journal_switch(luo_journal *j, int new_fd);
+/*
+ * Compaction now, in this process, of the state as it is, staged changes
+ * included: the way out when a note returns -ENOSPC in the middle of a
+ * request, whose records can then be neither committed (they are partial)
+ * nor switched past.  The new journal's snapshot holds everything the
+ * request changed so far, noted or not, and the staged records are
+ * dropped: note nothing more of that request's engine changes (a record
+ * of a session the snapshot no longer has would make the journal
+ * unreadable), then commit.  Costs one encode of the whole state.  0 or
+ * -errno (j unchanged).
+ */
+int luo_journal_compact(luo_journal *j);
 
 /* ---- reading ---- */
 

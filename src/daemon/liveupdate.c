@@ -24,7 +24,7 @@
  *      recovers and replies the error with rolled_back = 1.
  *
  * REBOOT is luo_engine_reboot() (a freeze error is replied, nothing
- * changes), written to the journal as a RESET and the whole new state; luod
+ * changes), written to the journal as a CLEAR and the whole new state; luod
  * goes on in the same process: every session fd of the previous generation
  * answers ESTALE from then on.
  */

@@ -150,7 +150,7 @@ void journal_file(struct luod *d, luo_session *s, uint64_t token)
 void journal_reset(struct luod *d)
 {
 	if (d->journal)
-		journal_check(d, luo_journal_note_reset(d->journal));
+		journal_check(d, luo_journal_note_all(d->journal));
 }
 
 void luod_close_later(struct luod *d, int fd)

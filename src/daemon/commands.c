@@ -187,6 +187,9 @@ static void handle_session_request(struct luod *d, struct endpoint *ep,
 			break;
 		}
 		r = luo_engine_handover_session(d->engine, s);
+		/* The incoming session of its name may have been closed just before. */
+		if (r == -EEXIST && server_reap_hangups(d, ep) > 0)
+			r = luo_engine_handover_session(d->engine, s);
 		if (r >= 0) {
 			log_debug("session handed over");
 			ep->handle = 0;
@@ -474,6 +477,16 @@ static void handle_device_request(struct luod *d, struct endpoint *ep,
 
 	/* Past the fd check, only IS_SESSION holds an fd (fds[0]); the commands that
 	 * reply by themselves below came with none. */
+	switch (p->cmd->nr) {
+	case LUO_CMD_STATUS:
+	case LUO_CMD_LIST:
+	case LUO_CMD_SHOW:
+		/* What they report must include every close made before the request. */
+		(void)server_reap_hangups(d, ep);
+		break;
+	default:
+		break;
+	}
 	switch (p->cmd->nr) {
 	case LIVEUPDATE_CMD_CREATE_SESSION:
 	case LIVEUPDATE_CMD_RETRIEVE_SESSION:

@@ -89,6 +89,9 @@ struct endpoint {
 	/* EP_SESSION hung up, waiting out an incoming session of its name (luod.deferred) */
 	bool deferred;
 	struct list_node deferred_node;
+	/* hung up, waiting in luod.hangups for the loop that takes hang-ups in */
+	bool hangup_queued;
+	struct list_node hangup_node;
 	/* EP_CONN */
 	pid_t pid;
 	bool device_holder;
@@ -139,6 +142,18 @@ struct luod {
 	struct list_head conns, sessions;
 	struct list_head graveyard; /* closed endpoints the current event batch may still name */
 	struct list_head deferred;  /* handover-on-close sessions waiting for their name */
+	/*
+	 * Hang-ups are taken in by one loop (server.c: hangups_run), never from
+	 * inside another hang-up: a hang-up found anywhere is queued here first.
+	 * hup_fd is a second epoll set holding every connection and session
+	 * endpoint with EPOLLRDHUP only, so that it reports hang-ups and nothing
+	 * else, all of them in one epoll_wait() (hup_events has room for all).
+	 */
+	struct list_head hangups;
+	bool in_hangups;
+	int hup_fd;
+	struct epoll_event *hup_events;
+	size_t n_hup_events;
 	struct hashmap by_ino, uids;
 	struct endpoint *device_holder;
 	struct luod_limits limits;
@@ -177,13 +192,16 @@ int server_listen(struct luod *d);
 int server_arm(struct luod *d);
 int server_run(struct luod *d);
 /*
- * Takes in the hang-ups already pending (except current's): sessions and
- * connections whose last client fd was closed and that have nothing left to
- * read.  The kernel runs close() synchronously; luod sees it as an event.  A
- * client that closes a session and then creates one of the same name (or
- * closes the device and opens it again) must not see EEXIST/EBUSY because
- * luod has not yet looked at the hang-up: commands that would fail that way
- * call this and try again.  Returns how many endpoints it closed.
+ * Takes in every hang-up already pending (except current's), however many
+ * endpoints are ready: sessions and connections whose last client fd was
+ * closed and that have nothing left to read.  The kernel runs close()
+ * synchronously; luod sees it as an event.  A client that closes a session
+ * and then creates one of the same name (or closes the device and opens it
+ * again) must not see EEXIST/EBUSY because luod has not yet looked at the
+ * hang-up: commands that would fail that way call this and try again, and
+ * those that report state (LIST, SHOW, STATUS) call it first.  Never
+ * re-entered: called while hang-ups are being taken in, it does nothing.
+ * Returns how many hang-ups it took in.
  */
 int server_reap_hangups(struct luod *d, struct endpoint *current);
 /* Both take ownership of fd (closed on failure too). */

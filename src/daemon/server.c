@@ -22,6 +22,7 @@
  * so a peer that never reads makes luod hold at most one request's replies.
  */
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -153,7 +154,27 @@ static int endpoint_watch(struct luod *d, struct endpoint *ep, uint32_t events, 
 	if (epoll_ctl(d->epoll_fd, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, ep->fd, &ev) < 0)
 		return negative_errno();
 	ep->events = events;
+	if (add && (ep->type == EP_CONN || ep->type == EP_SESSION)) {
+		/* Only EPOLLRDHUP (and the implied EPOLLHUP): this set reports hang-ups alone. */
+		struct epoll_event hev = { .events = EPOLLRDHUP, .data.ptr = ep };
+
+		if (epoll_ctl(d->hup_fd, EPOLL_CTL_ADD, ep->fd, &hev) < 0) {
+			int r = negative_errno();
+
+			(void)epoll_ctl(d->epoll_fd, EPOLL_CTL_DEL, ep->fd, NULL);
+			return r;
+		}
+	}
 	return 0;
+}
+
+/* Takes an endpoint out of both epoll sets (it is closed, or waits out of the loop). */
+static void endpoint_unwatch(struct luod *d, struct endpoint *ep)
+{
+	if (d->epoll_fd >= 0)
+		(void)epoll_ctl(d->epoll_fd, EPOLL_CTL_DEL, ep->fd, NULL);
+	if (d->hup_fd >= 0)
+		(void)epoll_ctl(d->hup_fd, EPOLL_CTL_DEL, ep->fd, NULL);
 }
 
 static uint32_t endpoint_wanted_events(const struct endpoint *ep)
@@ -235,8 +256,11 @@ void endpoint_drop_queue(struct luod *d, struct endpoint *ep)
 static void endpoint_free(struct luod *d, struct endpoint *ep)
 {
 	endpoint_drop_queue(d, ep);
-	if (d->epoll_fd >= 0)
-		(void)epoll_ctl(d->epoll_fd, EPOLL_CTL_DEL, ep->fd, NULL);
+	endpoint_unwatch(d, ep);
+	if (ep->hangup_queued) {
+		list_remove(&d->hangups, &ep->hangup_node);
+		ep->hangup_queued = false;
+	}
 	if (ep->type == EP_CONN) {
 		struct uid_usage *u = uid_usage_get(d, ep->uid);
 
@@ -259,8 +283,6 @@ static void endpoint_free(struct luod *d, struct endpoint *ep)
 	list_append(&d->graveyard, &ep->node);
 }
 
-static void session_hangup(struct luod *d, struct endpoint *ep);
-
 static void bury_dead(struct luod *d)
 {
 	LIST_FOREACH_SAFE (i, &d->graveyard) {
@@ -269,32 +291,16 @@ static void bury_dead(struct luod *d)
 	}
 }
 
-int server_reap_hangups(struct luod *d, struct endpoint *current)
+/* Queues a hang-up for hangups_run(); the only way a hang-up is taken in. */
+static void hangup_queue(struct luod *d, struct endpoint *ep)
 {
-	struct epoll_event events[256];
-	int n, reaped = 0;
-
-	n = epoll_wait(d->epoll_fd, events, ELEMENTSOF(events), 0);
-	for (int i = 0; i < n; i++) {
-		struct endpoint *ep = events[i].data.ptr;
-		int queued = 0;
-
-		if (ep == current || ep->dead || (ep->type != EP_CONN && ep->type != EP_SESSION) ||
-		    !(events[i].events & (EPOLLHUP | EPOLLRDHUP)))
-			continue;
-		/* A request sent before the close is served in order by the main loop. */
-		if (ioctl(ep->fd, SIOCINQ, &queued) < 0 || queued > 0)
-			continue;
-		if (ep->type == EP_SESSION)
-			session_hangup(d, ep);
-		else
-			endpoint_free(d, ep);
-		reaped++;
-	}
-	return reaped;
+	if (ep->dead || ep->hangup_queued)
+		return;
+	ep->hangup_queued = true;
+	list_append(&d->hangups, &ep->hangup_node);
 }
 
-/* Hands over the deferred handover-on-close sessions whose name is free now. */
+/* Queues the deferred handover-on-close sessions whose name is free now. */
 static void retry_deferred(struct luod *d)
 {
 	LIST_FOREACH_SAFE (i, &d->deferred) {
@@ -306,11 +312,15 @@ static void retry_deferred(struct luod *d)
 			continue;
 		list_remove(&d->deferred, i);
 		ep->deferred = false;
-		session_hangup(d, ep);
+		hangup_queue(d, ep);
 	}
 }
 
-/* The last client fd of a session closed: the kernel's close rule. */
+/*
+ * The last client fd of a session closed: the kernel's close rule.  Called
+ * by hangups_run() only; takes in no other hang-up itself (what it frees up
+ * for a deferred session is queued, and the same loop gets to it).
+ */
 static void session_hangup(struct luod *d, struct endpoint *ep)
 {
 	luo_session *s = ep->handle ? luo_engine_session_by_handle(d->engine, ep->handle) : NULL;
@@ -326,18 +336,20 @@ static void session_hangup(struct luod *d, struct endpoint *ep)
 	 * over then.  (A reboot hands it over in any case.)
 	 */
 	if (s && !incoming && (luo_session_flags(s) & LUO_SESSION_FLAG_HANDOVER_ON_CLOSE) &&
-	    luo_engine_find_session(d->engine, LUO_SESSION_INCOMING, luo_session_name(s)) &&
-	    (server_reap_hangups(d, ep), true) &&
 	    luo_engine_find_session(d->engine, LUO_SESSION_INCOMING, luo_session_name(s))) {
 		if (!ep->deferred) {
 			log_info("session \"%s\" will be handed over once the incoming session of "
 				 "its name is closed",
 				 luo_session_name(s));
-			(void)epoll_ctl(d->epoll_fd, EPOLL_CTL_DEL, ep->fd, NULL);
+			endpoint_unwatch(d, ep);
 			ep->deferred = true;
 			list_append(&d->deferred, &ep->deferred_node);
 		}
 		return;
+	}
+	if (ep->deferred) {
+		list_remove(&d->deferred, &ep->deferred_node);
+		ep->deferred = false;
 	}
 	if (s) {
 		uint32_t uid = luo_session_uid(s);
@@ -352,6 +364,70 @@ static void session_hangup(struct luod *d, struct endpoint *ep)
 	endpoint_free(d, ep);
 	if (incoming && !list_empty(&d->deferred))
 		retry_deferred(d);
+}
+
+/*
+ * The one loop that takes hang-ups in, first queued first.  Not re-entrant
+ * by construction: nothing it calls takes in a hang-up, it only queues one,
+ * so the depth is the same for one hang-up or a million.
+ */
+static int hangups_run(struct luod *d)
+{
+	int n = 0;
+
+	if (d->in_hangups)
+		return 0; /* the running loop gets to what was queued */
+	d->in_hangups = true;
+	while (!list_empty(&d->hangups)) {
+		struct list_node *i = d->hangups.node.next;
+		struct endpoint *ep = list_entry(i, struct endpoint, hangup_node);
+
+		list_remove(&d->hangups, i);
+		ep->hangup_queued = false;
+		if (ep->type == EP_SESSION)
+			session_hangup(d, ep);
+		else
+			endpoint_free(d, ep);
+		n++;
+	}
+	d->in_hangups = false;
+	return n;
+}
+
+int server_reap_hangups(struct luod *d, struct endpoint *current)
+{
+	/* Every endpoint in the hang-up set fits in one answer: none is left for later. */
+	size_t want = d->conns.count + d->sessions.count + 1;
+	int n;
+
+	if (d->in_hangups || d->hup_fd < 0)
+		return 0;
+	if (want > d->n_hup_events) {
+		size_t size = MAX(want, 2 * d->n_hup_events);
+		struct epoll_event *e = reallocarray(d->hup_events, size, sizeof(*e));
+
+		if (!e) {
+			log_warning("out of memory: hang-ups taken in later");
+			return 0;
+		}
+		d->hup_events = e;
+		d->n_hup_events = size;
+	}
+	do
+		n = epoll_wait(d->hup_fd, d->hup_events, (int)MIN(want, (size_t)INT_MAX / 16), 0);
+	while (n < 0 && errno == EINTR);
+	for (int i = 0; i < n; i++) {
+		struct endpoint *ep = d->hup_events[i].data.ptr;
+		int queued = 0;
+
+		if (ep == current || ep->dead || ep->deferred)
+			continue;
+		/* A request sent before the close is served in order by the main loop. */
+		if (ioctl(ep->fd, SIOCINQ, &queued) < 0 || queued > 0)
+			continue;
+		hangup_queue(d, ep);
+	}
+	return hangups_run(d);
 }
 
 static void endpoint_update_events(struct luod *d, struct endpoint *ep)
@@ -486,7 +562,7 @@ int luod_init(struct luod *d)
 	int r;
 
 	memset(d, 0, sizeof(*d));
-	d->epoll_fd = d->signal_fd = d->reserve_fd = d->previous_exe_fd = -EBADF;
+	d->epoll_fd = d->signal_fd = d->reserve_fd = d->previous_exe_fd = d->hup_fd = -EBADF;
 	d->listen_ep.type = EP_LISTEN;
 	d->listen_ep.fd = -EBADF;
 	d->signal_ep.type = EP_SIGNAL;
@@ -499,6 +575,7 @@ int luod_init(struct luod *d)
 	list_init(&d->sessions);
 	list_init(&d->graveyard);
 	list_init(&d->deferred);
+	list_init(&d->hangups);
 	hashmap_init(&d->by_ino);
 	hashmap_init(&d->uids);
 	r = luo_engine_new(&d->engine);
@@ -528,6 +605,10 @@ void luod_done(struct luod *d)
 	d->listen_ep.fd = safe_close(d->listen_ep.fd);
 	d->signal_ep.fd = safe_close(d->signal_ep.fd);
 	d->epoll_fd = safe_close(d->epoll_fd);
+	d->hup_fd = safe_close(d->hup_fd);
+	free(d->hup_events);
+	d->hup_events = NULL;
+	d->n_hup_events = 0;
 	d->reserve_fd = safe_close(d->reserve_fd);
 	d->previous_exe_fd = safe_close(d->previous_exe_fd);
 }
@@ -607,13 +688,13 @@ int server_listen(struct luod *d)
 }
 
 /*
- * luod's own fds (stdio, listening socket, signalfd, epoll, reserve), so
+ * luod's own fds (stdio, listening socket, signalfd, two epolls, reserve), so
  * that STATUS can report the fds in use without walking /proc (which, right
  * after a live update, would delay serving by O(files)).
  */
 static int count_base_fds(void)
 {
-	int n = 4;
+	int n = 5;
 
 	for (int fd = 0; fd <= 2; fd++)
 		n += fd_is_open(fd);
@@ -638,6 +719,9 @@ int server_arm(struct luod *d)
 	if (d->reserve_fd < 0)
 		return negative_errno();
 
+	d->hup_fd = epoll_create1(EPOLL_CLOEXEC);
+	if (d->hup_fd < 0)
+		return negative_errno();
 	d->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	if (d->epoll_fd < 0)
 		return negative_errno();
@@ -647,13 +731,15 @@ int server_arm(struct luod *d)
 	r = endpoint_watch(d, &d->signal_ep, EPOLLIN, true);
 	if (r < 0)
 		return r;
-	LIST_FOREACH (i, &d->conns) {
+	/* Sessions first: a close during an update's blackout is reported before any
+	 * request of the same batch (and server_reap_hangups() sees every one anyway). */
+	LIST_FOREACH (i, &d->sessions) {
 		struct endpoint *ep = list_entry(i, struct endpoint, node);
 		r = endpoint_watch(d, ep, endpoint_wanted_events(ep), true);
 		if (r < 0)
 			return r;
 	}
-	LIST_FOREACH (i, &d->sessions) {
+	LIST_FOREACH (i, &d->conns) {
 		struct endpoint *ep = list_entry(i, struct endpoint, node);
 		r = endpoint_watch(d, ep, endpoint_wanted_events(ep), true);
 		if (r < 0)
@@ -796,9 +882,10 @@ static void handle_endpoint_input(struct luod *d, struct endpoint *ep)
 		if (n == -EAGAIN)
 			return;
 		if (n == -ECONNRESET) {
-			if (ep->type == EP_SESSION)
-				session_hangup(d, ep);
-			else
+			if (ep->type == EP_SESSION) {
+				hangup_queue(d, ep);
+				(void)hangups_run(d);
+			} else
 				endpoint_free(d, ep);
 			return;
 		}

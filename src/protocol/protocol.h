@@ -315,6 +315,8 @@ int luo_wire_refusal(int sock);
  *                bytes past the command's full struct (with only zeros there it
  *                is sent trimmed to the full struct, which luod treats alike)
  *   -EMSGSIZE    the request does not fit and is no known command
+ *   -EMFILE      ret_fd given and the caller's fd table has no free slot:
+ *                nothing is sent (as the kernel, which needs the fd first)
  *   -EBADMSG     a malformed reply (short, wrong size, more than one fd, a
  *                result that is not 0 or -errno)
  *   -ECONNRESET  the server closed the socket

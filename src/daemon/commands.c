@@ -109,7 +109,7 @@ static int session_preserve(struct luod *d, struct endpoint *ep, luo_session *s,
 
 	/* The file (or the quota) may be held by a session whose last fd was closed
 	 * just before this request: take in that close first, as the kernel would have. */
-	if ((r == -EBUSY || r == -ENOSPC) && server_reap_hangups(d, ep) > 0)
+	if ((r == -EBUSY || r == -ENOSPC || r == -EMFILE) && server_reap_hangups(d, ep) > 0)
 		r = session_preserve_once(d, s, c, fd);
 	return r;
 }
@@ -252,6 +252,12 @@ static int device_create_or_retrieve(struct luod *d, struct endpoint *ep, bool c
 	}
 	/* The socket first: undoing a created session could hand it over. */
 	r = make_session_socket(&ino, &client);
+	/* Out of fds: those of endpoints closed just before may be what is missing. */
+	if ((r == -EMFILE || r == -ENFILE) && server_reap_hangups(d, ep) > 0) {
+		sessions = luod_n_sessions(d);
+		files = luo_engine_n_files(d->engine);
+		r = make_session_socket(&ino, &client);
+	}
 	if (r < 0)
 		return r;
 	ours = r;

@@ -48,6 +48,17 @@
 #define LUOD_USER_MAX_FILES UINT64_C(262144)
 #define LUOD_MAX_CONNECTIONS UINT64_C(1024)
 
+/*
+ * fds luod keeps for itself out of its RLIMIT_NOFILE: stdio, the listening
+ * socket, the signalfd, two epoll sets, the spare fd, and what a request or a
+ * live update holds for a moment (a session's socketpair, the state memfd,
+ * the binary, a checker's pidfd and pipe).  Every connection, session and
+ * preserved file costs one more: the rest of the limit is luod's capacity.
+ */
+#define LUOD_OWN_FDS 16
+/* The fewest it starts with: room for one connection, one session and one file. */
+#define LUOD_MIN_FDS (LUOD_OWN_FDS + 3)
+
 /* Bytes of replies luod queues for slow readers, in total, before refusing listings. */
 #define LUOD_QUEUE_BUDGET (UINT64_C(256) << 20)
 

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -429,8 +430,23 @@ int main(int argc, char **argv)
 
 	/* Every preserved file costs luod an fd. */
 	limit = fd_raise_limit();
-	if (limit < 0)
+	if (limit < 0) {
+		struct rlimit rl;
+
 		log_warning("cannot raise RLIMIT_NOFILE: %s", strerror((int)-limit));
+		limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (long)rl.rlim_cur : 0;
+	}
+	/* A luod that could never hold a session must not look as if it served:
+	 * refuse to start (a restoring image has the limit its state was made
+	 * under, and refusing would lose the state). */
+	if (o.restore_fd < 0 && limit < LUOD_MIN_FDS) {
+		log_error("RLIMIT_NOFILE is %ld: luod needs %d fds for itself and one per "
+			  "connection, session and preserved file, so at least %d; raise the "
+			  "hard limit (ulimit -Hn, LimitNOFILE=)",
+			  limit, LUOD_OWN_FDS, LUOD_MIN_FDS);
+		code = LUOD_EXIT_FAILURE;
+		goto out;
+	}
 
 	if (o.pid_file) {
 		r = make_absolute(o.pid_file, pid_file, sizeof(pid_file));
@@ -501,7 +517,9 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (o.restore_fd < 0) {
-		log_info("listening on %s (fd limit %ld)", d.socket_path, limit);
+		log_info("listening on %s (fd limit %ld: room for %ld connections, sessions "
+			 "and preserved files)",
+			 d.socket_path, limit, limit - LUOD_OWN_FDS);
 		printf("%s\n", d.socket_path);
 		fflush(stdout);
 		if (o.pid_file && (r = write_pid_file(o.pid_file)) < 0)

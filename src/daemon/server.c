@@ -749,14 +749,26 @@ int server_arm(struct luod *d)
 	return 0;
 }
 
+/* The answer to whatever a refused client asks first, then the hang-up. */
+static void refuse_connection(int fd, int error)
+{
+	(void)luo_wire_reply_send(fd, 0, error, LUO_WIRE_REPLY_REFUSED, NULL, 0, NULL, 0);
+	safe_close(fd);
+}
+
 static void shed_connection(struct luod *d)
 {
 	/* Out of fds: the pending connection would keep the listening socket readable
-	 * forever.  Give up the spare fd to take it and close it at once. */
+	 * forever.  Give up the spare fd to take it, refuse it in so many words
+	 * (EMFILE, not a bare hang-up) and close it. */
 	d->reserve_fd = safe_close(d->reserve_fd);
 	int fd = accept4(d->listen_ep.fd, NULL, NULL, SOCK_CLOEXEC);
-	safe_close(fd);
+	if (fd >= 0)
+		refuse_connection(fd, -EMFILE);
+	/* The slot just freed: nothing else runs in between to take it. */
 	d->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (d->reserve_fd < 0)
+		log_warning("cannot take back the spare fd: %m");
 	log_warning("out of file descriptors: refused a connection");
 }
 
@@ -769,11 +781,15 @@ static void handle_accept(struct luod *d)
 		int fd = accept4(d->listen_ep.fd, NULL, NULL, SOCK_NONBLOCK);
 
 		if (fd < 0) {
-			if (errno == EMFILE || errno == ENFILE)
+			int e = errno;
+
+			/* Out of fds: those of endpoints closed just before come back first. */
+			if ((e == EMFILE || e == ENFILE) && server_reap_hangups(d, NULL) > 0)
+				continue;
+			if (e == EMFILE || e == ENFILE)
 				shed_connection(d);
-			else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-				 errno != ECONNABORTED)
-				log_warning("accept: %m");
+			else if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR && e != ECONNABORTED)
+				log_warning("accept: %s", strerror(e));
 			return;
 		}
 		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
@@ -785,10 +801,7 @@ static void handle_accept(struct luod *d)
 		if (!u || u->n_connections >= limit_connections(d)) {
 			log_debug("uid %u is at its connection limit: connection refused",
 				  (unsigned)cred.uid);
-			/* The answer to whatever the client asks first, then the hang-up. */
-			(void)luo_wire_reply_send(fd, 0, u ? -EMFILE : -ENOMEM,
-						  LUO_WIRE_REPLY_REFUSED, NULL, 0, NULL, 0);
-			safe_close(fd);
+			refuse_connection(fd, u ? -EMFILE : -ENOMEM);
 			continue;
 		}
 		if (!conn_add(d, fd, cred.uid, cred.pid))

@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "basic/socket-util.h"
 #include "harness.h"
 #include "luod-client.h"
 
@@ -256,7 +257,57 @@ TEST(luod_out_of_fds_gives_emfile)
 		close(s[i]);
 	close(m);
 	close(conn);
-	usleep(100000);
+	/* The closes above give luod its fds back before it answers anyone. */
+	assert_luod_serves(&d);
+	test_luod_stop(&d);
+}
+
+/* A luod that could never hold a session refuses to start, and says why. */
+TEST(tiny_fd_limit_refuses_to_start)
+{
+	char luod[512], cmd[2048], log[300], sock[300], text[4096] = { 0 };
+	int fd;
+
+	test_build_path("src/daemon/luod", luod, sizeof(luod));
+	snprintf(log, sizeof(log), "%s/log", test_tmpdir());
+	snprintf(sock, sizeof(sock), "%s/tiny.sock", test_tmpdir());
+	snprintf(cmd, sizeof(cmd), "ulimit -n 12 && exec '%s' -f --socket '%s' 2>'%s'", luod, sock,
+		 log);
+	ASSERT_EQ(test_run_command((const char *const[]){ "/bin/sh", "-c", cmd, NULL }), 1);
+	ASSERT_TRUE(access(sock, F_OK) < 0);
+	fd = ASSERT_OK(open(log, O_RDONLY | O_CLOEXEC));
+	ASSERT_TRUE(read(fd, text, sizeof(text) - 1) > 0);
+	close(fd);
+	ASSERT_TRUE(strstr(text, "RLIMIT_NOFILE is 12") != NULL);
+	ASSERT_TRUE(strstr(text, "at least") != NULL);
+}
+
+/* At its real fd limit luod refuses a connection it cannot take in so many
+ * words: EMFILE as the answer to the first request, never a bare reset. */
+TEST(connections_beyond_the_fd_limit_are_refused_with_emfile)
+{
+	struct test_luod d;
+	struct rlimit rl = { 48, 48 };
+	struct luo_wire_status st;
+	int conns[96], n = 0, refused = 0;
+
+	/* luod's limit alone: this process needs more than luod can take. */
+	test_luod_start(&d, NULL);
+	ASSERT_OK(prlimit(d.pid, RLIMIT_NOFILE, &rl, NULL));
+	for (; n < 96; n++) {
+		int r;
+
+		conns[n] = ASSERT_OK(test_luod_connect(&d));
+		r = cl_status(conns[n], &st);
+		if (r == -EMFILE) {
+			refused++;
+			continue;
+		}
+		ASSERT_OK(r);
+	}
+	ASSERT_TRUE(refused > 0);
+	ASSERT_TRUE(refused < n);
+	close_many(conns, n);
 	assert_luod_serves(&d);
 	test_luod_stop(&d);
 }
@@ -264,4 +315,5 @@ TEST(luod_out_of_fds_gives_emfile)
 TEST_MAIN(TEST_CASE(other_uid_cannot_retrieve_list_or_show),
 	  TEST_CASE(root_may_take_any_uids_session), TEST_CASE(other_uid_cannot_update_or_reboot),
 	  TEST_CASE(session_limit_is_per_uid_and_gives_enospc), TEST_CASE(file_limit_gives_enospc),
-	  TEST_CASE(luod_out_of_fds_gives_emfile))
+	  TEST_CASE(luod_out_of_fds_gives_emfile), TEST_CASE(tiny_fd_limit_refuses_to_start),
+	  TEST_CASE(connections_beyond_the_fd_limit_are_refused_with_emfile))

@@ -87,6 +87,9 @@ static void usage(FILE *f)
 	      "  list                   sessions visible to the caller's uid\n"
 	      "  show NAME              one session and its files\n"
 	      "                         (--outgoing or --incoming picks one namespace)\n"
+	      "  drop NAME              remove a session nobody holds: an incoming one not\n"
+	      "                         retrieved, or a handover-on-close one waiting for\n"
+	      "                         its name (--outgoing or --incoming picks one)\n"
 	      "  update [--exec BINARY] live update of luod, into BINARY or its own binary\n"
 	      "  reboot                 simulated kexec: outgoing sessions become incoming\n"
 	      "  dump-state FILE        decode a luod state blob (FILE or - for stdin)\n"
@@ -775,6 +778,78 @@ out:
 	return ret;
 }
 
+/* ---- drop ---- */
+
+static int cmd_drop(int argc, char **argv)
+{
+	static const struct option options[] = { { "outgoing", no_argument, NULL, 'o' },
+						 { "incoming", no_argument, NULL, 'i' },
+						 { "json", no_argument, NULL, 'j' },
+						 {} };
+	_cleanup_close_ int fd = -EBADF;
+	struct luo_wire_drop req = { .size = sizeof(req), .kind = LUO_DROP_ANY };
+	const char *name;
+	size_t len;
+	int c, r;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "+", options, NULL)) >= 0) {
+		switch (c) {
+		case 'o':
+		case 'i':
+			if (req.kind != LUO_DROP_ANY)
+				return usage_error(
+					"drop: --outgoing and --incoming exclude each other");
+			req.kind = c == 'o' ? LUO_DROP_OUTGOING : LUO_DROP_INCOMING;
+			break;
+		case 'j':
+			arg_json = true;
+			break;
+		default:
+			return usage_error("drop: bad option");
+		}
+	}
+	if (argc - optind != 1)
+		return usage_error("drop takes exactly one session name");
+	name = argv[optind];
+	len = strlen(name);
+	if (len == 0 || len >= LIVEUPDATE_SESSION_NAME_LENGTH)
+		return usage_error("drop: session names have 1 to %d bytes, not %zu",
+				   LIVEUPDATE_SESSION_NAME_LENGTH - 1, len);
+	memcpy(req.name, name, len);
+	fd = connect_or_explain();
+	if (fd < 0)
+		return EXIT_UNREACHABLE;
+	r = call(fd, "drop", LUO_CMD_DROP, &req, sizeof(req), &req, sizeof(req), NULL);
+	if (r > 0)
+		return r;
+	if (r < 0) {
+		_cleanup_free_ char *n = escape_human((const uint8_t *)name, len);
+
+		if (r == -ENOENT) {
+			log_error("drop: no session named '%s' to drop%s (or it belongs to another "
+				  "uid)",
+				  n ? n : name,
+				  req.kind == LUO_DROP_OUTGOING	  ? " among outgoing sessions"
+				  : req.kind == LUO_DROP_INCOMING ? " among incoming sessions"
+								  : "");
+			return EXIT_NOT_FOUND;
+		}
+		if (r == -EBUSY) {
+			log_error("drop: session '%s' is held open by a program: nothing dropped "
+				  "(its holder closes it)",
+				  n ? n : name);
+			return EXIT_FAILED;
+		}
+		return refused("drop", r);
+	}
+	if (arg_json)
+		printf("{\"result\":\"ok\"}\n");
+	else
+		printf("drop: session '%s' dropped\n", name);
+	return EXIT_OK;
+}
+
 /* ---- update and reboot ---- */
 
 static int cmd_update(int argc, char **argv)
@@ -1111,7 +1186,7 @@ static const struct {
 } commands[] = {
 	{ "status", cmd_status }, { "list", cmd_list },	    { "show", cmd_show },
 	{ "update", cmd_update }, { "reboot", cmd_reboot }, { "dump-state", cmd_dump_state },
-	{ "run", cmd_run },
+	{ "run", cmd_run },	  { "drop", cmd_drop },
 };
 
 int main(int argc, char **argv)

@@ -43,6 +43,7 @@ union cmd_struct {
 	struct luo_wire_update update;
 	struct luo_wire_reboot reboot;
 	struct luo_wire_is_session is_session;
+	struct luo_wire_drop drop;
 	uint8_t bytes[LUO_WIRE_REQUEST_MAX];
 };
 
@@ -436,6 +437,44 @@ static void device_show(struct luod *d, struct endpoint *ep, const struct luo_wi
 	free(x.chunk);
 }
 
+static luo_session *drop_target(struct luod *d, struct endpoint *ep, uint32_t kind,
+				const char *name)
+{
+	luo_session *s;
+
+	if (kind != LUO_DROP_OUTGOING) {
+		s = luo_engine_find_session(d->engine, LUO_SESSION_INCOMING, name);
+		if (s && visible(ep, s))
+			return s;
+	}
+	if (kind != LUO_DROP_INCOMING) {
+		s = luo_engine_find_session(d->engine, LUO_SESSION_OUTGOING, name);
+		if (s && visible(ep, s))
+			return s;
+	}
+	return NULL;
+}
+
+/* DROP: the owner (or root) removes a session nobody holds (luod(8)). */
+static int device_drop(struct luod *d, struct endpoint *ep, union cmd_struct *c)
+{
+	const char *name = (const char *)c->drop.name;
+	int r;
+
+	if (c->drop.kind > LUO_DROP_INCOMING || !name_field_valid(c->drop.name))
+		return -EINVAL;
+	for (int attempt = 0;; attempt++) {
+		luo_session *s = drop_target(d, ep, c->drop.kind, name);
+
+		/* Another uid's session does not exist as far as this peer can tell. */
+		r = s ? server_drop_session(d, s) : -ENOENT;
+		/* The holder may have closed it just before: take that close in first. */
+		if (r >= 0 || attempt > 0 || server_reap_hangups(d, ep) == 0)
+			break;
+	}
+	return r;
+}
+
 static void count_fd(int fd, void *userdata)
 {
 	(*(int *)userdata)++;
@@ -523,6 +562,9 @@ static void handle_device_request(struct luod *d, struct endpoint *ep,
 	case LUO_CMD_IS_SESSION:
 		c.is_session.is_session = is_session_fd(d, fds[0]);
 		r = 0;
+		break;
+	case LUO_CMD_DROP:
+		r = device_drop(d, ep, &c);
 		break;
 	case LUO_CMD_UPDATE:
 	case LUO_CMD_REBOOT:

@@ -215,6 +215,13 @@ int server_run(struct luod *d);
  * Returns how many hang-ups it took in.
  */
 int server_reap_hangups(struct luod *d, struct endpoint *current);
+/*
+ * Removes a session that no fd holds: an incoming one waiting to be retrieved
+ * (or stuck), or a handover-on-close one waiting for its name (aborted, not
+ * handed over).  -EBUSY if a program holds it open.  A handover-on-close
+ * session waiting for the name of a dropped incoming one is handed over.
+ */
+int server_drop_session(struct luod *d, luo_session *s);
 /* Both take ownership of fd (closed on failure too). */
 struct endpoint *conn_add(struct luod *d, int fd, uint32_t uid, pid_t pid);
 struct endpoint *session_ep_add(struct luod *d, int fd, uint64_t handle, uint64_t ino,

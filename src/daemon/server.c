@@ -394,6 +394,43 @@ static int hangups_run(struct luod *d)
 	return n;
 }
 
+int server_drop_session(struct luod *d, luo_session *s)
+{
+	uint32_t uid = luo_session_uid(s);
+	uint64_t handle = luo_session_handle(s);
+	size_t sessions = luod_n_sessions(d), files = luo_engine_n_files(d->engine);
+	bool incoming = luo_session_kind(s) == LUO_SESSION_INCOMING;
+	struct endpoint *waiting = NULL;
+
+	if (handle) {
+		/* A handle nobody holds any more: a handover-on-close session waiting
+		 * for its name.  Any other is some program's open session fd. */
+		LIST_FOREACH (i, &d->deferred) {
+			struct endpoint *ep = list_entry(i, struct endpoint, deferred_node);
+
+			if (ep->handle == handle)
+				waiting = ep;
+		}
+		if (!waiting)
+			return -EBUSY;
+	}
+	log_info("session \"%s\" (%s) dropped", luo_session_name(s),
+		 incoming ? "incoming" : "outgoing");
+	luo_engine_drop_session(d->engine, s);
+	uid_usage_charge(d, uid, sessions, files);
+	if (waiting) {
+		list_remove(&d->deferred, &waiting->deferred_node);
+		waiting->deferred = false;
+		endpoint_free(d, waiting);
+	}
+	/* Its name is free: a handover-on-close session waiting for it goes over now. */
+	if (incoming && !list_empty(&d->deferred)) {
+		retry_deferred(d);
+		(void)hangups_run(d);
+	}
+	return 0;
+}
+
 int server_reap_hangups(struct luod *d, struct endpoint *current)
 {
 	/* Every endpoint in the hang-up set fits in one answer: none is left for later. */

@@ -62,6 +62,8 @@ static const struct luo_wire_command wire_commands[] = {
 		 sizeof(struct luo_wire_reboot), 0, 0, "REBOOT"),
 	WIRE_CMD(LUO_WIRE_DEVICE, LUO_CMD_IS_SESSION, sizeof(struct luo_wire_is_session),
 		 sizeof(struct luo_wire_is_session), 1, 0, "IS_SESSION"),
+	WIRE_CMD(LUO_WIRE_DEVICE, LUO_CMD_DROP, sizeof(struct luo_wire_drop),
+		 sizeof(struct luo_wire_drop), 0, 0, "DROP"),
 	/* The kernel's session commands. */
 	WIRE_CMD(LUO_WIRE_SESSION, LIVEUPDATE_CMD_SESSION_PRESERVE_FD,
 		 sizeof(struct liveupdate_session_preserve_fd),

@@ -81,6 +81,7 @@ enum {
 	LUO_CMD_UPDATE = 0x84,
 	LUO_CMD_REBOOT = 0x85,
 	LUO_CMD_IS_SESSION = 0x86, /* one fd attached */
+	LUO_CMD_DROP = 0x87,	   /* remove a session nobody holds */
 };
 #define LUO_IOCTL_DEVICE_OPEN _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_DEVICE_OPEN)
 #define LUO_IOCTL_STATUS _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_STATUS)
@@ -89,6 +90,7 @@ enum {
 #define LUO_IOCTL_UPDATE _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_UPDATE)
 #define LUO_IOCTL_REBOOT _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_REBOOT)
 #define LUO_IOCTL_IS_SESSION _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_IS_SESSION)
+#define LUO_IOCTL_DROP _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_DROP)
 
 /* DEVICE_OPEN: no arguments beyond size; reserved must be 0. */
 struct luo_wire_simple {
@@ -181,6 +183,19 @@ struct luo_wire_is_session {
 	uint32_t reserved;
 	uint32_t is_session; /* out: 1 or 0 */
 	uint32_t reserved2;
+};
+
+/* Which namespace DROP looks in; ANY: the incoming session of the name, else the outgoing. */
+enum {
+	LUO_DROP_ANY = 0,
+	LUO_DROP_OUTGOING = 1,
+	LUO_DROP_INCOMING = 2,
+};
+
+struct luo_wire_drop {
+	uint32_t size;
+	uint32_t kind; /* LUO_DROP_* */
+	uint8_t name[LIVEUPDATE_SESSION_NAME_LENGTH];
 };
 
 /* ---- luod's extensions of the session commands (on a session fd) ---- */

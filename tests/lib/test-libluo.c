@@ -396,6 +396,63 @@ TEST(retrieve_fd_into_a_full_fd_table_is_emfile_and_keeps_the_file)
 	test_luod_stop(&d);
 }
 
+/* A program removes a session it no longer wants: the incoming one nobody
+ * retrieved, or its handover-on-close one waiting for that name. */
+TEST(drop_removes_a_session_nobody_holds)
+{
+	struct test_luod d;
+	int luo, old, s, next, m;
+
+	start(&d);
+	luo = ASSERT_OK(luo_connect(NULL));
+	ASSERT_ERR(luo_session_drop(luo, "nothing"), -ENOENT);
+	ASSERT_ERR(luo_session_drop(luo, ""), -EINVAL);
+	ASSERT_ERR(luo_session_drop(-1, "x"), -EBADF);
+
+	/* An incoming session waiting to be retrieved. */
+	old = handed_over(luo, "unwanted", "stale state");
+	ASSERT_OK(luo_session_drop(luo, "unwanted"));
+	ASSERT_ERR(luo_session_retrieve(luo, "unwanted", &s), -ENOENT);
+	ASSERT_ERR(luo_session_drop(luo, "unwanted"), -ENOENT);
+	close(old);
+
+	/* A retrieved, open session is its holder's to close. */
+	old = handed_over(luo, "held", "held state");
+	ASSERT_OK(luo_session_retrieve(luo, "held", &s));
+	ASSERT_ERR(luo_session_drop(luo, "held"), -EBUSY);
+	/* And so is an open outgoing session. */
+	ASSERT_OK(luo_session_create(luo, "held", LUO_SESSION_HANDOVER_ON_CLOSE, &next));
+	m = memfd_with("next state");
+	ASSERT_OK(luo_session_preserve_fd(next, 1, m));
+	close(m);
+	/* Closed while "held" is still incoming: it waits for the name. */
+	close(next);
+	/* The incoming one goes first, and the waiting one takes its place. */
+	ASSERT_OK(luo_session_finish(s));
+	close(s);
+	ASSERT_OK(luo_session_retrieve(luo, "held", &s));
+	ASSERT_OK(luo_session_retrieve_fd(s, 1, &m));
+	assert_memfd_holds(m, "next state");
+	close(m);
+	close(s);
+	close(old);
+
+	/* Dropping never takes a session from its holder: once the holder lets the
+	 * incoming one go, the waiting one takes the name and is dropped in turn. */
+	old = handed_over(luo, "twice", "first");
+	ASSERT_OK(luo_session_retrieve(luo, "twice", &s));
+	ASSERT_OK(luo_session_create(luo, "twice", LUO_SESSION_HANDOVER_ON_CLOSE, &next));
+	close(next);
+	ASSERT_ERR(luo_session_drop(luo, "twice"), -EBUSY); /* the retrieved one is held */
+	ASSERT_OK(luo_session_finish(s));
+	close(s);
+	ASSERT_OK(luo_session_drop(luo, "twice")); /* the one handed over at last */
+	ASSERT_ERR(luo_session_drop(luo, "twice"), -ENOENT);
+	close(old);
+	close(luo);
+	test_luod_stop(&d);
+}
+
 TEST(handover_on_close_keeps_the_session_for_the_successor)
 {
 	struct test_luod d;
@@ -817,6 +874,7 @@ TEST(library_exports_only_versioned_luo_symbols)
 		"luo_session_finish",
 		"luo_session_get_name",
 		"luo_session_handover",
+		"luo_session_drop",
 		"luo_fd_is_session",
 	};
 	static const char *const hidden[] = {
@@ -870,7 +928,7 @@ TEST(man_page_documents_every_public_function)
 				     name);
 	}
 	fclose(f);
-	ASSERT_EQ(found, 9);
+	ASSERT_EQ(found, 10);
 }
 
 static const struct test_case cases[] = {
@@ -884,6 +942,7 @@ static const struct test_case cases[] = {
 	TEST_CASE(retrieve_into_a_full_fd_table_is_emfile_and_loses_nothing),
 	TEST_CASE(create_into_a_full_fd_table_is_emfile_and_makes_nothing),
 	TEST_CASE(retrieve_fd_into_a_full_fd_table_is_emfile_and_keeps_the_file),
+	TEST_CASE(drop_removes_a_session_nobody_holds),
 	TEST_CASE(handover_on_close_keeps_the_session_for_the_successor),
 	TEST_CASE(commands_on_a_handed_over_fd_are_estale),
 	TEST_CASE(preserve_errors_are_the_kernel_ones),

@@ -87,7 +87,7 @@ TEST(command_table_keeps_device_and_session_commands_apart)
 
 		ASSERT_FALSE(d && s);
 		if (d)
-			ASSERT_TRUE(nr <= 0x01 || (nr >= 0x80 && nr <= 0x86));
+			ASSERT_TRUE(nr <= 0x01 || (nr >= 0x80 && nr <= 0x87));
 		if (s)
 			ASSERT_TRUE(nr >= 0x40 && nr <= 0x44);
 	}

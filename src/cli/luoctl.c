@@ -434,9 +434,12 @@ static int cmd_status(int argc, char **argv)
 		printf(",\"update_number\":%" PRIu64 ",\"live_updates\":%" PRIu64
 		       ",\"outgoing_sessions\":%" PRIu64 ",\"incoming_sessions\":%" PRIu64
 		       ",\"files\":%" PRIu64 ",\"connections\":%" PRIu64 ",\"fd_limit\":%" PRIu64
-		       ",\"fds_in_use\":%" PRIu64 ",\"started_usec\":%" PRIu64 "}\n",
+		       ",\"fds_in_use\":%" PRIu64 ",\"started_usec\":%" PRIu64
+		       ",\"fd_capacity\":%" PRIu64 ",\"root_reserve\":%" PRIu64
+		       ",\"uid_fd_share\":%" PRIu64 ",\"uid_fds\":%" PRIu64 "}\n",
 		       st.update_number, st.n_live_updates, st.n_outgoing, st.n_incoming,
-		       st.n_files, st.n_connections, st.fd_limit, st.fds_in_use, st.started_usec);
+		       st.n_files, st.n_connections, st.fd_limit, st.fds_in_use, st.started_usec,
+		       st.fd_capacity, st.root_reserve, st.uid_fd_share, st.uid_fds);
 		return EXIT_OK;
 	}
 
@@ -460,6 +463,11 @@ static int cmd_status(int argc, char **argv)
 	       " more files fit)\n",
 	       st.fds_in_use, st.fd_limit,
 	       st.fd_limit > st.fds_in_use ? st.fd_limit - st.fds_in_use : 0);
+	printf("capacity:       %" PRIu64 " sessions, files and connections (%" PRIu64
+	       " of them for root alone)\n",
+	       st.fd_capacity, st.root_reserve);
+	printf("this uid:       %" PRIu64 " held of at most %" PRIu64 "\n", st.uid_fds,
+	       st.uid_fd_share);
 	return EXIT_OK;
 }
 

@@ -96,6 +96,9 @@ static int session_preserve_once(struct luod *d, luo_session *s, union cmd_struc
 		return -ENOMEM;
 	if (u->n_files >= limit_files(d, uid))
 		return -ENOSPC;
+	r = capacity_check(d, uid, 1);
+	if (r < 0)
+		return r;
 	r = luo_session_preserve_fd(s, c->preserve.token, fd);
 	if (r < 0)
 		return r;
@@ -243,13 +246,18 @@ static int device_create_or_retrieve(struct luod *d, struct endpoint *ep, bool c
 			return -ENOMEM;
 		if (c->create.flags & ~LUO_SESSION_FLAGS_ALL)
 			return -EINVAL;
-		if (u->n_sessions >= limit_sessions(d, ep->uid) && server_reap_hangups(d, ep) > 0) {
+		if ((u->n_sessions >= limit_sessions(d, ep->uid) ||
+		     capacity_check(d, ep->uid, 1) < 0) &&
+		    server_reap_hangups(d, ep) > 0) {
 			/* Closes taken in changed the counts this request is charged from. */
 			sessions = luod_n_sessions(d);
 			files = luo_engine_n_files(d->engine);
 		}
 		if (u->n_sessions >= limit_sessions(d, ep->uid))
 			return -ENOSPC;
+		r = capacity_check(d, ep->uid, 1);
+		if (r < 0)
+			return r;
 	}
 	/* The socket first: undoing a created session could hand it over. */
 	r = make_session_socket(&ino, &client);
@@ -480,7 +488,7 @@ static void count_fd(int fd, void *userdata)
 	(*(int *)userdata)++;
 }
 
-static void device_status(struct luod *d, union cmd_struct *c)
+static void device_status(struct luod *d, struct endpoint *ep, union cmd_struct *c)
 {
 	struct rlimit rl;
 	int n;
@@ -500,6 +508,11 @@ static void device_status(struct luod *d, union cmd_struct *c)
 	c->status.n_live_updates = d->n_live_updates;
 	memset(c->status.version, 0, sizeof(c->status.version));
 	snprintf(c->status.version, sizeof(c->status.version), "%s", LUO_VERSION);
+	capacity_refresh(d);
+	c->status.fd_capacity = d->fd_capacity;
+	c->status.root_reserve = capacity_root_reserve(d);
+	c->status.uid_fd_share = capacity_uid_share(d, ep->uid);
+	c->status.uid_fds = uid_fds(d, ep->uid);
 }
 
 static void handle_device_request(struct luod *d, struct endpoint *ep,
@@ -550,7 +563,7 @@ static void handle_device_request(struct luod *d, struct endpoint *ep,
 		}
 		break;
 	case LUO_CMD_STATUS:
-		device_status(d, &c);
+		device_status(d, ep, &c);
 		r = 0;
 		break;
 	case LUO_CMD_LIST:

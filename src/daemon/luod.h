@@ -112,10 +112,18 @@ struct endpoint {
 	struct hash_node by_ino;
 };
 
+/* Default fairness of the fd capacity (luod(8)): root's reserve, in percent of the
+ * capacity, and the share of what is left that one non-root uid may hold. */
+#define LUOD_ROOT_RESERVE_PERCENT 10
+#define LUOD_USER_SHARE_PERCENT 25
+
 struct luod_limits {
 	uint64_t max_sessions; /* 0: the default for the uid */
 	uint64_t max_files;
 	uint64_t max_connections;
+	uint64_t
+		root_reserve; /* fds; 0: LUOD_ROOT_RESERVE_PERCENT of the capacity; UINT64_MAX: none */
+	uint64_t user_share; /* percent; 0: LUOD_USER_SHARE_PERCENT */
 };
 
 /* A reply luod owes across its own re-exec (UPDATE or REBOOT). */
@@ -168,6 +176,7 @@ struct luod {
 	struct hashmap by_ino, uids;
 	struct endpoint *device_holder;
 	struct luod_limits limits;
+	uint64_t fd_capacity; /* RLIMIT_NOFILE less LUOD_OWN_FDS: what clients may make it hold */
 	uint64_t queued_bytes;
 	int base_fds;	       /* its own: stdio, listening socket, signalfd, epoll, reserve */
 	uint64_t started_usec; /* CLOCK_REALTIME of the first start */
@@ -237,6 +246,16 @@ void uid_usage_charge(struct luod *d, uint32_t uid, size_t sessions_before, size
 int uid_usage_recount(struct luod *d);
 uint64_t limit_sessions(const struct luod *d, uint32_t uid);
 uint64_t limit_files(const struct luod *d, uint32_t uid);
+/* The fd capacity's fairness: root's reserve, and the most one uid may hold. */
+/* Re-reads RLIMIT_NOFILE into d->fd_capacity (it may be changed with prlimit). */
+void capacity_refresh(struct luod *d);
+uint64_t capacity_root_reserve(const struct luod *d);
+uint64_t capacity_uid_share(const struct luod *d, uint32_t uid);
+/* What uid's sessions, files and connections cost luod in fds. */
+uint64_t uid_fds(struct luod *d, uint32_t uid);
+/* 0 if uid may make luod hold n more fds, -ENOSPC if that would pass its share
+ * of the capacity or eat into root's reserve.  Root is never refused here. */
+int capacity_check(struct luod *d, uint32_t uid, uint64_t n);
 /*
  * Sends one reply message: header, then payload.  fd (may be -EBADF) goes
  * with it and is consumed.  Queues it if the socket is full; drops it if the

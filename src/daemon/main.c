@@ -56,6 +56,8 @@ enum {
 	ARG_MAX_SESSIONS,
 	ARG_MAX_FILES,
 	ARG_MAX_CONNECTIONS,
+	ARG_ROOT_RESERVE,
+	ARG_USER_SHARE,
 	ARG_VERSION,
 	ARG_CHECK_STATE,
 	ARG_RESTORE,
@@ -77,11 +79,16 @@ static void help(void)
 	       "     --max-files N         preserved files per uid (default %" PRIu64
 	       " for root, %" PRIu64 " for others)\n"
 	       "     --max-connections N   connections per uid (default %" PRIu64 ")\n"
+	       "     --root-reserve N      fds of luod's capacity only root may use\n"
+	       "                           (default %d%% of the capacity)\n"
+	       "     --user-share PERCENT  the most one non-root uid may hold, in percent of\n"
+	       "                           the capacity less root's reserve (default %d)\n"
 	       "  -v --verbose             log debug messages\n"
 	       "  -h --help                show this help\n"
 	       "     --version             show the version\n",
 	       LUOD_ROOT_MAX_SESSIONS, LUOD_USER_MAX_SESSIONS, LUOD_ROOT_MAX_FILES,
-	       LUOD_USER_MAX_FILES, LUOD_MAX_CONNECTIONS);
+	       LUOD_USER_MAX_FILES, LUOD_MAX_CONNECTIONS, LUOD_ROOT_RESERVE_PERCENT,
+	       LUOD_USER_SHARE_PERCENT);
 }
 
 static int parse_u64(const char *s, uint64_t *ret)
@@ -119,6 +126,8 @@ static int parse_args(struct luod *d, struct options *o, int argc, char **argv)
 		{ "max-sessions", required_argument, NULL, ARG_MAX_SESSIONS },
 		{ "max-files", required_argument, NULL, ARG_MAX_FILES },
 		{ "max-connections", required_argument, NULL, ARG_MAX_CONNECTIONS },
+		{ "root-reserve", required_argument, NULL, ARG_ROOT_RESERVE },
+		{ "user-share", required_argument, NULL, ARG_USER_SHARE },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, ARG_VERSION },
@@ -160,6 +169,22 @@ static int parse_args(struct luod *d, struct options *o, int argc, char **argv)
 				d->limits.max_files = v;
 			else
 				d->limits.max_connections = v;
+			break;
+		case ARG_ROOT_RESERVE:
+			if (parse_u64(optarg, &v) < 0) {
+				fprintf(stderr, "luod: --root-reserve needs a number of fds\n");
+				return LUOD_EXIT_USAGE + 1;
+			}
+			/* 0 is a reserve of none: stored as what can never be the default. */
+			d->limits.root_reserve = v ? v : UINT64_MAX;
+			break;
+		case ARG_USER_SHARE:
+			if (parse_u64(optarg, &v) < 0 || v == 0 || v > 100) {
+				fprintf(stderr,
+					"luod: --user-share needs a percentage from 1 to 100\n");
+				return LUOD_EXIT_USAGE + 1;
+			}
+			d->limits.user_share = v;
 			break;
 		case 'v':
 			log_verbose = true;
@@ -256,6 +281,14 @@ static int build_restart_args(struct luod *d, const struct options *o)
 		r = r ?: add_arg(d, "--max-files=%" PRIu64, d->limits.max_files);
 	if (d->limits.max_connections)
 		r = r ?: add_arg(d, "--max-connections=%" PRIu64, d->limits.max_connections);
+	if (d->limits.root_reserve)
+		r = r
+			    ?: add_arg(d, "--root-reserve=%" PRIu64,
+				       d->limits.root_reserve == UINT64_MAX
+					       ? 0
+					       : d->limits.root_reserve);
+	if (d->limits.user_share)
+		r = r ?: add_arg(d, "--user-share=%" PRIu64, d->limits.user_share);
 	return r;
 }
 
@@ -447,6 +480,7 @@ int main(int argc, char **argv)
 		code = LUOD_EXIT_FAILURE;
 		goto out;
 	}
+	d.fd_capacity = limit > LUOD_OWN_FDS ? (uint64_t)(limit - LUOD_OWN_FDS) : 1;
 
 	if (o.pid_file) {
 		r = make_absolute(o.pid_file, pid_file, sizeof(pid_file));
@@ -517,9 +551,11 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (o.restore_fd < 0) {
-		log_info("listening on %s (fd limit %ld: room for %ld connections, sessions "
-			 "and preserved files)",
-			 d.socket_path, limit, limit - LUOD_OWN_FDS);
+		log_info("listening on %s (fd limit %ld: room for %" PRIu64
+			 " connections, sessions and preserved files; %" PRIu64
+			 " of them for root alone, at most %" PRIu64 " for any other uid)",
+			 d.socket_path, limit, d.fd_capacity, capacity_root_reserve(&d),
+			 capacity_uid_share(&d, 1));
 		printf("%s\n", d.socket_path);
 		fflush(stdout);
 		if (o.pid_file && (r = write_pid_file(o.pid_file)) < 0)

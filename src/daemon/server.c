@@ -30,6 +30,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <linux/sockios.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -103,6 +104,75 @@ uint64_t limit_files(const struct luod *d, uint32_t uid)
 	if (d->limits.max_files)
 		return d->limits.max_files;
 	return uid == 0 ? LUOD_ROOT_MAX_FILES : LUOD_USER_MAX_FILES;
+}
+
+/* The limit may be changed from outside (prlimit): the capacity follows it. */
+void capacity_refresh(struct luod *d)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+		d->fd_capacity = rl.rlim_cur > LUOD_OWN_FDS ? rl.rlim_cur - LUOD_OWN_FDS : 1;
+}
+
+uint64_t capacity_root_reserve(const struct luod *d)
+{
+	uint64_t r = d->limits.root_reserve ? d->limits.root_reserve
+					    : d->fd_capacity * LUOD_ROOT_RESERVE_PERCENT / 100;
+
+	if (d->limits.root_reserve == UINT64_MAX)
+		return 0; /* --root-reserve=0 */
+	return MIN(r, d->fd_capacity);
+}
+
+/* What the non-root uids may hold together. */
+static uint64_t capacity_pool(const struct luod *d)
+{
+	return d->fd_capacity - capacity_root_reserve(d);
+}
+
+uint64_t capacity_uid_share(const struct luod *d, uint32_t uid)
+{
+	uint64_t pct = d->limits.user_share ? d->limits.user_share : LUOD_USER_SHARE_PERCENT;
+
+	if (uid == 0)
+		return d->fd_capacity;
+	return MAX(capacity_pool(d) * pct / 100, (uint64_t)1);
+}
+
+static uint64_t usage_fds(const struct uid_usage *u)
+{
+	return u->n_sessions + u->n_files + u->n_connections;
+}
+
+uint64_t uid_fds(struct luod *d, uint32_t uid)
+{
+	struct uid_usage *u = uid_usage_get(d, uid);
+
+	return u ? usage_fds(u) : 0;
+}
+
+int capacity_check(struct luod *d, uint32_t uid, uint64_t n)
+{
+	uint64_t users = 0;
+
+	/* Root is bounded by the real fds alone (EMFILE); the reserve is its own. */
+	if (uid == 0)
+		return 0;
+	capacity_refresh(d);
+	if (uid_fds(d, uid) + n > capacity_uid_share(d, uid))
+		return -ENOSPC;
+	/* O(uids that ever connected): only non-root requests that allocate pay it. */
+	for (size_t b = 0; b < d->uids.n_buckets; b++)
+		for (struct hash_node *h = d->uids.buckets[b]; h; h = h->next) {
+			struct uid_usage *u = container_of(h, struct uid_usage, node);
+
+			if (u->uid != 0)
+				users += usage_fds(u);
+		}
+	if (users + n > capacity_pool(d))
+		return -ENOSPC;
+	return 0;
 }
 
 static uint64_t limit_connections(const struct luod *d)
@@ -835,7 +905,9 @@ static void handle_accept(struct luod *d)
 			continue;
 		}
 		struct uid_usage *u = uid_usage_get(d, cred.uid);
-		if (!u || u->n_connections >= limit_connections(d)) {
+		/* A connection costs an fd too: within the uid's share of the capacity. */
+		if (!u || u->n_connections >= limit_connections(d) ||
+		    capacity_check(d, cred.uid, 1) < 0) {
 			log_debug("uid %u is at its connection limit: connection refused",
 				  (unsigned)cred.uid);
 			refuse_connection(fd, u ? -EMFILE : -ENOMEM);

@@ -50,7 +50,7 @@ static const struct luo_wire_command wire_commands[] = {
 	/* luod's device extensions. */
 	WIRE_CMD(LUO_WIRE_DEVICE, LUO_CMD_DEVICE_OPEN, sizeof(struct luo_wire_simple),
 		 sizeof(struct luo_wire_simple), 0, 0, "DEVICE_OPEN"),
-	WIRE_CMD(LUO_WIRE_DEVICE, LUO_CMD_STATUS, sizeof(struct luo_wire_status),
+	WIRE_CMD(LUO_WIRE_DEVICE, LUO_CMD_STATUS, offsetof(struct luo_wire_status, fd_capacity),
 		 sizeof(struct luo_wire_status), 0, 0, "STATUS"),
 	WIRE_CMD(LUO_WIRE_DEVICE, LUO_CMD_LIST, sizeof(struct luo_wire_list),
 		 sizeof(struct luo_wire_list), 0, 0, "LIST"),

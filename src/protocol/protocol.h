@@ -112,6 +112,12 @@ struct luo_wire_status {
 	uint64_t started_usec;	 /* CLOCK_REALTIME of luod's first start */
 	uint64_t n_live_updates; /* luod re-execs since its first start */
 	char version[32];
+	/* luod's capacity and the caller's uid's part of it (luod(8)); a client
+	 * that sends the struct without these fields gets it without them. */
+	uint64_t fd_capacity;  /* fd_limit less the fds luod keeps for itself */
+	uint64_t root_reserve; /* of the capacity, what no other uid can take */
+	uint64_t uid_fd_share; /* the most the caller's uid may hold (root: capacity) */
+	uint64_t uid_fds;      /* what it holds: sessions, files and connections */
 };
 
 struct luo_wire_session_entry {

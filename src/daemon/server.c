@@ -17,9 +17,23 @@
  * closed: a live handle is released in the engine (abort, implicit finish or
  * handover-on-close), a stale one (previous generation) is just dropped.
  *
+ * Hang-ups: wherever one is found (the main loop reading end of stream, or
+ * server_reap_hangups() reading a second epoll set that holds every endpoint
+ * with EPOLLRDHUP alone, whole), it is queued, and one loop, hangups_run(),
+ * takes the queue in; nothing it calls takes in another hang-up, it only
+ * queues it.  A handover-on-close session waiting for its name is retried
+ * from that loop when an incoming session goes away.  So any number of
+ * closes costs a constant stack depth, and every close made before a request
+ * is seen before that request is answered, however many endpoints are ready.
+ *
  * Replies go out with MSG_DONTWAIT; what the socket cannot take waits in the
  * endpoint's queue and the endpoint's requests are not read until it drains,
  * so a peer that never reads makes luod hold at most one request's replies.
+ *
+ * Fds are luod's capacity: RLIMIT_NOFILE less LUOD_OWN_FDS.  Each non-root
+ * uid may hold a share of it and root keeps a reserve (capacity_check()); at
+ * the real limit a spare fd lets luod accept a connection only to refuse it
+ * with EMFILE.
  */
 #include <fcntl.h>
 #include <limits.h>

@@ -254,7 +254,8 @@ uint64_t capacity_uid_share(const struct luod *d, uint32_t uid);
 /* What uid's sessions, files and connections cost luod in fds. */
 uint64_t uid_fds(struct luod *d, uint32_t uid);
 /* 0 if uid may make luod hold n more fds, -ENOSPC if that would pass its share
- * of the capacity or eat into root's reserve.  Root is never refused here. */
+ * of the capacity or eat into root's reserve.  Root, and luod's own uid, are
+ * never refused here. */
 int capacity_check(struct luod *d, uint32_t uid, uint64_t n);
 /*
  * Sends one reply message: header, then payload.  fd (may be -EBADF) goes

@@ -145,11 +145,17 @@ static uint64_t capacity_pool(const struct luod *d)
 	return d->fd_capacity - capacity_root_reserve(d);
 }
 
+/* Root, and the uid luod runs as (a user's own luod serves that user first). */
+static bool uid_privileged(uint32_t uid)
+{
+	return uid == 0 || uid == (uint32_t)geteuid();
+}
+
 uint64_t capacity_uid_share(const struct luod *d, uint32_t uid)
 {
 	uint64_t pct = d->limits.user_share ? d->limits.user_share : LUOD_USER_SHARE_PERCENT;
 
-	if (uid == 0)
+	if (uid_privileged(uid))
 		return d->fd_capacity;
 	return MAX(capacity_pool(d) * pct / 100, (uint64_t)1);
 }
@@ -171,7 +177,7 @@ int capacity_check(struct luod *d, uint32_t uid, uint64_t n)
 	uint64_t users = 0;
 
 	/* Root is bounded by the real fds alone (EMFILE); the reserve is its own. */
-	if (uid == 0)
+	if (uid_privileged(uid))
 		return 0;
 	capacity_refresh(d);
 	if (uid_fds(d, uid) + n > capacity_uid_share(d, uid))
@@ -181,7 +187,7 @@ int capacity_check(struct luod *d, uint32_t uid, uint64_t n)
 		for (struct hash_node *h = d->uids.buckets[b]; h; h = h->next) {
 			struct uid_usage *u = container_of(h, struct uid_usage, node);
 
-			if (u->uid != 0)
+			if (!uid_privileged(u->uid))
 				users += usage_fds(u);
 		}
 	if (users + n > capacity_pool(d))

@@ -434,6 +434,29 @@ TEST(a_greedy_uid_gets_enospc_and_nobody_else_does)
 	test_luod_stop(&d);
 }
 
+/* A user's own luod: its uid is not held to a share of it. */
+static int own_luod(const struct test_luod *unused, int arg)
+{
+	struct luo_wire_status st;
+	struct test_luod d;
+	int conn, ok;
+
+	test_luod_start(&d, NULL);
+	conn = test_luod_connect(&d);
+	ok = conn >= 0 && cl_status(conn, &st) == 0 && st.uid_fd_share == st.fd_capacity;
+	close(conn);
+	test_luod_stop(&d);
+	return ok ? 0 : 1;
+}
+
+TEST(luods_own_uid_is_not_held_to_a_share)
+{
+	if (!test_is_root())
+		test_skip("needs root to run luod as another uid");
+	ASSERT_OK(chmod(test_tmpdir(), 0777));
+	ASSERT_EQ(wait_exit(spawn_as(MODEST_UID, NULL, own_luod, 0)), 0);
+}
+
 /* The shares are options; they survive in status. */
 TEST(root_reserve_and_user_share_are_settable)
 {
@@ -513,4 +536,5 @@ TEST_MAIN(TEST_CASE(other_uid_cannot_retrieve_list_or_show),
 	  TEST_CASE(luod_out_of_fds_gives_emfile), TEST_CASE(tiny_fd_limit_refuses_to_start),
 	  TEST_CASE(connections_beyond_the_fd_limit_are_refused_with_emfile),
 	  TEST_CASE(a_greedy_uid_gets_enospc_and_nobody_else_does),
-	  TEST_CASE(root_reserve_and_user_share_are_settable))
+	  TEST_CASE(root_reserve_and_user_share_are_settable),
+	  TEST_CASE(luods_own_uid_is_not_held_to_a_share))

@@ -39,6 +39,9 @@ int luo_session_finish(int session_fd);
 int luo_session_get_name(int session_fd, char ret_name[LUO_SESSION_NAME_LENGTH]);
 /* Hands an outgoing session over to the next program (a one-session update). */
 int luo_session_handover(int session_fd);
+/* Removes the caller's session named name that no fd holds: the incoming one
+ * waiting to be retrieved, else a handover-on-close one waiting for its name. */
+int luo_session_drop(int luo_fd, const char *name);
 /* 1 if fd is a session fd (luod's or the kernel's), 0 if not, or -errno. */
 int luo_fd_is_session(int fd);
 

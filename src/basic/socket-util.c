@@ -97,13 +97,14 @@ ssize_t socket_recv_message(int sock, void *buf, size_t size, int *fds, size_t m
 			}
 		}
 	}
-	if ((mh.msg_flags & MSG_CTRUNC) && mh.msg_controllen)
-		bad = true;
-	if (bad || (mh.msg_flags & MSG_TRUNC)) {
+	/* With room for every fd we accept, a truncated control block means the
+	 * kernel could not install one: the receiver's fd table is full. */
+	bool ctrunc = (mh.msg_flags & MSG_CTRUNC) && mh.msg_controllen;
+	if (bad || ctrunc || (mh.msg_flags & MSG_TRUNC)) {
 		close_many(fds, got);
 		if (ret_n_fds)
 			*ret_n_fds = 0;
-		return (mh.msg_flags & MSG_TRUNC) ? -EMSGSIZE : -EBADMSG;
+		return (mh.msg_flags & MSG_TRUNC) ? -EMSGSIZE : bad ? -EBADMSG : -EMFILE;
 	}
 	if (ret_n_fds)
 		*ret_n_fds = got;

@@ -28,8 +28,9 @@ ssize_t socket_send_message(int sock, const struct iovec *iov, size_t iovlen, co
  * Receives one message into buf.  Received fds are O_CLOEXEC and stored in
  * fds[0..*ret_n_fds).  flags are passed to recvmsg() (MSG_PEEK, MSG_DONTWAIT).
  * Returns the byte count (0 on hang-up), -EMSGSIZE if the message was larger
- * than size, -EBADMSG for a bad control block or more than max_fds fds; on
- * every error no fd is left open.
+ * than size, -EBADMSG for a bad control block or more than max_fds fds,
+ * -EMFILE if the kernel could not install a received fd (the message is
+ * consumed and its fds are gone); on every error no fd is left open.
  */
 ssize_t socket_recv_message(int sock, void *buf, size_t size, int *fds, size_t max_fds,
 			    size_t *ret_n_fds, int flags);

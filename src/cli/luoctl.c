@@ -87,6 +87,9 @@ static void usage(FILE *f)
 	      "  list                   sessions visible to the caller's uid\n"
 	      "  show NAME              one session and its files\n"
 	      "                         (--outgoing or --incoming picks one namespace)\n"
+	      "  drop NAME              remove a session nobody holds: an incoming one not\n"
+	      "                         retrieved, or a handover-on-close one waiting for\n"
+	      "                         its name (--outgoing or --incoming picks one)\n"
 	      "  update [--exec BINARY] live update of luod, into BINARY or its own binary\n"
 	      "  reboot                 simulated kexec: outgoing sessions become incoming\n"
 	      "  dump-state FILE        decode a luod state blob (FILE or - for stdin)\n"
@@ -432,11 +435,14 @@ static int cmd_status(int argc, char **argv)
 		       ",\"outgoing_sessions\":%" PRIu64 ",\"incoming_sessions\":%" PRIu64
 		       ",\"files\":%" PRIu64 ",\"connections\":%" PRIu64 ",\"fd_limit\":%" PRIu64
 		       ",\"fds_in_use\":%" PRIu64 ",\"started_usec\":%" PRIu64
+		       ",\"fd_capacity\":%" PRIu64 ",\"root_reserve\":%" PRIu64
+		       ",\"uid_fd_share\":%" PRIu64 ",\"uid_fds\":%" PRIu64
 		       ",\"worker_pid\":%" PRIu64 ",\"worker_restarts\":%" PRIu64
 		       ",\"binary_since_usec\":%" PRIu64 ",\"journal_size\":%" PRIu64
 		       ",\"binary\":",
 		       st.update_number, st.n_live_updates, st.n_outgoing, st.n_incoming,
 		       st.n_files, st.n_connections, st.fd_limit, st.fds_in_use, st.started_usec,
+		       st.fd_capacity, st.root_reserve, st.uid_fd_share, st.uid_fds,
 		       st.worker_pid, st.n_worker_restarts, st.binary_since_usec, st.journal_size);
 		json_print_string(stdout, (const uint8_t *)st.binary,
 				  strnlen(st.binary, sizeof(st.binary)));
@@ -477,6 +483,11 @@ static int cmd_status(int argc, char **argv)
 	       " more files fit)\n",
 	       st.fds_in_use, st.fd_limit,
 	       st.fd_limit > st.fds_in_use ? st.fd_limit - st.fds_in_use : 0);
+	printf("capacity:       %" PRIu64 " sessions, files and connections (%" PRIu64
+	       " of them for root alone)\n",
+	       st.fd_capacity, st.root_reserve);
+	printf("this uid:       %" PRIu64 " held of at most %" PRIu64 "\n", st.uid_fds,
+	       st.uid_fd_share);
 	return EXIT_OK;
 }
 
@@ -793,6 +804,78 @@ out:
 	for (size_t i = 0; i < ELEMENTSOF(shown); i++)
 		free(shown[i].f.v);
 	return ret;
+}
+
+/* ---- drop ---- */
+
+static int cmd_drop(int argc, char **argv)
+{
+	static const struct option options[] = { { "outgoing", no_argument, NULL, 'o' },
+						 { "incoming", no_argument, NULL, 'i' },
+						 { "json", no_argument, NULL, 'j' },
+						 {} };
+	_cleanup_close_ int fd = -EBADF;
+	struct luo_wire_drop req = { .size = sizeof(req), .kind = LUO_DROP_ANY };
+	const char *name;
+	size_t len;
+	int c, r;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "+", options, NULL)) >= 0) {
+		switch (c) {
+		case 'o':
+		case 'i':
+			if (req.kind != LUO_DROP_ANY)
+				return usage_error(
+					"drop: --outgoing and --incoming exclude each other");
+			req.kind = c == 'o' ? LUO_DROP_OUTGOING : LUO_DROP_INCOMING;
+			break;
+		case 'j':
+			arg_json = true;
+			break;
+		default:
+			return usage_error("drop: bad option");
+		}
+	}
+	if (argc - optind != 1)
+		return usage_error("drop takes exactly one session name");
+	name = argv[optind];
+	len = strlen(name);
+	if (len == 0 || len >= LIVEUPDATE_SESSION_NAME_LENGTH)
+		return usage_error("drop: session names have 1 to %d bytes, not %zu",
+				   LIVEUPDATE_SESSION_NAME_LENGTH - 1, len);
+	memcpy(req.name, name, len);
+	fd = connect_or_explain();
+	if (fd < 0)
+		return EXIT_UNREACHABLE;
+	r = call(fd, "drop", LUO_CMD_DROP, &req, sizeof(req), &req, sizeof(req), NULL);
+	if (r > 0)
+		return r;
+	if (r < 0) {
+		_cleanup_free_ char *n = escape_human((const uint8_t *)name, len);
+
+		if (r == -ENOENT) {
+			log_error("drop: no session named '%s' to drop%s (or it belongs to another "
+				  "uid)",
+				  n ? n : name,
+				  req.kind == LUO_DROP_OUTGOING	  ? " among outgoing sessions"
+				  : req.kind == LUO_DROP_INCOMING ? " among incoming sessions"
+								  : "");
+			return EXIT_NOT_FOUND;
+		}
+		if (r == -EBUSY) {
+			log_error("drop: session '%s' is held open by a program: nothing dropped "
+				  "(its holder closes it)",
+				  n ? n : name);
+			return EXIT_FAILED;
+		}
+		return refused("drop", r);
+	}
+	if (arg_json)
+		printf("{\"result\":\"ok\"}\n");
+	else
+		printf("drop: session '%s' dropped\n", name);
+	return EXIT_OK;
 }
 
 /* ---- update and reboot ---- */
@@ -1131,7 +1214,7 @@ static const struct {
 } commands[] = {
 	{ "status", cmd_status }, { "list", cmd_list },	    { "show", cmd_show },
 	{ "update", cmd_update }, { "reboot", cmd_reboot }, { "dump-state", cmd_dump_state },
-	{ "run", cmd_run },
+	{ "run", cmd_run },	  { "drop", cmd_drop },
 };
 
 int main(int argc, char **argv)

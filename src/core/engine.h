@@ -96,6 +96,10 @@ int luo_session_retrieve_fd(luo_session *s, uint64_t token, int *ret_fd);
 int luo_session_finish(luo_session *s);
 /* The last fd of the session's handle closed. s is invalid afterwards. */
 void luo_session_release(luo_session *s);
+/* Removes a session no fd holds (the caller checks): an outgoing one is aborted
+ * (its files unpreserved, never handed over), an incoming one dropped as a
+ * reboot drops it.  s is invalid afterwards. */
+void luo_engine_drop_session(luo_engine *e, luo_session *s);
 
 /* Update events. */
 /* Hands one outgoing session over: freeze, then move to incoming.  -EEXIST if

@@ -278,6 +278,16 @@ void luo_session_release(luo_session *s)
 	}
 }
 
+void luo_engine_drop_session(luo_engine *e, luo_session *s)
+{
+	if (!e || !s || s->engine != e)
+		return;
+	if (s->kind == LUO_SESSION_OUTGOING)
+		session_abort(s);
+	else
+		luo_session_drop(s);
+}
+
 int luo_session_freeze(struct luo_session *s)
 {
 	LIST_FOREACH (n, &s->files) {

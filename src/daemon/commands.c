@@ -43,6 +43,7 @@ union cmd_struct {
 	struct luo_wire_update update;
 	struct luo_wire_reboot reboot;
 	struct luo_wire_is_session is_session;
+	struct luo_wire_drop drop;
 	uint8_t bytes[LUO_WIRE_REQUEST_MAX];
 };
 
@@ -95,6 +96,9 @@ static int session_preserve_once(struct luod *d, luo_session *s, union cmd_struc
 		return -ENOMEM;
 	if (u->n_files >= limit_files(d, uid))
 		return -ENOSPC;
+	r = capacity_check(d, uid, 1);
+	if (r < 0)
+		return r;
 	r = luo_session_preserve_fd(s, c->preserve.token, fd);
 	if (r < 0)
 		return r;
@@ -110,7 +114,7 @@ static int session_preserve(struct luod *d, struct endpoint *ep, luo_session *s,
 
 	/* The file (or the quota) may be held by a session whose last fd was closed
 	 * just before this request: take in that close first, as the kernel would have. */
-	if ((r == -EBUSY || r == -ENOSPC) && server_reap_hangups(d, ep) > 0)
+	if ((r == -EBUSY || r == -ENOSPC || r == -EMFILE) && server_reap_hangups(d, ep) > 0)
 		r = session_preserve_once(d, s, c, fd);
 	return r;
 }
@@ -192,6 +196,9 @@ static void handle_session_request(struct luod *d, struct endpoint *ep,
 			break;
 		}
 		r = luo_engine_handover_session(d->engine, s);
+		/* The incoming session of its name may have been closed just before. */
+		if (r == -EEXIST && server_reap_hangups(d, ep) > 0)
+			r = luo_engine_handover_session(d->engine, s);
 		if (r >= 0) {
 			journal_session_moved(d, luo_session_name(s), true, false);
 			log_debug("session handed over");
@@ -245,16 +252,27 @@ static int device_create_or_retrieve(struct luod *d, struct endpoint *ep, bool c
 			return -ENOMEM;
 		if (c->create.flags & ~LUO_SESSION_FLAGS_ALL)
 			return -EINVAL;
-		if (u->n_sessions >= limit_sessions(d, ep->uid) && server_reap_hangups(d, ep) > 0) {
+		if ((u->n_sessions >= limit_sessions(d, ep->uid) ||
+		     capacity_check(d, ep->uid, 1) < 0) &&
+		    server_reap_hangups(d, ep) > 0) {
 			/* Closes taken in changed the counts this request is charged from. */
 			sessions = luod_n_sessions(d);
 			files = luo_engine_n_files(d->engine);
 		}
 		if (u->n_sessions >= limit_sessions(d, ep->uid))
 			return -ENOSPC;
+		r = capacity_check(d, ep->uid, 1);
+		if (r < 0)
+			return r;
 	}
 	/* The socket first: undoing a created session could hand it over. */
 	r = make_session_socket(&ino, &client);
+	/* Out of fds: those of endpoints closed just before may be what is missing. */
+	if ((r == -EMFILE || r == -ENFILE) && server_reap_hangups(d, ep) > 0) {
+		sessions = luod_n_sessions(d);
+		files = luo_engine_n_files(d->engine);
+		r = make_session_socket(&ino, &client);
+	}
 	if (r < 0)
 		return r;
 	ours = r;
@@ -441,12 +459,50 @@ static void device_show(struct luod *d, struct endpoint *ep, const struct luo_wi
 	free(x.chunk);
 }
 
+static luo_session *drop_target(struct luod *d, struct endpoint *ep, uint32_t kind,
+				const char *name)
+{
+	luo_session *s;
+
+	if (kind != LUO_DROP_OUTGOING) {
+		s = luo_engine_find_session(d->engine, LUO_SESSION_INCOMING, name);
+		if (s && visible(ep, s))
+			return s;
+	}
+	if (kind != LUO_DROP_INCOMING) {
+		s = luo_engine_find_session(d->engine, LUO_SESSION_OUTGOING, name);
+		if (s && visible(ep, s))
+			return s;
+	}
+	return NULL;
+}
+
+/* DROP: the owner (or root) removes a session nobody holds (luod(8)). */
+static int device_drop(struct luod *d, struct endpoint *ep, union cmd_struct *c)
+{
+	const char *name = (const char *)c->drop.name;
+	int r;
+
+	if (c->drop.kind > LUO_DROP_INCOMING || !name_field_valid(c->drop.name))
+		return -EINVAL;
+	for (int attempt = 0;; attempt++) {
+		luo_session *s = drop_target(d, ep, c->drop.kind, name);
+
+		/* Another uid's session does not exist as far as this peer can tell. */
+		r = s ? server_drop_session(d, s) : -ENOENT;
+		/* The holder may have closed it just before: take that close in first. */
+		if (r >= 0 || attempt > 0 || server_reap_hangups(d, ep) == 0)
+			break;
+	}
+	return r;
+}
+
 static void count_fd(int fd, void *userdata)
 {
 	(*(int *)userdata)++;
 }
 
-static void device_status(struct luod *d, union cmd_struct *c)
+static void device_status(struct luod *d, struct endpoint *ep, union cmd_struct *c)
 {
 	struct rlimit rl;
 	int n;
@@ -461,6 +517,7 @@ static void device_status(struct luod *d, union cmd_struct *c)
 	c->status.n_incoming = luo_engine_n_sessions(d->engine, LUO_SESSION_INCOMING);
 	c->status.n_files = luo_engine_n_files(d->engine);
 	c->status.n_connections = d->conns.count;
+	capacity_refresh(d);
 	c->status.fd_limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (uint64_t)rl.rlim_cur : 0;
 	/* Counted, not walked: STATUS must not cost O(files). */
 	n = d->base_fds + (int)(d->conns.count + d->sessions.count + luo_engine_n_files(d->engine));
@@ -479,6 +536,10 @@ static void device_status(struct luod *d, union cmd_struct *c)
 			 (int)sizeof(c->status.binary) - 1, ka->binary);
 	memset(c->status.version, 0, sizeof(c->status.version));
 	snprintf(c->status.version, sizeof(c->status.version), "%s", LUO_VERSION);
+	c->status.fd_capacity = d->fd_capacity;
+	c->status.root_reserve = capacity_root_reserve(d);
+	c->status.uid_fd_share = capacity_uid_share(d, ep->uid);
+	c->status.uid_fds = uid_fds(d, ep->uid);
 }
 
 static void handle_device_request(struct luod *d, struct endpoint *ep,
@@ -502,6 +563,16 @@ static void handle_device_request(struct luod *d, struct endpoint *ep,
 	/* Past the fd check, only IS_SESSION holds an fd (fds[0]); the commands that
 	 * reply by themselves below came with none. */
 	switch (p->cmd->nr) {
+	case LUO_CMD_STATUS:
+	case LUO_CMD_LIST:
+	case LUO_CMD_SHOW:
+		/* What they report must include every close made before the request. */
+		(void)server_reap_hangups(d, ep);
+		break;
+	default:
+		break;
+	}
+	switch (p->cmd->nr) {
 	case LIVEUPDATE_CMD_CREATE_SESSION:
 	case LIVEUPDATE_CMD_RETRIEVE_SESSION:
 		r = device_create_or_retrieve(d, ep, p->cmd->nr == LIVEUPDATE_CMD_CREATE_SESSION,
@@ -520,7 +591,7 @@ static void handle_device_request(struct luod *d, struct endpoint *ep,
 		}
 		break;
 	case LUO_CMD_STATUS:
-		device_status(d, &c);
+		device_status(d, ep, &c);
 		r = 0;
 		break;
 	case LUO_CMD_LIST:
@@ -532,6 +603,9 @@ static void handle_device_request(struct luod *d, struct endpoint *ep,
 	case LUO_CMD_IS_SESSION:
 		c.is_session.is_session = is_session_fd(d, fds[0]);
 		r = 0;
+		break;
+	case LUO_CMD_DROP:
+		r = device_drop(d, ep, &c);
 		break;
 	case LUO_CMD_UPDATE:
 	case LUO_CMD_REBOOT:

@@ -60,6 +60,17 @@
 #define LUOD_USER_MAX_FILES UINT64_C(262144)
 #define LUOD_MAX_CONNECTIONS UINT64_C(1024)
 
+/*
+ * fds luod keeps for itself out of its RLIMIT_NOFILE: stdio, the listening
+ * socket, the signalfd, two epoll sets, the spare fd, and what a request or a
+ * live update holds for a moment (a session's socketpair, the state memfd,
+ * the binary, a checker's pidfd and pipe).  Every connection, session and
+ * preserved file costs one more: the rest of the limit is luod's capacity.
+ */
+#define LUOD_OWN_FDS 16
+/* The fewest it starts with: room for one connection, one session and one file. */
+#define LUOD_MIN_FDS (LUOD_OWN_FDS + 3)
+
 /* Bytes of replies luod queues for slow readers, in total, before refusing listings. */
 #define LUOD_QUEUE_BUDGET (UINT64_C(256) << 20)
 
@@ -103,6 +114,9 @@ struct endpoint {
 	/* EP_SESSION hung up, waiting out an incoming session of its name (luod.deferred) */
 	bool deferred;
 	struct list_node deferred_node;
+	/* hung up, waiting in luod.hangups for the loop that takes hang-ups in */
+	bool hangup_queued;
+	struct list_node hangup_node;
 	/* EP_CONN */
 	pid_t pid;
 	bool device_holder;
@@ -183,10 +197,18 @@ struct ext_update {
 	char binary[512]; /* empty: the binary installed at luod's path */
 };
 
+/* Default fairness of the fd capacity (luod(8)): root's reserve, in percent of the
+ * capacity, and the share of what is left that one non-root uid may hold. */
+#define LUOD_ROOT_RESERVE_PERCENT 10
+#define LUOD_USER_SHARE_PERCENT 25
+
 struct luod_limits {
 	uint64_t max_sessions; /* 0: the default for the uid */
 	uint64_t max_files;
 	uint64_t max_connections;
+	uint64_t
+		root_reserve; /* fds; 0: LUOD_ROOT_RESERVE_PERCENT of the capacity; UINT64_MAX: none */
+	uint64_t user_share; /* percent; 0: LUOD_USER_SHARE_PERCENT */
 };
 
 /* A reply luod owes across its own re-exec (UPDATE or REBOOT). */
@@ -243,9 +265,22 @@ struct luod {
 	struct list_head conns, sessions;
 	struct list_head graveyard; /* closed endpoints the current event batch may still name */
 	struct list_head deferred;  /* handover-on-close sessions waiting for their name */
+	/*
+	 * Hang-ups are taken in by one loop (server.c: hangups_run), never from
+	 * inside another hang-up: a hang-up found anywhere is queued here first.
+	 * hup_fd is a second epoll set holding every connection and session
+	 * endpoint with EPOLLRDHUP only, so that it reports hang-ups and nothing
+	 * else, all of them in one epoll_wait() (hup_events has room for all).
+	 */
+	struct list_head hangups;
+	bool in_hangups;
+	int hup_fd;
+	struct epoll_event *hup_events;
+	size_t n_hup_events;
 	struct hashmap by_ino, uids;
 	struct endpoint *device_holder;
 	struct luod_limits limits;
+	uint64_t fd_capacity; /* RLIMIT_NOFILE less LUOD_OWN_FDS: what clients may make it hold */
 	uint64_t queued_bytes;
 	int base_fds;	       /* its own: stdio, listening socket, signalfd, epoll, reserve */
 	uint64_t started_usec; /* CLOCK_REALTIME of the first start */
@@ -320,15 +355,25 @@ int server_listen(struct luod *d);
 int server_arm(struct luod *d);
 int server_run(struct luod *d);
 /*
- * Takes in the hang-ups already pending (except current's): sessions and
- * connections whose last client fd was closed and that have nothing left to
- * read.  The kernel runs close() synchronously; luod sees it as an event.  A
- * client that closes a session and then creates one of the same name (or
- * closes the device and opens it again) must not see EEXIST/EBUSY because
- * luod has not yet looked at the hang-up: commands that would fail that way
- * call this and try again.  Returns how many endpoints it closed.
+ * Takes in every hang-up already pending (except current's), however many
+ * endpoints are ready: sessions and connections whose last client fd was
+ * closed and that have nothing left to read.  The kernel runs close()
+ * synchronously; luod sees it as an event.  A client that closes a session
+ * and then creates one of the same name (or closes the device and opens it
+ * again) must not see EEXIST/EBUSY because luod has not yet looked at the
+ * hang-up: commands that would fail that way call this and try again, and
+ * those that report state (LIST, SHOW, STATUS) call it first.  Never
+ * re-entered: called while hang-ups are being taken in, it does nothing.
+ * Returns how many hang-ups it took in.
  */
 int server_reap_hangups(struct luod *d, struct endpoint *current);
+/*
+ * Removes a session that no fd holds: an incoming one waiting to be retrieved
+ * (or stuck), or a handover-on-close one waiting for its name (aborted, not
+ * handed over).  -EBUSY if a program holds it open.  A handover-on-close
+ * session waiting for the name of a dropped incoming one is handed over.
+ */
+int server_drop_session(struct luod *d, luo_session *s);
 /* Both take ownership of fd (closed on failure too). */
 struct endpoint *conn_add(struct luod *d, int fd, uint32_t uid, pid_t pid);
 struct endpoint *session_ep_add(struct luod *d, int fd, uint64_t handle, uint64_t ino,
@@ -349,6 +394,17 @@ void uid_usage_charge(struct luod *d, uint32_t uid, size_t sessions_before, size
 int uid_usage_recount(struct luod *d);
 uint64_t limit_sessions(const struct luod *d, uint32_t uid);
 uint64_t limit_files(const struct luod *d, uint32_t uid);
+/* The fd capacity's fairness: root's reserve, and the most one uid may hold. */
+/* Re-reads RLIMIT_NOFILE into d->fd_capacity (it may be changed with prlimit). */
+void capacity_refresh(struct luod *d);
+uint64_t capacity_root_reserve(const struct luod *d);
+uint64_t capacity_uid_share(const struct luod *d, uint32_t uid);
+/* What uid's sessions, files and connections cost luod in fds. */
+uint64_t uid_fds(struct luod *d, uint32_t uid);
+/* 0 if uid may make luod hold n more fds, -ENOSPC if that would pass its share
+ * of the capacity or eat into root's reserve.  Root, and luod's own uid, are
+ * never refused here. */
+int capacity_check(struct luod *d, uint32_t uid, uint64_t n);
 /*
  * Sends one reply message: header, then payload.  fd (may be -EBADF) goes
  * with it and is consumed.  Queues it if the socket is full; drops it if the

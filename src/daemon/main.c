@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -58,6 +59,8 @@ enum {
 	ARG_MAX_SESSIONS,
 	ARG_MAX_FILES,
 	ARG_MAX_CONNECTIONS,
+	ARG_ROOT_RESERVE,
+	ARG_USER_SHARE,
 	ARG_VERSION,
 	ARG_CHECK_JOURNAL,
 	ARG_RESUME,
@@ -79,11 +82,16 @@ static void help(void)
 	       "     --max-files N         preserved files per uid (default %" PRIu64
 	       " for root, %" PRIu64 " for others)\n"
 	       "     --max-connections N   connections per uid (default %" PRIu64 ")\n"
+	       "     --root-reserve N      fds of luod's capacity only root may use\n"
+	       "                           (default %d%% of the capacity)\n"
+	       "     --user-share PERCENT  the most one non-root uid may hold, in percent of\n"
+	       "                           the capacity less root's reserve (default %d)\n"
 	       "  -v --verbose             log debug messages\n"
 	       "  -h --help                show this help\n"
 	       "     --version             show the version\n",
 	       LUOD_ROOT_MAX_SESSIONS, LUOD_USER_MAX_SESSIONS, LUOD_ROOT_MAX_FILES,
-	       LUOD_USER_MAX_FILES, LUOD_MAX_CONNECTIONS);
+	       LUOD_USER_MAX_FILES, LUOD_MAX_CONNECTIONS, LUOD_ROOT_RESERVE_PERCENT,
+	       LUOD_USER_SHARE_PERCENT);
 }
 
 static int parse_u64(const char *s, uint64_t *ret)
@@ -121,6 +129,8 @@ static int parse_args(struct luod *d, struct options *o, int argc, char **argv)
 		{ "max-sessions", required_argument, NULL, ARG_MAX_SESSIONS },
 		{ "max-files", required_argument, NULL, ARG_MAX_FILES },
 		{ "max-connections", required_argument, NULL, ARG_MAX_CONNECTIONS },
+		{ "root-reserve", required_argument, NULL, ARG_ROOT_RESERVE },
+		{ "user-share", required_argument, NULL, ARG_USER_SHARE },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, ARG_VERSION },
@@ -162,6 +172,22 @@ static int parse_args(struct luod *d, struct options *o, int argc, char **argv)
 				d->limits.max_files = v;
 			else
 				d->limits.max_connections = v;
+			break;
+		case ARG_ROOT_RESERVE:
+			if (parse_u64(optarg, &v) < 0) {
+				fprintf(stderr, "luod: --root-reserve needs a number of fds\n");
+				return LUOD_EXIT_USAGE + 1;
+			}
+			/* 0 is a reserve of none: stored as what can never be the default. */
+			d->limits.root_reserve = v ? v : UINT64_MAX;
+			break;
+		case ARG_USER_SHARE:
+			if (parse_u64(optarg, &v) < 0 || v == 0 || v > 100) {
+				fprintf(stderr,
+					"luod: --user-share needs a percentage from 1 to 100\n");
+				return LUOD_EXIT_USAGE + 1;
+			}
+			d->limits.user_share = v;
 			break;
 		case 'v':
 			log_verbose = true;
@@ -255,6 +281,14 @@ static int build_restart_args(struct luod *d, const struct options *o)
 		r = r ?: add_arg(d, "--max-files=%" PRIu64, d->limits.max_files);
 	if (d->limits.max_connections)
 		r = r ?: add_arg(d, "--max-connections=%" PRIu64, d->limits.max_connections);
+	if (d->limits.root_reserve)
+		r = r
+			    ?: add_arg(d, "--root-reserve=%" PRIu64,
+				       d->limits.root_reserve == UINT64_MAX
+					       ? 0
+					       : d->limits.root_reserve);
+	if (d->limits.user_share)
+		r = r ?: add_arg(d, "--user-share=%" PRIu64, d->limits.user_share);
 	return r;
 }
 
@@ -395,7 +429,11 @@ static void on_ready_first(struct luod *d)
 {
 	int r;
 
-	log_info("listening on %s (fd limit %ld)", d->socket_path, d->fd_limit);
+	log_info("listening on %s (fd limit %ld: room for %" PRIu64
+		 " connections, sessions and preserved files; %" PRIu64
+		 " of them for root alone, at most %" PRIu64 " for any other uid)",
+		 d->socket_path, d->fd_limit, d->fd_capacity, capacity_root_reserve(d),
+		 capacity_uid_share(d, 1));
 	printf("%s\n", d->socket_path);
 	fflush(stdout);
 	if (pid_file_path && (r = write_pid_file(pid_file_path)) < 0)
@@ -473,8 +511,24 @@ int main(int argc, char **argv)
 
 	/* Every preserved file costs luod an fd. */
 	limit = fd_raise_limit();
-	if (limit < 0)
+	if (limit < 0) {
+		struct rlimit rl;
+
 		log_warning("cannot raise RLIMIT_NOFILE: %s", strerror((int)-limit));
+		limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (long)rl.rlim_cur : 0;
+	}
+	/* A luod that could never hold a session must not look as if it served:
+	 * refuse to start (a restoring image has the limit its state was made
+	 * under, and refusing would lose the state). */
+	if (o.resume_fd < 0 && limit < LUOD_MIN_FDS) {
+		log_error("RLIMIT_NOFILE is %ld: luod needs %d fds for itself and one per "
+			  "connection, session and preserved file, so at least %d; raise the "
+			  "hard limit (ulimit -Hn, LimitNOFILE=)",
+			  limit, LUOD_OWN_FDS, LUOD_MIN_FDS);
+		code = LUOD_EXIT_FAILURE;
+		goto out;
+	}
+	d.fd_capacity = limit > LUOD_OWN_FDS ? (uint64_t)(limit - LUOD_OWN_FDS) : 1;
 	d.fd_limit = limit;
 
 	if (o.pid_file) {

@@ -17,11 +17,26 @@
  * closed: a live handle is released in the engine (abort, implicit finish or
  * handover-on-close), a stale one (previous generation) is just dropped.
  *
+ * Hang-ups: wherever one is found (the main loop reading end of stream, or
+ * server_reap_hangups() reading a second epoll set that holds every endpoint
+ * with EPOLLRDHUP alone, whole), it is queued, and one loop, hangups_run(),
+ * takes the queue in; nothing it calls takes in another hang-up, it only
+ * queues it.  A handover-on-close session waiting for its name is retried
+ * from that loop when an incoming session goes away.  So any number of
+ * closes costs a constant stack depth, and every close made before a request
+ * is seen before that request is answered, however many endpoints are ready.
+ *
  * Replies go out with MSG_DONTWAIT; what the socket cannot take waits in the
  * endpoint's queue and the endpoint's requests are not read until it drains,
  * so a peer that never reads makes luod hold at most one request's replies.
+ *
+ * Fds are luod's capacity: RLIMIT_NOFILE less LUOD_OWN_FDS.  Each non-root
+ * uid may hold a share of it and root keeps a reserve (capacity_check()); at
+ * the real limit a spare fd lets luod accept a connection only to refuse it
+ * with EMFILE.
  */
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -29,6 +44,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <linux/sockios.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -104,6 +120,89 @@ uint64_t limit_files(const struct luod *d, uint32_t uid)
 	return uid == 0 ? LUOD_ROOT_MAX_FILES : LUOD_USER_MAX_FILES;
 }
 
+/*
+ * The limit may be changed from outside (prlimit): the capacity follows it.
+ * The limit that counts is luod's, the keeper's (its pid is the one people
+ * see); a worker takes it on as its own, since the kernel checks each
+ * process's limit against the fd table both share.
+ */
+void capacity_refresh(struct luod *d)
+{
+	struct rlimit rl;
+
+	if (d->keeper_pid > 0 && d->keeper_pid != getpid() &&
+	    prlimit(d->keeper_pid, RLIMIT_NOFILE, NULL, &rl) == 0)
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+		d->fd_capacity = rl.rlim_cur > LUOD_OWN_FDS ? rl.rlim_cur - LUOD_OWN_FDS : 1;
+}
+
+uint64_t capacity_root_reserve(const struct luod *d)
+{
+	uint64_t r = d->limits.root_reserve ? d->limits.root_reserve
+					    : d->fd_capacity * LUOD_ROOT_RESERVE_PERCENT / 100;
+
+	if (d->limits.root_reserve == UINT64_MAX)
+		return 0; /* --root-reserve=0 */
+	return MIN(r, d->fd_capacity);
+}
+
+/* What the non-root uids may hold together. */
+static uint64_t capacity_pool(const struct luod *d)
+{
+	return d->fd_capacity - capacity_root_reserve(d);
+}
+
+/* Root, and the uid luod runs as (a user's own luod serves that user first). */
+static bool uid_privileged(uint32_t uid)
+{
+	return uid == 0 || uid == (uint32_t)geteuid();
+}
+
+uint64_t capacity_uid_share(const struct luod *d, uint32_t uid)
+{
+	uint64_t pct = d->limits.user_share ? d->limits.user_share : LUOD_USER_SHARE_PERCENT;
+
+	if (uid_privileged(uid))
+		return d->fd_capacity;
+	return MAX(capacity_pool(d) * pct / 100, (uint64_t)1);
+}
+
+static uint64_t usage_fds(const struct uid_usage *u)
+{
+	return u->n_sessions + u->n_files + u->n_connections;
+}
+
+uint64_t uid_fds(struct luod *d, uint32_t uid)
+{
+	struct uid_usage *u = uid_usage_get(d, uid);
+
+	return u ? usage_fds(u) : 0;
+}
+
+int capacity_check(struct luod *d, uint32_t uid, uint64_t n)
+{
+	uint64_t users = 0;
+
+	/* Root is bounded by the real fds alone (EMFILE); the reserve is its own. */
+	if (uid_privileged(uid))
+		return 0;
+	capacity_refresh(d);
+	if (uid_fds(d, uid) + n > capacity_uid_share(d, uid))
+		return -ENOSPC;
+	/* O(uids that ever connected): only non-root requests that allocate pay it. */
+	for (size_t b = 0; b < d->uids.n_buckets; b++)
+		for (struct hash_node *h = d->uids.buckets[b]; h; h = h->next) {
+			struct uid_usage *u = container_of(h, struct uid_usage, node);
+
+			if (!uid_privileged(u->uid))
+				users += usage_fds(u);
+		}
+	if (users + n > capacity_pool(d))
+		return -ENOSPC;
+	return 0;
+}
+
 static uint64_t limit_connections(const struct luod *d)
 {
 	return d->limits.max_connections ? d->limits.max_connections : LUOD_MAX_CONNECTIONS;
@@ -169,7 +268,27 @@ static int endpoint_watch(struct luod *d, struct endpoint *ep, uint32_t events, 
 	if (epoll_ctl(d->epoll_fd, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, ep->fd, &ev) < 0)
 		return negative_errno();
 	ep->events = events;
+	if (add && (ep->type == EP_CONN || ep->type == EP_SESSION)) {
+		/* Only EPOLLRDHUP (and the implied EPOLLHUP): this set reports hang-ups alone. */
+		struct epoll_event hev = { .events = EPOLLRDHUP, .data.ptr = ep };
+
+		if (epoll_ctl(d->hup_fd, EPOLL_CTL_ADD, ep->fd, &hev) < 0) {
+			int r = negative_errno();
+
+			(void)epoll_ctl(d->epoll_fd, EPOLL_CTL_DEL, ep->fd, NULL);
+			return r;
+		}
+	}
 	return 0;
+}
+
+/* Takes an endpoint out of both epoll sets (it is closed, or waits out of the loop). */
+static void endpoint_unwatch(struct luod *d, struct endpoint *ep)
+{
+	if (d->epoll_fd >= 0)
+		(void)epoll_ctl(d->epoll_fd, EPOLL_CTL_DEL, ep->fd, NULL);
+	if (d->hup_fd >= 0)
+		(void)epoll_ctl(d->hup_fd, EPOLL_CTL_DEL, ep->fd, NULL);
 }
 
 static uint32_t endpoint_wanted_events(const struct endpoint *ep)
@@ -253,8 +372,11 @@ void endpoint_drop_queue(struct luod *d, struct endpoint *ep)
 static void endpoint_free(struct luod *d, struct endpoint *ep)
 {
 	endpoint_drop_queue(d, ep);
-	if (d->epoll_fd >= 0)
-		(void)epoll_ctl(d->epoll_fd, EPOLL_CTL_DEL, ep->fd, NULL);
+	endpoint_unwatch(d, ep);
+	if (ep->hangup_queued) {
+		list_remove(&d->hangups, &ep->hangup_node);
+		ep->hangup_queued = false;
+	}
 	if (ep->type == EP_CONN) {
 		struct uid_usage *u = uid_usage_get(d, ep->uid);
 
@@ -280,8 +402,6 @@ static void endpoint_free(struct luod *d, struct endpoint *ep)
 	list_append(&d->graveyard, &ep->node);
 }
 
-static void session_hangup(struct luod *d, struct endpoint *ep);
-
 static void bury_dead(struct luod *d)
 {
 	LIST_FOREACH_SAFE (i, &d->graveyard) {
@@ -290,32 +410,16 @@ static void bury_dead(struct luod *d)
 	}
 }
 
-int server_reap_hangups(struct luod *d, struct endpoint *current)
+/* Queues a hang-up for hangups_run(); the only way a hang-up is taken in. */
+static void hangup_queue(struct luod *d, struct endpoint *ep)
 {
-	struct epoll_event events[256];
-	int n, reaped = 0;
-
-	n = epoll_wait(d->epoll_fd, events, ELEMENTSOF(events), 0);
-	for (int i = 0; i < n; i++) {
-		struct endpoint *ep = events[i].data.ptr;
-		int queued = 0;
-
-		if (ep == current || ep->dead || (ep->type != EP_CONN && ep->type != EP_SESSION) ||
-		    !(events[i].events & (EPOLLHUP | EPOLLRDHUP)))
-			continue;
-		/* A request sent before the close is served in order by the main loop. */
-		if (ioctl(ep->fd, SIOCINQ, &queued) < 0 || queued > 0)
-			continue;
-		if (ep->type == EP_SESSION)
-			session_hangup(d, ep);
-		else
-			endpoint_free(d, ep);
-		reaped++;
-	}
-	return reaped;
+	if (ep->dead || ep->hangup_queued)
+		return;
+	ep->hangup_queued = true;
+	list_append(&d->hangups, &ep->hangup_node);
 }
 
-/* Hands over the deferred handover-on-close sessions whose name is free now. */
+/* Queues the deferred handover-on-close sessions whose name is free now. */
 static void retry_deferred(struct luod *d)
 {
 	LIST_FOREACH_SAFE (i, &d->deferred) {
@@ -327,11 +431,15 @@ static void retry_deferred(struct luod *d)
 			continue;
 		list_remove(&d->deferred, i);
 		ep->deferred = false;
-		session_hangup(d, ep);
+		hangup_queue(d, ep);
 	}
 }
 
-/* The last client fd of a session closed: the kernel's close rule. */
+/*
+ * The last client fd of a session closed: the kernel's close rule.  Called
+ * by hangups_run() only; takes in no other hang-up itself (what it frees up
+ * for a deferred session is queued, and the same loop gets to it).
+ */
 static void session_hangup(struct luod *d, struct endpoint *ep)
 {
 	luo_session *s = ep->handle ? luo_engine_session_by_handle(d->engine, ep->handle) : NULL;
@@ -347,19 +455,21 @@ static void session_hangup(struct luod *d, struct endpoint *ep)
 	 * over then.  (A reboot hands it over in any case.)
 	 */
 	if (s && !incoming && (luo_session_flags(s) & LUO_SESSION_FLAG_HANDOVER_ON_CLOSE) &&
-	    luo_engine_find_session(d->engine, LUO_SESSION_INCOMING, luo_session_name(s)) &&
-	    (server_reap_hangups(d, ep), true) &&
 	    luo_engine_find_session(d->engine, LUO_SESSION_INCOMING, luo_session_name(s))) {
 		if (!ep->deferred) {
 			log_info("session \"%s\" will be handed over once the incoming session of "
 				 "its name is closed",
 				 luo_session_name(s));
-			(void)epoll_ctl(d->epoll_fd, EPOLL_CTL_DEL, ep->fd, NULL);
+			endpoint_unwatch(d, ep);
 			ep->deferred = true;
 			list_append(&d->deferred, &ep->deferred_node);
 			journal_session_ep(d, ep);
 		}
 		return;
+	}
+	if (ep->deferred) {
+		list_remove(&d->deferred, &ep->deferred_node);
+		ep->deferred = false;
 	}
 	if (s) {
 		uint32_t uid = luo_session_uid(s);
@@ -377,6 +487,116 @@ static void session_hangup(struct luod *d, struct endpoint *ep)
 	endpoint_free(d, ep);
 	if (incoming && !list_empty(&d->deferred))
 		retry_deferred(d);
+}
+
+/*
+ * The one loop that takes hang-ups in, first queued first.  Not re-entrant
+ * by construction: nothing it calls takes in a hang-up, it only queues one,
+ * so the depth is the same for one hang-up or a million.
+ */
+static int hangups_run(struct luod *d)
+{
+	/* Nothing of a request under way is staged yet: the hang-ups can be
+	 * committed at once, which closes their fds (a request that found the fd
+	 * table full retries with them given back). */
+	bool commit = !d->journal || luo_journal_staged(d->journal) == 0;
+	int n = 0;
+
+	if (d->in_hangups)
+		return 0; /* the running loop gets to what was queued */
+	d->in_hangups = true;
+	while (!list_empty(&d->hangups)) {
+		struct list_node *i = d->hangups.node.next;
+		struct endpoint *ep = list_entry(i, struct endpoint, hangup_node);
+
+		list_remove(&d->hangups, i);
+		ep->hangup_queued = false;
+		if (ep->type == EP_SESSION)
+			session_hangup(d, ep);
+		else
+			endpoint_free(d, ep);
+		n++;
+	}
+	d->in_hangups = false;
+	if (n && commit)
+		journal_commit(d);
+	return n;
+}
+
+int server_drop_session(struct luod *d, luo_session *s)
+{
+	uint32_t uid = luo_session_uid(s);
+	uint64_t handle = luo_session_handle(s);
+	size_t sessions = luod_n_sessions(d), files = luo_engine_n_files(d->engine);
+	bool incoming = luo_session_kind(s) == LUO_SESSION_INCOMING;
+	struct endpoint *waiting = NULL;
+
+	if (handle) {
+		/* A handle nobody holds any more: a handover-on-close session waiting
+		 * for its name.  Any other is some program's open session fd. */
+		LIST_FOREACH (i, &d->deferred) {
+			struct endpoint *ep = list_entry(i, struct endpoint, deferred_node);
+
+			if (ep->handle == handle)
+				waiting = ep;
+		}
+		if (!waiting)
+			return -EBUSY;
+	}
+	char name[LUO_NAME_FIELD];
+
+	snprintf(name, sizeof(name), "%s", luo_session_name(s));
+	log_info("session \"%s\" (%s) dropped", name, incoming ? "incoming" : "outgoing");
+	luo_engine_drop_session(d->engine, s);
+	journal_session_moved(d, name, !incoming, incoming);
+	uid_usage_charge(d, uid, sessions, files);
+	if (waiting) {
+		list_remove(&d->deferred, &waiting->deferred_node);
+		waiting->deferred = false;
+		endpoint_free(d, waiting);
+	}
+	/* Its name is free: a handover-on-close session waiting for it goes over now. */
+	if (incoming && !list_empty(&d->deferred)) {
+		retry_deferred(d);
+		(void)hangups_run(d);
+	}
+	return 0;
+}
+
+int server_reap_hangups(struct luod *d, struct endpoint *current)
+{
+	/* Every endpoint in the hang-up set fits in one answer: none is left for later. */
+	size_t want = d->conns.count + d->sessions.count + 1;
+	int n;
+
+	if (d->in_hangups || d->hup_fd < 0)
+		return 0;
+	if (want > d->n_hup_events) {
+		size_t size = MAX(want, 2 * d->n_hup_events);
+		struct epoll_event *e = reallocarray(d->hup_events, size, sizeof(*e));
+
+		if (!e) {
+			log_warning("out of memory: hang-ups taken in later");
+			return 0;
+		}
+		d->hup_events = e;
+		d->n_hup_events = size;
+	}
+	do
+		n = epoll_wait(d->hup_fd, d->hup_events, (int)MIN(want, (size_t)INT_MAX / 16), 0);
+	while (n < 0 && errno == EINTR);
+	for (int i = 0; i < n; i++) {
+		struct endpoint *ep = d->hup_events[i].data.ptr;
+		int queued = 0;
+
+		if (ep == current || ep->dead || ep->deferred)
+			continue;
+		/* A request sent before the close is served in order by the main loop. */
+		if (ioctl(ep->fd, SIOCINQ, &queued) < 0 || queued > 0)
+			continue;
+		hangup_queue(d, ep);
+	}
+	return hangups_run(d);
 }
 
 static void endpoint_update_events(struct luod *d, struct endpoint *ep)
@@ -537,7 +757,7 @@ int luod_init(struct luod *d)
 	int r;
 
 	memset(d, 0, sizeof(*d));
-	d->epoll_fd = d->signal_fd = d->reserve_fd = d->previous_exe_fd = -EBADF;
+	d->epoll_fd = d->signal_fd = d->reserve_fd = d->previous_exe_fd = d->hup_fd = -EBADF;
 	d->listen_ep.type = EP_LISTEN;
 	d->listen_ep.fd = -EBADF;
 	d->signal_ep.type = EP_SIGNAL;
@@ -550,6 +770,7 @@ int luod_init(struct luod *d)
 	list_init(&d->sessions);
 	list_init(&d->graveyard);
 	list_init(&d->deferred);
+	list_init(&d->hangups);
 	hashmap_init(&d->by_ino);
 	hashmap_init(&d->uids);
 	r = luo_engine_new(&d->engine);
@@ -579,6 +800,10 @@ void luod_done(struct luod *d)
 	d->listen_ep.fd = safe_close(d->listen_ep.fd);
 	d->signal_ep.fd = safe_close(d->signal_ep.fd);
 	d->epoll_fd = safe_close(d->epoll_fd);
+	d->hup_fd = safe_close(d->hup_fd);
+	free(d->hup_events);
+	d->hup_events = NULL;
+	d->n_hup_events = 0;
 	d->reserve_fd = safe_close(d->reserve_fd);
 	d->previous_exe_fd = safe_close(d->previous_exe_fd);
 }
@@ -658,13 +883,13 @@ int server_listen(struct luod *d)
 }
 
 /*
- * luod's own fds (stdio, listening socket, signalfd, epoll, reserve), so
+ * luod's own fds (stdio, listening socket, signalfd, two epolls, reserve), so
  * that STATUS can report the fds in use without walking /proc (which, right
  * after a live update, would delay serving by O(files)).
  */
 static int count_base_fds(void)
 {
-	int n = 4;
+	int n = 5;
 
 	for (int fd = 0; fd <= 2; fd++)
 		n += fd_is_open(fd);
@@ -689,6 +914,9 @@ int server_arm(struct luod *d)
 	if (d->reserve_fd < 0)
 		return negative_errno();
 
+	d->hup_fd = epoll_create1(EPOLL_CLOEXEC);
+	if (d->hup_fd < 0)
+		return negative_errno();
 	d->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	if (d->epoll_fd < 0)
 		return negative_errno();
@@ -698,13 +926,15 @@ int server_arm(struct luod *d)
 	r = endpoint_watch(d, &d->signal_ep, EPOLLIN, true);
 	if (r < 0)
 		return r;
-	LIST_FOREACH (i, &d->conns) {
+	/* Sessions first: a close during an update's blackout is reported before any
+	 * request of the same batch (and server_reap_hangups() sees every one anyway). */
+	LIST_FOREACH (i, &d->sessions) {
 		struct endpoint *ep = list_entry(i, struct endpoint, node);
 		r = endpoint_watch(d, ep, endpoint_wanted_events(ep), true);
 		if (r < 0)
 			return r;
 	}
-	LIST_FOREACH (i, &d->sessions) {
+	LIST_FOREACH (i, &d->conns) {
 		struct endpoint *ep = list_entry(i, struct endpoint, node);
 		r = endpoint_watch(d, ep, endpoint_wanted_events(ep), true);
 		if (r < 0)
@@ -714,14 +944,26 @@ int server_arm(struct luod *d)
 	return 0;
 }
 
+/* The answer to whatever a refused client asks first, then the hang-up. */
+static void refuse_connection(int fd, int error)
+{
+	(void)luo_wire_reply_send(fd, 0, error, LUO_WIRE_REPLY_REFUSED, NULL, 0, NULL, 0);
+	safe_close(fd);
+}
+
 static void shed_connection(struct luod *d)
 {
 	/* Out of fds: the pending connection would keep the listening socket readable
-	 * forever.  Give up the spare fd to take it and close it at once. */
+	 * forever.  Give up the spare fd to take it, refuse it in so many words
+	 * (EMFILE, not a bare hang-up) and close it. */
 	d->reserve_fd = safe_close(d->reserve_fd);
 	int fd = accept4(d->listen_ep.fd, NULL, NULL, SOCK_CLOEXEC);
-	safe_close(fd);
+	if (fd >= 0)
+		refuse_connection(fd, -EMFILE);
+	/* The slot just freed: nothing else runs in between to take it. */
 	d->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (d->reserve_fd < 0)
+		log_warning("cannot take back the spare fd: %m");
 	log_warning("out of file descriptors: refused a connection");
 }
 
@@ -734,11 +976,15 @@ static void handle_accept(struct luod *d)
 		int fd = accept4(d->listen_ep.fd, NULL, NULL, SOCK_NONBLOCK);
 
 		if (fd < 0) {
-			if (errno == EMFILE || errno == ENFILE)
+			int e = errno;
+
+			/* Out of fds: those of endpoints closed just before come back first. */
+			if ((e == EMFILE || e == ENFILE) && server_reap_hangups(d, NULL) > 0)
+				continue;
+			if (e == EMFILE || e == ENFILE)
 				shed_connection(d);
-			else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-				 errno != ECONNABORTED)
-				log_warning("accept: %m");
+			else if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR && e != ECONNABORTED)
+				log_warning("accept: %s", strerror(e));
 			return;
 		}
 		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
@@ -747,13 +993,12 @@ static void handle_accept(struct luod *d)
 			continue;
 		}
 		struct uid_usage *u = uid_usage_get(d, cred.uid);
-		if (!u || u->n_connections >= limit_connections(d)) {
+		/* A connection costs an fd too: within the uid's share of the capacity. */
+		if (!u || u->n_connections >= limit_connections(d) ||
+		    capacity_check(d, cred.uid, 1) < 0) {
 			log_debug("uid %u is at its connection limit: connection refused",
 				  (unsigned)cred.uid);
-			/* The answer to whatever the client asks first, then the hang-up. */
-			(void)luo_wire_reply_send(fd, 0, u ? -EMFILE : -ENOMEM,
-						  LUO_WIRE_REPLY_REFUSED, NULL, 0, NULL, 0);
-			safe_close(fd);
+			refuse_connection(fd, u ? -EMFILE : -ENOMEM);
 			continue;
 		}
 		struct endpoint *ep = conn_add(d, fd, cred.uid, cred.pid);
@@ -941,9 +1186,10 @@ static void handle_endpoint_input(struct luod *d, struct endpoint *ep)
 	if (n == -EAGAIN)
 		return;
 	if (n == -ECONNRESET) {
-		if (ep->type == EP_SESSION)
-			session_hangup(d, ep);
-		else
+		if (ep->type == EP_SESSION) {
+			hangup_queue(d, ep);
+			(void)hangups_run(d);
+		} else
 			endpoint_free(d, ep);
 		journal_commit(d);
 		return;

@@ -323,6 +323,26 @@ _public_ int luo_session_handover(int session_fd)
 	return luo_wire_call(session_fd, LUO_SESSION_HANDOVER, &a, sizeof(a), NULL, 0, NULL);
 }
 
+_public_ int luo_session_drop(int luo_fd, const char *name)
+{
+	struct luo_wire_drop a = { .size = sizeof(a), .kind = LUO_DROP_ANY };
+	int kind, n;
+
+	if (luo_fd < 0)
+		return -EBADF;
+	n = check_name(name);
+	if (n < 0)
+		return n;
+	memcpy(a.name, name, n);
+	kind = fd_kind(luo_fd, true);
+	if (kind < 0)
+		return kind;
+	/* The kernel keeps an incoming session until it is retrieved or the next kexec. */
+	if (kind == FD_KERNEL)
+		return -EOPNOTSUPP;
+	return luo_wire_call(luo_fd, LUO_IOCTL_DROP, &a, sizeof(a), NULL, 0, NULL);
+}
+
 _public_ int luo_fd_is_session(int fd)
 {
 	struct luo_wire_is_session a = { .size = sizeof(a) };

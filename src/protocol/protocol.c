@@ -17,6 +17,7 @@
 #include "protocol.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -49,7 +50,7 @@ static const struct luo_wire_command wire_commands[] = {
 	/* luod's device extensions. */
 	WIRE_CMD(LUO_WIRE_DEVICE, LUO_CMD_DEVICE_OPEN, sizeof(struct luo_wire_simple),
 		 sizeof(struct luo_wire_simple), 0, 0, "DEVICE_OPEN"),
-	WIRE_CMD(LUO_WIRE_DEVICE, LUO_CMD_STATUS, sizeof(struct luo_wire_status),
+	WIRE_CMD(LUO_WIRE_DEVICE, LUO_CMD_STATUS, offsetof(struct luo_wire_status, fd_capacity),
 		 sizeof(struct luo_wire_status), 0, 0, "STATUS"),
 	WIRE_CMD(LUO_WIRE_DEVICE, LUO_CMD_LIST, sizeof(struct luo_wire_list),
 		 sizeof(struct luo_wire_list), 0, 0, "LIST"),
@@ -61,6 +62,8 @@ static const struct luo_wire_command wire_commands[] = {
 		 sizeof(struct luo_wire_reboot), 0, 0, "REBOOT"),
 	WIRE_CMD(LUO_WIRE_DEVICE, LUO_CMD_IS_SESSION, sizeof(struct luo_wire_is_session),
 		 sizeof(struct luo_wire_is_session), 1, 0, "IS_SESSION"),
+	WIRE_CMD(LUO_WIRE_DEVICE, LUO_CMD_DROP, sizeof(struct luo_wire_drop),
+		 sizeof(struct luo_wire_drop), 0, 0, "DROP"),
 	/* The kernel's session commands. */
 	WIRE_CMD(LUO_WIRE_SESSION, LIVEUPDATE_CMD_SESSION_PRESERVE_FD,
 		 sizeof(struct liveupdate_session_preserve_fd),
@@ -489,14 +492,24 @@ int luo_wire_call(int sock, uint32_t op, void *arg, uint32_t arg_size, const int
 	uint8_t buf[sizeof(struct luo_wire_reply) + LUO_WIRE_REQUEST_MAX];
 	uint32_t tag = own_tag();
 	struct luo_wire_reply h;
-	int fd = -EBADF, r;
+	int fd = -EBADF, slot = -EBADF, r;
 
 	if (sock < 0)
 		return -EBADF;
 	if ((!arg && arg_size > 0) || n_fds > SOCKET_MAX_FDS || (!fds && n_fds > 0))
 		return -EINVAL;
 
+	/* The kernel takes a free fd before it commits anything, and answers EMFILE
+	 * without one.  So does the caller's side: luod's fd would be lost in a
+	 * full fd table, and the session or file with it.  The slot is held until
+	 * the reply is there, and given back just before it is received. */
+	if (ret_fd) {
+		slot = fcntl(sock, F_DUPFD_CLOEXEC, 0);
+		if (slot < 0)
+			return negative_errno();
+	}
 	r = ask(sock, op, tag, arg, arg_size, fds, n_fds, &h);
+	slot = safe_close(slot);
 	if (r < 0)
 		return r;
 	r = take_own(sock, buf, sizeof(buf), 1, &h, &fd);

@@ -81,6 +81,7 @@ enum {
 	LUO_CMD_UPDATE = 0x84,
 	LUO_CMD_REBOOT = 0x85,
 	LUO_CMD_IS_SESSION = 0x86, /* one fd attached */
+	LUO_CMD_DROP = 0x87,	   /* remove a session nobody holds */
 };
 #define LUO_IOCTL_DEVICE_OPEN _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_DEVICE_OPEN)
 #define LUO_IOCTL_STATUS _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_STATUS)
@@ -89,6 +90,7 @@ enum {
 #define LUO_IOCTL_UPDATE _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_UPDATE)
 #define LUO_IOCTL_REBOOT _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_REBOOT)
 #define LUO_IOCTL_IS_SESSION _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_IS_SESSION)
+#define LUO_IOCTL_DROP _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_DROP)
 
 /* DEVICE_OPEN: no arguments beyond size; reserved must be 0. */
 struct luo_wire_simple {
@@ -110,6 +112,12 @@ struct luo_wire_status {
 	uint64_t started_usec;	 /* CLOCK_REALTIME of luod's first start */
 	uint64_t n_live_updates; /* luod re-execs since its first start */
 	char version[32];
+	/* luod's capacity and the caller's uid's part of it (luod(8)); a client
+	 * that sends the struct without these fields gets it without them. */
+	uint64_t fd_capacity;  /* fd_limit less the fds luod keeps for itself */
+	uint64_t root_reserve; /* of the capacity, what no other uid can take */
+	uint64_t uid_fd_share; /* the most the caller's uid may hold (root: capacity) */
+	uint64_t uid_fds;      /* what it holds: sessions, files and connections */
 	/* Since luod has a keeper and a worker (older luods stop at version). */
 	uint64_t worker_pid;
 	uint64_t n_worker_restarts; /* workers started again after one died */
@@ -187,6 +195,19 @@ struct luo_wire_is_session {
 	uint32_t reserved;
 	uint32_t is_session; /* out: 1 or 0 */
 	uint32_t reserved2;
+};
+
+/* Which namespace DROP looks in; ANY: the incoming session of the name, else the outgoing. */
+enum {
+	LUO_DROP_ANY = 0,
+	LUO_DROP_OUTGOING = 1,
+	LUO_DROP_INCOMING = 2,
+};
+
+struct luo_wire_drop {
+	uint32_t size;
+	uint32_t kind; /* LUO_DROP_* */
+	uint8_t name[LIVEUPDATE_SESSION_NAME_LENGTH];
 };
 
 /* ---- luod's extensions of the session commands (on a session fd) ---- */
@@ -321,6 +342,8 @@ int luo_wire_refusal(int sock);
  *                bytes past the command's full struct (with only zeros there it
  *                is sent trimmed to the full struct, which luod treats alike)
  *   -EMSGSIZE    the request does not fit and is no known command
+ *   -EMFILE      ret_fd given and the caller's fd table has no free slot:
+ *                nothing is sent (as the kernel, which needs the fd first)
  *   -EBADMSG     a malformed reply (short, wrong size, more than one fd, a
  *                result that is not 0 or -errno)
  *   -ECONNRESET  the server closed the socket

@@ -59,6 +59,10 @@ static int other_uid(void *arg)
 	ASSERT_EQ(o.status, 4);
 	LUOCTL(&o, "show", "root incoming");
 	ASSERT_EQ(o.status, 4);
+	/* Nor drop them: they do not exist for it. */
+	LUOCTL(&o, "drop", "root incoming");
+	ASSERT_EQ(o.status, 4);
+	ASSERT_ERR(luo_session_drop(luo, "root incoming"), -ENOENT);
 	LUOCTL(&o, "--json", "status");
 	ASSERT_EQ(o.status, 0);
 
@@ -77,6 +81,10 @@ static int other_uid(void *arg)
 	ASSERT_JQ(o.out, "[.sessions[] | [.name, .uid]] == [[\"nobody's\", 65534]]");
 	cli_sync_post(&a->created);
 	ASSERT_TRUE(cli_sync_wait(&a->go, 10000));
+	close(mine);
+	/* One left for root to drop. */
+	ASSERT_OK(luo_session_create(luo, "nobody's kept", 0, &mine));
+	ASSERT_OK(luo_session_handover(mine));
 	close(mine);
 	close(luo);
 	return 0;
@@ -118,6 +126,11 @@ TEST(other_uid_cannot_see_take_update_or_reboot)
 	ASSERT_JQ(o.out, "any(.sessions[]; .name == \"root incoming\" and .uid == 0)");
 	cli_sync_post(&a.go);
 	ASSERT_EQ(cli_wait(pid), 0);
+	/* Root may drop any uid's session that nobody holds. */
+	LUOCTL(&o, "drop", "--incoming", "nobody's kept");
+	ASSERT_EQ(o.status, 0);
+	LUOCTL(&o, "show", "nobody's kept");
+	ASSERT_EQ(o.status, 4);
 
 	/* Nothing of root's was touched. */
 	ASSERT_OK(luo_session_retrieve(luo, "root incoming", &incoming));

@@ -443,6 +443,90 @@ TEST(run_points_a_kernel_uapi_program_at_luod)
 	test_luod_stop(&d);
 }
 
+TEST(drop_removes_what_nobody_holds_and_says_why_not_otherwise)
+{
+	struct test_luod d;
+	int luo, s, held, next, m;
+
+	test_luod_start(&d, NULL);
+	luo = ASSERT_OK(luo_connect(NULL));
+	LUOCTL(&o, "drop");
+	ASSERT_EQ(o.status, 2);
+	LUOCTL(&o, "drop", "--outgoing", "--incoming", "x");
+	ASSERT_EQ(o.status, 2);
+	LUOCTL(&o, "drop", "nothing");
+	ASSERT_EQ(o.status, 4);
+	ASSERT_TRUE(strstr(o.err, "no session named 'nothing'") != NULL);
+
+	/* An incoming session nobody retrieved. */
+	ASSERT_OK(luo_session_create(luo, "stale", 0, &s));
+	ASSERT_OK(luo_session_handover(s));
+	close(s);
+	LUOCTL(&o, "drop", "stale");
+	ASSERT_EQ(o.status, 0);
+	ASSERT_STREQ(o.out, "drop: session 'stale' dropped\n");
+	LUOCTL(&o, "show", "stale");
+	ASSERT_EQ(o.status, 4);
+
+	/* A retrieved one is held: refused, nothing changes. */
+	ASSERT_OK(luo_session_create(luo, "gen", 0, &s));
+	ASSERT_OK(luo_session_handover(s));
+	close(s);
+	ASSERT_OK(luo_session_retrieve(luo, "gen", &held));
+	LUOCTL(&o, "drop", "gen");
+	ASSERT_EQ(o.status, 1);
+	ASSERT_TRUE(strstr(o.err, "held open") != NULL);
+
+	/* A handover-on-close session closed while "gen" is still incoming waits
+	 * for the name; --outgoing drops it instead of the incoming one. */
+	ASSERT_OK(luo_session_create(luo, "gen", LUO_SESSION_HANDOVER_ON_CLOSE, &next));
+	m = ASSERT_OK(cli_memfd_with_pattern(64, 7));
+	ASSERT_OK(luo_session_preserve_fd(next, 1, m));
+	close(m);
+	close(next);
+	LUOCTL(&o, "--json", "drop", "--outgoing", "gen");
+	ASSERT_EQ(o.status, 0);
+	ASSERT_STREQ(o.out, "{\"result\":\"ok\"}\n");
+	LUOCTL(&o, "drop", "--outgoing", "gen");
+	ASSERT_EQ(o.status, 4);
+	/* The incoming one was untouched; once it is gone, nothing takes its place. */
+	ASSERT_OK(luo_session_finish(held));
+	close(held);
+	ASSERT_ERR(luo_session_retrieve(luo, "gen", &s), -ENOENT);
+	close(luo);
+	test_luod_stop(&d);
+}
+
+/* Under the shim, a program whose fd table is full gets the kernel's EMFILE and
+ * loses nothing (uapi-emfile checks each call). */
+TEST(run_full_fd_table_is_emfile_and_loses_nothing)
+{
+	char preload[512], client[512], luoctl[512];
+	struct test_luod d;
+	int luo, s, m, status;
+
+	test_build_path("src/preload/luo-preload.so", preload, sizeof(preload));
+	if (access(preload, R_OK) < 0)
+		test_skip("luo-preload.so is not built");
+	test_build_path("tests/cli/uapi-emfile", client, sizeof(client));
+	test_build_path("src/cli/luoctl", luoctl, sizeof(luoctl));
+	test_luod_start(&d, NULL);
+	luo = ASSERT_OK(luo_connect(d.socket));
+	ASSERT_OK(luo_session_create(luo, "emfile", 0, &s));
+	m = ASSERT_OK(cli_memfd_with_pattern(0, 0));
+	ASSERT_EQ(write(m, "full table", 10), 10);
+	ASSERT_OK(luo_session_preserve_fd(s, 1, m));
+	close(m);
+	ASSERT_OK(luo_session_handover(s));
+	close(s);
+	setenv("ASAN_OPTIONS", "detect_leaks=0", 1);
+	status = test_run_command((const char *const[]){ luoctl, "run", "--socket", d.socket, "--",
+							 client, "emfile", "full table", NULL });
+	ASSERT_EQ(status, 0);
+	close(luo);
+	test_luod_stop(&d);
+}
+
 TEST_MAIN(TEST_CASE(bad_usage_exits_2), TEST_CASE(help_and_version_exit_0),
 	  TEST_CASE(no_luod_exits_3_and_says_where), TEST_CASE(status_reports_luod),
 	  TEST_CASE(list_prints_aligned_escaped_table), TEST_CASE(list_json_is_valid_and_exact),
@@ -450,4 +534,6 @@ TEST_MAIN(TEST_CASE(bad_usage_exits_2), TEST_CASE(help_and_version_exit_0),
 	  TEST_CASE(list_and_show_read_streams_of_many_messages),
 	  TEST_CASE(show_covers_both_namespaces_unless_told),
 	  TEST_CASE(show_unknown_session_exits_4), TEST_CASE(run_execs_the_command_with_the_shim),
-	  TEST_CASE(run_points_a_kernel_uapi_program_at_luod))
+	  TEST_CASE(run_points_a_kernel_uapi_program_at_luod),
+	  TEST_CASE(run_full_fd_table_is_emfile_and_loses_nothing),
+	  TEST_CASE(drop_removes_what_nobody_holds_and_says_why_not_otherwise))

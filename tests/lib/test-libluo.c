@@ -13,12 +13,15 @@
 #include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "basic/socket-util.h"
+#include "basic/macro.h"
 #include "harness.h"
 #include "luo/luo.h"
 #include "luod-test.h"
@@ -280,6 +283,171 @@ TEST(handover_then_retrieve_gives_the_same_file_back)
 
 	close(m);
 	close(s);
+	close(old);
+	close(luo);
+	test_luod_stop(&d);
+}
+
+/* The caller's fd table, filled up to a lowered RLIMIT_NOFILE: no free slot. */
+struct full_table {
+	struct rlimit old;
+	int fds[256];
+	size_t n;
+};
+
+static void fill_fd_table(struct full_table *t)
+{
+	struct rlimit rl;
+	int probe = fcntl(0, F_DUPFD_CLOEXEC, 0);
+
+	ASSERT_OK(probe);
+	close(probe);
+	if (probe >= 128)
+		test_skip("fd %d is free only past 128: cannot fill the table quickly", probe);
+	ASSERT_OK(getrlimit(RLIMIT_NOFILE, &t->old));
+	rl = t->old;
+	rl.rlim_cur = 128;
+	ASSERT_OK(setrlimit(RLIMIT_NOFILE, &rl));
+	t->n = 0;
+	for (;;) {
+		int fd = fcntl(0, F_DUPFD_CLOEXEC, 0);
+
+		if (fd < 0) {
+			ASSERT_EQ(errno, EMFILE);
+			break;
+		}
+		ASSERT_TRUE(t->n < ELEMENTSOF(t->fds));
+		t->fds[t->n++] = fd;
+	}
+}
+
+static void unfill_fd_table(struct full_table *t)
+{
+	close_many(t->fds, t->n);
+	t->n = 0;
+	ASSERT_OK(setrlimit(RLIMIT_NOFILE, &t->old));
+}
+
+/* The kernel's rule: a retrieve that cannot give the caller an fd does not
+ * happen (EMFILE), and the session is still there for the next try. */
+TEST(retrieve_into_a_full_fd_table_is_emfile_and_loses_nothing)
+{
+	struct full_table t;
+	struct test_luod d;
+	int luo, old, s = -EBADF, m;
+
+	start(&d);
+	luo = ASSERT_OK(luo_connect(NULL));
+	old = handed_over(luo, "kept", "still here");
+	fill_fd_table(&t);
+	ASSERT_ERR(luo_session_retrieve(luo, "kept", &s), -EMFILE);
+	ASSERT_ERR(luo_session_retrieve(luo, "kept", &s), -EMFILE);
+	unfill_fd_table(&t);
+	ASSERT_OK(luo_session_retrieve(luo, "kept", &s));
+	ASSERT_OK(luo_session_retrieve_fd(s, 1, &m));
+	assert_memfd_holds(m, "still here");
+	close(m);
+	close(s);
+	close(old);
+	close(luo);
+	test_luod_stop(&d);
+}
+
+TEST(create_into_a_full_fd_table_is_emfile_and_makes_nothing)
+{
+	struct full_table t;
+	struct test_luod d;
+	int luo, s = -EBADF;
+
+	start(&d);
+	luo = ASSERT_OK(luo_connect(NULL));
+	fill_fd_table(&t);
+	ASSERT_ERR(luo_session_create(luo, "never", LUO_SESSION_HANDOVER_ON_CLOSE, &s), -EMFILE);
+	unfill_fd_table(&t);
+	/* Nothing was made: not the name (no EEXIST), nor a session handed over. */
+	ASSERT_ERR(luo_session_retrieve(luo, "never", &s), -ENOENT);
+	ASSERT_OK(luo_session_create(luo, "never", 0, &s));
+	close(s);
+	close(luo);
+	test_luod_stop(&d);
+}
+
+/* A file retrieve the caller cannot receive is no failed retrieve either. */
+TEST(retrieve_fd_into_a_full_fd_table_is_emfile_and_keeps_the_file)
+{
+	struct full_table t;
+	struct test_luod d;
+	int luo, old, s, m = -EBADF;
+
+	start(&d);
+	luo = ASSERT_OK(luo_connect(NULL));
+	old = handed_over(luo, "file", "the file");
+	ASSERT_OK(luo_session_retrieve(luo, "file", &s));
+	fill_fd_table(&t);
+	ASSERT_ERR(luo_session_retrieve_fd(s, 1, &m), -EMFILE);
+	unfill_fd_table(&t);
+	ASSERT_OK(luo_session_retrieve_fd(s, 1, &m));
+	assert_memfd_holds(m, "the file");
+	close(m);
+	ASSERT_OK(luo_session_finish(s));
+	close(s);
+	close(old);
+	close(luo);
+	test_luod_stop(&d);
+}
+
+/* A program removes a session it no longer wants: the incoming one nobody
+ * retrieved, or its handover-on-close one waiting for that name. */
+TEST(drop_removes_a_session_nobody_holds)
+{
+	struct test_luod d;
+	int luo, old, s, next, m;
+
+	start(&d);
+	luo = ASSERT_OK(luo_connect(NULL));
+	ASSERT_ERR(luo_session_drop(luo, "nothing"), -ENOENT);
+	ASSERT_ERR(luo_session_drop(luo, ""), -EINVAL);
+	ASSERT_ERR(luo_session_drop(-1, "x"), -EBADF);
+
+	/* An incoming session waiting to be retrieved. */
+	old = handed_over(luo, "unwanted", "stale state");
+	ASSERT_OK(luo_session_drop(luo, "unwanted"));
+	ASSERT_ERR(luo_session_retrieve(luo, "unwanted", &s), -ENOENT);
+	ASSERT_ERR(luo_session_drop(luo, "unwanted"), -ENOENT);
+	close(old);
+
+	/* A retrieved, open session is its holder's to close. */
+	old = handed_over(luo, "held", "held state");
+	ASSERT_OK(luo_session_retrieve(luo, "held", &s));
+	ASSERT_ERR(luo_session_drop(luo, "held"), -EBUSY);
+	/* And so is an open outgoing session. */
+	ASSERT_OK(luo_session_create(luo, "held", LUO_SESSION_HANDOVER_ON_CLOSE, &next));
+	m = memfd_with("next state");
+	ASSERT_OK(luo_session_preserve_fd(next, 1, m));
+	close(m);
+	/* Closed while "held" is still incoming: it waits for the name. */
+	close(next);
+	/* The incoming one goes first, and the waiting one takes its place. */
+	ASSERT_OK(luo_session_finish(s));
+	close(s);
+	ASSERT_OK(luo_session_retrieve(luo, "held", &s));
+	ASSERT_OK(luo_session_retrieve_fd(s, 1, &m));
+	assert_memfd_holds(m, "next state");
+	close(m);
+	close(s);
+	close(old);
+
+	/* Dropping never takes a session from its holder: once the holder lets the
+	 * incoming one go, the waiting one takes the name and is dropped in turn. */
+	old = handed_over(luo, "twice", "first");
+	ASSERT_OK(luo_session_retrieve(luo, "twice", &s));
+	ASSERT_OK(luo_session_create(luo, "twice", LUO_SESSION_HANDOVER_ON_CLOSE, &next));
+	close(next);
+	ASSERT_ERR(luo_session_drop(luo, "twice"), -EBUSY); /* the retrieved one is held */
+	ASSERT_OK(luo_session_finish(s));
+	close(s);
+	ASSERT_OK(luo_session_drop(luo, "twice")); /* the one handed over at last */
+	ASSERT_ERR(luo_session_drop(luo, "twice"), -ENOENT);
 	close(old);
 	close(luo);
 	test_luod_stop(&d);
@@ -706,6 +874,7 @@ TEST(library_exports_only_versioned_luo_symbols)
 		"luo_session_finish",
 		"luo_session_get_name",
 		"luo_session_handover",
+		"luo_session_drop",
 		"luo_fd_is_session",
 	};
 	static const char *const hidden[] = {
@@ -759,7 +928,7 @@ TEST(man_page_documents_every_public_function)
 				     name);
 	}
 	fclose(f);
-	ASSERT_EQ(found, 9);
+	ASSERT_EQ(found, 10);
 }
 
 static const struct test_case cases[] = {
@@ -770,6 +939,10 @@ static const struct test_case cases[] = {
 	TEST_CASE(create_of_a_taken_name_is_eexist),
 	TEST_CASE(closing_an_outgoing_session_aborts_it),
 	TEST_CASE(handover_then_retrieve_gives_the_same_file_back),
+	TEST_CASE(retrieve_into_a_full_fd_table_is_emfile_and_loses_nothing),
+	TEST_CASE(create_into_a_full_fd_table_is_emfile_and_makes_nothing),
+	TEST_CASE(retrieve_fd_into_a_full_fd_table_is_emfile_and_keeps_the_file),
+	TEST_CASE(drop_removes_a_session_nobody_holds),
 	TEST_CASE(handover_on_close_keeps_the_session_for_the_successor),
 	TEST_CASE(commands_on_a_handed_over_fd_are_estale),
 	TEST_CASE(preserve_errors_are_the_kernel_ones),

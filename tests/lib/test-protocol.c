@@ -61,6 +61,7 @@ TEST(command_table_has_the_kernel_sizes)
 		{ LUO_WIRE_SESSION, 0x40, 16, 16, 1, 0 }, { LUO_WIRE_SESSION, 0x41, 16, 16, 0, 1 },
 		{ LUO_WIRE_SESSION, 0x42, 8, 8, 0, 0 },	  { LUO_WIRE_SESSION, 0x43, 72, 72, 0, 0 },
 		{ LUO_WIRE_SESSION, 0x44, 8, 8, 0, 0 },	  { LUO_WIRE_DEVICE, 0x86, 16, 16, 1, 0 },
+		{ LUO_WIRE_DEVICE, 0x87, 72, 72, 0, 0 },
 	};
 
 	for (size_t i = 0; i < ELEMENTSOF(rows); i++) {
@@ -75,7 +76,7 @@ TEST(command_table_has_the_kernel_sizes)
 		ASSERT_EQ(c->reply_fds, rows[i].reply_fds);
 		ASSERT_TRUE(c->name && *c->name);
 	}
-	for (uint32_t nr = 0x80; nr <= 0x86; nr++)
+	for (uint32_t nr = 0x80; nr <= 0x87; nr++)
 		ASSERT_TRUE(luo_wire_command_find(LUO_WIRE_DEVICE, nr));
 }
 
@@ -87,7 +88,7 @@ TEST(command_table_keeps_device_and_session_commands_apart)
 
 		ASSERT_FALSE(d && s);
 		if (d)
-			ASSERT_TRUE(nr <= 0x01 || (nr >= 0x80 && nr <= 0x86));
+			ASSERT_TRUE(nr <= 0x01 || (nr >= 0x80 && nr <= 0x87));
 		if (s)
 			ASSERT_TRUE(nr >= 0x40 && nr <= 0x44);
 	}

@@ -363,27 +363,7 @@ static void endpoint_update_events(struct luod *d, struct endpoint *ep)
 /* One message with an optional fd, never blocking; the count sent or -errno. */
 static ssize_t send_reply(int sock, struct iovec *iov, size_t iovlen, int fd)
 {
-	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = iovlen };
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} control;
-	ssize_t n;
-
-	if (fd >= 0) {
-		memset(&control, 0, sizeof(control));
-		mh.msg_control = &control;
-		mh.msg_controllen = sizeof(control.buf);
-		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &fd, sizeof(int));
-	}
-	do
-		n = sendmsg(sock, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
-	while (n < 0 && errno == EINTR);
-	return n < 0 ? negative_errno() : n;
+	return socket_send_message_flags(sock, iov, iovlen, &fd, fd >= 0 ? 1 : 0, MSG_DONTWAIT);
 }
 
 void endpoint_flush(struct luod *d, struct endpoint *ep)
@@ -782,7 +762,8 @@ static ssize_t receive(int sock, uint8_t *buf, size_t size, int *fds, size_t *re
 
 static void handle_endpoint_input(struct luod *d, struct endpoint *ep)
 {
-	static uint8_t buf[LUO_WIRE_REQUEST_MAX + 1];
+	/* Exactly the largest request: one byte more is truncated, and refused. */
+	static uint8_t buf[LUO_WIRE_REQUEST_MAX];
 	static int fds[LUOD_RECV_MAX_FDS];
 
 	/* One request per wakeup: a peer waiting for its reply has sent nothing else, so a

@@ -38,8 +38,10 @@
 
 #include "luo/uapi.h"
 
-#define LUO_WIRE_REQUEST_MAX 4096 /* whole request message */
-#define LUO_WIRE_REPLY_MAX 65536  /* whole reply message */
+/* The whole request message, header included; luod answers a longer one
+ * EFAULT (step 3: the payload is not what its size says). */
+#define LUO_WIRE_REQUEST_MAX 4096
+#define LUO_WIRE_REPLY_MAX 65536 /* whole reply message */
 
 /* The header of a request; the command struct follows it. */
 struct luo_wire_request {
@@ -270,71 +272,6 @@ int luo_wire_request_check_fds(const struct luo_wire_parsed *p, size_t n_fds);
 /* Bytes of the struct to copy back in a successful reply: min(size, full_size). */
 uint32_t luo_wire_reply_size(const struct luo_wire_parsed *p);
 
-/*
- * Sends one reply message: the header (result, tag, flags, size) followed by
- * size bytes of payload, with n_fds fds (not consumed).  Returns 0 or -errno
- * (-EMSGSIZE past LUO_WIRE_REPLY_MAX, -EPIPE when the peer is gone,
- * -EAGAIN on a full non-blocking socket).
- */
-int luo_wire_reply_send(int sock, uint32_t tag, int result, uint32_t flags, const void *payload,
-			size_t size, const int *fds, size_t n_fds);
-
-#define LUO_SOCKET_DEFAULT "/run/luo/luod.sock"
-/*
- * luod's socket by the one rule luod, libluo, luoctl and the shim share:
- * $LUO_SOCKET if set and not empty, else $XDG_RUNTIME_DIR/luo/luod.sock, else
- * LUO_SOCKET_DEFAULT.  Writes it NUL-terminated into buf; 0 or
- * -ENAMETOOLONG.  Allocates nothing (the shim calls it).
- */
-int luo_wire_socket_path(char *buf, size_t size);
-
-/* The error luod refused this connection with (a queued LUO_WIRE_REPLY_REFUSED
- * message, left queued), or 0 if there is none.  Never blocks. */
-int luo_wire_refusal(int sock);
-
-/* ---- client side (libluo, luoctl, the preload shim) ----
- *
- * Any number of threads and processes may share one socket: each request is
- * tagged with the caller's thread id and each caller takes only the reply with
- * its own tag (it peeks at the head of the queue and waits while the head is
- * someone else's).  A reply whose tag names no living thread (its asker died)
- * is discarded so that it cannot block the socket.  Works on blocking and
- * non-blocking sockets.  May change errno.
- */
-
-/*
- * Sends op with the command struct arg (arg_size bytes, sent as they are:
- * the caller sets the size field) and fds (not consumed) attached, and waits
- * for the reply.  On success copies min(arg_size, reply size) bytes back into
- * arg and stores the reply's fd (O_CLOEXEC) in *ret_fd, or -EBADF if none came
- * (with ret_fd NULL a received fd is closed).  Returns the reply's result (0 or
- * the server's -errno; on errors nothing is written and no fd is left open),
- * or a local error:
- *   -EINVAL      arg NULL with arg_size > 0, or n_fds > SOCKET_MAX_FDS
- *   -E2BIG       the request does not fit LUO_WIRE_REQUEST_MAX and has non-zero
- *                bytes past the command's full struct (with only zeros there it
- *                is sent trimmed to the full struct, which luod treats alike)
- *   -EMSGSIZE    the request does not fit and is no known command
- *   -EBADMSG     a malformed reply (short, wrong size, more than one fd, a
- *                result that is not 0 or -errno)
- *   -ECONNRESET  the server closed the socket
- *   -EPIPE, -EBADF, -ENOTSOCK, ...: from sendmsg()/recvmsg()
- * No allocation, no stdio: the preload shim calls this from inside ioctl().
- * A reply flagged LUO_WIRE_REPLY_MORE is drained (its further messages dropped).
- */
-int luo_wire_call(int sock, uint32_t op, void *arg, uint32_t arg_size, const int *fds, size_t n_fds,
-		  int *ret_fd);
-
-/* Called for each message after the first of a streamed reply with its payload.
- * A negative return stops the calls (the stream is still drained) and is returned. */
-typedef int (*luo_wire_chunk_fn)(const void *data, size_t size, void *userdata);
-
-/*
- * As luo_wire_call() for LIST and SHOW: the first reply's struct is copied into
- * arg, then fn is called for each following message until one comes without
- * LUO_WIRE_REPLY_MORE.  Returns 0, the first reply's error, the first error
- * of a later message, fn's first negative return, or a local error as for
- * luo_wire_call() (-ENOMEM: it allocates one LUO_WIRE_REPLY_MAX buffer).
- */
-int luo_wire_call_stream(int sock, uint32_t op, void *arg, uint32_t arg_size, luo_wire_chunk_fn fn,
-			 void *userdata);
+/* The transport (connecting, sending and receiving with fds, waits with a
+ * deadline, the client call) is in transport.h. */
+#include "protocol/transport.h"

@@ -100,7 +100,8 @@ static int peer_may_be_luod(int fd)
 		return negative_errno();
 	if (cred.pid <= 0 || cred.pid == getpid())
 		return 0;
-	return cred.uid == 0 || cred.uid == geteuid();
+	/* root may use any user's luod (with --socket or $LUO_SOCKET). */
+	return cred.uid == 0 || cred.uid == geteuid() || geteuid() == 0;
 }
 
 /*

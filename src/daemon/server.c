@@ -343,8 +343,15 @@ static void session_hangup(struct luod *d, struct endpoint *ep)
 		uint32_t uid = luo_session_uid(s);
 		size_t sessions = luod_n_sessions(d), files = luo_engine_n_files(d->engine);
 
+		char name[LUO_NAME_FIELD];
+		bool outgoing = luo_session_kind(s) == LUO_SESSION_OUTGOING;
+
 		log_debug("session \"%s\" closed by its last holder", luo_session_name(s));
+		snprintf(name, sizeof(name), "%s", luo_session_name(s));
 		luo_session_release(s);
+		/* A handover-on-close session is incoming now: listings say since when. */
+		if (outgoing && luo_engine_find_session(d->engine, LUO_SESSION_INCOMING, name))
+			session_info_handed_over(d, uid, name);
 		/* The engine decides whether the session ends, moves or sticks: charge the
 		 * owner what actually went away. */
 		uid_usage_charge(d, uid, sessions, files);
@@ -503,6 +510,7 @@ void luod_done(struct luod *d)
 		}
 	hashmap_done(&d->uids);
 	hashmap_done(&d->by_ino);
+	session_info_done(d);
 	luo_engine_free(d->engine);
 	d->engine = NULL;
 	d->listen_ep.fd = safe_close(d->listen_ep.fd);

@@ -10,6 +10,7 @@
 #include "protocol.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "basic/macro.h"
@@ -34,16 +35,18 @@ static const struct luo_wire_command wire_commands[] = {
 		 sizeof(struct luo_wire_simple), 0, 0, "DEVICE_OPEN"),
 	WIRE_CMD(LUO_WIRE_DEVICE, LUO_CMD_STATUS, sizeof(struct luo_wire_status),
 		 sizeof(struct luo_wire_status), 0, 0, "STATUS"),
-	WIRE_CMD(LUO_WIRE_DEVICE, LUO_CMD_LIST, sizeof(struct luo_wire_list),
-		 sizeof(struct luo_wire_list), 0, 0, "LIST"),
-	WIRE_CMD(LUO_WIRE_DEVICE, LUO_CMD_SHOW, sizeof(struct luo_wire_show),
-		 sizeof(struct luo_wire_show), 0, 0, "SHOW"),
+	WIRE_CMD(LUO_WIRE_DEVICE, LUO_CMD_LIST, LUO_WIRE_LIST_V1, sizeof(struct luo_wire_list), 0,
+		 0, "LIST"),
+	WIRE_CMD(LUO_WIRE_DEVICE, LUO_CMD_SHOW, LUO_WIRE_SHOW_V1, sizeof(struct luo_wire_show), 0,
+		 0, "SHOW"),
 	WIRE_CMD(LUO_WIRE_DEVICE, LUO_CMD_UPDATE, sizeof(struct luo_wire_update),
 		 sizeof(struct luo_wire_update), 0, 0, "UPDATE"),
 	WIRE_CMD(LUO_WIRE_DEVICE, LUO_CMD_REBOOT, sizeof(struct luo_wire_reboot),
 		 sizeof(struct luo_wire_reboot), 0, 0, "REBOOT"),
 	WIRE_CMD(LUO_WIRE_DEVICE, LUO_CMD_IS_SESSION, sizeof(struct luo_wire_is_session),
 		 sizeof(struct luo_wire_is_session), 1, 0, "IS_SESSION"),
+	WIRE_CMD(LUO_WIRE_DEVICE, LUO_CMD_DUMP_STATE, sizeof(struct luo_wire_dump_state),
+		 sizeof(struct luo_wire_dump_state), 0, 1, "DUMP_STATE"),
 	/* The kernel's session commands. */
 	WIRE_CMD(LUO_WIRE_SESSION, LIVEUPDATE_CMD_SESSION_PRESERVE_FD,
 		 sizeof(struct liveupdate_session_preserve_fd),
@@ -70,6 +73,16 @@ _Static_assert(sizeof(struct liveupdate_session_retrieve_fd) == 16, "retrieve st
 _Static_assert(sizeof(struct liveupdate_session_finish) == 8, "finish struct");
 _Static_assert(sizeof(struct liveupdate_session_get_name) == 72, "get-name struct");
 _Static_assert(sizeof(struct luo_wire_reply) == 16, "reply header");
+/* Listings grow only at the end: the first versions' sizes stay valid prefixes. */
+_Static_assert(offsetof(struct luo_wire_session_entry, bytes) == LUO_WIRE_SESSION_ENTRY_V1,
+	       "session entry v1");
+_Static_assert(sizeof(struct luo_wire_session_entry) == LUO_WIRE_SESSION_ENTRY_V2,
+	       "session entry v2");
+_Static_assert(offsetof(struct luo_wire_file_entry, file_size) == LUO_WIRE_FILE_ENTRY_V1,
+	       "file entry v1");
+_Static_assert(sizeof(struct luo_wire_file_entry) == LUO_WIRE_FILE_ENTRY_V2, "file entry v2");
+_Static_assert(offsetof(struct luo_wire_list, entry_size) == LUO_WIRE_LIST_V1, "list v1");
+_Static_assert(offsetof(struct luo_wire_show, session_entry_size) == LUO_WIRE_SHOW_V1, "show v1");
 _Static_assert(sizeof(struct luo_wire_request) == 8, "request header");
 
 const struct luo_wire_command *luo_wire_command_find(enum luo_wire_target target, uint32_t nr)

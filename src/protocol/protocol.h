@@ -83,6 +83,7 @@ enum {
 	LUO_CMD_UPDATE = 0x84,
 	LUO_CMD_REBOOT = 0x85,
 	LUO_CMD_IS_SESSION = 0x86, /* one fd attached */
+	LUO_CMD_DUMP_STATE = 0x87, /* the reply carries a sealed memfd */
 };
 #define LUO_IOCTL_DEVICE_OPEN _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_DEVICE_OPEN)
 #define LUO_IOCTL_STATUS _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_STATUS)
@@ -91,6 +92,7 @@ enum {
 #define LUO_IOCTL_UPDATE _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_UPDATE)
 #define LUO_IOCTL_REBOOT _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_REBOOT)
 #define LUO_IOCTL_IS_SESSION _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_IS_SESSION)
+#define LUO_IOCTL_DUMP_STATE _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_DUMP_STATE)
 
 /* DEVICE_OPEN: no arguments beyond size; reserved must be 0. */
 struct luo_wire_simple {
@@ -114,6 +116,13 @@ struct luo_wire_status {
 	char version[32];
 };
 
+/*
+ * Listing entries grow at the end.  A client says in its LIST/SHOW request
+ * which entry size it knows (0, or a request without the field: the first
+ * version's); luod sends each entry cut or padded to min(that, its own size)
+ * and says which size it used.  So an old client gets the entries it knows,
+ * and a new client reads what an old luod sends.
+ */
 struct luo_wire_session_entry {
 	uint8_t name[LIVEUPDATE_SESSION_NAME_LENGTH];
 	uint32_t kind;	/* enum luo_session_kind */
@@ -122,38 +131,77 @@ struct luo_wire_session_entry {
 	uint32_t reserved;
 	uint64_t flags;
 	uint64_t n_files;
+	/* since luo 0.2 (LUO_WIRE_SESSION_ENTRY_V2) */
+	uint64_t bytes;		/* sum of the files' sizes (file_size below) */
+	uint64_t created_usec;	/* CLOCK_REALTIME of its creation; 0: unknown */
+	uint64_t handover_usec; /* CLOCK_REALTIME of its handover; 0: none or unknown */
+	uint64_t update_number; /* luod's live update number when it was created */
+	uint32_t creator_pid;	/* the process that created it; 0: unknown */
+	uint32_t reserved2;
+	char creator_comm[16]; /* that process's name (comm), NUL-terminated */
 };
+#define LUO_WIRE_SESSION_ENTRY_V1 96
+#define LUO_WIRE_SESSION_ENTRY_V2 152
 
 /*
  * LIST: the first reply carries this struct (count set) like any reply; when
  * it has LUO_WIRE_REPLY_MORE, further messages follow, each a payload of whole
- * luo_wire_session_entry records (possibly none), LUO_WIRE_REPLY_MORE on all
- * but the last.
+ * entries of entry_size bytes (possibly none), LUO_WIRE_REPLY_MORE on all but
+ * the last.  A 16-byte request (the first version) gets
+ * LUO_WIRE_SESSION_ENTRY_V1 entries.
  */
 struct luo_wire_list {
 	uint32_t size;
 	uint32_t reserved;
 	uint64_t count; /* out: total entries */
+	/* since luo 0.2 */
+	uint32_t entry_size; /* in: the size the client knows (0: v1); out: the size sent */
+	uint32_t reserved2;
+	uint64_t update_number; /* out: luod's live update number */
 };
+#define LUO_WIRE_LIST_V1 16
 
 struct luo_wire_file_entry {
 	uint64_t token;
 	char compatible[48];
 	uint32_t retrieved;
 	int32_t retrieve_error;
-	uint64_t data_size;
+	uint64_t data_size; /* bytes of handler data in luod's record */
+	/* since luo 0.2 (LUO_WIRE_FILE_ENTRY_V2) */
+	uint64_t file_size; /* st_size of the file luod holds (memfd and regular file bytes) */
+	uint32_t file_mode; /* its st_mode (type and permission bits) */
+	uint32_t reserved;
 };
+#define LUO_WIRE_FILE_ENTRY_V1 72
+#define LUO_WIRE_FILE_ENTRY_V2 88
 
 /*
  * SHOW: the first reply carries this struct (count set), with
- * LUO_WIRE_REPLY_MORE; the second message carries exactly one
- * luo_wire_session_entry; then luo_wire_file_entry arrays stream as for LIST.
+ * LUO_WIRE_REPLY_MORE; the second message carries exactly one session entry
+ * (session_entry_size bytes); then file entries (file_entry_size bytes each)
+ * stream as for LIST.  An 80-byte request (the first version) gets v1 entries.
  */
 struct luo_wire_show {
 	uint32_t size;
 	uint32_t kind; /* which namespace: enum luo_session_kind */
 	uint8_t name[LIVEUPDATE_SESSION_NAME_LENGTH];
 	uint64_t count; /* out: files */
+	/* since luo 0.2 */
+	uint32_t session_entry_size; /* in: known (0: v1); out: sent */
+	uint32_t file_entry_size;    /* in: known (0: v1); out: sent */
+	uint64_t update_number;	     /* out: luod's live update number */
+};
+#define LUO_WIRE_SHOW_V1 80
+
+/*
+ * DUMP_STATE: luod encodes its engine's state (luo_state_encode(), the format
+ * of its live update) into a sealed memfd, which the reply carries.  Root or
+ * luod's own uid only (EPERM otherwise): the state names every uid's sessions.
+ */
+struct luo_wire_dump_state {
+	uint32_t size;
+	uint32_t reserved;
+	uint64_t state_size; /* out: bytes in the memfd */
 };
 
 #define LUO_UPDATE_PATH_MAX 512

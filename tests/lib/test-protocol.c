@@ -81,7 +81,7 @@ TEST(command_table_has_the_kernel_sizes)
 		ASSERT_EQ(c->reply_fds, rows[i].reply_fds);
 		ASSERT_TRUE(c->name && *c->name);
 	}
-	for (uint32_t nr = 0x80; nr <= 0x86; nr++)
+	for (uint32_t nr = 0x80; nr <= 0x87; nr++)
 		ASSERT_TRUE(luo_wire_command_find(LUO_WIRE_DEVICE, nr));
 }
 
@@ -93,7 +93,7 @@ TEST(command_table_keeps_device_and_session_commands_apart)
 
 		ASSERT_FALSE(d && s);
 		if (d)
-			ASSERT_TRUE(nr <= 0x01 || (nr >= 0x80 && nr <= 0x86));
+			ASSERT_TRUE(nr <= 0x01 || (nr >= 0x80 && nr <= 0x87));
 		if (s)
 			ASSERT_TRUE(nr >= 0x40 && nr <= 0x44);
 	}
@@ -1189,6 +1189,97 @@ TEST(luod_takes_requests_up_to_exactly_the_maximum)
 	test_luod_stop(&d);
 }
 
+/* ---- listings stay readable for clients of the first version ---- */
+
+struct chunks {
+	size_t n, sizes[8];
+};
+
+static int note_chunk(const void *data, size_t size, void *userdata)
+{
+	struct chunks *c = userdata;
+
+	if (c->n < ELEMENTSOF(c->sizes))
+		c->sizes[c->n] = size;
+	c->n++;
+	return 0;
+}
+
+/*
+ * A LIST or SHOW request of the first version's size gets entries of the
+ * first version's sizes; one that names the current sizes gets those; an
+ * entry size no version had is EINVAL.
+ */
+TEST(listings_keep_the_entry_size_the_client_knows)
+{
+	struct luo_wire_list l = { .size = LUO_WIRE_LIST_V1 };
+	struct luo_wire_show sh = { .size = LUO_WIRE_SHOW_V1, .kind = 0 };
+	struct test_luod d;
+	struct chunks c = { 0 };
+	char luod[512];
+	int conn, s, m;
+
+	test_build_path("src/daemon/luod", luod, sizeof(luod));
+	if (access(luod, X_OK) < 0)
+		test_skip("luod is not built (%s)", luod);
+	test_luod_start(&d, NULL);
+	conn = test_luod_connect(&d);
+	ASSERT_OK(conn);
+	struct luo_wire_create_session cr = { .size = sizeof(cr), .fd = -1 };
+	memcpy(cr.name, "v1", 2);
+	ASSERT_OK(
+		luo_wire_call(conn, LIVEUPDATE_IOCTL_CREATE_SESSION, &cr, sizeof(cr), NULL, 0, &s));
+	m = eventfd(0, EFD_CLOEXEC);
+	ASSERT_OK(m);
+	struct liveupdate_session_preserve_fd p = { .size = sizeof(p), .fd = -1, .token = 1 };
+	ASSERT_OK(luo_wire_call(s, LIVEUPDATE_SESSION_PRESERVE_FD, &p, sizeof(p), &m, 1, NULL));
+	close(m);
+
+	ASSERT_OK(luo_wire_call_stream(conn, LUO_IOCTL_LIST, &l, LUO_WIRE_LIST_V1, note_chunk, &c));
+	ASSERT_EQ(l.count, 1);
+	ASSERT_EQ(c.n, 1);
+	ASSERT_EQ(c.sizes[0], LUO_WIRE_SESSION_ENTRY_V1);
+
+	memcpy(sh.name, "v1", 2);
+	c = (struct chunks){ 0 };
+	ASSERT_OK(
+		luo_wire_call_stream(conn, LUO_IOCTL_SHOW, &sh, LUO_WIRE_SHOW_V1, note_chunk, &c));
+	ASSERT_EQ(c.n, 2);
+	ASSERT_EQ(c.sizes[0], LUO_WIRE_SESSION_ENTRY_V1);
+	ASSERT_EQ(c.sizes[1], LUO_WIRE_FILE_ENTRY_V1);
+
+	/* The current sizes, reported back. */
+	l = (struct luo_wire_list){ .size = sizeof(l),
+				    .entry_size = sizeof(struct luo_wire_session_entry) };
+	c = (struct chunks){ 0 };
+	ASSERT_OK(luo_wire_call_stream(conn, LUO_IOCTL_LIST, &l, sizeof(l), note_chunk, &c));
+	ASSERT_EQ(l.entry_size, LUO_WIRE_SESSION_ENTRY_V2);
+	ASSERT_EQ(c.sizes[0], LUO_WIRE_SESSION_ENTRY_V2);
+	/* A newer client's larger entry: luod's own size. */
+	l = (struct luo_wire_list){ .size = sizeof(l), .entry_size = 4000 };
+	c = (struct chunks){ 0 };
+	ASSERT_OK(luo_wire_call_stream(conn, LUO_IOCTL_LIST, &l, sizeof(l), note_chunk, &c));
+	ASSERT_EQ(l.entry_size, LUO_WIRE_SESSION_ENTRY_V2);
+	ASSERT_EQ(c.sizes[0], LUO_WIRE_SESSION_ENTRY_V2);
+	l = (struct luo_wire_list){ .size = sizeof(l), .entry_size = 10 };
+	ASSERT_ERR(luo_wire_call_stream(conn, LUO_IOCTL_LIST, &l, sizeof(l), note_chunk, &c),
+		   -EINVAL);
+
+	/* DUMP_STATE hands over a sealed memfd. */
+	struct luo_wire_dump_state q = { .size = sizeof(q) };
+	int memfd = -1;
+	ASSERT_OK(luo_wire_call(conn, LUO_IOCTL_DUMP_STATE, &q, sizeof(q), NULL, 0, &memfd));
+	ASSERT_TRUE(memfd >= 0);
+	ASSERT_TRUE(q.state_size > 0);
+	ASSERT_EQ(lseek(memfd, 0, SEEK_END), (off_t)q.state_size);
+	ASSERT_ERRNO(write(memfd, "x", 1), EPERM);
+	close(memfd);
+
+	close(s);
+	close(conn);
+	test_luod_stop(&d);
+}
+
 TEST_MAIN(TEST_CASE(socket_path_follows_luods_rule), TEST_CASE(command_table_has_the_kernel_sizes),
 	  TEST_CASE(command_table_keeps_device_and_session_commands_apart),
 	  TEST_CASE(parse_refuses_a_message_shorter_than_the_header),
@@ -1222,4 +1313,5 @@ TEST_MAIN(TEST_CASE(socket_path_follows_luods_rule), TEST_CASE(command_table_has
 	  TEST_CASE(connect_first_falls_back_to_the_system_luod),
 	  TEST_CASE(connect_default_finds_the_per_user_luod),
 	  TEST_CASE(connect_reports_what_is_at_the_path),
-	  TEST_CASE(luod_takes_requests_up_to_exactly_the_maximum))
+	  TEST_CASE(luod_takes_requests_up_to_exactly_the_maximum),
+	  TEST_CASE(listings_keep_the_entry_size_the_client_knows))

@@ -790,6 +790,10 @@ static int cmd_show(int n_args, char **args)
 	}
 	if (found == 0) {
 		_cleanup_free_ char *n = escape_human((const uint8_t *)name, len);
+
+		/* Scripts get an answer on stdout too (luoctl(8), OUTPUT). */
+		if (arg_json)
+			printf("{\"sessions\":[]}\n");
 		log_error("show: no session named '%s'%s (or it belongs to another uid)",
 			  n ? n : name,
 			  outgoing && incoming ? ""

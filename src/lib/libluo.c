@@ -87,15 +87,9 @@ static int socket_type(int fd)
 static int peer_may_be_luod(int fd)
 {
 	struct ucred cred;
-	int domain = 0;
-	socklen_t len;
+	socklen_t len = sizeof(cred);
 
-	len = sizeof(domain);
-	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0)
-		return negative_errno();
-	if (domain != AF_UNIX)
-		return 0;
-	len = sizeof(cred);
+	/* A socket of another family has no peer credentials: pid 0. */
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
 		return negative_errno();
 	if (cred.pid <= 0 || cred.pid == getpid())
@@ -106,9 +100,9 @@ static int peer_may_be_luod(int fd)
 
 /*
  * The kind of fd: luod's socket, or the kernel's own (for a device, a
- * character device; for a session, an fd whose link says so).  Three
- * getsockopt()s on the common path: the request round trip is what luo is
- * measured by.  Anything else gets the kernel's answer to a foreign ioctl.
+ * character device; for a session, an fd whose link says so).  Two
+ * getsockopt()s and a getpid() on the common path: the request round trip is
+ * what luo is measured by.  Anything else gets the kernel's answer to a foreign ioctl.
  */
 static int fd_kind(int fd, bool device)
 {

@@ -12,7 +12,8 @@
  * Each reply is one message (or, for the streaming listings, several): a
  * struct luo_wire_reply, then the command struct copied back (min(size,
  * full size) bytes), then for listings an array of entries.  Replies echo the
- * request's tag; clients use their thread id, so that several processes or
+ * request's tag; clients use their thread id (and, after a call timed out, a
+ * generation in the top bits: transport.h), so that several processes or
  * threads sharing one socket each take only their own reply (peek first).
  *
  * luod applies the kernel's checks word for word (spec section 2), in order:

@@ -692,6 +692,18 @@ TEST(list_and_show_tell_bytes_owner_creator_and_times)
 	ASSERT_TRUE(strstr(o.out, expr) != NULL);
 	LUOCTL(&o, "show", "gone over");
 	ASSERT_TRUE(strstr(o.out, "handover: 2") != NULL);
+	/* Handed over by the close of a handover-on-close session: luod takes the
+	 * close in before it answers the retrieve of the name. */
+	h = create_session(luo, "on close", LUO_SESSION_HANDOVER_ON_CLOSE);
+	close(h);
+	ASSERT_OK(luo_session_retrieve(luo, "on close", &h));
+	LUOCTL(&o, "--json", "show", "on close");
+	snprintf(expr, sizeof(expr),
+		 ".sessions[0] | .kind == \"incoming\" and .state == \"retrieved\" and "
+		 ".handover_usec >= .created_usec and .creator_pid == %d",
+		 (int)getpid());
+	ASSERT_JQ(o.out, expr);
+	close(h);
 	LUOCTL(&o, "list");
 	ASSERT_TRUE(strstr(o.out, "BYTES") != NULL);
 	ASSERT_TRUE(strstr(o.out, " 5123  ") != NULL);

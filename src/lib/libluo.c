@@ -15,10 +15,11 @@
  *
  * Every wait for luod (connect, room to send, the reply) ends at a deadline:
  * luo_set_timeout() sets it for the whole process, LUO_WIRE_TIMEOUT_DEFAULT_MS
- * (30 s) by default, and a call that reaches it returns -ETIMEDOUT.  LUO_LIB_FORCE_IOCTL=1 in
- * the environment (meant for the library's tests only) takes the ioctl path
- * for every fd, so that the ioctl code can be exercised against the preload
- * shim on a kernel without LUO.
+ * (30 s) by default, and a call that reaches it returns -ETIMEDOUT.
+ *
+ * LUO_LIB_FORCE_IOCTL=1 in the environment (meant for the library's tests
+ * only) takes the ioctl path for every fd, so that the ioctl code can be
+ * exercised against the preload shim on a kernel without LUO.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -102,7 +103,8 @@ static int peer_may_be_luod(int fd)
  * The kind of fd: luod's socket, or the kernel's own (for a device, a
  * character device; for a session, an fd whose link says so).  Two
  * getsockopt()s and a getpid() on the common path: the request round trip is
- * what luo is measured by.  Anything else gets the kernel's answer to a foreign ioctl.
+ * what luo is measured by.  Anything else gets the kernel's answer to a
+ * foreign ioctl.
  */
 static int fd_kind(int fd, bool device)
 {

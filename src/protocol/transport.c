@@ -347,7 +347,8 @@ static void discard_head(int sock, uint32_t dead_tag)
 	pthread_mutex_unlock(&discard_lock);
 }
 
-/* Sleeps a little longer each time (another thread's reply is at the head), never past the deadline. */
+/* Sleeps a little longer each time another thread's reply is at the head,
+ * never past the deadline. */
 static int backoff(unsigned *ns, uint64_t deadline)
 {
 	struct timespec ts = { .tv_sec = 0, .tv_nsec = *ns };

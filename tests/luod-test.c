@@ -111,6 +111,55 @@ void test_luod_start(struct test_luod *d, const char *const *extra_args)
 	test_fail_at(__FILE__, __LINE__, "luod did not start listening on %s", d->socket);
 }
 
+pid_t test_luod_worker_pid(const struct test_luod *d)
+{
+	char path[64], buf[64];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)d->pid, (int)d->pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		test_fail_at(__FILE__, __LINE__, "open %s: %m", path);
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		test_fail_at(__FILE__, __LINE__, "luod %d has no worker", (int)d->pid);
+	buf[n] = 0;
+	return (pid_t)atoi(buf);
+}
+
+/* The state letter of /proc/pid/stat. */
+static char proc_state(pid_t pid)
+{
+	char path[64], buf[512], *p;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	p = strrchr(buf, ')');
+	return p && p[1] == ' ' ? p[2] : 0;
+}
+
+void test_luod_pause(const struct test_luod *d, bool pause)
+{
+	pid_t w = test_luod_worker_pid(d);
+
+	if (kill(w, pause ? SIGSTOP : SIGCONT) < 0 || kill(d->pid, pause ? SIGSTOP : SIGCONT) < 0)
+		test_fail_at(__FILE__, __LINE__, "kill: %m");
+	/* SIGSTOP takes effect asynchronously: wait until the worker no longer runs. */
+	while (pause && proc_state(w) != 'T')
+		usleep(1000);
+}
+
 void test_luod_stop(struct test_luod *d)
 {
 	int status;

@@ -27,6 +27,10 @@ const char *test_source_path(const char *rel, char *buf, size_t size);
 void test_luod_start(struct test_luod *d, const char *const *extra_args);
 /* Stops it; fails the case unless it exits 0 on SIGTERM. */
 void test_luod_stop(struct test_luod *d);
+/* The pid of d's worker, the process that serves (luod's pid is its keeper's). */
+pid_t test_luod_worker_pid(const struct test_luod *d);
+/* Stops luod (keeper and worker, waiting until the worker is stopped) or lets it go on. */
+void test_luod_pause(const struct test_luod *d, bool pause);
 /* Connects a plain SOCK_SEQPACKET socket to d's socket (no library involved). */
 int test_luod_connect(const struct test_luod *d);
 /* Runs argv to completion; returns its exit status (or 128+signal); output to the TAP log. */

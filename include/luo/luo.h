@@ -22,8 +22,12 @@ extern "C" {
 #define LUO_SESSION_NAME_LENGTH 64
 #define LUO_SESSION_HANDOVER_ON_CLOSE (1ULL << 0)
 
-/* Connects to luod: socket_path, or $LUO_SOCKET, or the default path. Returns an fd. */
+/* Connects to luod: socket_path, or $LUO_SOCKET, or the per-user luod if one
+ * listens at $XDG_RUNTIME_DIR/luo/luod.sock, or the system luod.  Returns an fd. */
 int luo_connect(const char *socket_path);
+/* Sets how long every call of this process waits for luod, in milliseconds
+ * (default 30000; 0: no limit).  A call that waits longer fails with -ETIMEDOUT. */
+int luo_set_timeout(int timeout_ms);
 
 /* Creates an outgoing session named name (1..63 bytes). */
 int luo_session_create(int luo_fd, const char *name, uint64_t flags, int *ret_session_fd);

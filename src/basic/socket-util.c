@@ -17,6 +17,12 @@ void close_many(const int *fds, size_t n)
 ssize_t socket_send_message(int sock, const struct iovec *iov, size_t iovlen, const int *fds,
 			    size_t n_fds)
 {
+	return socket_send_message_flags(sock, iov, iovlen, fds, n_fds, 0);
+}
+
+ssize_t socket_send_message_flags(int sock, const struct iovec *iov, size_t iovlen, const int *fds,
+				  size_t n_fds, int flags)
+{
 	union {
 		struct cmsghdr align;
 		char buf[CMSG_SPACE(sizeof(int) * SOCKET_MAX_FDS)];
@@ -40,7 +46,7 @@ ssize_t socket_send_message(int sock, const struct iovec *iov, size_t iovlen, co
 		memcpy(CMSG_DATA(c), fds, sizeof(int) * n_fds);
 	}
 	do
-		n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+		n = sendmsg(sock, &mh, flags | MSG_NOSIGNAL);
 	while (n < 0 && errno == EINTR);
 	return n < 0 ? negative_errno() : n;
 }

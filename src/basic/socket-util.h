@@ -23,6 +23,9 @@
  */
 ssize_t socket_send_message(int sock, const struct iovec *iov, size_t iovlen, const int *fds,
 			    size_t n_fds);
+/* The same with sendmsg() flags (MSG_DONTWAIT; MSG_NOSIGNAL is always added). */
+ssize_t socket_send_message_flags(int sock, const struct iovec *iov, size_t iovlen, const int *fds,
+				  size_t n_fds, int flags);
 
 /*
  * Receives one message into buf.  Received fds are O_CLOEXEC and stored in

@@ -14,33 +14,6 @@
 
 #include "basic/macro.h"
 
-char *escape_human(const uint8_t *s, size_t n)
-{
-	/* The worst case is four bytes ("\xNN") per input byte. */
-	char *out = malloc(n * 4 + 1), *p = out;
-
-	if (!out)
-		return NULL;
-	for (size_t i = 0; i < n; i++) {
-		uint8_t c = s[i];
-
-		if (c == '\\') {
-			*p++ = '\\';
-			*p++ = '\\';
-		} else if (c > 0x20 && c < 0x7f) {
-			*p++ = (char)c;
-		} else {
-			static const char hex[] = "0123456789abcdef";
-			*p++ = '\\';
-			*p++ = 'x';
-			*p++ = hex[c >> 4];
-			*p++ = hex[c & 15];
-		}
-	}
-	*p = 0;
-	return out;
-}
-
 /* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 if invalid. */
 static size_t utf8_sequence_length(const uint8_t *s, size_t n)
 {
@@ -72,6 +45,69 @@ static size_t utf8_sequence_length(const uint8_t *s, size_t n)
 	    (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
 		return 0;
 	return len;
+}
+
+/*
+ * Whether the code point of the valid sequence at s (len bytes) is one a
+ * person can see as itself: not a C1 control (U+0080..U+009F, which
+ * terminals obey), nor a bidirectional override or isolate (U+202A..U+202E,
+ * U+2066..U+2069, which reorder what follows on the line).
+ */
+static bool utf8_printable(const uint8_t *s, size_t len)
+{
+	if (len == 2 && s[0] == 0xc2 && s[1] < 0xa0)
+		return false;
+	if (len == 3 && s[0] == 0xe2 && s[1] == 0x80 && s[2] >= 0xaa && s[2] <= 0xae)
+		return false;
+	if (len == 3 && s[0] == 0xe2 && s[1] == 0x81 && s[2] >= 0xa6 && s[2] <= 0xa9)
+		return false;
+	return true;
+}
+
+char *escape_human(const uint8_t *s, size_t n)
+{
+	/* The worst case is four bytes ("\xNN") per input byte. */
+	char *out = malloc(n * 4 + 1), *p = out;
+
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < n;) {
+		uint8_t c = s[i];
+		size_t len = c >= 0x80 ? utf8_sequence_length(s + i, n - i) : 1;
+
+		if (len > 1 && utf8_printable(s + i, len)) {
+			/* Valid UTF-8 text is shown as text. */
+			memcpy(p, s + i, len);
+			p += len;
+			i += len;
+			continue;
+		}
+		if (c == '\\') {
+			*p++ = '\\';
+			*p++ = '\\';
+		} else if (c > 0x20 && c < 0x7f) {
+			*p++ = (char)c;
+		} else {
+			static const char hex[] = "0123456789abcdef";
+			*p++ = '\\';
+			*p++ = 'x';
+			*p++ = hex[c >> 4];
+			*p++ = hex[c & 15];
+		}
+		i++;
+	}
+	*p = 0;
+	return out;
+}
+
+size_t display_width(const char *s)
+{
+	size_t w = 0;
+
+	/* One column per character: every byte but UTF-8 continuation bytes. */
+	for (; *s; s++)
+		w += ((uint8_t)*s & 0xc0) != 0x80;
+	return w;
 }
 
 void json_print_string(FILE *f, const uint8_t *s, size_t n)
@@ -170,21 +206,24 @@ void table_print(const struct table *t, FILE *f, uint64_t right_aligned)
 		return;
 	for (size_t r = 0; r < t->n_rows; r++)
 		for (size_t c = 0; c < t->n_columns; c++)
-			width[c] = MAX(width[c], strlen(t->cells[r * t->n_columns + c]));
+			width[c] = MAX(width[c], display_width(t->cells[r * t->n_columns + c]));
 	for (size_t r = 0; r < t->n_rows; r++) {
 		for (size_t c = 0; c < t->n_columns; c++) {
 			const char *cell = t->cells[r * t->n_columns + c];
 			bool last = c + 1 == t->n_columns;
 			bool right = c < 64 && (right_aligned & (UINT64_C(1) << c));
 
+			size_t pad = width[c] - display_width(cell);
+
 			if (c > 0)
 				fputs("  ", f);
+			/* Padded by columns, not bytes: a name may hold UTF-8 text. */
 			if (right)
-				fprintf(f, "%*s", (int)width[c], cell);
+				fprintf(f, "%*s%s", (int)pad, "", cell);
 			else if (last)
 				fputs(cell, f); /* no trailing blanks */
 			else
-				fprintf(f, "%-*s", (int)width[c], cell);
+				fprintf(f, "%s%*s", cell, (int)pad, "");
 		}
 		fputc('\n', f);
 	}
@@ -198,4 +237,74 @@ void table_free(struct table *t)
 		free(t->cells[i]);
 	free(t->cells);
 	free(t);
+}
+
+void json_reformat(FILE *f, const char *s, size_t n, bool pretty)
+{
+	bool in_string = false, escaped = false;
+	int depth = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (in_string) {
+			fputc(c, f);
+			if (escaped)
+				escaped = false;
+			else if (c == '\\')
+				escaped = true;
+			else if (c == '"')
+				in_string = false;
+			continue;
+		}
+		switch (c) {
+		case ' ':
+		case '\t':
+		case '\n':
+		case '\r':
+			break;
+		case '"':
+			in_string = true;
+			fputc(c, f);
+			break;
+		case '{':
+		case '[': {
+			/* An empty object or array stays on its line. */
+			size_t j = i + 1;
+
+			while (j < n && strchr(" \t\n\r", s[j]) && s[j])
+				j++;
+			if (j < n && (s[j] == '}' || s[j] == ']')) {
+				fputc(c, f);
+				fputc(s[j], f);
+				i = j;
+				break;
+			}
+			fputc(c, f);
+			depth++;
+			if (pretty)
+				fprintf(f, "\n%*s", depth * 2, "");
+			break;
+		}
+		case '}':
+		case ']':
+			depth--;
+			if (pretty)
+				fprintf(f, "\n%*s", MAX(depth, 0) * 2, "");
+			fputc(c, f);
+			break;
+		case ',':
+			fputc(c, f);
+			if (pretty)
+				fprintf(f, "\n%*s", MAX(depth, 0) * 2, "");
+			break;
+		case ':':
+			fputs(pretty ? ": " : ":", f);
+			break;
+		default:
+			fputc(c, f);
+			break;
+		}
+	}
+	fputc('\n', f);
 }

@@ -3,20 +3,31 @@
  * DOC: luoctl's output formatting
  *
  * Session names may hold any byte but NUL, so every name printed goes
- * through one of two escapers: one for people (tables: printable ASCII
- * as is, everything else as \xNN, so that columns stay aligned and nothing
- * reaches the terminal as a control sequence) and one for JSON (always valid
- * JSON).  A table collects its cells first and prints them with aligned
- * columns when done; it lives for one listing.
+ * through one of two escapers: one for people (tables: printable ASCII and
+ * valid UTF-8 text as they are, everything else as \xNN, so that columns stay
+ * aligned and nothing reaches the terminal as a control sequence) and one
+ * for JSON (always valid JSON).  A table collects its cells first and prints
+ * them with columns aligned by characters when done; it lives for one
+ * listing.  JSON output is produced as it comes and reformatted once, on one
+ * line or indented (json_reformat()).
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
-/* Escapes n bytes of s for a person into a malloc'ed string; NULL on ENOMEM. */
+/* Escapes n bytes of s for a person into a malloc'ed string; NULL on ENOMEM.
+ * Valid UTF-8 text passes as it is (but not C1 controls or bidirectional
+ * overrides); spaces, control bytes and invalid bytes become \xNN, '\' "\\". */
 char *escape_human(const uint8_t *s, size_t n);
+/* Columns s takes on a terminal (one per character). */
+size_t display_width(const char *s);
+/* Writes the JSON text s (n bytes, valid JSON) to f on one line, or indented
+ * by two spaces per level when pretty, followed by a newline.  Only the
+ * whitespace between tokens changes. */
+void json_reformat(FILE *f, const char *s, size_t n, bool pretty);
 /* Prints n bytes of s as a JSON string (quotes included).  Valid UTF-8 passes
  * through; control characters, '"' and '\' are escaped; a byte that is not
  * part of valid UTF-8 is written as \u00XX (use the _hex field for the exact

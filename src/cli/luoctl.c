@@ -2,13 +2,19 @@
 /*
  * DOC: luoctl, the command line
  *
- * One invocation, one command: luoctl connects to luod's socket, sends one
- * device request (STATUS, LIST, SHOW, UPDATE, REBOOT), reads the reply (or the
- * stream of replies for listings), prints it as a table or as JSON, and exits
- * with a code scripts can rely on (see luoctl(8) and enum exit_code).
- * dump-state needs no luod at all: it decodes a state blob with the codec.
- * run needs no connection either: it execs a command with the preload shim
- * and LUO_SOCKET set, so the exit status is the command's.
+ * One invocation, one command: luoctl connects to luod's socket (the
+ * clients' rule of src/protocol/transport.h, or --socket), sends one device
+ * request (STATUS, LIST, SHOW, UPDATE, REBOOT, DUMP_STATE) through the wire
+ * transport with a deadline (--timeout), prints the reply as a table or as
+ * JSON, and exits with a code scripts can rely on (see luoctl(8) and enum
+ * exit_code).  Every error is one line on stderr.  dump-state FILE needs no
+ * luod: it decodes a saved blob with the codec.  run needs no connection
+ * either: it execs a command with the preload shim and LUO_SOCKET set, so the
+ * exit status is the command's.
+ *
+ * Options go anywhere on the command line (`luoctl show NAME --json`),
+ * except after run's `--`.  JSON output is collected and printed on one
+ * line, or indented with --pretty.
  *
  * The connection is opened per invocation and closed at exit; luoctl holds
  * no sessions, so it can die at any point without affecting anyone.
@@ -18,16 +24,16 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <poll.h>
+#include <math.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,22 +43,23 @@
 #include "config.h"
 #include "core/state.h"
 #include "protocol/protocol.h"
+#include "protocol/transport.h"
 
 enum exit_code {
 	EXIT_OK = 0,
 	EXIT_FAILED = 1,      /* luod replied an error, or the local operation failed */
 	EXIT_USAGE = 2,	      /* bad command line */
-	EXIT_UNREACHABLE = 3, /* cannot connect to luod, or it hung up / did not answer */
+	EXIT_UNREACHABLE = 3, /* cannot connect to luod, or it hung up / did not answer in time */
 	EXIT_NOT_FOUND = 4,   /* show of a session that does not exist (for this uid) */
 	EXIT_ROLLED_BACK = 5, /* update refused by the new binary, previous luod serving */
 };
 
-/* How long luoctl waits for a reply.  Updates of very large states take a
- * while; this only guards against a luod that is stuck for good. */
-#define REPLY_TIMEOUT_MS (300 * 1000)
-
 static const char *arg_socket;
-static bool arg_json;
+static bool arg_json, arg_pretty;
+static int arg_timeout_ms = LUO_WIRE_TIMEOUT_DEFAULT_MS;
+static const char *arg_exec;
+static bool arg_outgoing, arg_incoming;
+/* Where the connection went (or the last place tried), for messages and status. */
 static char socket_path_buf[PATH_MAX];
 
 static _printf_(1, 2) void log_error(const char *fmt, ...)
@@ -66,21 +73,14 @@ static _printf_(1, 2) void log_error(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
-/* luod's rule, in the same order: --socket, $LUO_SOCKET, $XDG_RUNTIME_DIR, /run. */
 static const char *socket_path(void)
 {
-	if (arg_socket)
-		return arg_socket;
-	/* Too long for a socket address: connecting will say so. */
-	if (luo_wire_socket_path(socket_path_buf, sizeof(socket_path_buf)) < 0)
-		return getenv("LUO_SOCKET") && *getenv("LUO_SOCKET") ? getenv("LUO_SOCKET")
-								     : socket_path_buf;
 	return socket_path_buf;
 }
 
 static void usage(FILE *f)
 {
-	fputs("Usage: luoctl [--socket PATH] [--json] COMMAND [ARGS]\n"
+	fputs("Usage: luoctl [OPTIONS] COMMAND [ARGS]   (options may also follow the command)\n"
 	      "\n"
 	      "Commands:\n"
 	      "  status                 luod's pid, version, counters and fd capacity\n"
@@ -92,18 +92,23 @@ static void usage(FILE *f)
 	      "                         its name (--outgoing or --incoming picks one)\n"
 	      "  update [--exec BINARY] live update of luod, into BINARY or its own binary\n"
 	      "  reboot                 simulated kexec: outgoing sessions become incoming\n"
-	      "  dump-state FILE        decode a luod state blob (FILE or - for stdin)\n"
+	      "  dump-state [FILE]      the running luod's state (root), or a saved blob\n"
+	      "                         (FILE, or - for stdin)\n"
 	      "  run [--socket PATH] -- COMMAND [ARGS...]\n"
 	      "                         run COMMAND with luo-preload.so and LUO_SOCKET set\n"
 	      "  help                   this text\n"
 	      "\n"
 	      "Options:\n"
-	      "  --socket PATH  luod's socket (default: $LUO_SOCKET, $XDG_RUNTIME_DIR/luo/luod.sock,\n"
-	      "                 /run/luo/luod.sock)\n"
-	      "  --json         machine-readable output\n"
-	      "  --version      print the version\n"
+	      "  --socket PATH      luod's socket (default: $LUO_SOCKET; else a per-user luod at\n"
+	      "                     $XDG_RUNTIME_DIR/luo/luod.sock if one listens; else\n"
+	      "                     /run/luo/luod.sock)\n"
+	      "  --timeout SECONDS  how long to wait for luod (default 30; 0: no limit)\n"
+	      "  --json             machine-readable output, one line\n"
+	      "  --pretty           JSON output, indented\n"
+	      "  --version          print the version\n"
 	      "\n"
-	      "Exit codes: 0 ok, 1 failed, 2 usage, 3 luod unreachable, 4 not found, 5 rolled back.\n",
+	      "Exit codes: 0 ok, 1 failed, 2 usage, 3 luod unreachable or not answering,\n"
+	      "4 not found, 5 rolled back.\n",
 	      f);
 }
 
@@ -120,23 +125,6 @@ static int usage_error(const char *fmt, ...)
 	return EXIT_USAGE;
 }
 
-/* For commands without arguments: accepts --json after the command too. */
-static int parse_no_args(int argc, char **argv, const char *name)
-{
-	static const struct option options[] = { { "json", no_argument, NULL, 'j' }, {} };
-	int c;
-
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "+", options, NULL)) >= 0) {
-		if (c != 'j')
-			return usage_error("%s: bad option", name);
-		arg_json = true;
-	}
-	if (optind != argc)
-		return usage_error("%s takes no arguments", name);
-	return 0;
-}
-
 static uint64_t now_usec(void)
 {
 	struct timespec ts;
@@ -145,241 +133,173 @@ static uint64_t now_usec(void)
 	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
-/* ---- talking to luod ---- */
-
-static int connect_luod(const char *path)
+static void format_timeout(char *buf, size_t size)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	_cleanup_close_ int fd = -EBADF;
-	size_t len = strlen(path);
-
-	if (len == 0 || len >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	memcpy(sa.sun_path, path, len + 1);
-	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return negative_errno();
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-		return negative_errno();
-	return TAKE_FD(fd);
+	if (arg_timeout_ms % 1000 == 0)
+		snprintf(buf, size, "%d s", arg_timeout_ms / 1000);
+	else
+		snprintf(buf, size, "%.3f s", arg_timeout_ms / 1000.0);
 }
 
-/* Connects, or says why not; returns the fd or -errno (message printed). */
+/* ---- talking to luod ---- */
+
+static const char *file_type_name(mode_t mode)
+{
+	switch (mode & S_IFMT) {
+	case S_IFREG:
+		return "a regular file";
+	case S_IFDIR:
+		return "a directory";
+	case S_IFCHR:
+		return "a character device";
+	case S_IFBLK:
+		return "a block device";
+	case S_IFIFO:
+		return "a FIFO";
+	case S_IFLNK:
+		return "a symbolic link";
+	default:
+		return "not a socket";
+	}
+}
+
+/* One line saying why connecting to path failed with r; other: the per-user path tried first. */
+static void explain_connect_failure(const char *path, int r, const char *other)
+{
+	char also[PATH_MAX + 64] = "";
+	struct stat st;
+
+	if (other)
+		snprintf(also, sizeof(also), "; no luod at %s either", other);
+	if (r == -ECONNREFUSED && stat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+		log_error("cannot connect to luod at %s: it is %s, not a socket%s", path,
+			  file_type_name(st.st_mode), also);
+		return;
+	}
+	if (r == -ECONNREFUSED) {
+		log_error("cannot connect to luod at %s: %s (a socket nobody listens on: is luod "
+			  "running?%s)",
+			  path, strerror(-r), also);
+		return;
+	}
+	if (r == -ENOENT || r == -ENOTDIR) {
+		log_error("cannot connect to luod at %s: %s (is luod running?%s)", path,
+			  strerror(-r), also);
+		return;
+	}
+	if (r == -ETIMEDOUT) {
+		char t[32];
+
+		format_timeout(t, sizeof(t));
+		log_error("cannot connect to luod at %s: it accepted no connection within %s (is "
+			  "it stopped?)",
+			  path, t);
+		return;
+	}
+	if (r == -ENAMETOOLONG) {
+		log_error("cannot connect to luod at %s: the path is too long for a unix socket "
+			  "(at most %d bytes)",
+			  path, LUO_SOCKET_PATH_MAX - 1);
+		return;
+	}
+	log_error("cannot connect to luod at %s: %s", path, strerror(-r));
+}
+
+/* Connects, or says why not (one line); returns the fd or -errno. */
 static int connect_or_explain(void)
 {
-	const char *path = socket_path();
-	int fd = connect_luod(path);
+	char paths[2][LUO_SOCKET_PATH_MAX];
+	int n, fd;
 
+	if (arg_socket) {
+		snprintf(socket_path_buf, sizeof(socket_path_buf), "%s", arg_socket);
+		fd = luo_wire_connect(arg_socket);
+		if (fd < 0)
+			explain_connect_failure(arg_socket, fd, NULL);
+		return fd;
+	}
+	n = luo_wire_socket_candidates(paths);
+	if (n < 0) {
+		snprintf(socket_path_buf, sizeof(socket_path_buf), "%s", getenv("LUO_SOCKET"));
+		explain_connect_failure(socket_path_buf, n, NULL);
+		return n;
+	}
+	fd = luo_wire_connect_default(socket_path_buf);
 	if (fd < 0)
-		log_error("cannot connect to luod: %s (is luod running? (socket %s))",
-			  strerror(-fd), path);
+		explain_connect_failure(socket_path_buf, fd,
+					n == 2 && strcmp(paths[0], socket_path_buf) != 0 ? paths[0]
+											 : NULL);
 	return fd;
 }
 
-static uint32_t request_tag(void)
-{
-	return (uint32_t)syscall(SYS_gettid);
-}
-
-static int send_request(int fd, uint32_t nr, const void *req, size_t size)
-{
-	struct luo_wire_request h = {
-		.op = _IO(LIVEUPDATE_IOCTL_TYPE, nr),
-		.tag = request_tag(),
-	};
-	struct iovec iov[2] = {
-		{ .iov_base = &h, .iov_len = sizeof(h) },
-		{ .iov_base = (void *)req, .iov_len = size },
-	};
-	ssize_t n = socket_send_message(fd, iov, 2, NULL, 0);
-
-	if (n == -EPIPE || n == -ECONNRESET) {
-		/* luod may have refused the connection before hanging up: say why. */
-		int k = luo_wire_refusal(fd);
-		if (k < 0)
-			return k;
-	}
-	if (n < 0)
-		return (int)n;
-	return 0;
-}
-
 /*
- * Receives one reply message into buf (LUO_WIRE_REPLY_MAX bytes).  Returns
- * the payload length and the header in *ret_hdr; -ECONNRESET if luod hung
- * up, -ETIMEDOUT if it did not answer, -EBADMSG for a malformed reply.
+ * Explains a request that failed with r (luod's error, or the transport's)
+ * in one line and returns the exit code.  On luoctl's own connection EMFILE
+ * means luod takes no more connections from this uid: luod cannot be reached.
  */
-static int recv_reply(int fd, uint8_t *buf, struct luo_wire_reply *ret_hdr)
+static int request_failed(const char *what, int r)
 {
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-	int fds[SOCKET_MAX_FDS];
-	size_t n_fds = 0;
-	ssize_t n;
-	int r;
+	char t[32];
 
-	do
-		r = poll(&p, 1, REPLY_TIMEOUT_MS);
-	while (r < 0 && errno == EINTR);
-	if (r < 0)
-		return negative_errno();
-	if (r == 0)
-		return -ETIMEDOUT;
-	/* luoctl's requests carry no fds and their replies none: any that come are closed. */
-	n = socket_recv_message(fd, buf, LUO_WIRE_REPLY_MAX, fds, SOCKET_MAX_FDS, &n_fds, 0);
-	close_many(fds, n_fds);
-	if (n == 0 || n == -ECONNRESET || n == -EPIPE) {
-		int k = luo_wire_refusal(fd);
-		return k < 0 ? k : -ECONNRESET;
-	}
-	if (n < 0)
-		return (int)n;
-	if ((size_t)n < sizeof(struct luo_wire_reply))
-		return -EBADMSG;
-	memcpy(ret_hdr, buf, sizeof(*ret_hdr));
-	if (ret_hdr->tag == 0 && (ret_hdr->flags & LUO_WIRE_REPLY_REFUSED))
-		return ret_hdr->result < 0 && ret_hdr->result >= -4095 ? ret_hdr->result
-								       : -ECONNREFUSED;
-	if (ret_hdr->size != (size_t)n - sizeof(*ret_hdr) || ret_hdr->tag != request_tag())
-		return -EBADMSG;
-	if (ret_hdr->result > 0 || ret_hdr->result < -4095)
-		return -EBADMSG;
-	return (int)ret_hdr->size;
-}
-
-/* Explains a transport failure and returns the exit code for it. */
-static int transport_failure(const char *what, int r)
-{
-	if (r == -EBADMSG) {
+	switch (r) {
+	case -ETIMEDOUT:
+		format_timeout(t, sizeof(t));
+		log_error("%s: luod did not answer within %s (is it stopped? socket %s; "
+			  "--timeout changes the limit)",
+			  what, t, socket_path());
+		return EXIT_UNREACHABLE;
+	case -ECONNRESET:
+	case -EPIPE:
+		log_error("%s: luod closed the connection before replying (is luod still running? "
+			  "socket %s)",
+			  what, socket_path());
+		return EXIT_UNREACHABLE;
+	case -EMFILE:
+		log_error("%s: luod refused the connection: this uid is at its connection limit, "
+			  "or luod is out of fds (close other clients, or raise luod's "
+			  "--max-connections)",
+			  what);
+		return EXIT_UNREACHABLE;
+	case -EBADMSG:
 		log_error("%s: luod sent a malformed reply (is luoctl the same version as luod?)",
 			  what);
 		return EXIT_FAILED;
-	}
-	if (r == -EMFILE)
-		log_error("%s: luod refused the connection: this uid is at its connection limit "
-			  "(socket %s)",
-			  what, socket_path());
-	else if (r == -ETIMEDOUT)
-		log_error("%s: luod did not answer within %d s (socket %s)", what,
-			  REPLY_TIMEOUT_MS / 1000, socket_path());
-	else if (r == -ECONNRESET || r == -EPIPE) /* EPIPE: it hung up before the request */
-		log_error("%s: luod closed the connection before replying (is luod still running, "
-			  "and this uid below its connection limit? (socket %s))",
-			  what, socket_path());
-	else
-		log_error("%s: talking to luod failed: %s (socket %s)", what, strerror(-r),
-			  socket_path());
-	return EXIT_UNREACHABLE;
-}
-
-/*
- * Explains luod's error reply to a request and returns the exit code.  On
- * luoctl's own connection EMFILE means luod takes no more connections from
- * this uid (or has no fd left): luod cannot be reached for this request.
- */
-static int refused(const char *what, int r)
-{
-	if (r == -EMFILE) {
-		log_error("%s: luod serves no more connections for this uid: %s (close other "
-			  "clients, or raise luod's --max-connections)",
-			  what, strerror(-r));
-		return EXIT_UNREACHABLE;
-	}
-	log_error("%s: luod refused: %s", what, strerror(-r));
-	return EXIT_FAILED;
-}
-
-/*
- * One request with a single reply.  reply gets min(reply_size, payload)
- * bytes of the reply's payload.  Returns luod's result (0 or -errno) or, on a
- * transport failure, a positive exit code with the message printed.
- */
-static int call(int fd, const char *what, uint32_t nr, const void *req, size_t req_size,
-		void *reply, size_t reply_size, uint64_t *ret_elapsed_usec)
-{
-	_cleanup_free_ uint8_t *buf = malloc(LUO_WIRE_REPLY_MAX);
-	struct luo_wire_reply h;
-	uint64_t start;
-	int r;
-
-	if (!buf) {
-		log_error("%s: %s", what, strerror(ENOMEM));
+	case -EPERM:
+		log_error("%s: %s (only root, or the user luod runs as, may do this)", what,
+			  strerror(-r));
+		return EXIT_FAILED;
+	default:
+		log_error("%s: %s", what, strerror(-r));
 		return EXIT_FAILED;
 	}
-	start = now_usec();
-	r = send_request(fd, nr, req, req_size);
-	if (r < 0)
-		return transport_failure(what, r);
-	r = recv_reply(fd, buf, &h);
-	if (r < 0)
-		return transport_failure(what, r);
-	if (ret_elapsed_usec)
-		*ret_elapsed_usec = now_usec() - start;
-	if (h.flags & LUO_WIRE_REPLY_MORE)
-		return transport_failure(what, -EBADMSG);
-	/* Even an error reply may carry the struct (an update that rolled back does). */
-	memcpy(reply, buf + sizeof(h), MIN(reply_size, (size_t)r));
-	return h.result;
 }
 
-/*
- * A streaming listing (protocol.h): the first reply carries the command struct
- * copied back (cmd_size bytes, into cmd), the next head_size bytes are a fixed
- * head (into head; SHOW's session entry, in the second message), and the rest,
- * in messages flagged LUO_WIRE_REPLY_MORE on all but the last, are whole
- * entries, each passed to cb.  Returns luod's result (0 or -errno) or a
- * positive exit code with the message printed.
- */
-static int call_stream(int fd, const char *what, uint32_t nr, const void *req, size_t req_size,
-		       void *cmd, size_t cmd_size, void *head, size_t head_size, size_t entry_size,
-		       int (*cb)(const void *entry, void *userdata), void *userdata)
+/* The bytes of a streamed reply after its first message, kept for parsing. */
+struct stream_bytes {
+	uint8_t *v;
+	size_t n, allocated;
+	size_t first_size; /* the size of the first chunk (SHOW's session entry) */
+	size_t n_chunks;
+};
+
+static int stream_collect(const void *data, size_t size, void *userdata)
 {
-	_cleanup_free_ uint8_t *buf = malloc(LUO_WIRE_REPLY_MAX);
-	struct luo_wire_reply h;
-	bool got_cmd = false, got_head = head_size == 0;
-	int r;
+	struct stream_bytes *b = userdata;
 
-	if (!buf) {
-		log_error("%s: %s", what, strerror(ENOMEM));
-		return EXIT_FAILED;
-	}
-	r = send_request(fd, nr, req, req_size);
-	if (r < 0)
-		return transport_failure(what, r);
-	for (;;) {
-		size_t off = sizeof(h), len;
+	if (b->n_chunks++ == 0)
+		b->first_size = size;
+	if (b->n + size > b->allocated) {
+		size_t m = MAX(b->allocated * 2, b->n + size);
+		uint8_t *p = realloc(b->v, m);
 
-		r = recv_reply(fd, buf, &h);
-		if (r < 0)
-			return transport_failure(what, r);
-		if (h.result < 0)
-			return h.result;
-		len = (size_t)r;
-		if (!got_cmd) {
-			if (len < cmd_size)
-				return transport_failure(what, -EBADMSG);
-			memcpy(cmd, buf + off, cmd_size);
-			off += cmd_size;
-			len -= cmd_size;
-			got_cmd = true;
-		}
-		if (!got_head && len > 0) {
-			if (len < head_size)
-				return transport_failure(what, -EBADMSG);
-			memcpy(head, buf + off, head_size);
-			off += head_size;
-			len -= head_size;
-			got_head = true;
-		}
-		if (len % entry_size != 0 || (len > 0 && !got_head))
-			return transport_failure(what, -EBADMSG);
-		for (size_t i = 0; i < len / entry_size; i++) {
-			r = cb(buf + off + i * entry_size, userdata);
-			if (r != 0)
-				return r;
-		}
-		if (!(h.flags & LUO_WIRE_REPLY_MORE))
-			return got_head ? 0 : transport_failure(what, -EBADMSG);
+		if (!p)
+			return -ENOMEM;
+		b->v = p;
+		b->allocated = m;
 	}
+	memcpy(b->v + b->n, data, size);
+	b->n += size;
+	return 0;
 }
 
 /* ---- names of things ---- */
@@ -403,26 +323,53 @@ static void format_duration(char *buf, size_t size, uint64_t usec)
 		snprintf(buf, size, "%.3f s", (double)usec / 1e6);
 }
 
+static void format_time(char *buf, size_t size, uint64_t realtime_usec)
+{
+	time_t t = (time_t)(realtime_usec / 1000000);
+	struct tm tm;
+
+	if (realtime_usec == 0 || !localtime_r(&t, &tm) ||
+	    strftime(buf, size, "%Y-%m-%d %H:%M:%S", &tm) == 0)
+		snprintf(buf, size, "-");
+}
+
+/* The user name of uid, or its number. */
+static void format_user(char *buf, size_t size, uint32_t uid)
+{
+	struct passwd *pw = getpwuid((uid_t)uid);
+
+	if (pw && pw->pw_name)
+		snprintf(buf, size, "%s", pw->pw_name);
+	else
+		snprintf(buf, size, "%" PRIu32, uid);
+}
+
+static void json_print_time(const char *key, uint64_t realtime_usec)
+{
+	printf(",\"%s\":", key);
+	if (realtime_usec)
+		printf("%" PRIu64, realtime_usec);
+	else
+		printf("null");
+}
+
 /* ---- status ---- */
 
-static int cmd_status(int argc, char **argv)
+static int cmd_status(int n_args, char **args)
 {
 	_cleanup_close_ int fd = -EBADF;
 	struct luo_wire_status st = { .size = sizeof(st) };
 	char version[sizeof(st.version) + 1];
 	int r;
 
-	r = parse_no_args(argc, argv, "status");
-	if (r != 0)
-		return r;
+	if (n_args != 0)
+		return usage_error("status takes no arguments");
 	fd = connect_or_explain();
 	if (fd < 0)
 		return EXIT_UNREACHABLE;
-	r = call(fd, "status", LUO_CMD_STATUS, &st, sizeof(st), &st, sizeof(st), NULL);
-	if (r > 0)
-		return r;
+	r = luo_wire_call(fd, LUO_IOCTL_STATUS, &st, sizeof(st), NULL, 0, NULL);
 	if (r < 0)
-		return refused("status", r);
+		return request_failed("status", r);
 	memcpy(version, st.version, sizeof(st.version));
 	version[sizeof(st.version)] = 0;
 
@@ -442,8 +389,8 @@ static int cmd_status(int argc, char **argv)
 		       ",\"binary\":",
 		       st.update_number, st.n_live_updates, st.n_outgoing, st.n_incoming,
 		       st.n_files, st.n_connections, st.fd_limit, st.fds_in_use, st.started_usec,
-		       st.fd_capacity, st.root_reserve, st.uid_fd_share, st.uid_fds,
-		       st.worker_pid, st.n_worker_restarts, st.binary_since_usec, st.journal_size);
+		       st.fd_capacity, st.root_reserve, st.uid_fd_share, st.uid_fds, st.worker_pid,
+		       st.n_worker_restarts, st.binary_since_usec, st.journal_size);
 		json_print_string(stdout, (const uint8_t *)st.binary,
 				  strnlen(st.binary, sizeof(st.binary)));
 		printf("}\n");
@@ -493,49 +440,67 @@ static int cmd_status(int argc, char **argv)
 
 /* ---- list ---- */
 
-/* Entries of a streamed listing, collected in order; elem_size is set by the caller. */
-struct collected {
-	void *v;
-	size_t n, allocated, elem_size;
-	const char *what; /* the command, for messages */
-};
-
-static int collect_entry(const void *entry, void *userdata)
+/*
+ * Entries of esize bytes (luod's, possibly an older or newer layout) into
+ * full structs: the fields an older luod does not send stay 0 (unknown).
+ */
+static void *widen_entries(const uint8_t *v, size_t n, size_t esize, size_t full)
 {
-	struct collected *l = userdata;
+	uint8_t *out = calloc(n ? n : 1, full);
 
-	if (l->n == l->allocated) {
-		size_t m = l->allocated ? l->allocated * 2 : 64;
-		void *p = reallocarray(l->v, m, l->elem_size);
-
-		if (!p) {
-			log_error("%s: %s", l->what, strerror(ENOMEM));
-			return EXIT_FAILED;
-		}
-		l->v = p;
-		l->allocated = m;
-	}
-	memcpy((uint8_t *)l->v + l->n++ * l->elem_size, entry, l->elem_size);
-	return 0;
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		memcpy(out + i * full, v + i * esize, MIN(esize, full));
+	return out;
 }
 
 static void json_print_session_fields(const struct luo_wire_session_entry *s)
 {
 	size_t len = name_field_length(s->name, sizeof(s->name));
+	char user[64];
 
 	printf("\"name\":");
 	json_print_string(stdout, s->name, len);
 	printf(",\"name_hex\":");
 	json_print_hex(stdout, s->name, len);
-	printf(",\"kind\":\"%s\",\"state\":\"%s\",\"uid\":%" PRIu32 ",\"flags\":%" PRIu64
-	       ",\"handover_on_close\":%s,\"files\":%" PRIu64,
-	       luo_session_kind_name(s->kind), luo_session_state_name(s->state), s->uid, s->flags,
-	       (s->flags & LUO_SESSION_FLAG_HANDOVER_ON_CLOSE) ? "true" : "false", s->n_files);
+	format_user(user, sizeof(user), s->uid);
+	printf(",\"kind\":\"%s\",\"state\":\"%s\",\"uid\":%" PRIu32 ",\"user\":",
+	       luo_session_kind_name(s->kind), luo_session_state_name(s->state), s->uid);
+	json_print_string(stdout, (const uint8_t *)user, strlen(user));
+	printf(",\"flags\":%" PRIu64 ",\"handover_on_close\":%s,\"files\":%" PRIu64
+	       ",\"bytes\":%" PRIu64,
+	       s->flags, (s->flags & LUO_SESSION_FLAG_HANDOVER_ON_CLOSE) ? "true" : "false",
+	       s->n_files, s->bytes);
+	json_print_time("created_usec", s->created_usec);
+	json_print_time("handover_usec", s->handover_usec);
+	printf(",\"creator_pid\":");
+	if (s->creator_pid) {
+		size_t n = name_field_length((const uint8_t *)s->creator_comm,
+					     sizeof(s->creator_comm));
+
+		printf("%" PRIu32 ",\"creator_comm\":", s->creator_pid);
+		json_print_string(stdout, (const uint8_t *)s->creator_comm, n);
+		printf(",\"created_in_update\":%" PRIu64, s->update_number);
+	} else
+		printf("null,\"creator_comm\":null,\"created_in_update\":null");
+}
+
+static void format_creator(char *buf, size_t size, const struct luo_wire_session_entry *s)
+{
+	size_t n = name_field_length((const uint8_t *)s->creator_comm, sizeof(s->creator_comm));
+	_cleanup_free_ char *comm = escape_human((const uint8_t *)s->creator_comm, n);
+
+	if (!s->creator_pid)
+		snprintf(buf, size, "-");
+	else
+		snprintf(buf, size, "%" PRIu32 "/%s", s->creator_pid, comm ? comm : "?");
 }
 
 static int print_sessions_table(const struct luo_wire_session_entry *v, size_t n)
 {
-	static const char *const headers[] = { "NAME", "KIND", "STATE", "UID", "FILES", "FLAGS" };
+	static const char *const headers[] = { "NAME",	"KIND",	   "STATE",   "OWNER", "FILES",
+					       "BYTES", "CREATED", "CREATOR", "FLAGS" };
 	struct table *t = table_new(ELEMENTSOF(headers), headers);
 	int r = 0;
 
@@ -544,13 +509,16 @@ static int print_sessions_table(const struct luo_wire_session_entry *v, size_t n
 	for (size_t i = 0; i < n && r >= 0; i++) {
 		_cleanup_free_ char *name =
 			escape_human(v[i].name, name_field_length(v[i].name, sizeof(v[i].name)));
-		char uid[16], files[24];
+		char user[64], files[24], bytes[24], created[32], creator[48];
 		const char *cells[ELEMENTSOF(headers)] = {
 			name,
 			luo_session_kind_name(v[i].kind),
 			luo_session_state_name(v[i].state),
-			uid,
+			user,
 			files,
+			bytes,
+			created,
+			creator,
 			flags_name(v[i].flags),
 		};
 
@@ -558,82 +526,144 @@ static int print_sessions_table(const struct luo_wire_session_entry *v, size_t n
 			r = -ENOMEM;
 			break;
 		}
-		snprintf(uid, sizeof(uid), "%" PRIu32, v[i].uid);
+		format_user(user, sizeof(user), v[i].uid);
 		snprintf(files, sizeof(files), "%" PRIu64, v[i].n_files);
+		snprintf(bytes, sizeof(bytes), "%" PRIu64, v[i].bytes);
+		format_time(created, sizeof(created), v[i].created_usec);
+		format_creator(creator, sizeof(creator), &v[i]);
 		r = table_add_row(t, cells);
 	}
 	if (r >= 0)
-		table_print(t, stdout, (1u << 3) | (1u << 4));
+		table_print(t, stdout, (1u << 4) | (1u << 5));
 	table_free(t);
 	return r;
 }
 
-static int cmd_list(int argc, char **argv)
+/*
+ * Asks for a listing (LIST or SHOW) with the entry sizes this luoctl knows;
+ * a luod from before they grew refuses the longer request with E2BIG and is
+ * asked again with the first version's.
+ */
+static int call_listing(int fd, uint32_t op, void *req, uint32_t size, uint32_t v1_size,
+			struct stream_bytes *b)
+{
+	int r = luo_wire_call_stream(fd, op, req, size, stream_collect, b);
+
+	if (r != -E2BIG)
+		return r;
+	free(b->v);
+	*b = (struct stream_bytes){ 0 };
+	memset((uint8_t *)req + v1_size, 0, size - v1_size);
+	memcpy(req, &v1_size, sizeof(v1_size));
+	return luo_wire_call_stream(fd, op, req, v1_size, stream_collect, b);
+}
+
+static int cmd_list(int n_args, char **args)
 {
 	_cleanup_close_ int fd = -EBADF;
-	struct luo_wire_list req = { .size = sizeof(req) }, out;
-	struct collected l = { .elem_size = sizeof(struct luo_wire_session_entry), .what = "list" };
+	struct luo_wire_list req = { .size = sizeof(req),
+				     .entry_size = sizeof(struct luo_wire_session_entry) };
+	_cleanup_free_ struct luo_wire_session_entry *v = NULL;
+	struct stream_bytes b = { 0 };
+	size_t esize, n;
 	int r;
 
-	r = parse_no_args(argc, argv, "list");
-	if (r != 0)
-		return r;
+	if (n_args != 0)
+		return usage_error("list takes no arguments");
 	fd = connect_or_explain();
 	if (fd < 0)
 		return EXIT_UNREACHABLE;
-	r = call_stream(fd, "list", LUO_CMD_LIST, &req, sizeof(req), &out, sizeof(out), NULL, 0,
-			sizeof(struct luo_wire_session_entry), collect_entry, &l);
-	if (r > 0)
-		goto out;
+	r = call_listing(fd, LUO_IOCTL_LIST, &req, sizeof(req), LUO_WIRE_LIST_V1, &b);
 	if (r < 0) {
-		r = refused("list", r);
-		goto out;
+		free(b.v);
+		return request_failed("list", r);
 	}
+	esize = req.entry_size ? req.entry_size : LUO_WIRE_SESSION_ENTRY_V1;
+	n = b.n / esize;
+	if (b.n % esize != 0 || n != req.count) {
+		free(b.v);
+		return request_failed("list", -EBADMSG);
+	}
+	v = widen_entries(b.v, n, esize, sizeof(*v));
+	free(b.v);
+	if (!v)
+		return request_failed("list", -ENOMEM);
 	if (arg_json) {
-		printf("{\"sessions\":[");
-		for (size_t i = 0; i < l.n; i++) {
+		printf("{\"update_number\":");
+		if (req.entry_size)
+			printf("%" PRIu64, req.update_number);
+		else
+			printf("null");
+		printf(",\"sessions\":[");
+		for (size_t i = 0; i < n; i++) {
 			printf(i ? ",{" : "{");
-			json_print_session_fields(&((struct luo_wire_session_entry *)l.v)[i]);
+			json_print_session_fields(&v[i]);
 			printf("}");
 		}
 		printf("]}\n");
-	} else if (l.n == 0)
+	} else if (n == 0)
 		printf("No sessions.\n");
-	else if (print_sessions_table((struct luo_wire_session_entry *)l.v, l.n) < 0) {
-		log_error("list: %s", strerror(ENOMEM));
-		r = EXIT_FAILED;
-		goto out;
-	}
-	r = EXIT_OK;
-out:
-	free(l.v);
-	return r;
+	else if (print_sessions_table(v, n) < 0)
+		return request_failed("list", -ENOMEM);
+	return EXIT_OK;
 }
 
 /* ---- show ---- */
 
-static int print_files_table(const struct collected *f)
+static const char *mode_name(uint32_t mode)
 {
-	static const char *const headers[] = { "TOKEN", "HANDLER", "RETRIEVED", "DATA" };
+	switch (mode & S_IFMT) {
+	case 0:
+		return "-";
+	case S_IFREG:
+		return "file";
+	case S_IFSOCK:
+		return "socket";
+	case S_IFIFO:
+		return "pipe";
+	case S_IFCHR:
+		return "chardev";
+	case S_IFBLK:
+		return "blockdev";
+	case S_IFDIR:
+		return "dir";
+	default:
+		return "other";
+	}
+}
+
+struct shown {
+	struct luo_wire_session_entry s;
+	struct luo_wire_file_entry *f;
+	size_t n_files;
+	uint64_t update_number;
+};
+
+static int print_files_table(const struct shown *x)
+{
+	static const char *const headers[] = { "TOKEN", "HANDLER",   "TYPE",
+					       "BYTES", "RETRIEVED", "DATA" };
 	struct table *t = table_new(ELEMENTSOF(headers), headers);
 	int r = 0;
 
 	if (!t)
 		return -ENOMEM;
-	for (size_t i = 0; i < f->n && r >= 0; i++) {
-		const struct luo_wire_file_entry *e =
-			&((const struct luo_wire_file_entry *)f->v)[i];
+	for (size_t i = 0; i < x->n_files && r >= 0; i++) {
+		const struct luo_wire_file_entry *e = &x->f[i];
 		_cleanup_free_ char *compat = escape_human(
 			(const uint8_t *)e->compatible,
 			name_field_length((const uint8_t *)e->compatible, sizeof(e->compatible)));
-		char token[24], retrieved[128], data[24];
-		const char *cells[ELEMENTSOF(headers)] = { token, compat, retrieved, data };
+		char token[24], retrieved[128], data[24], bytes[24];
+		const char *cells[ELEMENTSOF(headers)] = {
+			token, compat, mode_name(e->file_mode), bytes, retrieved, data
+		};
 
 		if (!compat) {
 			r = -ENOMEM;
 			break;
 		}
 		snprintf(token, sizeof(token), "%" PRIu64, e->token);
+		snprintf(bytes, sizeof(bytes), "%" PRIu64, e->file_size);
 		if (e->retrieve_error < 0)
 			snprintf(retrieved, sizeof(retrieved), "failed: %s",
 				 strerror(-e->retrieve_error));
@@ -643,24 +673,25 @@ static int print_files_table(const struct collected *f)
 		r = table_add_row(t, cells);
 	}
 	if (r >= 0)
-		table_print(t, stdout, (1u << 0) | (1u << 3));
+		table_print(t, stdout, (1u << 0) | (1u << 3) | (1u << 5));
 	table_free(t);
 	return r;
 }
 
-static void json_print_show(const struct luo_wire_session_entry *s, const struct collected *f)
+static void json_print_show(const struct shown *x)
 {
 	printf("{");
-	json_print_session_fields(s);
+	json_print_session_fields(&x->s);
 	printf(",\"file_list\":[");
-	for (size_t i = 0; i < f->n; i++) {
-		const struct luo_wire_file_entry *e =
-			&((const struct luo_wire_file_entry *)f->v)[i];
+	for (size_t i = 0; i < x->n_files; i++) {
+		const struct luo_wire_file_entry *e = &x->f[i];
 
 		printf("%s{\"token\":%" PRIu64 ",\"handler\":", i ? "," : "", e->token);
 		json_print_string(
 			stdout, (const uint8_t *)e->compatible,
 			name_field_length((const uint8_t *)e->compatible, sizeof(e->compatible)));
+		printf(",\"type\":\"%s\",\"mode\":%" PRIu32 ",\"bytes\":%" PRIu64,
+		       mode_name(e->file_mode), e->file_mode, e->file_size);
 		printf(",\"retrieved\":%s,\"retrieve_errno\":%d,\"retrieve_error\":",
 		       e->retrieved ? "true" : "false", -e->retrieve_error);
 		if (e->retrieve_error < 0) {
@@ -673,36 +704,53 @@ static void json_print_show(const struct luo_wire_session_entry *s, const struct
 	printf("]}");
 }
 
-struct shown {
-	struct luo_wire_session_entry s;
-	struct collected f;
-};
-
 /* Fetches the session name of one namespace: 1 if there, 0 if not, or -(exit code). */
 static int fetch_one(int fd, const char *name, uint32_t kind, struct shown *ret)
 {
-	struct luo_wire_show req = { .size = sizeof(req), .kind = kind }, out;
+	struct luo_wire_show req = { .size = sizeof(req),
+				     .kind = kind,
+				     .session_entry_size = sizeof(struct luo_wire_session_entry),
+				     .file_entry_size = sizeof(struct luo_wire_file_entry) };
+	struct stream_bytes b = { 0 };
+	size_t ssize, fsize, n;
 	int r;
 
 	memcpy(req.name, name, strlen(name));
-	ret->f = (struct collected){ .elem_size = sizeof(struct luo_wire_file_entry),
-				     .what = "show" };
-	r = call_stream(fd, "show", LUO_CMD_SHOW, &req, sizeof(req), &out, sizeof(out), &ret->s,
-			sizeof(ret->s), sizeof(struct luo_wire_file_entry), collect_entry, &ret->f);
-	if (r > 0)
-		return -r;
-	if (r == -ENOENT)
+	r = call_listing(fd, LUO_IOCTL_SHOW, &req, sizeof(req), LUO_WIRE_SHOW_V1, &b);
+	if (r == -ENOENT) {
+		free(b.v);
 		return 0;
-	if (r < 0)
-		return -refused("show", r);
+	}
+	if (r < 0) {
+		free(b.v);
+		return -request_failed("show", r);
+	}
+	ssize = req.session_entry_size ? req.session_entry_size : LUO_WIRE_SESSION_ENTRY_V1;
+	fsize = req.file_entry_size ? req.file_entry_size : LUO_WIRE_FILE_ENTRY_V1;
+	/* The first message after the struct is the session's entry, then the files'. */
+	if (b.n_chunks < 1 || b.first_size != ssize || (b.n - ssize) % fsize != 0 ||
+	    (n = (b.n - ssize) / fsize) != req.count) {
+		free(b.v);
+		return -request_failed("show", -EBADMSG);
+	}
+	memset(&ret->s, 0, sizeof(ret->s));
+	memcpy(&ret->s, b.v, MIN(ssize, sizeof(ret->s)));
+	ret->f = widen_entries(b.v + ssize, n, fsize, sizeof(*ret->f));
+	free(b.v);
+	if (!ret->f)
+		return -request_failed("show", -ENOMEM);
+	ret->n_files = n;
+	ret->update_number = req.update_number;
 	return 1;
 }
 
 static int print_shown(const struct shown *x, bool first)
 {
+	char user[64], created[32], handover[32], creator[48];
+
 	if (arg_json) {
 		printf(first ? "" : ",");
-		json_print_show(&x->s, &x->f);
+		json_print_show(x);
 		return 0;
 	}
 
@@ -710,55 +758,47 @@ static int print_shown(const struct shown *x, bool first)
 		escape_human(x->s.name, name_field_length(x->s.name, sizeof(x->s.name)));
 	if (!n)
 		return -ENOMEM;
+	format_user(user, sizeof(user), x->s.uid);
+	format_time(created, sizeof(created), x->s.created_usec);
+	format_time(handover, sizeof(handover), x->s.handover_usec);
+	format_creator(creator, sizeof(creator), &x->s);
 	if (!first)
 		printf("\n");
 	printf("session:  %s\n", n);
 	printf("kind:     %s\n", luo_session_kind_name(x->s.kind));
 	printf("state:    %s\n", luo_session_state_name(x->s.state));
-	printf("uid:      %" PRIu32 "\n", x->s.uid);
+	printf("owner:    %s (uid %" PRIu32 ")\n", user, x->s.uid);
 	printf("flags:    %s\n", flags_name(x->s.flags));
 	printf("files:    %" PRIu64 "\n", x->s.n_files);
-	if (x->f.n > 0) {
+	printf("bytes:    %" PRIu64 "\n", x->s.bytes);
+	if (x->s.creator_pid)
+		printf("created:  %s by %s, live update number %" PRIu64 "\n", created, creator,
+		       x->s.update_number);
+	else
+		printf("created:  - (before luod's last restart)\n");
+	if (x->s.kind == LUO_SESSION_INCOMING)
+		printf("handover: %s\n", handover);
+	if (x->n_files > 0) {
 		printf("\n");
-		return print_files_table(&x->f);
+		return print_files_table(x);
 	}
 	return 0;
 }
 
-static int cmd_show(int argc, char **argv)
+static int cmd_show(int n_args, char **args)
 {
-	static const struct option options[] = { { "outgoing", no_argument, NULL, 'o' },
-						 { "incoming", no_argument, NULL, 'i' },
-						 { "json", no_argument, NULL, 'j' },
-						 {} };
 	_cleanup_close_ int fd = -EBADF;
 	struct shown shown[2] = {};
-	bool outgoing = true, incoming = true;
+	bool outgoing = !arg_incoming, incoming = !arg_outgoing;
 	const char *name;
 	size_t len;
-	int c, r, ret, found = 0;
+	int r, ret, found = 0;
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "+", options, NULL)) >= 0) {
-		switch (c) {
-		case 'o':
-			incoming = false;
-			break;
-		case 'i':
-			outgoing = false;
-			break;
-		case 'j':
-			arg_json = true;
-			break;
-		default:
-			return usage_error("show: bad option");
-		}
-	}
-	if (!outgoing && !incoming)
+	if (arg_outgoing && arg_incoming)
 		return usage_error("show: --outgoing and --incoming exclude each other");
-	if (argc - optind != 1)
+	if (n_args != 1)
 		return usage_error("show takes exactly one session name");
-	name = argv[optind];
+	name = args[0];
 	len = strlen(name);
 	if (len == 0 || len >= LIVEUPDATE_SESSION_NAME_LENGTH)
 		return usage_error("show: session names have 1 to %d bytes, not %zu",
@@ -779,18 +819,12 @@ static int cmd_show(int argc, char **argv)
 		}
 		found += r;
 	}
-	if (arg_json)
-		printf("{\"sessions\":[");
-	for (int i = 0; i < found; i++)
-		if (print_shown(&shown[i], i == 0) < 0) {
-			log_error("show: %s", strerror(ENOMEM));
-			ret = EXIT_FAILED;
-			goto out;
-		}
-	if (arg_json)
-		printf("]}\n");
 	if (found == 0) {
 		_cleanup_free_ char *n = escape_human((const uint8_t *)name, len);
+
+		/* Scripts get an answer on stdout too (luoctl(8), OUTPUT). */
+		if (arg_json)
+			printf("{\"sessions\":[]}\n");
 		log_error("show: no session named '%s'%s (or it belongs to another uid)",
 			  n ? n : name,
 			  outgoing && incoming ? ""
@@ -799,47 +833,41 @@ static int cmd_show(int argc, char **argv)
 		ret = EXIT_NOT_FOUND;
 		goto out;
 	}
+	if (arg_json)
+		printf("{\"update_number\":%" PRIu64 ",\"sessions\":[", shown[0].update_number);
+	for (int i = 0; i < found; i++)
+		if (print_shown(&shown[i], i == 0) < 0) {
+			ret = request_failed("show", -ENOMEM);
+			goto out;
+		}
+	if (arg_json)
+		printf("]}\n");
 	ret = EXIT_OK;
 out:
 	for (size_t i = 0; i < ELEMENTSOF(shown); i++)
-		free(shown[i].f.v);
+		free(shown[i].f);
 	return ret;
 }
 
 /* ---- drop ---- */
 
-static int cmd_drop(int argc, char **argv)
+static int cmd_drop(int n_args, char **args)
 {
-	static const struct option options[] = { { "outgoing", no_argument, NULL, 'o' },
-						 { "incoming", no_argument, NULL, 'i' },
-						 { "json", no_argument, NULL, 'j' },
-						 {} };
 	_cleanup_close_ int fd = -EBADF;
 	struct luo_wire_drop req = { .size = sizeof(req), .kind = LUO_DROP_ANY };
 	const char *name;
 	size_t len;
-	int c, r;
+	int r;
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "+", options, NULL)) >= 0) {
-		switch (c) {
-		case 'o':
-		case 'i':
-			if (req.kind != LUO_DROP_ANY)
-				return usage_error(
-					"drop: --outgoing and --incoming exclude each other");
-			req.kind = c == 'o' ? LUO_DROP_OUTGOING : LUO_DROP_INCOMING;
-			break;
-		case 'j':
-			arg_json = true;
-			break;
-		default:
-			return usage_error("drop: bad option");
-		}
-	}
-	if (argc - optind != 1)
+	if (arg_outgoing && arg_incoming)
+		return usage_error("drop: --outgoing and --incoming exclude each other");
+	if (arg_outgoing)
+		req.kind = LUO_DROP_OUTGOING;
+	else if (arg_incoming)
+		req.kind = LUO_DROP_INCOMING;
+	if (n_args != 1)
 		return usage_error("drop takes exactly one session name");
-	name = argv[optind];
+	name = args[0];
 	len = strlen(name);
 	if (len == 0 || len >= LIVEUPDATE_SESSION_NAME_LENGTH)
 		return usage_error("drop: session names have 1 to %d bytes, not %zu",
@@ -848,9 +876,9 @@ static int cmd_drop(int argc, char **argv)
 	fd = connect_or_explain();
 	if (fd < 0)
 		return EXIT_UNREACHABLE;
-	r = call(fd, "drop", LUO_CMD_DROP, &req, sizeof(req), &req, sizeof(req), NULL);
-	if (r > 0)
-		return r;
+	r = luo_wire_call(fd, LUO_IOCTL_DROP, &req, sizeof(req), NULL, 0, NULL);
+	if (r == -ETIMEDOUT || r == -ECONNRESET || r == -EPIPE || r == -EBADMSG || r == -EPERM)
+		return request_failed("drop", r);
 	if (r < 0) {
 		_cleanup_free_ char *n = escape_human((const uint8_t *)name, len);
 
@@ -869,7 +897,8 @@ static int cmd_drop(int argc, char **argv)
 				  n ? n : name);
 			return EXIT_FAILED;
 		}
-		return refused("drop", r);
+		log_error("drop: failed: %s", strerror(-r));
+		return EXIT_FAILED;
 	}
 	if (arg_json)
 		printf("{\"result\":\"ok\"}\n");
@@ -880,52 +909,33 @@ static int cmd_drop(int argc, char **argv)
 
 /* ---- update and reboot ---- */
 
-static int cmd_update(int argc, char **argv)
+static int cmd_update(int n_args, char **args)
 {
-	static const struct option options[] = { { "exec", required_argument, NULL, 'e' },
-						 { "json", no_argument, NULL, 'j' },
-						 {} };
 	_cleanup_close_ int fd = -EBADF;
 	_cleanup_free_ struct luo_wire_update *u = calloc(1, sizeof(*u));
-	const char *exec = NULL;
 	char path[PATH_MAX];
-	uint64_t blackout = 0;
-	int c, r;
+	uint64_t blackout = 0, start;
+	int r;
 
-	if (!u) {
-		log_error("update: %s", strerror(ENOMEM));
-		return EXIT_FAILED;
-	}
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "+", options, NULL)) >= 0) {
-		switch (c) {
-		case 'e':
-			exec = optarg;
-			break;
-		case 'j':
-			arg_json = true;
-			break;
-		default:
-			return usage_error("update: bad option");
-		}
-	}
-	if (optind != argc)
+	if (!u)
+		return request_failed("update", -ENOMEM);
+	if (n_args != 0)
 		return usage_error("update takes no arguments besides --exec BINARY");
 	u->size = sizeof(*u);
-	if (exec) {
+	if (arg_exec) {
 		/* luod runs elsewhere: a relative path means the caller's directory. */
-		if (exec[0] == '/')
-			r = snprintf(path, sizeof(path), "%s", exec);
+		if (arg_exec[0] == '/')
+			r = snprintf(path, sizeof(path), "%s", arg_exec);
 		else {
 			char cwd[PATH_MAX];
 
 			if (!getcwd(cwd, sizeof(cwd))) {
-				log_error("update: cannot resolve '%s': %m", exec);
+				log_error("update: cannot resolve '%s': %m", arg_exec);
 				return EXIT_FAILED;
 			}
-			r = snprintf(path, sizeof(path), "%s/%s", cwd, exec);
+			r = snprintf(path, sizeof(path), "%s/%s", cwd, arg_exec);
 		}
-		if (exec[0] == 0 || r < 0 || (size_t)r >= sizeof(u->exec_path))
+		if (arg_exec[0] == 0 || r < 0 || (size_t)r >= sizeof(u->exec_path))
 			return usage_error("update: --exec needs a path of 1 to %d bytes",
 					   LUO_UPDATE_PATH_MAX - 1);
 		memcpy(u->exec_path, path, (size_t)r);
@@ -933,16 +943,21 @@ static int cmd_update(int argc, char **argv)
 	fd = connect_or_explain();
 	if (fd < 0)
 		return EXIT_UNREACHABLE;
-	r = call(fd, "update", LUO_CMD_UPDATE, u, sizeof(*u), u, sizeof(*u), &blackout);
-	if (r > 0)
-		return r;
-	if (r < 0 && !u->rolled_back) {
+	start = now_usec();
+	/* A roll-back is an error reply that still carries the measurements. */
+	r = luo_wire_call_keep_error(fd, LUO_IOCTL_UPDATE, u, sizeof(*u), NULL);
+	blackout = now_usec() - start;
+	if (r < 0 && (!u->rolled_back || r == -ETIMEDOUT || r == -ECONNRESET || r == -EPIPE ||
+		      r == -EBADMSG)) {
 		if (arg_json) {
 			printf("{\"result\":\"failed\",\"errno\":%d,\"error\":", -r);
 			json_print_string(stdout, (const uint8_t *)strerror(-r),
 					  strlen(strerror(-r)));
 			printf(",\"rolled_back\":false}\n");
 		}
+		if (r == -ETIMEDOUT || r == -ECONNRESET || r == -EPIPE || r == -EBADMSG ||
+		    r == -EMFILE)
+			return request_failed("update", r);
 		log_error("update: failed: %s; the update was aborted and luod goes on serving "
 			  "with its current binary and state",
 			  strerror(-r));
@@ -956,7 +971,7 @@ static int cmd_update(int argc, char **argv)
 		       u->rolled_back ? "rolled_back" : "ok", -r, u->rolled_back ? "true" : "false",
 		       blackout, u->serialize_usec, u->exec_usec, u->restore_usec, u->total_usec,
 		       u->state_size);
-		if (exec)
+		if (arg_exec)
 			json_print_string(stdout, (const uint8_t *)path, strlen(path));
 		else
 			printf("null");
@@ -970,11 +985,12 @@ static int cmd_update(int argc, char **argv)
 		format_duration(re, sizeof(re), u->restore_usec);
 		format_duration(t, sizeof(t), u->total_usec);
 		if (u->rolled_back)
-			printf("update: rolled back: the new binary refused the state; the previous "
-			       "luod took it back and goes on serving, nothing lost\n");
+			printf("update: rolled back: the new binary refused the state%s%s; the "
+			       "previous luod took it back and goes on serving, nothing lost\n",
+			       r < 0 ? ": " : "", r < 0 ? strerror(-r) : "");
 		else
 			printf("update: done, luod runs %s\n",
-			       exec ? path : "its own binary again");
+			       arg_exec ? path : "its own binary again");
 		printf("blackout:     %s (request sent to reply received, measured by luoctl)\n",
 		       b);
 		printf("  serialize:  %s\n", s);
@@ -984,30 +1000,27 @@ static int cmd_update(int argc, char **argv)
 		printf("state size:   %" PRIu64 " bytes\n", u->state_size);
 		printf("rolled back:  %s\n", u->rolled_back ? "yes" : "no");
 	}
-	if (u->rolled_back) {
-		if (r < 0)
-			log_error("update: rolled back: %s", strerror(-r));
-		return EXIT_ROLLED_BACK;
-	}
-	return EXIT_OK;
+	return u->rolled_back ? EXIT_ROLLED_BACK : EXIT_OK;
 }
 
-static int cmd_reboot(int argc, char **argv)
+static int cmd_reboot(int n_args, char **args)
 {
 	_cleanup_close_ int fd = -EBADF;
 	struct luo_wire_reboot rb = { .size = sizeof(rb) };
-	uint64_t blackout = 0;
+	uint64_t blackout = 0, start;
 	int r;
 
-	r = parse_no_args(argc, argv, "reboot");
-	if (r != 0)
-		return r;
+	if (n_args != 0)
+		return usage_error("reboot takes no arguments");
 	fd = connect_or_explain();
 	if (fd < 0)
 		return EXIT_UNREACHABLE;
-	r = call(fd, "reboot", LUO_CMD_REBOOT, &rb, sizeof(rb), &rb, sizeof(rb), &blackout);
-	if (r > 0)
-		return r;
+	start = now_usec();
+	r = luo_wire_call(fd, LUO_IOCTL_REBOOT, &rb, sizeof(rb), NULL, 0, NULL);
+	blackout = now_usec() - start;
+	if (r == -ETIMEDOUT || r == -ECONNRESET || r == -EPIPE || r == -EBADMSG || r == -EMFILE ||
+	    r == -EPERM)
+		return request_failed("reboot", r);
 	if (r < 0) {
 		log_error("reboot: failed: %s; nothing changed, every session is as before",
 			  strerror(-r));
@@ -1065,50 +1078,70 @@ static int read_all(int fd, uint8_t **ret, size_t *ret_size)
 	return 0;
 }
 
-static int parse_file_arg(int argc, char **argv, const char **ret_file)
+/* The running luod's state, in the memfd its reply carries. */
+static int fetch_live_state(uint8_t **ret, size_t *ret_size)
 {
-	static const struct option options[] = { { "json", no_argument, NULL, 'j' }, {} };
-	int c;
+	_cleanup_close_ int fd = -EBADF, memfd = -EBADF;
+	struct luo_wire_dump_state q = { .size = sizeof(q) };
+	int r;
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "+", options, NULL)) >= 0) {
-		if (c != 'j')
-			return usage_error("dump-state: bad option");
-		arg_json = true;
+	fd = connect_or_explain();
+	if (fd < 0)
+		return -EXIT_UNREACHABLE;
+	r = luo_wire_call(fd, LUO_IOCTL_DUMP_STATE, &q, sizeof(q), NULL, 0, &memfd);
+	if (r == -EINVAL)
+		/* The command is older than this luod's: say so rather than "invalid argument". */
+		return log_error("dump-state: this luod cannot dump its running state (it is "
+				 "older than luoctl); dump a saved blob with dump-state FILE"),
+		       -EXIT_FAILED;
+	if (r < 0)
+		return -request_failed("dump-state", r);
+	if (memfd < 0)
+		return -request_failed("dump-state", -EBADMSG);
+	/* luod wrote it through the same open file: its offset is at the end. */
+	if (lseek(memfd, 0, SEEK_SET) < 0)
+		r = negative_errno();
+	else
+		r = read_all(memfd, ret, ret_size);
+	if (r < 0) {
+		log_error("dump-state: cannot read the state luod sent: %s", strerror(-r));
+		return -EXIT_FAILED;
 	}
-	if (argc - optind != 1)
-		return usage_error("dump-state takes exactly one FILE (or - for stdin)");
-	*ret_file = argv[optind];
 	return 0;
 }
 
-static int cmd_dump_state(int argc, char **argv)
+static int cmd_dump_state(int n_args, char **args)
 {
 	_cleanup_close_ int fd = -EBADF;
 	_cleanup_free_ uint8_t *blob = NULL;
-	const char *file = NULL;
+	const char *file = n_args > 0 ? args[0] : NULL;
 	size_t size = 0;
 	int r;
 
-	r = parse_file_arg(argc, argv, &file);
-	if (r != 0)
-		return r;
-	if (strcmp(file, "-") == 0)
-		r = read_all(STDIN_FILENO, &blob, &size);
-	else {
-		fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-		if (fd < 0) {
-			log_error("dump-state: cannot open %s: %m", file);
+	if (n_args > 1)
+		return usage_error("dump-state takes at most one FILE (or - for stdin)");
+	if (!file) {
+		r = fetch_live_state(&blob, &size);
+		if (r < 0)
+			return -r;
+		file = "luod's running state";
+	} else {
+		if (strcmp(file, "-") == 0)
+			r = read_all(STDIN_FILENO, &blob, &size);
+		else {
+			fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+			if (fd < 0) {
+				log_error("dump-state: cannot open %s: %m", file);
+				return EXIT_FAILED;
+			}
+			r = read_all(fd, &blob, &size);
+		}
+		if (r < 0) {
+			log_error("dump-state: cannot read %s: %s", file, strerror(-r));
 			return EXIT_FAILED;
 		}
-		r = read_all(fd, &blob, &size);
-	}
-	if (r < 0) {
-		log_error("dump-state: cannot read %s: %s", file, strerror(-r));
-		return EXIT_FAILED;
 	}
 	r = luo_state_dump(blob, size, stdout, arg_json);
-	fflush(stdout);
 	if (r < 0) {
 		log_error("dump-state: %s is not a state blob this luoctl can read: %s", file,
 			  strerror(-r));
@@ -1143,25 +1176,14 @@ static int find_preload(char *buf, size_t size)
 	return -ENOENT;
 }
 
-static int cmd_run(int argc, char **argv)
+static int cmd_run(int n_args, char **args)
 {
-	static const struct option options[] = { { "socket", required_argument, NULL, 's' }, {} };
 	char preload[PATH_MAX], sock[PATH_MAX];
-	const char *path, *old;
+	const char *path = arg_socket, *old;
 	_cleanup_free_ char *ld = NULL;
-	int c, r;
+	int r;
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "+", options, NULL)) >= 0) {
-		switch (c) {
-		case 's':
-			arg_socket = optarg;
-			break;
-		default:
-			return usage_error("run: bad option");
-		}
-	}
-	if (optind >= argc)
+	if (n_args < 1)
 		return usage_error("run needs a command: luoctl run [--socket PATH] -- COMMAND...");
 	r = find_preload(preload, sizeof(preload));
 	if (r < 0) {
@@ -1169,9 +1191,8 @@ static int cmd_run(int argc, char **argv)
 			  LUO_LIBDIR, strerror(-r));
 		return EXIT_FAILED;
 	}
-	path = socket_path();
 	/* The command may change directory: give it an absolute socket path. */
-	if (path[0] != '/') {
+	if (path && path[0] != '/') {
 		char cwd[PATH_MAX];
 
 		if (!getcwd(cwd, sizeof(cwd))) {
@@ -1195,14 +1216,15 @@ static int cmd_run(int argc, char **argv)
 		log_error("run: %s", strerror(ENOMEM));
 		return EXIT_FAILED;
 	}
-	if (setenv("LD_PRELOAD", ld, 1) < 0 || setenv("LUO_SOCKET", path, 1) < 0) {
+	/* Without --socket the shim finds luod by the clients' rule itself. */
+	if (setenv("LD_PRELOAD", ld, 1) < 0 || (path && setenv("LUO_SOCKET", path, 1) < 0)) {
 		log_error("run: cannot set the environment: %m");
 		return EXIT_FAILED;
 	}
 	fflush(stdout);
-	execvp(argv[optind], argv + optind);
+	execvp(args[0], args);
 	r = errno;
-	log_error("run: cannot execute %s: %s", argv[optind], strerror(r));
+	log_error("run: cannot execute %s: %s", args[0], strerror(r));
 	return r == ENOENT ? 127 : 126;
 }
 
@@ -1210,59 +1232,198 @@ static int cmd_run(int argc, char **argv)
 
 static const struct {
 	const char *name;
-	int (*fn)(int argc, char **argv);
+	int (*fn)(int n_args, char **args);
+	bool json; /* has JSON output */
 } commands[] = {
-	{ "status", cmd_status }, { "list", cmd_list },	    { "show", cmd_show },
-	{ "update", cmd_update }, { "reboot", cmd_reboot }, { "dump-state", cmd_dump_state },
-	{ "run", cmd_run },	  { "drop", cmd_drop },
+	{ "status", cmd_status, true }, { "list", cmd_list, true },
+	{ "show", cmd_show, true },	{ "update", cmd_update, true },
+	{ "reboot", cmd_reboot, true }, { "dump-state", cmd_dump_state, true },
+	{ "run", cmd_run, false },	{ "drop", cmd_drop, true },
 };
+
+enum {
+	OPT_SOCKET = 0x100,
+	OPT_JSON,
+	OPT_PRETTY,
+	OPT_TIMEOUT,
+	OPT_VERSION,
+	OPT_EXEC,
+	OPT_OUTGOING,
+	OPT_INCOMING,
+};
+
+static const struct option options[] = {
+	{ "socket", required_argument, NULL, OPT_SOCKET },
+	{ "json", no_argument, NULL, OPT_JSON },
+	{ "pretty", no_argument, NULL, OPT_PRETTY },
+	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
+	{ "help", no_argument, NULL, 'h' },
+	{ "version", no_argument, NULL, OPT_VERSION },
+	{ "exec", required_argument, NULL, OPT_EXEC },
+	{ "outgoing", no_argument, NULL, OPT_OUTGOING },
+	{ "incoming", no_argument, NULL, OPT_INCOMING },
+	{},
+};
+
+static int parse_timeout(const char *s)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno != 0 || end == s || *end != 0 || !isfinite(v) || v < 0 || v > INT_MAX / 1000)
+		return -EINVAL;
+	/* Rounded up: a limit shorter than asked for would fail early. */
+	v *= 1000;
+	return (int)v + ((double)(int)v < v);
+}
+
+/*
+ * The index of the command word in argv, skipping options and their
+ * arguments, or argc if there is none.  run's own arguments after it are the
+ * command's, not luoctl's, so only what comes before run is luoctl's.
+ */
+static int find_command(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (strcmp(a, "--") == 0)
+			return i + 1 < argc ? i + 1 : argc;
+		if (a[0] != '-' || a[1] == 0)
+			return i;
+		/* An option that takes its argument in the next word. */
+		for (const struct option *o = options; o->name; o++)
+			if (o->has_arg == required_argument && a[1] == '-' &&
+			    strcmp(a + 2, o->name) == 0) {
+				i++;
+				break;
+			}
+	}
+	return argc;
+}
+
+/* Runs the command with its JSON collected, then prints it on one line or indented. */
+static int run_json(int (*fn)(int, char **), int n_args, char **args)
+{
+	_cleanup_free_ char *buf = NULL;
+	FILE *real = stdout, *mem;
+	size_t size = 0;
+	int r;
+
+	mem = open_memstream(&buf, &size);
+	if (!mem)
+		return request_failed("output", -ENOMEM);
+	/* glibc's stdout is an ordinary variable: the commands print to it as always. */
+	stdout = mem;
+	r = fn(n_args, args);
+	stdout = real;
+	if (fclose(mem) != 0)
+		return request_failed("output", -ENOMEM);
+	if (size > 0)
+		json_reformat(stdout, buf, size, arg_pretty);
+	return r;
+}
 
 int main(int argc, char **argv)
 {
-	static const struct option options[] = { { "socket", required_argument, NULL, 's' },
-						 { "json", no_argument, NULL, 'j' },
-						 { "help", no_argument, NULL, 'h' },
-						 { "version", no_argument, NULL, 'V' },
-						 {} };
-	int c;
+	const char *cmd_name;
+	char **args;
+	int c, cmd_index, n_args, k;
+	bool is_run;
 
-	/* '+': options stop at the command, whose own options follow it. */
-	while ((c = getopt_long(argc, argv, "+h", options, NULL)) >= 0) {
+	cmd_index = find_command(argc, argv);
+	is_run = cmd_index < argc && strcmp(argv[cmd_index], "run") == 0;
+	/*
+	 * Options anywhere: getopt permutes the words so that every option is seen
+	 * and the command and its arguments are left, in order, at the end.  For
+	 * run, only the words before "run" are luoctl's (and run's own --socket
+	 * after it, up to "--").
+	 */
+	opterr = 0;
+	for (;;) {
+		int idx = optind;
+
+		c = getopt_long(argc, argv, is_run ? "+h" : "h", options, NULL);
+		if (c < 0) {
+			/* run [--socket PATH] [--] COMMAND: go on past the word "run". */
+			if (is_run && optind == cmd_index && optind < argc) {
+				optind++;
+				continue;
+			}
+			break;
+		}
 		switch (c) {
-		case 's':
+		case OPT_SOCKET:
 			arg_socket = optarg;
 			break;
-		case 'j':
+		case OPT_JSON:
 			arg_json = true;
+			break;
+		case OPT_PRETTY:
+			arg_json = arg_pretty = true;
+			break;
+		case OPT_TIMEOUT:
+			k = parse_timeout(optarg);
+			if (k < 0)
+				return usage_error("--timeout needs a number of seconds >= 0 "
+						   "(0: no limit), not '%s'",
+						   optarg);
+			arg_timeout_ms = k;
 			break;
 		case 'h':
 			usage(stdout);
 			return EXIT_OK;
-		case 'V':
+		case OPT_VERSION:
 			printf("luoctl %s\n", LUO_VERSION);
 			return EXIT_OK;
+		case OPT_EXEC:
+			arg_exec = optarg;
+			break;
+		case OPT_OUTGOING:
+			arg_outgoing = true;
+			break;
+		case OPT_INCOMING:
+			arg_incoming = true;
+			break;
+		case ':':
+			return usage_error("option %s needs an argument", argv[idx]);
 		default:
-			fputs("Try 'luoctl help'.\n", stderr);
-			return EXIT_USAGE;
+			return usage_error("unknown option '%s'", argv[optind - 1]);
 		}
 	}
 	if (arg_socket && *arg_socket == 0)
 		return usage_error("--socket needs a path");
 	if (optind >= argc)
 		return usage_error("no command given");
-	if (strcmp(argv[optind], "help") == 0) {
+	cmd_name = is_run ? "run" : argv[optind];
+	args = argv + optind + (is_run ? 0 : 1);
+	n_args = argc - optind - (is_run ? 0 : 1);
+	if (strcmp(cmd_name, "help") == 0) {
 		usage(stdout);
 		return EXIT_OK;
 	}
-	for (size_t i = 0; i < ELEMENTSOF(commands); i++)
-		if (strcmp(argv[optind], commands[i].name) == 0) {
-			int r = commands[i].fn(argc - optind, argv + optind);
+	for (size_t i = 0; i < ELEMENTSOF(commands); i++) {
+		int r;
 
-			if (fflush(stdout) != 0 && r == EXIT_OK) {
-				log_error("cannot write the output: %m");
-				return EXIT_FAILED;
-			}
-			return r;
+		if (strcmp(cmd_name, commands[i].name) != 0)
+			continue;
+		if (arg_exec && strcmp(cmd_name, "update") != 0)
+			return usage_error("--exec is an option of update only");
+		if ((arg_outgoing || arg_incoming) && strcmp(cmd_name, "show") != 0 &&
+		    strcmp(cmd_name, "drop") != 0)
+			return usage_error("--outgoing and --incoming are options of show only");
+		if (arg_json && !commands[i].json)
+			return usage_error("%s has no JSON output", cmd_name);
+		(void)luo_wire_set_timeout(arg_timeout_ms);
+		r = arg_json ? run_json(commands[i].fn, n_args, args)
+			     : commands[i].fn(n_args, args);
+		if (fflush(stdout) != 0 && r == EXIT_OK) {
+			log_error("cannot write the output: %m");
+			return EXIT_FAILED;
 		}
-	return usage_error("unknown command '%s'", argv[optind]);
+		return r;
+	}
+	return usage_error("unknown command '%s'", cmd_name);
 }

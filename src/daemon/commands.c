@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
@@ -26,6 +27,7 @@
 #include "basic/macro.h"
 #include "basic/socket-util.h"
 #include "config.h"
+#include "core/state.h"
 #include "luod.h"
 #include "protocol/protocol.h"
 
@@ -44,6 +46,7 @@ union cmd_struct {
 	struct luo_wire_reboot reboot;
 	struct luo_wire_is_session is_session;
 	struct luo_wire_drop drop;
+	struct luo_wire_dump_state dump_state;
 	uint8_t bytes[LUO_WIRE_REQUEST_MAX];
 };
 
@@ -201,6 +204,7 @@ static void handle_session_request(struct luod *d, struct endpoint *ep,
 			r = luo_engine_handover_session(d->engine, s);
 		if (r >= 0) {
 			journal_session_moved(d, luo_session_name(s), true, false);
+			session_info_handed_over(d, luo_session_uid(s), luo_session_name(s));
 			log_debug("session handed over");
 			ep->handle = 0;
 		}
@@ -311,6 +315,8 @@ static int device_create_or_retrieve(struct luod *d, struct endpoint *ep, bool c
 	journal_session_header(d, s);
 	journal_session_ep(d, sep);
 	uid_usage_charge(d, owner, sessions, files);
+	if (create)
+		session_info_created(d, s, ep->pid);
 	log_debug("%s session \"%s\" for pid %d", create ? "created" : "retrieved",
 		  luo_session_name(s), (int)ep->pid);
 	c->create.fd = -1; /* the session is the reply's SCM_RIGHTS fd */
@@ -318,8 +324,34 @@ static int device_create_or_retrieve(struct luod *d, struct endpoint *ep, bool c
 	return 0;
 }
 
-static void fill_session_entry(luo_session *s, struct luo_wire_session_entry *e)
+/* The bytes of the file luod holds (st_size: a memfd's or a regular file's contents). */
+static void file_stat(int fd, uint64_t *ret_size, uint32_t *ret_mode)
 {
+	struct stat st;
+
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		*ret_size = 0;
+		*ret_mode = 0;
+		return;
+	}
+	*ret_size = st.st_size > 0 ? (uint64_t)st.st_size : 0;
+	*ret_mode = st.st_mode;
+}
+
+static int add_file_size(const struct luo_file_info *fi, void *userdata)
+{
+	uint64_t size;
+	uint32_t mode;
+
+	file_stat(fi->fd, &size, &mode);
+	*(uint64_t *)userdata += size;
+	return 0;
+}
+
+static void fill_session_entry(struct luod *d, luo_session *s, struct luo_wire_session_entry *e)
+{
+	const struct session_record *rec = session_info_find(d, s);
+
 	memset(e, 0, sizeof(*e));
 	snprintf((char *)e->name, sizeof(e->name), "%s", luo_session_name(s));
 	e->kind = luo_session_kind(s);
@@ -327,6 +359,27 @@ static void fill_session_entry(luo_session *s, struct luo_wire_session_entry *e)
 	e->uid = luo_session_uid(s);
 	e->flags = luo_session_flags(s);
 	e->n_files = luo_session_n_files(s);
+	(void)luo_session_foreach_file(s, add_file_size, &e->bytes);
+	if (rec) {
+		e->created_usec = rec->created_usec;
+		e->handover_usec = rec->handover_usec;
+		e->update_number = rec->update_number;
+		e->creator_pid = rec->creator_pid;
+		memcpy(e->creator_comm, rec->creator_comm, sizeof(e->creator_comm));
+	}
+}
+
+/*
+ * The entry size to send a client that knows `known` bytes of an entry
+ * (0: the first version's, v1), or -EINVAL for a size no version had.
+ */
+static int entry_size_for(uint32_t known, uint32_t v1, uint32_t ours)
+{
+	if (known == 0)
+		return (int)v1;
+	if (known < v1)
+		return -EINVAL;
+	return (int)MIN(known, ours);
 }
 
 static bool visible(const struct endpoint *ep, luo_session *s)
@@ -334,17 +387,21 @@ static bool visible(const struct endpoint *ep, luo_session *s)
 	return ep->uid == 0 || luo_session_uid(s) == ep->uid;
 }
 
-#define ENTRIES_PER_MESSAGE(type)                                                                  \
-	((LUO_WIRE_REPLY_MAX - sizeof(struct luo_wire_reply)) / sizeof(type))
-
 static void device_list(struct luod *d, struct endpoint *ep, const struct luo_wire_parsed *p,
 			union cmd_struct *c)
 {
-	const size_t per = ENTRIES_PER_MESSAGE(struct luo_wire_session_entry);
-	_cleanup_free_ struct luo_wire_session_entry *chunk = NULL;
+	_cleanup_free_ uint8_t *chunk = NULL;
+	struct luo_wire_session_entry e;
 	uint64_t count = 0;
-	size_t n = 0;
+	size_t n = 0, per;
+	int esize;
 
+	esize = entry_size_for(c->list.entry_size, LUO_WIRE_SESSION_ENTRY_V1, sizeof(e));
+	if (esize < 0) {
+		endpoint_reply(d, ep, p->tag, esize, 0, NULL, 0, NULL, 0, -EBADF);
+		return;
+	}
+	per = (LUO_WIRE_REPLY_MAX - sizeof(struct luo_wire_reply)) / (size_t)esize;
 	if (ep->uid == 0)
 		count = luod_n_sessions(d);
 	else
@@ -352,16 +409,18 @@ static void device_list(struct luod *d, struct endpoint *ep, const struct luo_wi
 			for (luo_session *s = luo_engine_first_session(d->engine, k); s;
 			     s = luo_session_next(s))
 				count += visible(ep, s);
-	if (d->queued_bytes + count * sizeof(*chunk) > LUOD_QUEUE_BUDGET) {
+	if (d->queued_bytes + count * (size_t)esize > LUOD_QUEUE_BUDGET) {
 		endpoint_reply(d, ep, p->tag, -ENOBUFS, 0, NULL, 0, NULL, 0, -EBADF);
 		return;
 	}
-	chunk = malloc(per * sizeof(*chunk));
+	chunk = malloc(per * (size_t)esize);
 	if (!chunk) {
 		endpoint_reply(d, ep, p->tag, -ENOMEM, 0, NULL, 0, NULL, 0, -EBADF);
 		return;
 	}
 	c->list.count = count;
+	c->list.entry_size = (uint32_t)esize;
+	c->list.update_number = luo_engine_update_number(d->engine);
 	endpoint_reply(d, ep, p->tag, 0, count ? LUO_WIRE_REPLY_MORE : 0, c, luo_wire_reply_size(p),
 		       NULL, 0, -EBADF);
 	if (!count)
@@ -372,41 +431,44 @@ static void device_list(struct luod *d, struct endpoint *ep, const struct luo_wi
 		     s = luo_session_next(s)) {
 			if (!visible(ep, s))
 				continue;
-			fill_session_entry(s, &chunk[n++]);
+			fill_session_entry(d, s, &e);
+			memcpy(chunk + n++ * (size_t)esize, &e, (size_t)esize);
 			sent++;
 			if (n == per && sent < count) {
 				endpoint_reply(d, ep, p->tag, 0, LUO_WIRE_REPLY_MORE, chunk,
-					       n * sizeof(*chunk), NULL, 0, -EBADF);
+					       n * (size_t)esize, NULL, 0, -EBADF);
 				n = 0;
 			}
 		}
-	endpoint_reply(d, ep, p->tag, 0, 0, chunk, n * sizeof(*chunk), NULL, 0, -EBADF);
+	endpoint_reply(d, ep, p->tag, 0, 0, chunk, n * (size_t)esize, NULL, 0, -EBADF);
 }
 
 struct show_ctx {
 	struct luod *d;
 	struct endpoint *ep;
 	uint32_t tag;
-	struct luo_wire_file_entry *chunk;
-	size_t n, per;
+	uint8_t *chunk;
+	size_t n, per, esize;
 	uint64_t left;
 };
 
 static int show_file(const struct luo_file_info *fi, void *userdata)
 {
 	struct show_ctx *x = userdata;
-	struct luo_wire_file_entry *e = &x->chunk[x->n++];
+	struct luo_wire_file_entry e;
 
-	memset(e, 0, sizeof(*e));
-	e->token = fi->token;
-	snprintf(e->compatible, sizeof(e->compatible), "%s", fi->compatible ? fi->compatible : "");
-	e->retrieved = fi->retrieved;
-	e->retrieve_error = fi->retrieve_error;
-	e->data_size = fi->data_size;
+	memset(&e, 0, sizeof(e));
+	e.token = fi->token;
+	snprintf(e.compatible, sizeof(e.compatible), "%s", fi->compatible ? fi->compatible : "");
+	e.retrieved = fi->retrieved;
+	e.retrieve_error = fi->retrieve_error;
+	e.data_size = fi->data_size;
+	file_stat(fi->fd, &e.file_size, &e.file_mode);
+	memcpy(x->chunk + x->n++ * x->esize, &e, x->esize);
 	x->left--;
 	if (x->n == x->per || x->left == 0) {
 		endpoint_reply(x->d, x->ep, x->tag, 0, x->left ? LUO_WIRE_REPLY_MORE : 0, x->chunk,
-			       x->n * sizeof(*e), NULL, 0, -EBADF);
+			       x->n * x->esize, NULL, 0, -EBADF);
 		x->n = 0;
 	}
 	return 0;
@@ -422,10 +484,15 @@ static void device_show(struct luod *d, struct endpoint *ep, const struct luo_wi
 {
 	struct luo_wire_session_entry entry;
 	struct show_ctx x = { .d = d, .ep = ep, .tag = p->tag };
+	int r = 0, ssize, fsize;
 	luo_session *s;
-	int r = 0;
 
-	if (c->show.kind > LUO_SESSION_INCOMING || !name_field_valid(c->show.name))
+	ssize = entry_size_for(c->show.session_entry_size, LUO_WIRE_SESSION_ENTRY_V1,
+			       sizeof(entry));
+	fsize = entry_size_for(c->show.file_entry_size, LUO_WIRE_FILE_ENTRY_V1,
+			       sizeof(struct luo_wire_file_entry));
+	if (c->show.kind > LUO_SESSION_INCOMING || !name_field_valid(c->show.name) || ssize < 0 ||
+	    fsize < 0)
 		r = -EINVAL;
 	else {
 		s = luo_engine_find_session(d->engine, c->show.kind, (const char *)c->show.name);
@@ -435,12 +502,13 @@ static void device_show(struct luod *d, struct endpoint *ep, const struct luo_wi
 	}
 	if (r >= 0) {
 		x.left = luo_session_n_files(s);
-		if (d->queued_bytes + x.left * sizeof(*x.chunk) > LUOD_QUEUE_BUDGET)
+		x.esize = (size_t)fsize;
+		if (d->queued_bytes + x.left * x.esize > LUOD_QUEUE_BUDGET)
 			r = -ENOBUFS;
 	}
 	if (r >= 0) {
-		x.per = ENTRIES_PER_MESSAGE(struct luo_wire_file_entry);
-		x.chunk = malloc(x.per * sizeof(*x.chunk));
+		x.per = (LUO_WIRE_REPLY_MAX - sizeof(struct luo_wire_reply)) / x.esize;
+		x.chunk = malloc(x.per * x.esize);
 		if (!x.chunk)
 			r = -ENOMEM;
 	}
@@ -449,10 +517,13 @@ static void device_show(struct luod *d, struct endpoint *ep, const struct luo_wi
 		return;
 	}
 	c->show.count = x.left;
+	c->show.session_entry_size = (uint32_t)ssize;
+	c->show.file_entry_size = (uint32_t)fsize;
+	c->show.update_number = luo_engine_update_number(d->engine);
 	endpoint_reply(d, ep, p->tag, 0, LUO_WIRE_REPLY_MORE, c, luo_wire_reply_size(p), NULL, 0,
 		       -EBADF);
-	fill_session_entry(s, &entry);
-	endpoint_reply(d, ep, p->tag, 0, x.left ? LUO_WIRE_REPLY_MORE : 0, &entry, sizeof(entry),
+	fill_session_entry(d, s, &entry);
+	endpoint_reply(d, ep, p->tag, 0, x.left ? LUO_WIRE_REPLY_MORE : 0, &entry, (size_t)ssize,
 		       NULL, 0, -EBADF);
 	if (x.left)
 		(void)luo_session_foreach_file(s, show_file, &x);
@@ -495,6 +566,42 @@ static int device_drop(struct luod *d, struct endpoint *ep, union cmd_struct *c)
 			break;
 	}
 	return r;
+}
+
+/* The engine's state as luo_state_encode() writes it for a live update, in a sealed memfd. */
+static int device_dump_state(struct luod *d, struct endpoint *ep, union cmd_struct *c, int *ret_fd)
+{
+	_cleanup_free_ void *blob = NULL;
+	_cleanup_close_ int fd = -EBADF;
+	size_t size, done = 0;
+	int r;
+
+	/* Every uid's sessions are in it: root's, or a per-user luod's owner's. */
+	if (ep->uid != 0 && ep->uid != (uint32_t)geteuid())
+		return -EPERM;
+	if (c->dump_state.reserved != 0)
+		return -EINVAL;
+	r = luo_state_encode(d->engine, NULL, &blob, &size);
+	if (r < 0)
+		return r;
+	fd = memfd_create("luod-state-dump", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return negative_errno();
+	while (done < size) {
+		ssize_t n = write(fd, (uint8_t *)blob + done, size - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return negative_errno();
+		done += (size_t)n;
+	}
+	/* The reader gets exactly what luod encoded, and cannot change it for anyone. */
+	if (fcntl(fd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) < 0)
+		return negative_errno();
+	c->dump_state.state_size = size;
+	*ret_fd = TAKE_FD(fd);
+	return 0;
 }
 
 static void count_fd(int fd, void *userdata)
@@ -606,6 +713,9 @@ static void handle_device_request(struct luod *d, struct endpoint *ep,
 		break;
 	case LUO_CMD_DROP:
 		r = device_drop(d, ep, &c);
+		break;
+	case LUO_CMD_DUMP_STATE:
+		r = device_dump_state(d, ep, &c, &out_fd);
 		break;
 	case LUO_CMD_UPDATE:
 	case LUO_CMD_REBOOT:

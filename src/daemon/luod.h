@@ -234,6 +234,16 @@ struct update_check {
 	char binary[512];
 };
 
+/* What listings tell about a session beyond the engine's state (session-info.c). */
+struct session_record {
+	bool known;
+	uint64_t created_usec;	/* CLOCK_REALTIME */
+	uint64_t handover_usec; /* CLOCK_REALTIME; 0 until handed over */
+	uint64_t update_number; /* the engine's, at creation */
+	uint32_t creator_pid;
+	char creator_comm[16];
+};
+
 struct luod {
 	luo_engine *engine;
 	luo_journal *journal;
@@ -278,6 +288,7 @@ struct luod {
 	struct epoll_event *hup_events;
 	size_t n_hup_events;
 	struct hashmap by_ino, uids;
+	struct hashmap session_infos; /* session-info.c */
 	struct endpoint *device_holder;
 	struct luod_limits limits;
 	uint64_t fd_capacity; /* RLIMIT_NOFILE less LUOD_OWN_FDS: what clients may make it hold */
@@ -421,6 +432,15 @@ void endpoint_flush(struct luod *d, struct endpoint *ep);
  * make the caller close a connection that sent junk. */
 int handle_request(struct luod *d, struct endpoint *ep, const uint8_t *buf, size_t len, int *fds,
 		   size_t n_fds, bool fds_truncated);
+
+/* session-info.c */
+/* A session was created by pid. */
+void session_info_created(struct luod *d, luo_session *s, pid_t pid);
+/* The outgoing session (uid, name) was handed over (it is incoming now). */
+void session_info_handed_over(struct luod *d, uint32_t uid, const char *name);
+/* The record of s, or NULL if luod knows none (created before luod's last re-exec). */
+const struct session_record *session_info_find(struct luod *d, const luo_session *s);
+void session_info_done(struct luod *d);
 
 /* liveupdate.c */
 /* Handles UPDATE or REBOOT; replies itself (now, or from the worker after the update). */

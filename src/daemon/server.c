@@ -476,10 +476,15 @@ static void session_hangup(struct luod *d, struct endpoint *ep)
 		size_t sessions = luod_n_sessions(d), files = luo_engine_n_files(d->engine);
 		char name[LUO_NAME_FIELD];
 
+		bool outgoing = luo_session_kind(s) == LUO_SESSION_OUTGOING;
+
 		snprintf(name, sizeof(name), "%s", luo_session_name(s));
 		log_debug("session \"%s\" closed by its last holder", name);
 		luo_session_release(s);
 		journal_session_moved(d, name, !incoming, incoming);
+		/* A handover-on-close session is incoming now: listings say since when. */
+		if (outgoing && luo_engine_find_session(d->engine, LUO_SESSION_INCOMING, name))
+			session_info_handed_over(d, uid, name);
 		/* The engine decides whether the session ends, moves or sticks: charge the
 		 * owner what actually went away. */
 		uid_usage_charge(d, uid, sessions, files);
@@ -608,27 +613,7 @@ static void endpoint_update_events(struct luod *d, struct endpoint *ep)
 /* One message with an optional fd, never blocking; the count sent or -errno. */
 static ssize_t send_reply(int sock, struct iovec *iov, size_t iovlen, int fd)
 {
-	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = iovlen };
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} control;
-	ssize_t n;
-
-	if (fd >= 0) {
-		memset(&control, 0, sizeof(control));
-		mh.msg_control = &control;
-		mh.msg_controllen = sizeof(control.buf);
-		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &fd, sizeof(int));
-	}
-	do
-		n = sendmsg(sock, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
-	while (n < 0 && errno == EINTR);
-	return n < 0 ? negative_errno() : n;
+	return socket_send_message_flags(sock, iov, iovlen, &fd, fd >= 0 ? 1 : 0, MSG_DONTWAIT);
 }
 
 void endpoint_flush(struct luod *d, struct endpoint *ep)
@@ -795,6 +780,7 @@ void luod_done(struct luod *d)
 		}
 	hashmap_done(&d->uids);
 	hashmap_done(&d->by_ino);
+	session_info_done(d);
 	luo_engine_free(d->engine);
 	d->engine = NULL;
 	d->listen_ep.fd = safe_close(d->listen_ep.fd);
@@ -1171,7 +1157,8 @@ static bool run_request(struct luod *d, struct endpoint *ep, const uint8_t *buf,
 
 static void handle_endpoint_input(struct luod *d, struct endpoint *ep)
 {
-	static uint8_t buf[LUO_WIRE_REQUEST_MAX + 1];
+	/* Exactly the largest request: one byte more is truncated, and refused. */
+	static uint8_t buf[LUO_WIRE_REQUEST_MAX];
 	static int fds[LUOD_RECV_MAX_FDS];
 	size_t n_fds = 0;
 	bool ctrunc = false, trunc = false;

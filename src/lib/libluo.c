@@ -8,12 +8,18 @@
  * session fd).  The library keeps nothing between calls, so any number of
  * threads and processes may use the same fds at once.
  *
- * Which path a call takes is decided per fd: a SOCK_SEQPACKET socket is
- * luod's, a character device is /dev/liveupdate, an fd whose /proc link reads
- * "anon_inode:[luo_session]" is a kernel session.  LUO_LIB_FORCE_IOCTL=1 in
- * the environment (meant for the library's tests only) takes the ioctl path
- * for every fd, so that the ioctl code can be exercised against the preload
- * shim on a kernel without LUO.
+ * Which path a call takes is decided per fd: a SOCK_SEQPACKET unix socket
+ * whose peer is luod is luod's (see fd_kind()), a character device is
+ * /dev/liveupdate, an fd whose /proc link reads "anon_inode:[luo_session]"
+ * is a kernel session.
+ *
+ * Every wait for luod (connect, room to send, the reply) ends at a deadline:
+ * luo_set_timeout() sets it for the whole process, LUO_WIRE_TIMEOUT_DEFAULT_MS
+ * (30 s) by default, and a call that reaches it returns -ETIMEDOUT.
+ *
+ * LUO_LIB_FORCE_IOCTL=1 in the environment (meant for the library's tests
+ * only) takes the ioctl path for every fd, so that the ioctl code can be
+ * exercised against the preload shim on a kernel without LUO.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -30,6 +36,7 @@
 #include "luo/luo.h"
 #include "luo/uapi.h"
 #include "protocol/protocol.h"
+#include "protocol/transport.h"
 
 #define KERNEL_SESSION_LINK "anon_inode:[luo_session]"
 
@@ -70,10 +77,34 @@ static int socket_type(int fd)
 }
 
 /*
+ * Whether a SOCK_SEQPACKET socket may be luod's, by its peer's credentials
+ * (SO_PEERCRED: the process that created the listening socket or the
+ * socketpair, as it was then).  luod is another process running as root (the
+ * system luod) or as the caller's own uid (a per-user luod).  A socketpair the
+ * caller made itself names the caller; a socket of another user's process
+ * names that user: neither can be luod's, and waiting for an answer from them
+ * would only end at the timeout.
+ */
+static int peer_may_be_luod(int fd)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	/* A socket of another family has no peer credentials: pid 0. */
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return negative_errno();
+	if (cred.pid <= 0 || cred.pid == getpid())
+		return 0;
+	/* root may use any user's luod (with --socket or $LUO_SOCKET). */
+	return cred.uid == 0 || cred.uid == geteuid() || geteuid() == 0;
+}
+
+/*
  * The kind of fd: luod's socket, or the kernel's own (for a device, a
- * character device; for a session, an fd whose link says so).  One
- * getsockopt() on the common path: the request round trip is what luo is
- * measured by.  Anything else gets the kernel's answer to a foreign ioctl.
+ * character device; for a session, an fd whose link says so).  Two
+ * getsockopt()s and a getpid() on the common path: the request round trip is
+ * what luo is measured by.  Anything else gets the kernel's answer to a
+ * foreign ioctl.
  */
 static int fd_kind(int fd, bool device)
 {
@@ -85,8 +116,12 @@ static int fd_kind(int fd, bool device)
 	r = socket_type(fd);
 	if (r < 0)
 		return r;
-	if (r == SOCK_SEQPACKET)
-		return FD_LUOD;
+	if (r == SOCK_SEQPACKET) {
+		r = peer_may_be_luod(fd);
+		if (r < 0)
+			return r;
+		return r > 0 ? FD_LUOD : -ENOTTY;
+	}
 	if (r != 0)
 		return -ENOTTY;
 	if (device) {
@@ -156,35 +191,16 @@ static int check_name(const char *name)
 
 _public_ int luo_connect(const char *socket_path)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	_cleanup_close_ int fd = -EBADF;
-	char buf[sizeof(sa.sun_path)];
-	const char *path = socket_path;
-	size_t len;
-	int r;
-
 	if (socket_path && !*socket_path)
 		return -EINVAL;
-	if (!path) {
-		r = luo_wire_socket_path(buf, sizeof(buf));
-		if (r < 0)
-			return r;
-		path = buf;
-	}
-	len = strlen(path);
-	if (len >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	memcpy(sa.sun_path, path, len + 1);
+	if (socket_path)
+		return luo_wire_connect(socket_path);
+	return luo_wire_connect_default(NULL);
+}
 
-	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return negative_errno();
-	do
-		r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
-	while (r < 0 && errno == EINTR);
-	if (r < 0)
-		return negative_errno();
-	return TAKE_FD(fd);
+_public_ int luo_set_timeout(int timeout_ms)
+{
+	return luo_wire_set_timeout(timeout_ms);
 }
 
 _public_ int luo_session_create(int luo_fd, const char *name, uint64_t flags, int *ret_session_fd)
@@ -347,8 +363,7 @@ _public_ int luo_fd_is_session(int fd)
 {
 	struct luo_wire_is_session a = { .size = sizeof(a) };
 	_cleanup_close_ int luo_fd = -EBADF;
-	int domain = 0, r;
-	socklen_t len = sizeof(domain);
+	int r;
 
 	if (fd < 0)
 		return -EBADF;
@@ -361,10 +376,9 @@ _public_ int luo_fd_is_session(int fd)
 		return is_kernel_session_link(fd) > 0 ? 1 : 0;
 	if (r != SOCK_SEQPACKET)
 		return 0;
-	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0)
-		return negative_errno();
-	if (domain != AF_UNIX)
-		return 0;
+	r = peer_may_be_luod(fd);
+	if (r <= 0)
+		return r;
 
 	/* Only luod knows the inodes of the session ends it handed out. */
 	luo_fd = luo_connect(NULL);

@@ -56,21 +56,9 @@ static const struct kernel_command kernel_commands[] = {
 	  sizeof(struct liveupdate_session_get_name), false, false },
 };
 
-int preload_connect(void)
+int preload_connect(char *ret_path)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	_cleanup_close_ int fd = -EBADF;
-	int r;
-
-	r = luo_wire_socket_path(sa.sun_path, sizeof(sa.sun_path));
-	if (r < 0)
-		return r;
-	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return negative_errno();
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-		return negative_errno();
-	return TAKE_FD(fd);
+	return luo_wire_connect_default(ret_path);
 }
 
 int preload_wire_call(int sock, uint32_t op, void *arg, uint32_t arg_size, int send_fd, int *ret_fd)
@@ -85,7 +73,9 @@ int preload_wire_call(int sock, uint32_t op, void *arg, uint32_t arg_size, int s
 	case -ENOTCONN:
 	case -EBADMSG:
 	case -EMSGSIZE:
-		/* luod is gone or spoke nonsense: no kernel errno fits better than EIO. */
+		/* luod is gone or spoke nonsense: no kernel errno fits better than EIO.
+		 * A stopped luod stays -ETIMEDOUT (after LUO_WIRE_TIMEOUT_DEFAULT_MS):
+		 * the kernel never says it, but it tells what happened. */
 		return -EIO;
 	default:
 		return r;

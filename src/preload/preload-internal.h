@@ -37,13 +37,16 @@ int uaccess_write(void *dst, const void *src, size_t n);
 
 /* ---- emulate.c ---- */
 
-/* A new CLOEXEC connection to luod (at luo_wire_socket_path()), or -errno (never allocates). */
-int preload_connect(void);
+/* A new CLOEXEC connection to luod by the clients' rule (luo_wire_connect_default()),
+ * or -errno; the path connected to goes to ret_path (LUO_SOCKET_PATH_MAX bytes) if
+ * not NULL.  Never allocates. */
+int preload_connect(char *ret_path);
 /*
  * luo_wire_call() on sock with send_fd attached if >= 0 (not consumed): arg
  * is sent as is and luod's struct copied back into it; a received fd
  * (CLOEXEC) goes to *ret_fd, or is closed when ret_fd is NULL.  Returns
- * luod's result (0 or -errno), or -EIO when luod is gone or misbehaves.
+ * luod's result (0 or -errno), -EIO when luod is gone or misbehaves, or
+ * -ETIMEDOUT when it does not answer within LUO_WIRE_TIMEOUT_DEFAULT_MS.
  */
 int preload_wire_call(int sock, uint32_t op, void *arg, uint32_t arg_size, int send_fd,
 		      int *ret_fd);

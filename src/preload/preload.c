@@ -246,7 +246,7 @@ static int ask_luod(int fd)
 	bool is_session;
 	int r;
 
-	conn = preload_connect();
+	conn = preload_connect(NULL);
 	if (conn < 0)
 		return conn;
 	r = preload_wire_call(conn, LUO_IOCTL_IS_SESSION, &q, sizeof(q), fd, NULL);
@@ -308,11 +308,11 @@ static bool is_device_path(const char *path)
 /* Whether luod answers on its socket: the device "exists" exactly then (spec 1: ENOENT). */
 static bool device_present(struct stat *ret_socket_st)
 {
-	char path[sizeof(((struct sockaddr_un *)NULL)->sun_path)];
+	char path[LUO_SOCKET_PATH_MAX];
 	int fd, saved = errno;
 
-	fd = preload_connect();
-	if (fd >= 0 && ret_socket_st && luo_wire_socket_path(path, sizeof(path)) >= 0)
+	fd = preload_connect(path);
+	if (fd >= 0 && ret_socket_st)
 		(void)CALL_REAL(stat, path, ret_socket_st);
 	safe_close(fd);
 	errno = saved;
@@ -326,7 +326,7 @@ static int device_open(int flags)
 	struct stat st;
 	int r;
 
-	fd = preload_connect();
+	fd = preload_connect(NULL);
 	if (fd < 0)
 		return -ENOENT;
 	/* What open() says of an existing character device. */

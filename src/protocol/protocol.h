@@ -12,7 +12,8 @@
  * Each reply is one message (or, for the streaming listings, several): a
  * struct luo_wire_reply, then the command struct copied back (min(size,
  * full size) bytes), then for listings an array of entries.  Replies echo the
- * request's tag; clients use their thread id, so that several processes or
+ * request's tag; clients use their thread id (and, after a call timed out, a
+ * generation in the top bits: transport.h), so that several processes or
  * threads sharing one socket each take only their own reply (peek first).
  *
  * luod applies the kernel's checks word for word (spec section 2), in order:
@@ -38,8 +39,10 @@
 
 #include "luo/uapi.h"
 
-#define LUO_WIRE_REQUEST_MAX 4096 /* whole request message */
-#define LUO_WIRE_REPLY_MAX 65536  /* whole reply message */
+/* The whole request message, header included; luod answers a longer one
+ * EFAULT (step 3: the payload is not what its size says). */
+#define LUO_WIRE_REQUEST_MAX 4096
+#define LUO_WIRE_REPLY_MAX 65536 /* whole reply message */
 
 /* The header of a request; the command struct follows it. */
 struct luo_wire_request {
@@ -82,6 +85,7 @@ enum {
 	LUO_CMD_REBOOT = 0x85,
 	LUO_CMD_IS_SESSION = 0x86, /* one fd attached */
 	LUO_CMD_DROP = 0x87,	   /* remove a session nobody holds */
+	LUO_CMD_DUMP_STATE = 0x88, /* the reply carries a sealed memfd */
 };
 #define LUO_IOCTL_DEVICE_OPEN _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_DEVICE_OPEN)
 #define LUO_IOCTL_STATUS _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_STATUS)
@@ -91,6 +95,7 @@ enum {
 #define LUO_IOCTL_REBOOT _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_REBOOT)
 #define LUO_IOCTL_IS_SESSION _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_IS_SESSION)
 #define LUO_IOCTL_DROP _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_DROP)
+#define LUO_IOCTL_DUMP_STATE _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_DUMP_STATE)
 
 /* DEVICE_OPEN: no arguments beyond size; reserved must be 0. */
 struct luo_wire_simple {
@@ -126,6 +131,13 @@ struct luo_wire_status {
 	char binary[256];	    /* the binary running now */
 };
 
+/*
+ * Listing entries grow at the end.  A client says in its LIST/SHOW request
+ * which entry size it knows (0, or a request without the field: the first
+ * version's); luod sends each entry cut or padded to min(that, its own size)
+ * and says which size it used.  So an old client gets the entries it knows,
+ * and a new client reads what an old luod sends.
+ */
 struct luo_wire_session_entry {
 	uint8_t name[LIVEUPDATE_SESSION_NAME_LENGTH];
 	uint32_t kind;	/* enum luo_session_kind */
@@ -134,38 +146,77 @@ struct luo_wire_session_entry {
 	uint32_t reserved;
 	uint64_t flags;
 	uint64_t n_files;
+	/* since luo 0.2 (LUO_WIRE_SESSION_ENTRY_V2) */
+	uint64_t bytes;		/* sum of the files' sizes (file_size below) */
+	uint64_t created_usec;	/* CLOCK_REALTIME of its creation; 0: unknown */
+	uint64_t handover_usec; /* CLOCK_REALTIME of its handover; 0: none or unknown */
+	uint64_t update_number; /* luod's live update number when it was created */
+	uint32_t creator_pid;	/* the process that created it; 0: unknown */
+	uint32_t reserved2;
+	char creator_comm[16]; /* that process's name (comm), NUL-terminated */
 };
+#define LUO_WIRE_SESSION_ENTRY_V1 96
+#define LUO_WIRE_SESSION_ENTRY_V2 152
 
 /*
  * LIST: the first reply carries this struct (count set) like any reply; when
  * it has LUO_WIRE_REPLY_MORE, further messages follow, each a payload of whole
- * luo_wire_session_entry records (possibly none), LUO_WIRE_REPLY_MORE on all
- * but the last.
+ * entries of entry_size bytes (possibly none), LUO_WIRE_REPLY_MORE on all but
+ * the last.  A 16-byte request (the first version) gets
+ * LUO_WIRE_SESSION_ENTRY_V1 entries.
  */
 struct luo_wire_list {
 	uint32_t size;
 	uint32_t reserved;
 	uint64_t count; /* out: total entries */
+	/* since luo 0.2 */
+	uint32_t entry_size; /* in: the size the client knows (0: v1); out: the size sent */
+	uint32_t reserved2;
+	uint64_t update_number; /* out: luod's live update number */
 };
+#define LUO_WIRE_LIST_V1 16
 
 struct luo_wire_file_entry {
 	uint64_t token;
 	char compatible[48];
 	uint32_t retrieved;
 	int32_t retrieve_error;
-	uint64_t data_size;
+	uint64_t data_size; /* bytes of handler data in luod's record */
+	/* since luo 0.2 (LUO_WIRE_FILE_ENTRY_V2) */
+	uint64_t file_size; /* st_size of the file luod holds (memfd and regular file bytes) */
+	uint32_t file_mode; /* its st_mode (type and permission bits) */
+	uint32_t reserved;
 };
+#define LUO_WIRE_FILE_ENTRY_V1 72
+#define LUO_WIRE_FILE_ENTRY_V2 88
 
 /*
  * SHOW: the first reply carries this struct (count set), with
- * LUO_WIRE_REPLY_MORE; the second message carries exactly one
- * luo_wire_session_entry; then luo_wire_file_entry arrays stream as for LIST.
+ * LUO_WIRE_REPLY_MORE; the second message carries exactly one session entry
+ * (session_entry_size bytes); then file entries (file_entry_size bytes each)
+ * stream as for LIST.  An 80-byte request (the first version) gets v1 entries.
  */
 struct luo_wire_show {
 	uint32_t size;
 	uint32_t kind; /* which namespace: enum luo_session_kind */
 	uint8_t name[LIVEUPDATE_SESSION_NAME_LENGTH];
 	uint64_t count; /* out: files */
+	/* since luo 0.2 */
+	uint32_t session_entry_size; /* in: known (0: v1); out: sent */
+	uint32_t file_entry_size;    /* in: known (0: v1); out: sent */
+	uint64_t update_number;	     /* out: luod's live update number */
+};
+#define LUO_WIRE_SHOW_V1 80
+
+/*
+ * DUMP_STATE: luod encodes its engine's state (luo_state_encode(), the format
+ * of its live update) into a sealed memfd, which the reply carries.  Root or
+ * luod's own uid only (EPERM otherwise): the state names every uid's sessions.
+ */
+struct luo_wire_dump_state {
+	uint32_t size;
+	uint32_t reserved;
+	uint64_t state_size; /* out: bytes in the memfd */
 };
 
 #define LUO_UPDATE_PATH_MAX 512
@@ -297,73 +348,6 @@ int luo_wire_request_check_fds(const struct luo_wire_parsed *p, size_t n_fds);
 /* Bytes of the struct to copy back in a successful reply: min(size, full_size). */
 uint32_t luo_wire_reply_size(const struct luo_wire_parsed *p);
 
-/*
- * Sends one reply message: the header (result, tag, flags, size) followed by
- * size bytes of payload, with n_fds fds (not consumed).  Returns 0 or -errno
- * (-EMSGSIZE past LUO_WIRE_REPLY_MAX, -EPIPE when the peer is gone,
- * -EAGAIN on a full non-blocking socket).
- */
-int luo_wire_reply_send(int sock, uint32_t tag, int result, uint32_t flags, const void *payload,
-			size_t size, const int *fds, size_t n_fds);
-
-#define LUO_SOCKET_DEFAULT "/run/luo/luod.sock"
-/*
- * luod's socket by the one rule luod, libluo, luoctl and the shim share:
- * $LUO_SOCKET if set and not empty, else $XDG_RUNTIME_DIR/luo/luod.sock, else
- * LUO_SOCKET_DEFAULT.  Writes it NUL-terminated into buf; 0 or
- * -ENAMETOOLONG.  Allocates nothing (the shim calls it).
- */
-int luo_wire_socket_path(char *buf, size_t size);
-
-/* The error luod refused this connection with (a queued LUO_WIRE_REPLY_REFUSED
- * message, left queued), or 0 if there is none.  Never blocks. */
-int luo_wire_refusal(int sock);
-
-/* ---- client side (libluo, luoctl, the preload shim) ----
- *
- * Any number of threads and processes may share one socket: each request is
- * tagged with the caller's thread id and each caller takes only the reply with
- * its own tag (it peeks at the head of the queue and waits while the head is
- * someone else's).  A reply whose tag names no living thread (its asker died)
- * is discarded so that it cannot block the socket.  Works on blocking and
- * non-blocking sockets.  May change errno.
- */
-
-/*
- * Sends op with the command struct arg (arg_size bytes, sent as they are:
- * the caller sets the size field) and fds (not consumed) attached, and waits
- * for the reply.  On success copies min(arg_size, reply size) bytes back into
- * arg and stores the reply's fd (O_CLOEXEC) in *ret_fd, or -EBADF if none came
- * (with ret_fd NULL a received fd is closed).  Returns the reply's result (0 or
- * the server's -errno; on errors nothing is written and no fd is left open),
- * or a local error:
- *   -EINVAL      arg NULL with arg_size > 0, or n_fds > SOCKET_MAX_FDS
- *   -E2BIG       the request does not fit LUO_WIRE_REQUEST_MAX and has non-zero
- *                bytes past the command's full struct (with only zeros there it
- *                is sent trimmed to the full struct, which luod treats alike)
- *   -EMSGSIZE    the request does not fit and is no known command
- *   -EMFILE      ret_fd given and the caller's fd table has no free slot:
- *                nothing is sent (as the kernel, which needs the fd first)
- *   -EBADMSG     a malformed reply (short, wrong size, more than one fd, a
- *                result that is not 0 or -errno)
- *   -ECONNRESET  the server closed the socket
- *   -EPIPE, -EBADF, -ENOTSOCK, ...: from sendmsg()/recvmsg()
- * No allocation, no stdio: the preload shim calls this from inside ioctl().
- * A reply flagged LUO_WIRE_REPLY_MORE is drained (its further messages dropped).
- */
-int luo_wire_call(int sock, uint32_t op, void *arg, uint32_t arg_size, const int *fds, size_t n_fds,
-		  int *ret_fd);
-
-/* Called for each message after the first of a streamed reply with its payload.
- * A negative return stops the calls (the stream is still drained) and is returned. */
-typedef int (*luo_wire_chunk_fn)(const void *data, size_t size, void *userdata);
-
-/*
- * As luo_wire_call() for LIST and SHOW: the first reply's struct is copied into
- * arg, then fn is called for each following message until one comes without
- * LUO_WIRE_REPLY_MORE.  Returns 0, the first reply's error, the first error
- * of a later message, fn's first negative return, or a local error as for
- * luo_wire_call() (-ENOMEM: it allocates one LUO_WIRE_REPLY_MAX buffer).
- */
-int luo_wire_call_stream(int sock, uint32_t op, void *arg, uint32_t arg_size, luo_wire_chunk_fn fn,
-			 void *userdata);
+/* The transport (connecting, sending and receiving with fds, waits with a
+ * deadline, the client call) is in transport.h. */
+#include "protocol/transport.h"

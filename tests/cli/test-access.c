@@ -72,6 +72,11 @@ static int other_uid(void *arg)
 	LUOCTL(&o, "reboot");
 	ASSERT_EQ(o.status, 1);
 	ASSERT_TRUE(strstr(o.err, strerror(EPERM)) != NULL);
+	/* The running state names every uid's sessions: root's (or luod's owner's) only. */
+	LUOCTL(&o, "dump-state");
+	ASSERT_EQ(o.status, 1);
+	ASSERT_TRUE(strstr(o.err, strerror(EPERM)) != NULL);
+	ASSERT_STREQ(o.out, "");
 
 	/* Its own sessions work as usual, and are the only ones it sees. */
 	ASSERT_OK(luo_session_create(luo, "nobody's", 0, &mine));
@@ -124,6 +129,11 @@ TEST(other_uid_cannot_see_take_update_or_reboot)
 	ASSERT_JQ(o.out, "any(.sessions[]; .name == \"root secret\" and .uid == 0)");
 	ASSERT_JQ(o.out, "any(.sessions[]; .name == \"nobody's\" and .uid == 65534)");
 	ASSERT_JQ(o.out, "any(.sessions[]; .name == \"root incoming\" and .uid == 0)");
+	/* With the owners' names, for people. */
+	ASSERT_JQ(o.out, "any(.sessions[]; .name == \"root secret\" and .user == \"root\")");
+	LUOCTL(&o, "list");
+	ASSERT_TRUE(strstr(o.out, "OWNER") != NULL);
+	ASSERT_TRUE(strstr(o.out, "  root  ") != NULL);
 	cli_sync_post(&a.go);
 	ASSERT_EQ(cli_wait(pid), 0);
 	/* Root may drop any uid's session that nobody holds. */

@@ -47,15 +47,66 @@ static char *json(const char *s, size_t n)
 		free(_j);                                                                          \
 	} while (0)
 
-TEST(human_escape_keeps_printable_ascii_only)
+TEST(human_escape_keeps_printable_text_only)
 {
 	ASSERT_ESCAPED("plain-name_1.2", "plain-name_1.2");
 	ASSERT_ESCAPED("a b", "a\\x20b");
 	ASSERT_ESCAPED("\t\n\r\x1b[31m", "\\x09\\x0a\\x0d\\x1b[31m");
 	ASSERT_ESCAPED("back\\slash", "back\\\\slash");
 	ASSERT_ESCAPED("\x7f\x80\xff", "\\x7f\\x80\\xff");
-	ASSERT_ESCAPED("caf\xc3\xa9", "caf\\xc3\\xa9");
+	/* Valid UTF-8 text is shown as text, invalid bytes are escaped. */
+	ASSERT_ESCAPED("caf\xc3\xa9", "caf\xc3\xa9");
+	ASSERT_ESCAPED("\xe2\x82\xac\xf0\x9f\x98\x80", "\xe2\x82\xac\xf0\x9f\x98\x80");
+	ASSERT_ESCAPED("caf\xc3", "caf\\xc3");
+	ASSERT_ESCAPED("\xc0\xaf", "\\xc0\\xaf");
+	/* ... but not C1 controls or bidirectional overrides, which act on a terminal. */
+	ASSERT_ESCAPED("\xc2\x9b"
+		       "1m",
+		       "\\xc2\\x9b"
+		       "1m");
+	ASSERT_ESCAPED("a\xe2\x80\xae"
+		       "b",
+		       "a\\xe2\\x80\\xae"
+		       "b");
+	ASSERT_ESCAPED("a\xe2\x81\xa6"
+		       "b",
+		       "a\\xe2\\x81\\xa6"
+		       "b");
+	ASSERT_ESCAPED("\xc2\xa0", "\xc2\xa0");
 	ASSERT_ESCAPED("", "");
+}
+
+TEST(display_width_counts_characters)
+{
+	ASSERT_EQ(display_width(""), 0);
+	ASSERT_EQ(display_width("abc"), 3);
+	ASSERT_EQ(display_width("caf\xc3\xa9"), 4);
+	ASSERT_EQ(display_width("\xf0\x9f\x98\x80!"), 2);
+}
+
+static char *reformat(const char *in, bool pretty)
+{
+	char *buf = NULL;
+	size_t size = 0;
+	FILE *f = open_memstream(&buf, &size);
+
+	ASSERT_TRUE(f != NULL);
+	json_reformat(f, in, strlen(in), pretty);
+	fclose(f);
+	return buf;
+}
+
+TEST(json_reformat_changes_only_whitespace)
+{
+	static const char in[] = "{ \"a b\": [1, 2,\n {\"c\" : \"x, {y}: \\\" z\"}],\n"
+				 "  \"e\": {}, \"f\": [ ] }";
+	char *c = reformat(in, false), *p = reformat(in, true);
+
+	ASSERT_STREQ(c, "{\"a b\":[1,2,{\"c\":\"x, {y}: \\\" z\"}],\"e\":{},\"f\":[]}\n");
+	ASSERT_STREQ(p, "{\n  \"a b\": [\n    1,\n    2,\n    {\n      \"c\": \"x, {y}: \\\" "
+			"z\"\n    }\n  ],\n  \"e\": {},\n  \"f\": []\n}\n");
+	free(c);
+	free(p);
 }
 
 TEST(json_string_is_valid_for_any_bytes)
@@ -117,6 +168,8 @@ TEST(table_aligns_columns)
 	free(buf);
 }
 
-TEST_MAIN(TEST_CASE(human_escape_keeps_printable_ascii_only),
+TEST_MAIN(TEST_CASE(human_escape_keeps_printable_text_only),
+	  TEST_CASE(display_width_counts_characters),
+	  TEST_CASE(json_reformat_changes_only_whitespace),
 	  TEST_CASE(json_string_is_valid_for_any_bytes), TEST_CASE(json_hex_is_exact),
 	  TEST_CASE(name_field_length_stops_at_nul_or_field_end), TEST_CASE(table_aligns_columns))

@@ -6,9 +6,12 @@
  * sessions with libluo as an ordinary client would, and runs the build's
  * luoctl as a separate process, checking its tables, its JSON (with jq) and
  * the exit codes luoctl(8) documents: 0 ok, 1 failed, 2 usage, 3 luod
- * unreachable, 4 not found.
+ * unreachable, 4 not found; options anywhere on the line, one error message
+ * per error, the timeout on a stopped luod, and dump-state of a running luod.
  */
 #include <fcntl.h>
+#include <pwd.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -48,8 +51,13 @@ TEST(bad_usage_exits_2)
 		(const char *const[]){ "update", "extra", NULL },
 		(const char *const[]){ "update", "--exec", NULL },
 		(const char *const[]){ "reboot", "now", NULL },
-		(const char *const[]){ "dump-state", NULL },
 		(const char *const[]){ "dump-state", "a", "b", NULL },
+		(const char *const[]){ "--timeout", "-1", "status", NULL },
+		(const char *const[]){ "status", "--timeout", "soon", NULL },
+		(const char *const[]){ "status", "--timeout", NULL },
+		(const char *const[]){ "list", "--exec", "/bin/true", NULL },
+		(const char *const[]){ "status", "--incoming", NULL },
+		(const char *const[]){ "run", "--json", "--", "/bin/true", NULL },
 		(const char *const[]){ "run", NULL },
 		(const char *const[]){ "--socket", "", "status", NULL },
 	};
@@ -144,8 +152,8 @@ static const char *const odd_names[] = {
 	"plain", "with space", "tab\there", "back\\slash", "\xff\xfe", "new\nline", "caf\xc3\xa9",
 };
 static const char *const odd_escaped[] = {
-	"plain",      "with\\x20space", "tab\\x09here",	 "back\\\\slash",
-	"\\xff\\xfe", "new\\x0aline",	"caf\\xc3\\xa9",
+	"plain",      "with\\x20space", "tab\\x09here", "back\\\\slash",
+	"\\xff\\xfe", "new\\x0aline",	"caf\xc3\xa9",
 };
 static const char *const odd_hex[] = {
 	"706c61696e", "77697468207370616365", "7461620968657265", "6261636b5c736c617368",
@@ -178,16 +186,20 @@ TEST(list_prints_aligned_escaped_table)
 	for (size_t i = 0; i < 7; i++)
 		ASSERT_TRUE(strstr(o.out, odd_escaped[i]) != NULL);
 	ASSERT_TRUE(strstr(o.out, "handover-on-close") != NULL);
-	/* Every line has the KIND column at the same offset, and no raw control byte. */
-	for (const char *p = o.out; *p; p++)
-		ASSERT_TRUE(*p == '\n' || (*p >= 0x20 && *p < 0x7f));
+	/* Every line has the KIND column at the same column (UTF-8 text counts one
+	 * column per character), and no raw control byte. */
+	for (const unsigned char *p = (const unsigned char *)o.out; *p; p++)
+		ASSERT_TRUE(*p == '\n' || (*p >= 0x20 && *p != 0x7f));
 	for (line = strtok_r(o.out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		const char *k = strstr(line, n_lines == 0 ? "KIND" : "outgoing");
+		size_t col = 0;
 
 		ASSERT_TRUE(k != NULL);
+		for (const char *p = line; p < k; p++)
+			col += ((unsigned char)*p & 0xc0) != 0x80;
 		if (n_lines == 0)
-			kind_col = (size_t)(k - line);
-		ASSERT_EQ((size_t)(k - line), kind_col);
+			kind_col = col;
+		ASSERT_EQ(col, kind_col);
 		n_lines++;
 	}
 	ASSERT_EQ(n_lines, 8);
@@ -443,6 +455,298 @@ TEST(run_points_a_kernel_uapi_program_at_luod)
 	test_luod_stop(&d);
 }
 
+/* ---- options, errors, timeouts ---- */
+
+/* A line count of s (its '\n's). */
+static int lines(const char *s)
+{
+	int n = 0;
+
+	for (; *s; s++)
+		n += *s == '\n';
+	return n;
+}
+
+TEST(options_go_anywhere)
+{
+	struct test_luod d;
+	static char first[sizeof(o.out)];
+	int luo, s;
+
+	cli_need_jq();
+	test_luod_start(&d, NULL);
+	luo = ASSERT_OK(luo_connect(NULL));
+	s = create_session(luo, "anywhere", 0);
+
+	LUOCTL(&o, "--json", "show", "anywhere");
+	ASSERT_EQ(o.status, 0);
+	memcpy(first, o.out, sizeof(first));
+	LUOCTL(&o, "show", "anywhere", "--json");
+	ASSERT_EQ(o.status, 0);
+	ASSERT_STREQ(o.out, first);
+	LUOCTL(&o, "show", "--json", "anywhere", "--outgoing");
+	ASSERT_EQ(o.status, 0);
+	ASSERT_STREQ(o.out, first);
+	LUOCTL(&o, "list", "--json");
+	ASSERT_EQ(o.status, 0);
+	ASSERT_JQ(o.out, ".sessions[0].name == \"anywhere\"");
+	/* --socket after the command, with $LUO_SOCKET pointing nowhere. */
+	setenv("LUO_SOCKET", "/nonexistent/luod.sock", 1);
+	LUOCTL(&o, "status", "--socket", d.socket, "--json");
+	ASSERT_EQ(o.status, 0);
+	ASSERT_JQ(o.out, ".outgoing_sessions == 1");
+	LUOCTL(&o, "status", "--socket=/nonexistent/x.sock");
+	ASSERT_EQ(o.status, 3);
+	setenv("LUO_SOCKET", d.socket, 1);
+
+	close(s);
+	close(luo);
+	test_luod_stop(&d);
+}
+
+TEST(json_is_one_line_unless_pretty)
+{
+	struct test_luod d;
+	int luo, s;
+
+	cli_need_jq();
+	test_luod_start(&d, NULL);
+	luo = ASSERT_OK(luo_connect(NULL));
+	s = create_session(luo, "one line", 0);
+	const char *const *cmds[] = {
+		(const char *const[]){ "--json", "status", NULL },
+		(const char *const[]){ "--json", "list", NULL },
+		(const char *const[]){ "--json", "show", "one line", NULL },
+		(const char *const[]){ "--json", "dump-state", NULL },
+	};
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		cli_luoctl(&o, cmds[i]);
+		ASSERT_EQ(o.status, 0);
+		ASSERT_EQ(lines(o.out), 1);
+		ASSERT_JQ(o.out, ".");
+	}
+	LUOCTL(&o, "list", "--pretty");
+	ASSERT_EQ(o.status, 0);
+	ASSERT_TRUE(lines(o.out) > 5);
+	ASSERT_TRUE(strstr(o.out, "\n  \"sessions\": [\n") != NULL);
+	ASSERT_JQ(o.out, ".sessions[0].name == \"one line\"");
+	close(s);
+	close(luo);
+	test_luod_stop(&d);
+}
+
+TEST(each_error_is_one_line)
+{
+	struct test_luod d;
+	char sock[300];
+
+	snprintf(sock, sizeof(sock), "%s/none.sock", test_tmpdir());
+	const char *const *cmds[] = {
+		(const char *const[]){ "--socket", sock, "status", NULL },
+		(const char *const[]){ "--socket", sock, "--json", "list", NULL },
+		(const char *const[]){ "show", "nobody", NULL },
+		(const char *const[]){ "--json", "show", "nobody", NULL },
+		(const char *const[]){ "dump-state", "/nonexistent/blob", NULL },
+		(const char *const[]){ "reboot", "--timeout", "1", "extra", NULL },
+	};
+	test_luod_start(&d, NULL);
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		cli_luoctl(&o, cmds[i]);
+		ASSERT_NE(o.status, 0);
+		/* A usage error adds its hint line, nothing else does. */
+		ASSERT_EQ(lines(o.err), o.status == 2 ? 2 : 1);
+		ASSERT_TRUE(strncmp(o.err, "luoctl: ", 8) == 0);
+		ASSERT_TRUE(strstr(o.err + 1, "luoctl: ") == NULL);
+		ASSERT_TRUE(strstr(o.err, "error") == NULL);
+	}
+	test_luod_stop(&d);
+}
+
+TEST(socket_problems_are_explained)
+{
+	char path[300];
+	int fd;
+
+	/* A regular file. */
+	snprintf(path, sizeof(path), "%s/file", test_tmpdir());
+	fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	ASSERT_OK(fd);
+	close(fd);
+	LUOCTL(&o, "--socket", path, "status");
+	ASSERT_EQ(o.status, 3);
+	ASSERT_TRUE(strstr(o.err, "is a regular file, not a socket") != NULL);
+	ASSERT_TRUE(strstr(o.err, path) != NULL);
+	/* A directory. */
+	LUOCTL(&o, "--socket", test_tmpdir(), "status");
+	ASSERT_EQ(o.status, 3);
+	ASSERT_TRUE(strstr(o.err, "is a directory, not a socket") != NULL);
+	/* Nothing there. */
+	snprintf(path, sizeof(path), "%s/none/luod.sock", test_tmpdir());
+	LUOCTL(&o, "--socket", path, "status");
+	ASSERT_EQ(o.status, 3);
+	ASSERT_TRUE(strstr(o.err, strerror(ENOENT)) != NULL);
+	ASSERT_TRUE(strstr(o.err, "is luod running?") != NULL);
+	/* Too long for a socket address. */
+	char longpath[200];
+	memset(longpath, 'x', sizeof(longpath) - 1);
+	longpath[0] = '/';
+	longpath[sizeof(longpath) - 1] = 0;
+	LUOCTL(&o, "--socket", longpath, "status");
+	ASSERT_EQ(o.status, 3);
+	ASSERT_TRUE(strstr(o.err, "too long") != NULL);
+}
+
+/* Without $LUO_SOCKET, the per-user luod at $XDG_RUNTIME_DIR/luo/luod.sock. */
+TEST(finds_the_per_user_luod)
+{
+	char dir[300], path[300];
+	struct test_luod d;
+
+	cli_need_jq();
+	test_luod_start(&d, NULL);
+	snprintf(dir, sizeof(dir), "%s/rt", test_tmpdir());
+	ASSERT_OK(mkdir(dir, 0700));
+	snprintf(path, sizeof(path), "%s/rt/luo", test_tmpdir());
+	ASSERT_OK(mkdir(path, 0700));
+	snprintf(path, sizeof(path), "%s/rt/luo/luod.sock", test_tmpdir());
+	ASSERT_OK(symlink(d.socket, path));
+	unsetenv("LUO_SOCKET");
+	setenv("XDG_RUNTIME_DIR", dir, 1);
+	LUOCTL(&o, "--json", "status");
+	ASSERT_EQ(o.status, 0);
+	ASSERT_TRUE(strstr(o.out, path) != NULL);
+	setenv("LUO_SOCKET", d.socket, 1);
+	test_luod_stop(&d);
+}
+
+/* A stopped luod: luoctl gives up after --timeout with exit 3, and says so. */
+TEST(a_stopped_luod_times_out)
+{
+	struct test_luod d;
+
+	test_luod_start(&d, NULL);
+	test_luod_pause(&d, true);
+	LUOCTL(&o, "--timeout", "0.2", "status");
+	ASSERT_EQ(o.status, 3);
+	ASSERT_TRUE(strstr(o.err, "did not answer within 0.200 s") != NULL);
+	ASSERT_TRUE(strstr(o.err, "--timeout") != NULL);
+	ASSERT_EQ(lines(o.err), 1);
+	LUOCTL(&o, "list", "--timeout", "1");
+	ASSERT_EQ(o.status, 3);
+	ASSERT_TRUE(strstr(o.err, "did not answer within 1 s") != NULL);
+	test_luod_pause(&d, false);
+	LUOCTL(&o, "--timeout", "0", "status");
+	ASSERT_EQ(o.status, 0);
+	test_luod_stop(&d);
+}
+
+/* What operators need: bytes held, owner, creator, times, update number. */
+TEST(list_and_show_tell_bytes_owner_creator_and_times)
+{
+	struct passwd *pw = getpwuid(getuid());
+	struct test_luod d;
+	char expr[512];
+	int luo, s, h, m, m2, m3;
+
+	cli_need_jq();
+	test_luod_start(&d, NULL);
+	luo = ASSERT_OK(luo_connect(NULL));
+	s = create_session(luo, "sized", 0);
+	m = cli_memfd_with_pattern(5000, 3);
+	ASSERT_OK(m);
+	m2 = cli_memfd_with_pattern(123, 4);
+	ASSERT_OK(m2);
+	ASSERT_OK(luo_session_preserve_fd(s, 1, m));
+	ASSERT_OK(luo_session_preserve_fd(s, 2, m2));
+	h = create_session(luo, "gone over", 0);
+	m3 = cli_memfd_with_pattern(123, 5);
+	ASSERT_OK(m3);
+	ASSERT_OK(luo_session_preserve_fd(h, 1, m3));
+	close(m3);
+	ASSERT_OK(luo_session_handover(h));
+	close(h);
+
+	LUOCTL(&o, "--json", "list");
+	ASSERT_EQ(o.status, 0);
+	ASSERT_JQ(o.out, ".update_number == 0");
+	snprintf(expr, sizeof(expr),
+		 ".sessions[] | select(.name == \"sized\") | .bytes == 5123 and .user == \"%s\" "
+		 "and .creator_pid == %d and .creator_comm == \"test-luoctl\" and "
+		 ".created_usec > 0 and .handover_usec == null and .created_in_update == 0",
+		 pw ? pw->pw_name : "?", (int)getpid());
+	ASSERT_JQ(o.out, expr);
+	ASSERT_JQ(o.out,
+		  ".sessions[] | select(.name == \"gone over\") | "
+		  ".kind == \"incoming\" and .bytes == 123 and .handover_usec >= .created_usec");
+
+	LUOCTL(&o, "--json", "show", "sized");
+	ASSERT_JQ(o.out, "[.sessions[0].file_list[] | [.token, .bytes, .type]] == "
+			 "[[1, 5000, \"file\"], [2, 123, \"file\"]]");
+	LUOCTL(&o, "show", "sized");
+	ASSERT_EQ(o.status, 0);
+	ASSERT_TRUE(strstr(o.out, "bytes:    5123") != NULL);
+	snprintf(expr, sizeof(expr), "by %d/test-luoctl, live update number 0", (int)getpid());
+	ASSERT_TRUE(strstr(o.out, expr) != NULL);
+	snprintf(expr, sizeof(expr), "owner:    %s (uid %u)", pw ? pw->pw_name : "?",
+		 (unsigned)getuid());
+	ASSERT_TRUE(strstr(o.out, expr) != NULL);
+	LUOCTL(&o, "show", "gone over");
+	ASSERT_TRUE(strstr(o.out, "handover: 2") != NULL);
+	/* Handed over by the close of a handover-on-close session: luod takes the
+	 * close in before it answers the retrieve of the name. */
+	h = create_session(luo, "on close", LUO_SESSION_HANDOVER_ON_CLOSE);
+	close(h);
+	ASSERT_OK(luo_session_retrieve(luo, "on close", &h));
+	LUOCTL(&o, "--json", "show", "on close");
+	snprintf(expr, sizeof(expr),
+		 ".sessions[0] | .kind == \"incoming\" and .state == \"retrieved\" and "
+		 ".handover_usec >= .created_usec and .creator_pid == %d",
+		 (int)getpid());
+	ASSERT_JQ(o.out, expr);
+	close(h);
+	LUOCTL(&o, "list");
+	ASSERT_TRUE(strstr(o.out, "BYTES") != NULL);
+	ASSERT_TRUE(strstr(o.out, " 5123  ") != NULL);
+
+	close(m);
+	close(m2);
+	close(s);
+	close(luo);
+	test_luod_stop(&d);
+}
+
+/* dump-state without a file: the running luod's state, as its live update encodes it. */
+TEST(dump_state_of_the_running_luod)
+{
+	struct test_luod d;
+	int luo, s, m;
+
+	cli_need_jq();
+	test_luod_start(&d, NULL);
+	luo = ASSERT_OK(luo_connect(NULL));
+	s = create_session(luo, "live dump", 0);
+	m = cli_memfd_with_pattern(100, 9);
+	ASSERT_OK(m);
+	ASSERT_OK(luo_session_preserve_fd(s, 4242, m));
+	close(m);
+
+	LUOCTL(&o, "dump-state");
+	ASSERT_EQ(o.status, 0);
+	ASSERT_TRUE(strstr(o.out, "live dump") != NULL);
+	ASSERT_TRUE(strstr(o.out, "4242") != NULL);
+	LUOCTL(&o, "dump-state", "--json");
+	ASSERT_EQ(o.status, 0);
+	ASSERT_EQ(lines(o.out), 1);
+	ASSERT_JQ(o.out, "[.. | .name? | select(. == \"live dump\")] | length == 1");
+	LUOCTL(&o, "dump-state", "--pretty");
+	ASSERT_EQ(o.status, 0);
+	ASSERT_TRUE(lines(o.out) > 3);
+	ASSERT_JQ(o.out, ".");
+	close(s);
+	close(luo);
+	test_luod_stop(&d);
+}
+
 TEST(drop_removes_what_nobody_holds_and_says_why_not_otherwise)
 {
 	struct test_luod d;
@@ -534,6 +838,11 @@ TEST_MAIN(TEST_CASE(bad_usage_exits_2), TEST_CASE(help_and_version_exit_0),
 	  TEST_CASE(list_and_show_read_streams_of_many_messages),
 	  TEST_CASE(show_covers_both_namespaces_unless_told),
 	  TEST_CASE(show_unknown_session_exits_4), TEST_CASE(run_execs_the_command_with_the_shim),
-	  TEST_CASE(run_points_a_kernel_uapi_program_at_luod),
+	  TEST_CASE(run_points_a_kernel_uapi_program_at_luod), TEST_CASE(options_go_anywhere),
+	  TEST_CASE(json_is_one_line_unless_pretty), TEST_CASE(each_error_is_one_line),
+	  TEST_CASE(socket_problems_are_explained), TEST_CASE(finds_the_per_user_luod),
+	  TEST_CASE(a_stopped_luod_times_out),
+	  TEST_CASE(list_and_show_tell_bytes_owner_creator_and_times),
+	  TEST_CASE(dump_state_of_the_running_luod),
 	  TEST_CASE(run_full_fd_table_is_emfile_and_loses_nothing),
 	  TEST_CASE(drop_removes_what_nobody_holds_and_says_why_not_otherwise))

@@ -56,7 +56,7 @@ static void queue_reply(int sock, const uint8_t *msg, size_t len, const int *fds
 {
 	uint8_t copy[LUO_WIRE_REPLY_MAX];
 	struct iovec iov = { .iov_base = copy, .iov_len = len };
-	uint32_t tag = (uint32_t)gettid();
+	uint32_t tag = luo_wire_tag_after(0);
 
 	if (len > sizeof(copy))
 		len = iov.iov_len = sizeof(copy);
@@ -75,8 +75,8 @@ static void client_side(const uint8_t *msg, size_t len, const int *fds, size_t n
 		return;
 	queue_reply(sv[1], msg, len, fds, n_fds);
 	/* The end of any stream, and a reply for a call that dropped the input. */
-	(void)luo_wire_reply_send(sv[1], (uint32_t)gettid(), 0, 0, NULL, 0, NULL, 0);
-	(void)luo_wire_reply_send(sv[1], (uint32_t)gettid(), 0, 0, NULL, 0, NULL, 0);
+	(void)luo_wire_reply_send(sv[1], luo_wire_tag_after(0), 0, 0, NULL, 0, NULL, 0);
+	(void)luo_wire_reply_send(sv[1], luo_wire_tag_after(0), 0, 0, NULL, 0, NULL, 0);
 	arg[0] = sizeof(arg);
 	if (stream)
 		(void)luo_wire_call_stream(sv[0], LUO_IOCTL_LIST, arg, sizeof(arg), ignore_chunk,

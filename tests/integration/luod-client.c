@@ -117,7 +117,8 @@ static int count_chunk(const void *data, size_t size, void *userdata)
 
 int cl_list_count(int conn)
 {
-	struct luo_wire_list c = { .size = sizeof(c) };
+	struct luo_wire_list c = { .size = sizeof(c),
+				   .entry_size = sizeof(struct luo_wire_session_entry) };
 	struct counter k = { .record = sizeof(struct luo_wire_session_entry) };
 	int r = luo_wire_call_stream(conn, LUO_IOCTL_LIST, &c, sizeof(c), count_chunk, &k);
 
@@ -148,7 +149,10 @@ static int show_chunk(const void *data, size_t size, void *userdata)
 
 int cl_show_files(int conn, uint32_t kind, const char *name)
 {
-	struct luo_wire_show c = { .size = sizeof(c), .kind = kind };
+	struct luo_wire_show c = { .size = sizeof(c),
+				   .kind = kind,
+				   .session_entry_size = sizeof(struct luo_wire_session_entry),
+				   .file_entry_size = sizeof(struct luo_wire_file_entry) };
 	struct show_counter k = { 0 };
 	int r;
 

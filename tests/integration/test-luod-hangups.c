@@ -40,11 +40,7 @@ static void make_retrieved(int conn, const char *prefix, int n, int *fds)
 
 static void luod_stop_signal(const struct test_luod *d)
 {
-	int status;
-
-	ASSERT_OK(kill(d->pid, SIGSTOP));
-	ASSERT_EQ(waitpid(d->pid, &status, WUNTRACED), d->pid);
-	ASSERT_TRUE(WIFSTOPPED(status));
+	test_luod_pause(d, true);
 }
 
 /*
@@ -95,7 +91,7 @@ static void child_creates_and_exits(const struct test_luod *d, const char *prefi
 	luod_stop_signal(d);
 	close(q[1]);
 	ASSERT_EQ(waitpid(pid, &status, 0), pid);
-	ASSERT_OK(kill(d->pid, SIGCONT));
+	test_luod_pause(d, false);
 	ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
@@ -274,7 +270,7 @@ TEST(closes_during_an_update_are_seen_before_later_requests)
 	close(s_hoc);
 	ASSERT_OK(raw_send(conn_c, &create, sizeof(create), NULL, 0));
 	ASSERT_OK(raw_send(conn_r, &retrieve, sizeof(retrieve), NULL, 0));
-	ASSERT_OK(kill(d.pid, SIGCONT));
+	test_luod_pause(&d, false);
 
 	ASSERT_OK(raw_recv(conn_u, &result, &u, sizeof(u)));
 	ASSERT_EQ(result, 0);

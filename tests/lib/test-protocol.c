@@ -6,19 +6,25 @@
  * kernel's rules; then the client call against a fake luod on a socketpair
  * (a thread that answers as the test tells it): copy-back, fds, error
  * replies, replies for other threads and for dead askers, hostile replies
- * whose fds must be closed, streams, and oversized requests.
+ * whose fds must be closed, streams, and oversized requests; the deadline on
+ * every wait and the stale replies of timed-out calls.  Last, finding luod:
+ * the clients' rule, decided against two real luods.
  */
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "basic/macro.h"
 #include "basic/socket-util.h"
 #include "harness.h"
+#include "luod-test.h"
 #include "protocol/protocol.h"
 
 /* ---- building request messages ---- */
@@ -88,7 +94,7 @@ TEST(command_table_keeps_device_and_session_commands_apart)
 
 		ASSERT_FALSE(d && s);
 		if (d)
-			ASSERT_TRUE(nr <= 0x01 || (nr >= 0x80 && nr <= 0x87));
+			ASSERT_TRUE(nr <= 0x01 || (nr >= 0x80 && nr <= 0x88));
 		if (s)
 			ASSERT_TRUE(nr >= 0x40 && nr <= 0x44);
 	}
@@ -580,7 +586,7 @@ TEST(call_closes_fds_of_malformed_replies)
 	for (size_t i = 0; i < ELEMENTSOF(rows); i++) {
 		uint8_t b[64] = { 0 };
 		struct luo_wire_reply h = { .result = rows[i].result,
-					    .tag = (uint32_t)gettid(),
+					    .tag = luo_wire_tag_after(0),
 					    .size = rows[i].size_field };
 		int sv[2];
 
@@ -806,9 +812,9 @@ TEST(call_stream_drains_after_a_callback_error)
 	int sv[2];
 
 	fake_pair(sv);
-	send_stream(sv[1], (uint32_t)gettid(), 3);
+	send_stream(sv[1], luo_wire_tag_after(0), 3);
 	/* A plain reply after the stream must be the next call's. */
-	ASSERT_OK(luo_wire_reply_send(sv[1], (uint32_t)gettid(), -EEXIST, 0, NULL, 0, NULL, 0));
+	ASSERT_OK(luo_wire_reply_send(sv[1], luo_wire_tag_after(1), -EEXIST, 0, NULL, 0, NULL, 0));
 	ASSERT_ERR(luo_wire_call_stream(sv[0], LUO_IOCTL_LIST, &l, sizeof(l), collect, &c),
 		   -ECANCELED);
 	ASSERT_EQ(c.calls, 1);
@@ -822,8 +828,8 @@ TEST(call_on_a_stream_drains_it)
 	int sv[2];
 
 	fake_pair(sv);
-	send_stream(sv[1], (uint32_t)gettid(), 2);
-	ASSERT_OK(luo_wire_reply_send(sv[1], (uint32_t)gettid(), -ENOENT, 0, NULL, 0, NULL, 0));
+	send_stream(sv[1], luo_wire_tag_after(0), 2);
+	ASSERT_OK(luo_wire_reply_send(sv[1], luo_wire_tag_after(1), -ENOENT, 0, NULL, 0, NULL, 0));
 	ASSERT_OK(call_finish(sv[0]));
 	ASSERT_ERR(call_finish(sv[0]), -ENOENT);
 	close(sv[0]);
@@ -894,6 +900,387 @@ TEST(socket_path_follows_luods_rule)
 	ASSERT_ERR(luo_wire_socket_path(buf, sizeof(buf)), -ENAMETOOLONG);
 }
 
+/* ---- deadlines ---- */
+
+TEST(set_timeout_refuses_a_negative_value)
+{
+	ASSERT_EQ(luo_wire_get_timeout(), LUO_WIRE_TIMEOUT_DEFAULT_MS);
+	ASSERT_ERR(luo_wire_set_timeout(-1), -EINVAL);
+	ASSERT_EQ(luo_wire_get_timeout(), LUO_WIRE_TIMEOUT_DEFAULT_MS);
+	ASSERT_OK(luo_wire_set_timeout(0));
+	ASSERT_EQ(luo_wire_get_timeout(), 0);
+	ASSERT_OK(luo_wire_set_timeout(1234));
+	ASSERT_EQ(luo_wire_get_timeout(), 1234);
+}
+
+/* A peer that never answers (a stopped luod): -ETIMEDOUT, and the reply that
+ * comes late is not taken for the answer to the next call of the thread. */
+TEST(call_times_out_and_drops_the_late_reply)
+{
+	struct liveupdate_session_get_name g = { .size = sizeof(g) },
+					   answer = { .size = sizeof(g) };
+	uint8_t req[64];
+	uint32_t late_tag;
+	int sv[2];
+	ssize_t n;
+
+	fake_pair(sv);
+	ASSERT_OK(luo_wire_set_timeout(50));
+	ASSERT_ERR(call_finish(sv[0]), -ETIMEDOUT);
+	n = socket_recv_message(sv[1], req, sizeof(req), NULL, 0, NULL, MSG_DONTWAIT);
+	ASSERT_EQ(n, 16);
+	late_tag = luo_wire_request_tag(req, (size_t)n);
+	ASSERT_EQ(late_tag, (uint32_t)gettid());
+	/* The late answer to the finish, then the answer to the next call, whose tag
+	 * carries the thread's next generation. */
+	ASSERT_OK(luo_wire_reply_send(sv[1], late_tag, -EEXIST, 0, NULL, 0, NULL, 0));
+	memcpy(answer.name, "right", 5);
+	ASSERT_OK(luo_wire_reply_send(sv[1], (uint32_t)gettid() | (UINT32_C(1) << 22), 0, 0,
+				      &answer, sizeof(answer), NULL, 0));
+	ASSERT_OK(luo_wire_set_timeout(0));
+	ASSERT_OK(luo_wire_call(sv[0], LIVEUPDATE_SESSION_GET_NAME, &g, sizeof(g), NULL, 0, NULL));
+	ASSERT_STREQ((char *)g.name, "right");
+	n = socket_recv_message(sv[1], req, sizeof(req), NULL, 0, NULL, MSG_DONTWAIT);
+	ASSERT_EQ(luo_wire_request_tag(req, (size_t)n), (uint32_t)gettid() | (UINT32_C(1) << 22));
+	close(sv[0]);
+	close(sv[1]);
+}
+
+/* A peer whose receive queue is full (a stopped luod with many requests
+ * queued): the send waits at most the timeout too. */
+TEST(call_times_out_when_the_socket_stays_full)
+{
+	uint8_t filler[512] = { 0 };
+	struct iovec iov = { .iov_base = filler, .iov_len = sizeof(filler) };
+	int sv[2];
+
+	fake_pair(sv);
+	while (socket_send_message_flags(sv[0], &iov, 1, NULL, 0, MSG_DONTWAIT) >= 0)
+		;
+	ASSERT_OK(luo_wire_set_timeout(50));
+	ASSERT_ERR(call_finish(sv[0]), -ETIMEDOUT);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+TEST(stream_call_times_out_in_the_middle_of_a_stream)
+{
+	struct luo_wire_list l = { .size = sizeof(l), .count = 3 };
+	struct collected c = { 0 };
+	uint8_t req[64];
+	int sv[2];
+	ssize_t n;
+
+	fake_pair(sv);
+	/* The first message of the reply comes, the rest never does. */
+	ASSERT_OK(luo_wire_reply_send(sv[1], (uint32_t)gettid(), 0, LUO_WIRE_REPLY_MORE, &l,
+				      sizeof(l), NULL, 0));
+	ASSERT_OK(luo_wire_set_timeout(50));
+	ASSERT_ERR(luo_wire_call_stream(sv[0], LUO_IOCTL_LIST, &l, sizeof(l), collect, &c),
+		   -ETIMEDOUT);
+	ASSERT_EQ(c.calls, 0);
+	n = socket_recv_message(sv[1], req, sizeof(req), NULL, 0, NULL, MSG_DONTWAIT);
+	ASSERT_EQ(n, 8 + (ssize_t)sizeof(l));
+	close(sv[0]);
+	close(sv[1]);
+}
+
+/* ---- finding luod ---- */
+
+TEST(socket_candidates_follow_the_clients_rule)
+{
+	char paths[2][LUO_SOCKET_PATH_MAX], big[200];
+
+	/* $LUO_SOCKET alone, however many others are set. */
+	setenv("LUO_SOCKET", "/tmp/x.sock", 1);
+	setenv("XDG_RUNTIME_DIR", "/run/user/1000", 1);
+	ASSERT_EQ(luo_wire_socket_candidates(paths), 1);
+	ASSERT_STREQ(paths[0], "/tmp/x.sock");
+	/* The per-user luod first, then the system's. */
+	setenv("LUO_SOCKET", "", 1);
+	ASSERT_EQ(luo_wire_socket_candidates(paths), 2);
+	ASSERT_STREQ(paths[0], "/run/user/1000/luo/luod.sock");
+	ASSERT_STREQ(paths[1], LUO_SOCKET_DEFAULT);
+	unsetenv("LUO_SOCKET");
+	unsetenv("XDG_RUNTIME_DIR");
+	ASSERT_EQ(luo_wire_socket_candidates(paths), 1);
+	ASSERT_STREQ(paths[0], LUO_SOCKET_DEFAULT);
+	/* A runtime dir no socket path fits in: only the system's. */
+	memset(big, 'a', sizeof(big) - 1);
+	big[0] = '/';
+	big[sizeof(big) - 1] = 0;
+	setenv("XDG_RUNTIME_DIR", big, 1);
+	ASSERT_EQ(luo_wire_socket_candidates(paths), 1);
+	ASSERT_STREQ(paths[0], LUO_SOCKET_DEFAULT);
+	setenv("LUO_SOCKET", big, 1);
+	ASSERT_ERR(luo_wire_socket_candidates(paths), -ENAMETOOLONG);
+}
+
+static pid_t peer_pid(int fd)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	ASSERT_OK(getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len));
+	return cred.pid;
+}
+
+/* Starts a luod and moves its socket to path (luod keeps serving the inode). */
+static void start_at(struct test_luod *d, const char *path)
+{
+	char luod[512];
+
+	test_build_path("src/daemon/luod", luod, sizeof(luod));
+	if (access(luod, X_OK) < 0)
+		test_skip("luod is not built (%s)", luod);
+	test_luod_start(d, NULL);
+	ASSERT_OK(rename(d->socket, path));
+	snprintf(d->socket, sizeof(d->socket), "%s", path);
+}
+
+/* The clients' rule with two real luods: the per-user one while it listens,
+ * else the system one; a path nobody serves is passed over. */
+TEST(connect_first_falls_back_to_the_system_luod)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct test_luod user, system;
+	char upath[256], spath[256];
+	const char *paths[2] = { upath, spath };
+	size_t i = 99;
+	int fd, s;
+
+	snprintf(upath, sizeof(upath), "%s/user.sock", test_tmpdir());
+	snprintf(spath, sizeof(spath), "%s/system.sock", test_tmpdir());
+	start_at(&system, spath);
+	start_at(&user, upath);
+
+	fd = ASSERT_OK(luo_wire_connect_first(paths, 2, &i));
+	ASSERT_EQ(i, 0);
+	ASSERT_EQ(peer_pid(fd), user.pid);
+	close(fd);
+
+	/* The per-user luod stops (its socket goes with it). */
+	test_luod_stop(&user);
+	(void)unlink(upath);
+	fd = ASSERT_OK(luo_wire_connect_first(paths, 2, &i));
+	ASSERT_EQ(i, 1);
+	ASSERT_EQ(peer_pid(fd), system.pid);
+	close(fd);
+
+	/* A stale socket file, nobody listening. */
+	s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	ASSERT_OK(s);
+	memcpy(sa.sun_path, upath, strlen(upath) + 1);
+	ASSERT_OK(bind(s, (struct sockaddr *)&sa, sizeof(sa)));
+	close(s);
+	fd = ASSERT_OK(luo_wire_connect_first(paths, 2, &i));
+	ASSERT_EQ(i, 1);
+	close(fd);
+	ASSERT_OK(unlink(upath));
+
+	/* Not a socket at all. */
+	s = open(upath, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	ASSERT_OK(s);
+	close(s);
+	fd = ASSERT_OK(luo_wire_connect_first(paths, 2, &i));
+	ASSERT_EQ(i, 1);
+	close(fd);
+
+	/* Nobody anywhere: the last path's error. */
+	test_luod_stop(&system);
+	(void)unlink(spath);
+	ASSERT_ERR(luo_wire_connect_first(paths, 2, &i), -ENOENT);
+}
+
+/* luo_wire_connect_default() is that rule on the candidates: with
+ * $XDG_RUNTIME_DIR/luo/luod.sock served, it connects there. */
+TEST(connect_default_finds_the_per_user_luod)
+{
+	char dir[256], path[LUO_SOCKET_PATH_MAX], got[LUO_SOCKET_PATH_MAX];
+	struct test_luod user;
+	int fd;
+
+	snprintf(dir, sizeof(dir), "%s/rt", test_tmpdir());
+	ASSERT_OK(mkdir(dir, 0700));
+	snprintf(path, sizeof(path), "%s/rt/luo", test_tmpdir());
+	ASSERT_OK(mkdir(path, 0700));
+	snprintf(path, sizeof(path), "%s/rt/luo/luod.sock", test_tmpdir());
+	start_at(&user, path);
+	unsetenv("LUO_SOCKET");
+	setenv("XDG_RUNTIME_DIR", dir, 1);
+	fd = ASSERT_OK(luo_wire_connect_default(got));
+	ASSERT_STREQ(got, path);
+	ASSERT_EQ(peer_pid(fd), user.pid);
+	close(fd);
+	/* $LUO_SOCKET set: only that, even where nobody listens. */
+	snprintf(path, sizeof(path), "%s/nothing.sock", test_tmpdir());
+	setenv("LUO_SOCKET", path, 1);
+	ASSERT_ERR(luo_wire_connect_default(got), -ENOENT);
+	ASSERT_STREQ(got, path);
+	test_luod_stop(&user);
+}
+
+TEST(connect_reports_what_is_at_the_path)
+{
+	char path[256];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/none.sock", test_tmpdir());
+	ASSERT_ERR(luo_wire_connect(path), -ENOENT);
+	fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	ASSERT_OK(fd);
+	close(fd);
+	ASSERT_ERR(luo_wire_connect(path), -ECONNREFUSED);
+	ASSERT_ERR(luo_wire_connect(""), -EINVAL);
+	memset(path, 'x', sizeof(path) - 1);
+	path[sizeof(path) - 1] = 0;
+	ASSERT_ERR(luo_wire_connect(path), -ENAMETOOLONG);
+}
+
+/* ---- the request size limit, against a real luod ---- */
+
+/* Sends a CREATE_SESSION of exactly len bytes (size field matching, zeros past
+ * the struct) and returns luod's result; a session fd that came is closed. */
+static int raw_create(int conn, size_t len, const char *name)
+{
+	static uint8_t msg[LUO_WIRE_REQUEST_MAX + 64];
+	struct luo_wire_request h = { .op = LIVEUPDATE_IOCTL_CREATE_SESSION, .tag = 7 };
+	uint32_t size = (uint32_t)(len - sizeof(h));
+	struct iovec iov = { .iov_base = msg, .iov_len = len };
+	uint8_t reply[LUO_WIRE_REPLY_MAX];
+	struct luo_wire_reply r;
+	int fds[SOCKET_MAX_FDS];
+	size_t n_fds = 0;
+	ssize_t n;
+
+	memset(msg, 0, sizeof(msg));
+	memcpy(msg, &h, sizeof(h));
+	memcpy(msg + sizeof(h), &size, sizeof(size));
+	memcpy(msg + sizeof(h) + 8, name, strlen(name));
+	ASSERT_EQ(socket_send_message(conn, &iov, 1, NULL, 0), (ssize_t)len);
+	n = socket_recv_message(conn, reply, sizeof(reply), fds, SOCKET_MAX_FDS, &n_fds, 0);
+	ASSERT_TRUE(n >= (ssize_t)sizeof(r));
+	close_many(fds, n_fds);
+	memcpy(&r, reply, sizeof(r));
+	ASSERT_EQ(r.tag, 7);
+	return r.result;
+}
+
+/* LUO_WIRE_REQUEST_MAX is the whole message: 4,096 bytes pass, 4,097 get
+ * EFAULT (the payload cannot be what its size field says). */
+TEST(luod_takes_requests_up_to_exactly_the_maximum)
+{
+	struct test_luod d;
+	char luod[512];
+	int conn;
+
+	test_build_path("src/daemon/luod", luod, sizeof(luod));
+	if (access(luod, X_OK) < 0)
+		test_skip("luod is not built (%s)", luod);
+	test_luod_start(&d, NULL);
+	conn = test_luod_connect(&d);
+	ASSERT_OK(conn);
+	ASSERT_EQ(raw_create(conn, LUO_WIRE_REQUEST_MAX, "max"), 0);
+	ASSERT_ERR(raw_create(conn, LUO_WIRE_REQUEST_MAX + 1, "max-plus-1"), -EFAULT);
+	ASSERT_ERR(raw_create(conn, LUO_WIRE_REQUEST_MAX + 2, "max-plus-2"), -EFAULT);
+	ASSERT_ERR(raw_create(conn, LUO_WIRE_REQUEST_MAX + 64, "max-plus-64"), -EFAULT);
+	/* The connection still serves. */
+	ASSERT_EQ(raw_create(conn, 80, "after"), 0);
+	close(conn);
+	test_luod_stop(&d);
+}
+
+/* ---- listings stay readable for clients of the first version ---- */
+
+struct chunks {
+	size_t n, sizes[8];
+};
+
+static int note_chunk(const void *data, size_t size, void *userdata)
+{
+	struct chunks *c = userdata;
+
+	if (c->n < ELEMENTSOF(c->sizes))
+		c->sizes[c->n] = size;
+	c->n++;
+	return 0;
+}
+
+/*
+ * A LIST or SHOW request of the first version's size gets entries of the
+ * first version's sizes; one that names the current sizes gets those; an
+ * entry size no version had is EINVAL.
+ */
+TEST(listings_keep_the_entry_size_the_client_knows)
+{
+	struct luo_wire_list l = { .size = LUO_WIRE_LIST_V1 };
+	struct luo_wire_show sh = { .size = LUO_WIRE_SHOW_V1, .kind = 0 };
+	struct test_luod d;
+	struct chunks c = { 0 };
+	char luod[512];
+	int conn, s, m;
+
+	test_build_path("src/daemon/luod", luod, sizeof(luod));
+	if (access(luod, X_OK) < 0)
+		test_skip("luod is not built (%s)", luod);
+	test_luod_start(&d, NULL);
+	conn = test_luod_connect(&d);
+	ASSERT_OK(conn);
+	struct luo_wire_create_session cr = { .size = sizeof(cr), .fd = -1 };
+	memcpy(cr.name, "v1", 2);
+	ASSERT_OK(
+		luo_wire_call(conn, LIVEUPDATE_IOCTL_CREATE_SESSION, &cr, sizeof(cr), NULL, 0, &s));
+	m = eventfd(0, EFD_CLOEXEC);
+	ASSERT_OK(m);
+	struct liveupdate_session_preserve_fd p = { .size = sizeof(p), .fd = -1, .token = 1 };
+	ASSERT_OK(luo_wire_call(s, LIVEUPDATE_SESSION_PRESERVE_FD, &p, sizeof(p), &m, 1, NULL));
+	close(m);
+
+	ASSERT_OK(luo_wire_call_stream(conn, LUO_IOCTL_LIST, &l, LUO_WIRE_LIST_V1, note_chunk, &c));
+	ASSERT_EQ(l.count, 1);
+	ASSERT_EQ(c.n, 1);
+	ASSERT_EQ(c.sizes[0], LUO_WIRE_SESSION_ENTRY_V1);
+
+	memcpy(sh.name, "v1", 2);
+	c = (struct chunks){ 0 };
+	ASSERT_OK(
+		luo_wire_call_stream(conn, LUO_IOCTL_SHOW, &sh, LUO_WIRE_SHOW_V1, note_chunk, &c));
+	ASSERT_EQ(c.n, 2);
+	ASSERT_EQ(c.sizes[0], LUO_WIRE_SESSION_ENTRY_V1);
+	ASSERT_EQ(c.sizes[1], LUO_WIRE_FILE_ENTRY_V1);
+
+	/* The current sizes, reported back. */
+	l = (struct luo_wire_list){ .size = sizeof(l),
+				    .entry_size = sizeof(struct luo_wire_session_entry) };
+	c = (struct chunks){ 0 };
+	ASSERT_OK(luo_wire_call_stream(conn, LUO_IOCTL_LIST, &l, sizeof(l), note_chunk, &c));
+	ASSERT_EQ(l.entry_size, LUO_WIRE_SESSION_ENTRY_V2);
+	ASSERT_EQ(c.sizes[0], LUO_WIRE_SESSION_ENTRY_V2);
+	/* A newer client's larger entry: luod's own size. */
+	l = (struct luo_wire_list){ .size = sizeof(l), .entry_size = 4000 };
+	c = (struct chunks){ 0 };
+	ASSERT_OK(luo_wire_call_stream(conn, LUO_IOCTL_LIST, &l, sizeof(l), note_chunk, &c));
+	ASSERT_EQ(l.entry_size, LUO_WIRE_SESSION_ENTRY_V2);
+	ASSERT_EQ(c.sizes[0], LUO_WIRE_SESSION_ENTRY_V2);
+	l = (struct luo_wire_list){ .size = sizeof(l), .entry_size = 10 };
+	ASSERT_ERR(luo_wire_call_stream(conn, LUO_IOCTL_LIST, &l, sizeof(l), note_chunk, &c),
+		   -EINVAL);
+
+	/* DUMP_STATE hands over a sealed memfd. */
+	struct luo_wire_dump_state q = { .size = sizeof(q) };
+	int memfd = -1;
+	ASSERT_OK(luo_wire_call(conn, LUO_IOCTL_DUMP_STATE, &q, sizeof(q), NULL, 0, &memfd));
+	ASSERT_TRUE(memfd >= 0);
+	ASSERT_TRUE(q.state_size > 0);
+	ASSERT_EQ(lseek(memfd, 0, SEEK_END), (off_t)q.state_size);
+	ASSERT_ERRNO(write(memfd, "x", 1), EPERM);
+	close(memfd);
+
+	close(s);
+	close(conn);
+	test_luod_stop(&d);
+}
+
 TEST_MAIN(TEST_CASE(socket_path_follows_luods_rule), TEST_CASE(command_table_has_the_kernel_sizes),
 	  TEST_CASE(command_table_keeps_device_and_session_commands_apart),
 	  TEST_CASE(parse_refuses_a_message_shorter_than_the_header),
@@ -918,4 +1305,14 @@ TEST_MAIN(TEST_CASE(socket_path_follows_luods_rule), TEST_CASE(command_table_has
 	  TEST_CASE(call_stream_drains_after_a_callback_error),
 	  TEST_CASE(call_on_a_stream_drains_it),
 	  TEST_CASE(call_trims_a_long_request_of_zeros_to_the_full_struct),
-	  TEST_CASE(reply_send_refuses_oversized_payloads))
+	  TEST_CASE(reply_send_refuses_oversized_payloads),
+	  TEST_CASE(set_timeout_refuses_a_negative_value),
+	  TEST_CASE(call_times_out_and_drops_the_late_reply),
+	  TEST_CASE(call_times_out_when_the_socket_stays_full),
+	  TEST_CASE(stream_call_times_out_in_the_middle_of_a_stream),
+	  TEST_CASE(socket_candidates_follow_the_clients_rule),
+	  TEST_CASE(connect_first_falls_back_to_the_system_luod),
+	  TEST_CASE(connect_default_finds_the_per_user_luod),
+	  TEST_CASE(connect_reports_what_is_at_the_path),
+	  TEST_CASE(luod_takes_requests_up_to_exactly_the_maximum),
+	  TEST_CASE(listings_keep_the_entry_size_the_client_knows))

@@ -33,6 +33,12 @@ int luo_set_timeout(int timeout_ms);
 int luo_session_create(int luo_fd, const char *name, uint64_t flags, int *ret_session_fd);
 /* Retrieves the incoming session named name. */
 int luo_session_retrieve(int luo_fd, const char *name, int *ret_session_fd);
+/*
+ * Retrieves the incoming session named name as luo_session_retrieve() does,
+ * waiting up to timeout_ms (-1: no limit, 0: no wait) for a predecessor to
+ * hand it over.  -ETIMEDOUT when it did not come in time; never -ENOENT.
+ */
+int luo_session_retrieve_wait(int luo_fd, const char *name, int timeout_ms, int *ret_session_fd);
 /* Preserves the file behind fd under token; fd stays the caller's. */
 int luo_session_preserve_fd(int session_fd, uint64_t token, int fd);
 /* Retrieves the file preserved under token as a new fd. */

@@ -29,6 +29,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "basic/fd-util.h"
@@ -254,6 +255,69 @@ _public_ int luo_session_retrieve(int luo_fd, const char *name, int *ret_session
 		return kind;
 	return call_for_fd(luo_fd, kind, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, &a, sizeof(a), &a.fd,
 			   ret_session_fd);
+}
+
+#define RETRIEVE_WAIT_FIRST_NSEC 1000000LL /* 1 ms */
+#define RETRIEVE_WAIT_MAX_NSEC 50000000LL  /* 50 ms */
+
+static int64_t monotonic_nsec(void)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Sleeps until the monotonic time t (absolute, so a signal costs no time). */
+static void sleep_until_nsec(int64_t t)
+{
+	struct timespec ts = { .tv_sec = t / 1000000000LL, .tv_nsec = t % 1000000000LL };
+
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+		;
+}
+
+/*
+ * Neither luod nor the kernel can tell a client when a name becomes
+ * retrievable, so this polls: a retry costs one request, and the backoff
+ * (1 ms doubling to 50 ms) keeps a long wait cheap while a successor that
+ * starts just before its predecessor's hand-over still gets the session
+ * within a few milliseconds.  The last try is made at the deadline, so that
+ * -ETIMEDOUT always means "not there when the time was up".
+ */
+_public_ int luo_session_retrieve_wait(int luo_fd, const char *name, int timeout_ms,
+				       int *ret_session_fd)
+{
+	int64_t deadline = 0, delay = RETRIEVE_WAIT_FIRST_NSEC;
+	int r;
+
+	if (luo_fd < 0)
+		return -EBADF;
+	r = check_name(name);
+	if (r < 0)
+		return r;
+	if (!ret_session_fd || timeout_ms < -1)
+		return -EINVAL;
+	if (timeout_ms > 0)
+		deadline = monotonic_nsec() + (int64_t)timeout_ms * 1000000LL;
+
+	for (;;) {
+		int64_t now, wake;
+
+		r = luo_session_retrieve(luo_fd, name, ret_session_fd);
+		if (r != -ENOENT)
+			return r;
+		if (timeout_ms == 0)
+			return -ETIMEDOUT;
+		now = monotonic_nsec();
+		if (timeout_ms > 0 && now >= deadline)
+			return -ETIMEDOUT;
+		wake = now + delay;
+		if (timeout_ms > 0 && wake > deadline)
+			wake = deadline;
+		sleep_until_nsec(wake);
+		delay = MIN(delay * 2, RETRIEVE_WAIT_MAX_NSEC);
+	}
 }
 
 _public_ int luo_session_preserve_fd(int session_fd, uint64_t token, int fd)

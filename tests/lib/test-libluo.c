@@ -19,11 +19,13 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "basic/socket-util.h"
 #include "basic/macro.h"
 #include "harness.h"
+#include "protocol/protocol.h"
 #include "luo/luo.h"
 #include "luod-test.h"
 
@@ -1016,6 +1018,378 @@ TEST(man_page_documents_every_public_function)
 	ASSERT_TRUE(found >= 10);
 }
 
+/*
+ * A waiter runs in a child whose "connection to luod" is one end of a
+ * socketpair; the test relays each of its requests to a real connection and
+ * the reply back.  So the test knows how many times the waiter asked, and can
+ * change things between two tries, without sleeps: what it does after
+ * relaying an -ENOENT reply happens while the waiter is waiting.
+ */
+struct waiter {
+	pid_t pid;
+	int relay; /* the test's end of the waiter's connection */
+	int luod;  /* the test's connection to luod that the requests go to */
+	unsigned n_requests;
+};
+
+static int64_t monotonic_msec(void)
+{
+	struct timespec ts;
+
+	ASSERT_OK(clock_gettime(CLOCK_MONOTONIC, &ts));
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The waiter child: waits for name; with data, checks that the session has
+ * it under token 1 and finishes it; without, expects -ETIMEDOUT. */
+static _Noreturn void waiter_main(int luo, const char *name, int timeout_ms, const char *data)
+{
+	char buf[64] = { 0 };
+	int s = -7, m, r;
+
+	r = luo_session_retrieve_wait(luo, name, timeout_ms, &s);
+	if (!data)
+		_exit(r == -ETIMEDOUT && s == -7 ? 0 : 1);
+	if (r < 0 || !is_cloexec(s))
+		_exit(2);
+	if (luo_session_retrieve_fd(s, 1, &m) < 0)
+		_exit(3);
+	if (pread(m, buf, sizeof(buf) - 1, 0) < 0 || strcmp(buf, data) != 0)
+		_exit(4);
+	if (luo_session_finish(s) < 0)
+		_exit(5);
+	_exit(0);
+}
+
+static void waiter_start(struct waiter *w, const struct test_luod *d, const char *name,
+			 int timeout_ms, const char *data)
+{
+	int sp[2];
+
+	ASSERT_OK(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp));
+	*w = (struct waiter){ .luod = ASSERT_OK(test_luod_connect(d)) };
+	fflush(stdout);
+	w->pid = ASSERT_OK(fork());
+	if (w->pid == 0) {
+		close(sp[1]);
+		close(w->luod);
+		waiter_main(sp[0], name, timeout_ms, data);
+	}
+	close(sp[0]);
+	w->relay = sp[1];
+}
+
+/* Relays the waiter's next request and luod's reply; returns the reply's
+ * result, or 1 when the waiter hung up instead of asking. */
+static int relay_one(struct waiter *w)
+{
+	static uint8_t buf[LUO_WIRE_REPLY_MAX];
+	struct iovec iov = { .iov_base = buf };
+	int fds[SOCKET_MAX_FDS], result;
+	size_t n_fds = 0;
+	ssize_t k;
+
+	k = socket_recv_message(w->relay, buf, sizeof(buf), fds, SOCKET_MAX_FDS, &n_fds, 0);
+	if (k == 0)
+		return 1;
+	ASSERT_OK(k);
+	w->n_requests++;
+	iov.iov_len = (size_t)k;
+	k = socket_send_message(w->luod, &iov, 1, fds, n_fds);
+	close_many(fds, n_fds);
+	ASSERT_OK(k);
+
+	k = socket_recv_message(w->luod, buf, sizeof(buf), fds, SOCKET_MAX_FDS, &n_fds, 0);
+	ASSERT_OK(k);
+	ASSERT_TRUE(k >= (ssize_t)sizeof(struct luo_wire_reply));
+	memcpy(&result, buf + offsetof(struct luo_wire_reply, result), sizeof(result));
+	iov.iov_len = (size_t)k;
+	k = socket_send_message(w->relay, &iov, 1, fds, n_fds);
+	close_many(fds, n_fds);
+	ASSERT_OK(k);
+	return result;
+}
+
+/* Relays until the waiter hangs up; fails the case unless it exited 0. */
+static void waiter_finish(struct waiter *w)
+{
+	int status;
+
+	while (relay_one(w) != 1)
+		;
+	ASSERT_OK(waitpid(w->pid, &status, 0));
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		test_fail_at(__FILE__, __LINE__, "the waiter failed: 0x%x", status);
+	close(w->relay);
+	close(w->luod);
+}
+
+TEST(retrieve_wait_returns_at_once_when_the_session_is_there)
+{
+	struct test_luod d;
+	struct waiter w;
+	int luo, old, s = -7;
+
+	start(&d);
+	luo = ASSERT_OK(luo_connect(NULL));
+	old = handed_over(luo, "svc", "already there");
+
+	waiter_start(&w, &d, "svc", -1, "already there");
+	ASSERT_EQ(relay_one(&w), 0);
+	waiter_finish(&w);
+	ASSERT_EQ(w.n_requests, 1);
+
+	/* No wait allowed, and none needed. */
+	close(old);
+	old = handed_over(luo, "svc2", "x");
+	ASSERT_OK(luo_session_retrieve_wait(luo, "svc2", 0, &s));
+	ASSERT_TRUE(is_cloexec(s));
+	close(s);
+	close(old);
+	close(luo);
+	test_luod_stop(&d);
+}
+
+TEST(retrieve_wait_waits_for_a_handover_during_the_wait)
+{
+	struct test_luod d;
+	struct waiter w;
+	int luo, old;
+
+	start(&d);
+	luo = ASSERT_OK(luo_connect(NULL));
+	waiter_start(&w, &d, "svc", -1, "handed over late");
+	/* The waiter asked, and the session was not there yet. */
+	ASSERT_ERR(relay_one(&w), -ENOENT);
+	old = handed_over(luo, "svc", "handed over late");
+	/* Its next try, after the hand-over, gets it. */
+	ASSERT_EQ(relay_one(&w), 0);
+	waiter_finish(&w);
+	ASSERT_EQ(w.n_requests, 2);
+	close(old);
+	close(luo);
+	test_luod_stop(&d);
+}
+
+TEST(retrieve_wait_gets_the_session_of_a_predecessor_that_exits)
+{
+	struct test_luod d;
+	struct waiter w;
+	int ready[2], go[2], status, r;
+	char c = 0;
+	pid_t pred;
+
+	start(&d);
+	ASSERT_OK(pipe2(ready, O_CLOEXEC));
+	ASSERT_OK(pipe2(go, O_CLOEXEC));
+	fflush(stdout);
+	pred = ASSERT_OK(fork());
+	if (pred == 0) {
+		/* The predecessor: its session exists from its start, flagged so that
+		 * its exit (or crash) hands it over. */
+		int luo = luo_connect(NULL), s, m = memfd_with("from the predecessor");
+
+		if (luo < 0 ||
+		    luo_session_create(luo, "svc", LUO_SESSION_HANDOVER_ON_CLOSE, &s) < 0 ||
+		    luo_session_preserve_fd(s, 1, m) < 0 || write(ready[1], &c, 1) != 1 ||
+		    read(go[0], &c, 1) != 1)
+			_exit(1);
+		_exit(0);
+	}
+	close(ready[1]);
+	close(go[0]);
+	ASSERT_EQ(read(ready[0], &c, 1), 1);
+
+	/* While the predecessor runs, its session is outgoing: not retrievable. */
+	waiter_start(&w, &d, "svc", -1, "from the predecessor");
+	ASSERT_ERR(relay_one(&w), -ENOENT);
+	ASSERT_EQ(write(go[1], &c, 1), 1);
+	ASSERT_OK(waitpid(pred, &status, 0));
+	ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	/* luod takes the exit in as a hang-up, in its own time: a few more tries. */
+	while ((r = relay_one(&w)) == -ENOENT)
+		;
+	ASSERT_EQ(r, 0);
+	waiter_finish(&w);
+	ASSERT_TRUE(w.n_requests >= 2);
+	close(ready[0]);
+	close(go[1]);
+	test_luod_stop(&d);
+}
+
+TEST(retrieve_wait_times_out_not_before_its_deadline)
+{
+	struct test_luod d;
+	int luo, s = -7, out;
+	int64_t t0, t1;
+
+	start(&d);
+	luo = ASSERT_OK(luo_connect(NULL));
+	/* An outgoing session of the name is not an incoming one. */
+	ASSERT_OK(luo_session_create(luo, "svc", 0, &out));
+
+	t0 = monotonic_msec();
+	ASSERT_ERR(luo_session_retrieve_wait(luo, "svc", 30, &s), -ETIMEDOUT);
+	t1 = monotonic_msec();
+	ASSERT_TRUE(t1 - t0 >= 30);
+	ASSERT_EQ(s, -7);
+	close(out);
+	close(luo);
+	test_luod_stop(&d);
+}
+
+TEST(retrieve_wait_with_timeout_0_tries_once)
+{
+	struct test_luod d;
+	struct waiter w;
+
+	start(&d);
+	waiter_start(&w, &d, "nobody", 0, NULL);
+	ASSERT_ERR(relay_one(&w), -ENOENT);
+	waiter_finish(&w); /* -ETIMEDOUT, without asking again */
+	ASSERT_EQ(w.n_requests, 1);
+	test_luod_stop(&d);
+}
+
+TEST(retrieve_wait_checks_its_arguments_and_passes_other_errors_on)
+{
+	struct test_luod d;
+	int luo, old, in, s = -7, f;
+
+	start(&d);
+	luo = ASSERT_OK(luo_connect(NULL));
+	ASSERT_ERR(luo_session_retrieve_wait(luo, NULL, 0, &s), -EINVAL);
+	ASSERT_ERR(luo_session_retrieve_wait(luo, "", 0, &s), -EINVAL);
+	ASSERT_ERR(luo_session_retrieve_wait(luo, "svc", 0, NULL), -EINVAL);
+	ASSERT_ERR(luo_session_retrieve_wait(luo, "svc", -2, &s), -EINVAL);
+	ASSERT_ERR(luo_session_retrieve_wait(-1, "svc", 0, &s), -EBADF);
+	ASSERT_ERR(luo_session_retrieve_wait(closed_fd(), "svc", 0, &s), -EBADF);
+	f = ASSERT_OK(memfd_create("x", MFD_CLOEXEC));
+	ASSERT_ERR(luo_session_retrieve_wait(f, "svc", -1, &s), -ENOTTY);
+	close(f);
+
+	/* Already retrieved: the kernel's EINVAL at once, however long one may wait. */
+	old = handed_over(luo, "svc", "x");
+	ASSERT_OK(luo_session_retrieve(luo, "svc", &in));
+	ASSERT_ERR(luo_session_retrieve_wait(luo, "svc", -1, &s), -EINVAL);
+	ASSERT_EQ(s, -7);
+	close(in);
+	close(old);
+	close(luo);
+	test_luod_stop(&d);
+}
+
+/* Runs this program again with mode as its argument, under the shim and on
+ * libluo's ioctl path, against a fresh luod; fails the case unless it exits 0. */
+static void run_shim_child(const char *mode)
+{
+	char shim[512], self[512];
+	struct test_luod d;
+	int status;
+	pid_t pid;
+
+	test_build_path("src/preload/luo-preload.so", shim, sizeof(shim));
+	if (access(shim, R_OK) < 0)
+		test_skip("the preload shim is not built (%s)", shim);
+	start(&d);
+	ssize_t k = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	ASSERT_TRUE(k > 0);
+	self[k] = 0;
+
+	fflush(stdout);
+	pid = fork();
+	ASSERT_OK(pid);
+	if (pid == 0) {
+		const char *argv[] = { self, mode, NULL };
+
+		dup2(STDERR_FILENO, STDOUT_FILENO);
+		setenv("LD_PRELOAD", shim, 1);
+		setenv("LUO_LIB_FORCE_IOCTL", "1", 1);
+		/* A sanitizer runtime must otherwise come first in the library list. */
+		setenv("ASAN_OPTIONS", "verify_asan_link_order=0:detect_leaks=1", 1);
+		execv(self, (char *const *)argv);
+		_exit(127);
+	}
+	ASSERT_OK(waitpid(pid, &status, 0));
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		test_fail_at(__FILE__, __LINE__,
+			     "the libluo program under the shim (%s) failed: 0x%x", mode, status);
+	test_luod_stop(&d);
+}
+
+/* The body of the shim case of luo_session_retrieve_wait(): the kernel's
+ * device fd, whose sessions come only with a (simulated) kexec. */
+static int run_wait_under_shim(void)
+{
+	int dev, s = -7, s2 = -7, m, fd, r;
+
+	dev = open("/dev/liveupdate", O_RDWR | O_CLOEXEC);
+	if (dev < 0)
+		return 10;
+	if (luo_session_retrieve_wait(dev, "w", 0, &s2) != -ETIMEDOUT || s2 != -7)
+		return 11;
+	if (luo_session_retrieve_wait(dev, "w", 20, &s2) != -ETIMEDOUT || s2 != -7)
+		return 12;
+	if (luo_session_retrieve_wait(dev, NULL, 0, &s2) != -EINVAL)
+		return 13;
+	if (luo_session_create(dev, "w", 0, &s) < 0)
+		return 14;
+	m = memfd_with("waited for");
+	r = luo_session_preserve_fd(s, 3, m);
+	close(m);
+	if (r < 0)
+		return 15;
+	/* An outgoing session is not yet retrievable: still a timeout. */
+	if (luo_session_retrieve_wait(dev, "w", 0, &s2) != -ETIMEDOUT)
+		return 16;
+
+	r = luoctl_reboot();
+	if (r > 0) {
+		close(s);
+		close(dev);
+		return 0;
+	}
+	if (r < 0)
+		return 17;
+	if (luo_session_retrieve_wait(dev, "w", -1, &s2) < 0 || !is_cloexec(s2))
+		return 18;
+	if (luo_session_retrieve_fd(s2, 3, &fd) < 0)
+		return 19;
+	char buf[32] = { 0 };
+	if (pread(fd, buf, sizeof(buf) - 1, 0) != 10 || strcmp(buf, "waited for") != 0)
+		return 20;
+	/* Retrieved already: the kernel's EINVAL at once, not a wait. */
+	if (luo_session_retrieve_wait(dev, "w", -1, &m) != -EINVAL)
+		return 21;
+	if (luo_session_finish(s2) < 0)
+		return 22;
+	close(fd);
+	close(s2);
+	close(s);
+	close(dev);
+	return 0;
+}
+
+TEST(retrieve_wait_works_on_the_ioctl_path)
+{
+	run_shim_child("--shim-wait-child");
+}
+
+TEST(retrieve_wait_is_exported_in_its_own_version_node)
+{
+	char path[512];
+	void *h;
+
+	test_build_path("src/lib/libluo.so.0", path, sizeof(path));
+	h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (!h)
+		test_fail_at(__FILE__, __LINE__, "dlopen %s: %s", path, dlerror());
+	/* Added after 0.1: a program linked against 0.1 must not see it there. */
+	ASSERT_TRUE(dlvsym(h, "luo_session_retrieve_wait", "LUO_0.2"));
+	ASSERT_FALSE(dlvsym(h, "luo_session_retrieve_wait", "LUO_0.1"));
+	dlclose(h);
+}
+
 static const struct test_case cases[] = {
 	TEST_CASE(connect_finds_luod_by_path_env_and_runtime_dir),
 	TEST_CASE(connect_reports_a_missing_luod),
@@ -1042,6 +1416,14 @@ static const struct test_case cases[] = {
 	TEST_CASE(a_foreign_seqpacket_socket_is_enotty),
 	TEST_CASE(library_exports_only_versioned_luo_symbols),
 	TEST_CASE(man_page_documents_every_public_function),
+	TEST_CASE(retrieve_wait_returns_at_once_when_the_session_is_there),
+	TEST_CASE(retrieve_wait_waits_for_a_handover_during_the_wait),
+	TEST_CASE(retrieve_wait_gets_the_session_of_a_predecessor_that_exits),
+	TEST_CASE(retrieve_wait_times_out_not_before_its_deadline),
+	TEST_CASE(retrieve_wait_with_timeout_0_tries_once),
+	TEST_CASE(retrieve_wait_checks_its_arguments_and_passes_other_errors_on),
+	TEST_CASE(retrieve_wait_works_on_the_ioctl_path),
+	TEST_CASE(retrieve_wait_is_exported_in_its_own_version_node),
 };
 
 int main(int argc, char **argv)
@@ -1049,5 +1431,7 @@ int main(int argc, char **argv)
 	/* The shim case re-runs this program under LD_PRELOAD for its body. */
 	if (argc == 2 && strcmp(argv[1], "--shim-child") == 0)
 		return run_under_shim();
+	if (argc == 2 && strcmp(argv[1], "--shim-wait-child") == 0)
+		return run_wait_under_shim();
 	return test_main(cases, sizeof(cases) / sizeof(cases[0]), argc, argv);
 }

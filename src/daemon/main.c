@@ -35,6 +35,7 @@
 #include "basic/fd-util.h"
 #include "basic/macro.h"
 #include "config.h"
+#include "log.h"
 #include "luod.h"
 #include "protocol/protocol.h"
 
@@ -47,6 +48,9 @@ struct options {
 	int previous_exe_fd;
 	int rolled_back;
 	uint64_t exec_usec;
+	const char *log_target; /* as given, NULL for the default */
+	bool daemonized;
+	bool socket_activated; /* the socket came from the service manager: not ours to unlink */
 };
 
 enum {
@@ -61,6 +65,8 @@ enum {
 	ARG_PREVIOUS_EXE,
 	ARG_ROLLED_BACK,
 	ARG_EXEC_USEC,
+	ARG_LOG_TARGET,
+	ARG_SOCKET_ACTIVATED,
 };
 
 static void help(void)
@@ -76,6 +82,9 @@ static void help(void)
 	       "     --max-files N         preserved files per uid (default %" PRIu64
 	       " for root, %" PRIu64 " for others)\n"
 	       "     --max-connections N   connections per uid (default %" PRIu64 ")\n"
+	       "     --log-target TARGET   auto, stderr, syslog, journal or journal:PATH\n"
+	       "                           (default auto: the journal under systemd, syslog\n"
+	       "                           when daemonized, else stderr)\n"
 	       "  -v --verbose             log debug messages\n"
 	       "  -h --help                show this help\n"
 	       "     --version             show the version\n",
@@ -126,6 +135,8 @@ static int parse_args(struct luod *d, struct options *o, int argc, char **argv)
 		{ "previous-exe", required_argument, NULL, ARG_PREVIOUS_EXE },
 		{ "rolled-back", required_argument, NULL, ARG_ROLLED_BACK },
 		{ "exec-usec", required_argument, NULL, ARG_EXEC_USEC },
+		{ "log-target", required_argument, NULL, ARG_LOG_TARGET },
+		{ "socket-activated", no_argument, NULL, ARG_SOCKET_ACTIVATED },
 		{},
 	};
 	int c;
@@ -199,6 +210,19 @@ static int parse_args(struct luod *d, struct options *o, int argc, char **argv)
 				return LUOD_EXIT_USAGE + 1;
 			}
 			break;
+		case ARG_LOG_TARGET:
+			if (log_parse_target(optarg) < 0) {
+				fprintf(stderr,
+					"luod: bad log target '%s' (auto, stderr, syslog, journal, "
+					"journal:/PATH)\n",
+					optarg);
+				return LUOD_EXIT_USAGE + 1;
+			}
+			o->log_target = optarg;
+			break;
+		case ARG_SOCKET_ACTIVATED:
+			o->socket_activated = true;
+			break;
 		default:
 			fprintf(stderr, "Try 'luod --help'.\n");
 			return LUOD_EXIT_USAGE + 1;
@@ -255,6 +279,12 @@ static int build_restart_args(struct luod *d, const struct options *o)
 		r = r ?: add_arg(d, "--max-files=%" PRIu64, d->limits.max_files);
 	if (d->limits.max_connections)
 		r = r ?: add_arg(d, "--max-connections=%" PRIu64, d->limits.max_connections);
+	/* Only what the next image cannot find out by itself: it neither daemonizes
+	 * nor gets the service manager's variables. */
+	if (o->log_target || o->daemonized)
+		r = r ?: add_arg(d, "--log-target=%s", log_target_spec());
+	if (o->socket_activated)
+		r = r ?: add_arg(d, "--socket-activated");
 	return r;
 }
 
@@ -347,10 +377,16 @@ static int write_pid_file(const char *path)
 	return 0;
 }
 
-/* Forks; the parent waits for the child's readiness byte and exits with it. */
-static int daemonize(int *ret_ready_fd)
+/*
+ * Forks; the parent waits for the child's readiness byte and exits with it,
+ * after showing the text that follows it (the socket path, or why the child
+ * could not start): the daemon itself never writes to the terminal it was
+ * started from, its stdio is /dev/null from the start (but for stderr when
+ * --log-target=stderr asks for it).
+ */
+static int daemonize(bool keep_stderr, int *ret_ready_fd)
 {
-	int pipefd[2];
+	int pipefd[2], null;
 	pid_t pid;
 
 	if (pipe2(pipefd, O_CLOEXEC) < 0)
@@ -366,25 +402,66 @@ static int daemonize(int *ret_ready_fd)
 	}
 	if (pid > 0) {
 		unsigned char code = LUOD_EXIT_FAILURE;
+		char text[PATH_MAX + 512];
+		size_t got = 0;
+		ssize_t n;
 
 		safe_close(pipefd[1]);
 		if (read(pipefd[0], &code, 1) != 1)
 			code = LUOD_EXIT_FAILURE;
+		while (got < sizeof(text) - 1 &&
+		       (n = read(pipefd[0], text + got, sizeof(text) - 1 - got)) > 0)
+			got += n;
+		text[got] = 0;
+		if (code == LUOD_EXIT_OK)
+			printf("%s\n", text);
+		else
+			fprintf(stderr, "luod: %s\n",
+				got ? text : "the daemon ended before it was ready");
+		fflush(NULL);
 		_exit(code);
 	}
 	safe_close(pipefd[0]);
 	if (setsid() < 0)
 		return negative_errno();
+	null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (null < 0)
+		return negative_errno();
+	for (int fd = STDIN_FILENO; fd <= (keep_stderr ? STDOUT_FILENO : STDERR_FILENO); fd++)
+		if (dup2(null, fd) < 0)
+			return negative_errno();
+	safe_close(null);
 	*ret_ready_fd = pipefd[1];
 	return 0;
 }
 
-static void report_ready(int *ready_fd, unsigned char code)
+/* The daemon's code for its parent, then the path it serves or the last error. */
+static void report_ready(int *ready_fd, unsigned char code, const char *socket_path)
 {
+	char buf[PATH_MAX + 512];
+	int n;
+
 	if (*ready_fd < 0)
 		return;
-	(void)!write(*ready_fd, &code, 1);
+	n = snprintf(buf, sizeof(buf), "%c%s", code,
+		     code == LUOD_EXIT_OK ? socket_path : log_last_error());
+	if (n > 0)
+		(void)!write(*ready_fd, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
 	*ready_fd = safe_close(*ready_fd);
+}
+
+/* A service manager that hands luod its socket supervises it: luod stays its child. */
+static bool socket_passed_to_us(void)
+{
+	const char *e = getenv("LISTEN_PID");
+	char *end;
+	long pid;
+
+	if (!e || !getenv("LISTEN_FDS"))
+		return false;
+	errno = 0;
+	pid = strtol(e, &end, 10);
+	return !errno && !*end && pid == getpid();
 }
 
 int main(int argc, char **argv)
@@ -443,6 +520,7 @@ int main(int argc, char **argv)
 	}
 
 	if (o.restore_fd >= 0) {
+		log_open(false);
 		/* Before the restore: a rollback passes them on too. */
 		r = build_restart_args(&d, &o);
 		if (r < 0) {
@@ -466,14 +544,19 @@ int main(int argc, char **argv)
 			code = LUOD_EXIT_USAGE;
 			goto out;
 		}
-		if (!o.foreground) {
-			r = daemonize(&ready_fd);
+		bool passed = socket_passed_to_us();
+
+		if (!o.foreground && !passed) {
+			r = daemonize(o.log_target && strcmp(o.log_target, "stderr") == 0,
+				      &ready_fd);
 			if (r < 0) {
 				log_error("cannot daemonize: %s", strerror(-r));
 				code = LUOD_EXIT_FAILURE;
 				goto out;
 			}
+			o.daemonized = true;
 		}
+		log_open(o.daemonized);
 		r = server_listen(&d);
 		if (r == -EADDRINUSE) {
 			log_error("another luod already serves %s", d.socket_path);
@@ -481,10 +564,18 @@ int main(int argc, char **argv)
 			goto out;
 		}
 		if (r < 0) {
-			log_error("cannot listen on %s: %s", d.socket_path, strerror(-r));
+			/* A passed socket that does not fit was explained already. */
+			if (!passed)
+				log_error("cannot listen on %s: %s", d.socket_path, strerror(-r));
 			code = LUOD_EXIT_FAILURE;
 			goto out;
 		}
+		if (r > 0)
+			o.socket_activated = true;
+		if (r > 0 && o.socket && strcmp(o.socket, d.socket_path) != 0)
+			log_warning(
+				"serving %s, the socket the service manager passed, not --socket %s",
+				d.socket_path, o.socket);
 		d.started_usec = now_usec(CLOCK_REALTIME);
 		r = build_restart_args(&d, &o);
 		if (r < 0) {
@@ -501,37 +592,36 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (o.restore_fd < 0) {
-		log_info("listening on %s (fd limit %ld)", d.socket_path, limit);
-		printf("%s\n", d.socket_path);
-		fflush(stdout);
+		log_info("listening on %s%s (fd limit %ld)", d.socket_path,
+			 o.socket_activated
+				 ? ", the socket passed by the service manager (LISTEN_FDS)"
+				 : "",
+			 limit);
+		/* A daemon's parent prints it (report_ready()). */
+		if (!o.daemonized) {
+			printf("%s\n", d.socket_path);
+			fflush(stdout);
+		}
 		if (o.pid_file && (r = write_pid_file(o.pid_file)) < 0)
 			log_warning("cannot write %s: %s", o.pid_file, strerror(-r));
 		notify_ready();
-		if (ready_fd >= 0) {
-			/* The path is printed: a daemon keeps only stderr, for its log, so that
-			 * whoever reads its stdout sees the end of it. */
-			int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-			if (null >= 0) {
-				dup2(null, STDIN_FILENO);
-				dup2(null, STDOUT_FILENO);
-				safe_close(null);
-			}
-			if (chdir("/") < 0)
-				log_warning("chdir /: %m");
-		}
-		report_ready(&ready_fd, LUOD_EXIT_OK);
+		if (o.daemonized && chdir("/") < 0)
+			log_warning("chdir /: %m");
+		report_ready(&ready_fd, LUOD_EXIT_OK, d.socket_path);
 	}
 
 	r = server_run(&d);
 	if (r < 0)
 		log_error("event loop failed: %s", strerror(-r));
-	(void)unlink(d.socket_path);
+	/* A socket from the service manager stays: it listens on it for the next start. */
+	if (!o.socket_activated)
+		(void)unlink(d.socket_path);
 	if (o.pid_file)
 		(void)unlink(o.pid_file);
 	code = r < 0 ? LUOD_EXIT_FAILURE : LUOD_EXIT_OK;
 out:
 	/* A daemonizing parent learns how the start went. */
-	report_ready(&ready_fd, (unsigned char)code);
+	report_ready(&ready_fd, (unsigned char)code, d.socket_path);
 	free_args(&d);
 	luod_done(&d);
 	return code;

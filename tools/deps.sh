@@ -9,8 +9,9 @@
 #           systemd's pkg-config file, which says where the units go)
 #   demo    the build alone (tools/demo.sh)
 #   test    the build, jq (luoctl's JSON), systemd's tools (systemd-analyze,
-#           systemd-socket-activate) for the service tests, and redis-server
-#           and wrk, which the suite's benchmark smoke test drives when present
+#           systemd-socket-activate) and bash-completion for the service
+#           tests, and redis-server and wrk, which the suite's benchmark
+#           smoke test drives when present
 #   bench   the build, redis-server and wrk (bench/run compares against them)
 #   fuzz    the build and clang's libFuzzer (CC=clang -Dfuzz=true)
 #   debian  the build, debhelper and lintian (dpkg-buildpackage, tools/check-debian.sh)
@@ -22,7 +23,7 @@
 luo_packages_build="meson ninja-build pkg-config gcc libfdt-dev python3"
 # bookworm ships systemd.pc in systemd itself; later releases in systemd-dev.
 luo_packages_build_optional="systemd-dev"
-luo_packages_test="jq systemd"
+luo_packages_test="jq systemd bash-completion"
 luo_packages_test_optional="redis-server wrk"
 luo_packages_bench="redis-server wrk"
 luo_packages_fuzz="clang libclang-rt-14-dev"

@@ -14,7 +14,7 @@
 #           smoke test drives when present
 #   bench   the build, redis-server and wrk (bench/run compares against them)
 #   fuzz    the build and clang's libFuzzer (CC=clang -Dfuzz=true)
-#   debian  the build, debhelper and lintian (dpkg-buildpackage, tools/check-debian.sh)
+#   debian  the build, debhelper, lintian and mmdebstrap (tools/check-debian.sh)
 #
 # Installing redis-server starts a Redis service on Debian: it is installed
 # with services kept from starting (policy-rc.d), and left disabled.
@@ -27,7 +27,7 @@ luo_packages_test="jq systemd bash-completion"
 luo_packages_test_optional="redis-server wrk"
 luo_packages_bench="redis-server wrk"
 luo_packages_fuzz="clang libclang-rt-14-dev"
-luo_packages_debian="debhelper lintian dpkg-dev"
+luo_packages_debian="debhelper lintian dpkg-dev mmdebstrap"
 
 luo_missing_packages() {
 	local p missing=""

@@ -181,9 +181,8 @@ static int send_journal(int priority, const char *msg)
 static void log_message(int priority, const char *level, const char *fmt, va_list ap)
 {
 	char msg[1024];
-	int saved = errno;
+	int saved = errno; /* %m below reads it: nothing may change it before */
 
-	errno = saved; /* for %m */
 	if (vsnprintf(msg, sizeof(msg), fmt, ap) < 0)
 		msg[0] = 0;
 	if (priority <= LOG_ERR)

@@ -3,17 +3,21 @@
  * DOC: luod's entry point
  *
  * Three ways in:
- *   - a fresh start: options, socket path resolution, the check that no other
- *     luod serves the path, daemonizing (unless --foreground: the parent
- *     exits 0 only once the child listens), readiness (log line, the path on
- *     stdout, pid file, READY=1 to $NOTIFY_SOCKET), then the event loop;
+ *   - a fresh start: options, socket path resolution, daemonizing (unless
+ *     --foreground or a service manager passed the socket: the parent exits
+ *     0 only once the child listens, printing the path or the child's
+ *     error), the log target, the socket (the one passed by the service
+ *     manager, else bound after checking that no other luod serves the
+ *     path), readiness (log line, the path on stdout, pid file, READY=1 to
+ *     $NOTIFY_SOCKET), then the event loop;
  *   - `--restore FD` (internal): a previous luod re-executed into this image
  *     with its state in memfd FD (liveupdate.c), and the event loop goes on
  *     where the old one stopped;
  *   - `--check-state FD` (internal): decode a state without adopting its fds
  *     and say whether this binary accepts it (exit 0 and "luod-state-ok"), so
  *     that an update to a binary that would refuse is never started.
- * SIGTERM and SIGINT end the loop: the socket is unlinked, exit code 0.
+ * SIGTERM and SIGINT end the loop: the socket is unlinked (unless the service
+ * manager made it), exit code 0.
  */
 #include <fcntl.h>
 #include <getopt.h>

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by tools/test.sh, tools/demo.sh and tools/check-debian.sh: installs
 # the Debian packages a command needs when they are missing (with sudo when
 # not root), and nothing more.

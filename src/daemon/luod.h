@@ -360,7 +360,9 @@ uint64_t now_usec(int clock);
 void luod_block_signals(sigset_t *ret_mask);
 int luod_init(struct luod *d);
 void luod_done(struct luod *d);
-/* Binds and listens on d->socket_path; -EADDRINUSE if a live luod serves it. */
+/* Binds and listens on d->socket_path (0), or takes the socket a service manager
+ * passed (LISTEN_FDS) and sets d->socket_path to its path (1); -EADDRINUSE if a
+ * live luod serves the path. */
 int server_listen(struct luod *d);
 /* Puts the listening socket, signalfd, connections and sessions in a new epoll set. */
 int server_arm(struct luod *d);

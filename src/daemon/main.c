@@ -4,8 +4,11 @@
  *
  * Three ways in:
  *   - a fresh start: options, socket path resolution, the check that no other
- *     luod serves the path, daemonizing (unless --foreground: the parent
- *     exits 0 only once a worker serves), the listening socket and an empty
+ *     luod serves the path, daemonizing (unless --foreground or a service
+ *     manager passed the socket: the parent exits 0 only once a worker
+ *     serves, printing the path or the daemon's error), the log target, the
+ *     listening socket (the one passed by the service manager, else bound)
+ *     and an empty
  *     journal, then the keeper (keeper.c), which starts the worker
  *     (worker.c); readiness (log line, the path on stdout, pid file, READY=1
  *     to $NOTIFY_SOCKET) once the first worker serves;
@@ -16,7 +19,8 @@
  *     fds and say whether this binary reads it (exit 0 and "luod-state-ok"),
  *     so that an update to a binary that would refuse is never started.
  * SIGTERM and SIGINT end luod: the worker drops and logs every session, the
- * socket and the pid file are removed, exit code 0.
+ * socket (unless the service manager made it) and the pid file are removed,
+ * exit code 0.
  */
 #include <fcntl.h>
 #include <getopt.h>
@@ -39,6 +43,7 @@
 #include "basic/fd-util.h"
 #include "basic/macro.h"
 #include "config.h"
+#include "log.h"
 #include "luod.h"
 #include "protocol/protocol.h"
 
@@ -51,6 +56,9 @@ struct options {
 	int listen_fd;
 	int previous_exe_fd;
 	int rolled_back;
+	const char *log_target; /* as given, NULL for the default */
+	bool daemonized;
+	bool socket_activated; /* the socket came from the service manager: not ours to unlink */
 };
 
 enum {
@@ -67,6 +75,8 @@ enum {
 	ARG_LISTEN_FD,
 	ARG_PREVIOUS_EXE,
 	ARG_ROLLED_BACK,
+	ARG_LOG_TARGET,
+	ARG_SOCKET_ACTIVATED,
 };
 
 static void help(void)
@@ -86,6 +96,9 @@ static void help(void)
 	       "                           (default %d%% of the capacity)\n"
 	       "     --user-share PERCENT  the most one non-root uid may hold, in percent of\n"
 	       "                           the capacity less root's reserve (default %d)\n"
+	       "     --log-target TARGET   auto, stderr, syslog, journal or journal:PATH\n"
+	       "                           (default auto: the journal under systemd, syslog\n"
+	       "                           when daemonized, else stderr)\n"
 	       "  -v --verbose             log debug messages\n"
 	       "  -h --help                show this help\n"
 	       "     --version             show the version\n",
@@ -139,6 +152,8 @@ static int parse_args(struct luod *d, struct options *o, int argc, char **argv)
 		{ "listen-fd", required_argument, NULL, ARG_LISTEN_FD },
 		{ "previous-exe", required_argument, NULL, ARG_PREVIOUS_EXE },
 		{ "rolled-back", required_argument, NULL, ARG_ROLLED_BACK },
+		{ "log-target", required_argument, NULL, ARG_LOG_TARGET },
+		{ "socket-activated", no_argument, NULL, ARG_SOCKET_ACTIVATED },
 		{},
 	};
 	int c;
@@ -225,6 +240,19 @@ static int parse_args(struct luod *d, struct options *o, int argc, char **argv)
 			}
 			o->rolled_back = (int)v;
 			break;
+		case ARG_LOG_TARGET:
+			if (log_parse_target(optarg) < 0) {
+				fprintf(stderr,
+					"luod: bad log target '%s' (auto, stderr, syslog, journal, "
+					"journal:/PATH)\n",
+					optarg);
+				return LUOD_EXIT_USAGE + 1;
+			}
+			o->log_target = optarg;
+			break;
+		case ARG_SOCKET_ACTIVATED:
+			o->socket_activated = true;
+			break;
 		default:
 			fprintf(stderr, "Try 'luod --help'.\n");
 			return LUOD_EXIT_USAGE + 1;
@@ -289,6 +317,12 @@ static int build_restart_args(struct luod *d, const struct options *o)
 					       : d->limits.root_reserve);
 	if (d->limits.user_share)
 		r = r ?: add_arg(d, "--user-share=%" PRIu64, d->limits.user_share);
+	/* Only what the next image cannot find out by itself: it neither daemonizes
+	 * nor gets the service manager's variables. */
+	if (o->log_target || o->daemonized)
+		r = r ?: add_arg(d, "--log-target=%s", log_target_spec());
+	if (o->socket_activated)
+		r = r ?: add_arg(d, "--socket-activated");
 	return r;
 }
 
@@ -381,10 +415,16 @@ static int write_pid_file(const char *path)
 	return 0;
 }
 
-/* Forks; the parent waits for the child's readiness byte and exits with it. */
-static int daemonize(int *ret_ready_fd)
+/*
+ * Forks; the parent waits for the child's readiness byte and exits with it,
+ * after showing the text that follows it (the socket path, or why the child
+ * could not start): the daemon itself never writes to the terminal it was
+ * started from, its stdio is /dev/null from the start (but for stderr when
+ * --log-target=stderr asks for it).
+ */
+static int daemonize(bool keep_stderr, int *ret_ready_fd)
 {
-	int pipefd[2];
+	int pipefd[2], null;
 	pid_t pid;
 
 	if (pipe2(pipefd, O_CLOEXEC) < 0)
@@ -400,58 +440,94 @@ static int daemonize(int *ret_ready_fd)
 	}
 	if (pid > 0) {
 		unsigned char code = LUOD_EXIT_FAILURE;
+		char text[PATH_MAX + 512];
+		size_t got = 0;
+		ssize_t n;
 
 		safe_close(pipefd[1]);
 		if (read(pipefd[0], &code, 1) != 1)
 			code = LUOD_EXIT_FAILURE;
+		while (got < sizeof(text) - 1 &&
+		       (n = read(pipefd[0], text + got, sizeof(text) - 1 - got)) > 0)
+			got += n;
+		text[got] = 0;
+		if (code == LUOD_EXIT_OK)
+			printf("%s\n", text);
+		else
+			fprintf(stderr, "luod: %s\n",
+				got ? text : "the daemon ended before it was ready");
+		fflush(NULL);
 		_exit(code);
 	}
 	safe_close(pipefd[0]);
 	if (setsid() < 0)
 		return negative_errno();
+	null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (null < 0)
+		return negative_errno();
+	for (int fd = STDIN_FILENO; fd <= (keep_stderr ? STDOUT_FILENO : STDERR_FILENO); fd++)
+		if (dup2(null, fd) < 0)
+			return negative_errno();
+	safe_close(null);
 	*ret_ready_fd = pipefd[1];
 	return 0;
 }
 
-static void report_ready(int *ready_fd, unsigned char code)
+/* The daemon's code for its parent, then the path it serves or the last error. */
+static void report_ready(int *ready_fd, unsigned char code, const char *socket_path)
 {
+	char buf[PATH_MAX + 512];
+	int n;
+
 	if (*ready_fd < 0)
 		return;
-	(void)!write(*ready_fd, &code, 1);
+	n = snprintf(buf, sizeof(buf), "%c%s", code,
+		     code == LUOD_EXIT_OK ? socket_path : log_last_error());
+	if (n > 0)
+		(void)!write(*ready_fd, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
 	*ready_fd = safe_close(*ready_fd);
+}
+
+/* A service manager that hands luod its socket supervises it: luod stays its child. */
+static bool socket_passed_to_us(void)
+{
+	const char *e = getenv("LISTEN_PID");
+	char *end;
+	long pid;
+
+	if (!e || !getenv("LISTEN_FDS"))
+		return false;
+	errno = 0;
+	pid = strtol(e, &end, 10);
+	return !errno && !*end && pid == getpid();
 }
 
 static int ready_fd = -EBADF;
 static const char *pid_file_path;
+static bool daemonized, socket_activated;
 
 /* The first worker serves: tell whoever waits. */
 static void on_ready_first(struct luod *d)
 {
 	int r;
 
-	log_info("listening on %s (fd limit %ld: room for %" PRIu64
+	log_info("listening on %s%s (fd limit %ld: room for %" PRIu64
 		 " connections, sessions and preserved files; %" PRIu64
 		 " of them for root alone, at most %" PRIu64 " for any other uid)",
-		 d->socket_path, d->fd_limit, d->fd_capacity, capacity_root_reserve(d),
-		 capacity_uid_share(d, 1));
-	printf("%s\n", d->socket_path);
-	fflush(stdout);
+		 d->socket_path,
+		 socket_activated ? ", the socket passed by the service manager (LISTEN_FDS)" : "",
+		 d->fd_limit, d->fd_capacity, capacity_root_reserve(d), capacity_uid_share(d, 1));
+	/* A daemon's parent prints it (report_ready()). */
+	if (!daemonized) {
+		printf("%s\n", d->socket_path);
+		fflush(stdout);
+	}
 	if (pid_file_path && (r = write_pid_file(pid_file_path)) < 0)
 		log_warning("cannot write %s: %s", pid_file_path, strerror(-r));
 	notify_ready();
-	if (ready_fd >= 0) {
-		/* The path is printed: a daemon keeps only stderr, for its log, so that
-		 * whoever reads its stdout sees the end of it. */
-		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-		if (null >= 0) {
-			dup2(null, STDIN_FILENO);
-			dup2(null, STDOUT_FILENO);
-			safe_close(null);
-		}
-		if (chdir("/") < 0)
-			log_warning("chdir /: %m");
-	}
-	report_ready(&ready_fd, LUOD_EXIT_OK);
+	if (daemonized && chdir("/") < 0)
+		log_warning("chdir /: %m");
+	report_ready(&ready_fd, LUOD_EXIT_OK, d->socket_path);
 }
 
 static void on_ready_resumed(struct luod *d)
@@ -558,6 +634,7 @@ int main(int argc, char **argv)
 		d.journal_fd = o.resume_fd;
 		d.rolled_back = o.rolled_back != 0;
 		d.listen_ep.fd = o.listen_fd;
+		log_open(false);
 		r = build_restart_args(&d, &o);
 		if (r < 0) {
 			log_error("cannot set up: %s", strerror(-r));
@@ -566,14 +643,19 @@ int main(int argc, char **argv)
 		}
 		code = keeper_run(&d, o.previous_exe_fd, on_ready_resumed);
 	} else {
-		if (!o.foreground) {
-			r = daemonize(&ready_fd);
+		bool passed = socket_passed_to_us();
+
+		if (!o.foreground && !passed) {
+			r = daemonize(o.log_target && strcmp(o.log_target, "stderr") == 0,
+				      &ready_fd);
 			if (r < 0) {
 				log_error("cannot daemonize: %s", strerror(-r));
 				code = LUOD_EXIT_FAILURE;
 				goto out;
 			}
+			o.daemonized = daemonized = true;
 		}
+		log_open(o.daemonized);
 		r = server_listen(&d);
 		if (r == -EADDRINUSE) {
 			log_error("another luod already serves %s", d.socket_path);
@@ -581,10 +663,19 @@ int main(int argc, char **argv)
 			goto out;
 		}
 		if (r < 0) {
-			log_error("cannot listen on %s: %s", d.socket_path, strerror(-r));
+			/* A passed socket that does not fit was explained already. */
+			if (!passed)
+				log_error("cannot listen on %s: %s", d.socket_path, strerror(-r));
 			code = LUOD_EXIT_FAILURE;
 			goto out;
 		}
+		if (r > 0)
+			o.socket_activated = true;
+		if (r > 0 && o.socket && strcmp(o.socket, d.socket_path) != 0)
+			log_warning(
+				"serving %s, the socket the service manager passed, not --socket %s",
+				d.socket_path, o.socket);
+		socket_activated = o.socket_activated;
 		/* The binary installed at luod's path: what `luoctl update` runs by default. */
 		n = readlink("/proc/self/exe", self, sizeof(self) - 1);
 		self[n > 0 ? n : 0] = 0;
@@ -604,12 +695,14 @@ int main(int argc, char **argv)
 			d.keeper_fds[d.n_keeper_fds++] = ready_fd;
 		code = keeper_run(&d, -1, on_ready_first);
 	}
-	(void)unlink(d.socket_path);
+	/* A socket from the service manager stays: it listens on it for the next start. */
+	if (!socket_activated && !o.socket_activated)
+		(void)unlink(d.socket_path);
 	if (o.pid_file)
 		(void)unlink(o.pid_file);
 out:
 	/* A daemonizing parent learns how the start went. */
-	report_ready(&ready_fd, (unsigned char)code);
+	report_ready(&ready_fd, (unsigned char)code, d.socket_path);
 	free_args(&d);
 	d.journal_fd = safe_close(d.journal_fd);
 	luod_done(&d);

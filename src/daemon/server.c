@@ -817,14 +817,106 @@ static int make_parent_dir(const char *path)
 	return 0;
 }
 
+/* The first fd a service manager passes (sd_listen_fds(3)). */
+#define LISTEN_FDS_START 3
+
+/*
+ * The socket a service manager made for luod (LISTEN_PID/LISTEN_FDS, the
+ * protocol of sd_listen_fds(3)): 0 if there is none for this process, 1 if it
+ * was taken (d->socket_path set from its address), -errno if it is unusable
+ * (the reason logged).  The variables are dropped either way, so that the
+ * processes luod starts never take them as theirs.
+ */
+static int take_activated_socket(struct luod *d)
+{
+	const char *e_pid = getenv("LISTEN_PID"), *e_fds = getenv("LISTEN_FDS");
+	struct sockaddr_un sa = {};
+	socklen_t sa_len = sizeof(sa), len;
+	int fd = LISTEN_FDS_START, type, listening, n, r;
+	char *end;
+	long v;
+
+	if (!e_pid || !e_fds) {
+		r = 0;
+		goto out;
+	}
+	errno = 0;
+	v = strtol(e_pid, &end, 10);
+	if (errno || *end || v != getpid()) {
+		r = 0; /* meant for another process */
+		goto out;
+	}
+	errno = 0;
+	v = strtol(e_fds, &end, 10);
+	n = errno || *end || v < 0 || v > INT_MAX - LISTEN_FDS_START ? -1 : (int)v;
+	if (n != 1) {
+		log_error(
+			"the service manager passed %s sockets (LISTEN_FDS); luod takes exactly one, "
+			"a listening SOCK_SEQPACKET unix socket",
+			e_fds);
+		r = -EINVAL;
+		goto out;
+	}
+	len = sizeof(type);
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0) {
+		r = negative_errno();
+		log_error("fd %d from the service manager is not a socket: %s", fd, strerror(-r));
+		goto out;
+	}
+	len = sizeof(listening);
+	if (getsockname(fd, (struct sockaddr *)&sa, &sa_len) < 0 ||
+	    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0) {
+		r = negative_errno();
+		log_error("cannot inspect the socket from the service manager: %s", strerror(-r));
+		goto out;
+	}
+	if (sa.sun_family != AF_UNIX || type != SOCK_SEQPACKET || !listening) {
+		log_error("the socket from the service manager is not a listening SOCK_SEQPACKET "
+			  "unix socket (ListenSequentialPacket= in the .socket unit, or "
+			  "systemd-socket-activate --seqpacket)");
+		r = sa.sun_family != AF_UNIX ? -EAFNOSUPPORT : -EPROTOTYPE;
+		goto out;
+	}
+	if (sa_len <= offsetof(struct sockaddr_un, sun_path) || sa.sun_path[0] != '/') {
+		log_error("the socket from the service manager has no file system path");
+		r = -EINVAL;
+		goto out;
+	}
+	/* sun_path need not be terminated when it fills the field. */
+	len = sa_len - offsetof(struct sockaddr_un, sun_path);
+	if (len >= sizeof(d->socket_path))
+		len = sizeof(d->socket_path) - 1;
+	memcpy(d->socket_path, sa.sun_path, len);
+	d->socket_path[len] = 0;
+	/* Like a socket luod makes: non-blocking, and inheritable by its next image. */
+	r = fd_set_nonblock(fd, true);
+	if (r >= 0)
+		r = fd_set_cloexec(fd, false);
+	if (r < 0) {
+		log_error("cannot set up the socket from the service manager: %s", strerror(-r));
+		goto out;
+	}
+	d->listen_ep.fd = fd;
+	r = 1;
+out:
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	return r;
+}
+
 int server_listen(struct luod *d)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	_cleanup_close_ int fd = -EBADF;
 	struct stat st;
-	size_t len = strlen(d->socket_path);
+	size_t len;
 	int r;
 
+	r = take_activated_socket(d);
+	if (r != 0)
+		return r;
+	len = strlen(d->socket_path);
 	if (len == 0 || len >= sizeof(sa.sun_path))
 		return -ENAMETOOLONG;
 	memcpy(sa.sun_path, d->socket_path, len + 1);

@@ -23,6 +23,7 @@
  */
 #include <errno.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -84,7 +85,9 @@ static int socket_type(int fd)
  * system luod) or as the caller's own uid (a per-user luod).  A socketpair the
  * caller made itself names the caller; a socket of another user's process
  * names that user: neither can be luod's, and waiting for an answer from them
- * would only end at the timeout.
+ * would only end at the timeout.  (A connection to a listening socket the
+ * caller made and passed to luod, as a service manager does, names the caller
+ * too: its peer has an address, a socketpair's has none.)
  */
 static int peer_may_be_luod(int fd)
 {
@@ -94,8 +97,15 @@ static int peer_may_be_luod(int fd)
 	/* A socket of another family has no peer credentials: pid 0. */
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
 		return negative_errno();
-	if (cred.pid <= 0 || cred.pid == getpid())
+	if (cred.pid <= 0)
 		return 0;
+	if (cred.pid == getpid()) {
+		struct sockaddr_un sa = {};
+		socklen_t salen = sizeof(sa);
+
+		return getpeername(fd, (struct sockaddr *)&sa, &salen) == 0 &&
+		       salen > offsetof(struct sockaddr_un, sun_path);
+	}
 	/* root may use any user's luod (with --socket or $LUO_SOCKET). */
 	return cred.uid == 0 || cred.uid == geteuid() || geteuid() == 0;
 }

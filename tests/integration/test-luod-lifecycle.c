@@ -509,7 +509,8 @@ TEST(logs_one_line_per_message_with_pid_and_level)
 	snprintf(log, sizeof(log), "%s/log", test_tmpdir());
 	snprintf(sock, sizeof(sock), "%s/log.sock", test_tmpdir());
 	snprintf(pidfile, sizeof(pidfile), "%s/luod.pid", test_tmpdir());
-	snprintf(cmd, sizeof(cmd), "exec '%s' --socket '%s' --pid-file '%s' 2>'%s'", luod, sock,
+	snprintf(cmd, sizeof(cmd),
+		 "exec '%s' --socket '%s' --pid-file '%s' --log-target=stderr 2>'%s'", luod, sock,
 		 pidfile, log);
 	ASSERT_EQ(test_run_command_output((const char *const[]){ "/bin/sh", "-c", cmd, NULL }, out,
 					  sizeof(out)),

@@ -461,6 +461,7 @@ void liveupdate_request(struct luod *d, struct endpoint *ep, uint32_t op, uint32
 	journal_check(d, luo_journal_ext_put(d->journal, LUOD_EXT_UPDATE, 0, &e, sizeof(e)));
 	/* 1: does the target read this journal?  luod goes on serving while it answers. */
 	r = start_check(d, ep, e.binary, &pr);
+	fault_point(d, "update-checking");
 	if (r > 0)
 		return;
 	if (r < 0) {

@@ -144,6 +144,7 @@ struct keeper_area {
 	int32_t update_error;	    /* the update's exec failed (-errno), or 0 */
 	int32_t rolled_back;	    /* errno the new binary refused the journal with, or 0 */
 	uint32_t fault_fired[16];   /* fault injection (test builds): times each point fired */
+	uint32_t fault_hits[16];    /* ... and times each was reached */
 	char update_binary[512];    /* written by the worker before LUOD_WORKER_EXIT_UPDATE */
 	char binary[512];	    /* the binary running now, as started or updated to */
 };

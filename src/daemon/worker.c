@@ -67,10 +67,13 @@ void journal_check(struct luod *d, int r)
 
 void journal_commit(struct luod *d)
 {
-	if (d->journal) {
-		luo_journal_commit(d->journal);
-		compact_maybe(d);
-	}
+	if (!d->journal)
+		return;
+	if (luo_journal_staged(d->journal))
+		fault_point(d, "commit-before");
+	luo_journal_commit(d->journal);
+	fault_point(d, "commit-after");
+	compact_maybe(d);
 }
 
 void journal_conn(struct luod *d, struct endpoint *ep)
@@ -659,6 +662,7 @@ void compact_done(struct luod *d)
 		d->compact_fd = safe_close(d->compact_fd);
 		return;
 	}
+	fault_point(d, "compact-switch");
 	r = luo_journal_switch(d->journal, d->compact_fd);
 	d->compact_fd = -EBADF;
 	if (r < 0)
@@ -670,13 +674,13 @@ void compact_done(struct luod *d)
 
 #ifdef LUOD_FAULT_INJECTION
 /*
- * $LUOD_FAULT: a comma-separated list of POINT[:TIMES[:ACTION]]: the worker
- * dies at POINT (TIMES times over luod's life, 1 by default), by ACTION:
- * kill (SIGKILL, the default), segv or abort; or, with ACTION refuse, the
- * point returns true (at "update-recover-refuse": the binary an update started refuses
- * the journal).
- * The counts live in the keeper's area, so that they hold across workers
- * and across the keeper's execve().
+ * $LUOD_FAULT: a comma-separated list of POINT[@SKIP][:TIMES[:ACTION]]: the
+ * worker dies at POINT after passing it SKIP times (0 by default), TIMES
+ * times over luod's life (1 by default), by ACTION: kill (SIGKILL, the
+ * default), segv or abort; or, with ACTION refuse, the point returns true
+ * (at "update-recover-refuse": the binary an update started refuses the
+ * journal).  The counts live in the keeper's area, so that they hold across
+ * workers and across the keeper's execve().
  */
 bool fault_point(struct luod *d, const char *point)
 {
@@ -684,22 +688,23 @@ bool fault_point(struct luod *d, const char *point)
 	const char *p = d->fault;
 	size_t plen = strlen(point);
 
-	for (unsigned idx = 0; p && *p && idx < ELEMENTSOF(ka->fault_fired); idx++) {
+	for (unsigned idx = 0; p && *p && ka && idx < ELEMENTSOF(ka->fault_fired); idx++) {
 		const char *end = strchrnul(p, ',');
-		const char *colon = memchr(p, ':', (size_t)(end - p));
-		size_t nlen = colon ? (size_t)(colon - p) : (size_t)(end - p);
-		unsigned times = 1;
-		char action[8] = "kill";
+		size_t nlen = strcspn(p, "@:,");
+		unsigned times = 1, skip = 0;
+		char action[8] = "kill", buf[48];
+		size_t l = MIN((size_t)(end - p - nlen), sizeof(buf) - 1);
 
-		if (colon) {
-			char buf[32];
-			size_t l = MIN((size_t)(end - colon - 1), sizeof(buf) - 1);
-
-			memcpy(buf, colon + 1, l);
-			buf[l] = 0;
-			(void)sscanf(buf, "%u:%7s", &times, action);
+		memcpy(buf, p + nlen, l);
+		buf[l] = 0;
+		if (buf[0] == '@')
+			skip = (unsigned)strtoul(buf + 1, NULL, 10);
+		{
+			const char *c = strchr(buf, ':');
+			if (c)
+				(void)sscanf(c + 1, "%u:%7s", &times, action);
 		}
-		if (nlen == plen && memcmp(p, point, plen) == 0 && ka &&
+		if (nlen == plen && memcmp(p, point, plen) == 0 && ka->fault_hits[idx]++ >= skip &&
 		    ka->fault_fired[idx] < times) {
 			ka->fault_fired[idx]++;
 			log_warning("fault injection: %s at %s", action, point);

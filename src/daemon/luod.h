@@ -261,6 +261,7 @@ struct luod {
 	bool in_request;  /* replies wait for the request's commit */
 	bool update_exec; /* the worker stops for the keeper to execve() */
 	bool update_now;  /* an update's check passed synchronously: stop after the commit */
+	bool update_after_compaction; /* an update waits for the running compaction */
 	bool rolled_back; /* this image is the previous binary, back after a failed update */
 	uint64_t t_recovered_usec;
 	char *argv_area; /* the process's argument strings, for its name in ps */
@@ -334,6 +335,9 @@ void luod_close_later_many(struct luod *d, const int *fds, size_t n);
 struct keeper_area *luod_keeper_area(struct luod *d);
 /* Compaction: starts one in a child when the log has grown; takes its result. */
 void compact_maybe(struct luod *d);
+/* Starts a compaction now if the log is worth it (force: an update's, with a
+ * lower floor); 1 if one runs (compact_done() follows), 0 if not. */
+int compact_start(struct luod *d, bool force);
 void compact_done(struct luod *d);
 /* Fault injection (a build option for the tests): kills the worker at the
  * point named in $LUOD_FAULT.  Compiled out otherwise. */
@@ -455,6 +459,8 @@ void liveupdate_check_done(struct luod *d);
 int liveupdate_check_timeout_ms(const struct luod *d);
 /* Kills a running check (at exit). */
 void liveupdate_check_cancel(struct luod *d);
+/* A compaction ended: an update that waited for it stops the worker now. */
+void liveupdate_compacted(struct luod *d);
 /* Stops the worker for an update whose check passed during the last request. */
 void liveupdate_stop_if_due(struct luod *d);
 /* At recovery: answers an update the previous worker stopped for, or checks again. */

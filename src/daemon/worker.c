@@ -439,7 +439,7 @@ static int requeue_replies(struct luod *d)
 	struct reply_list l = {};
 	int r = luo_journal_ext_foreach(d->journal, LUOD_EXT_REPLY, list_reply, &l);
 
-	if (r < 0)
+	if (r < 0 || l.n == 0)
 		goto out;
 	qsort(l.items, l.n, sizeof(*l.items), cmp_reply);
 	for (size_t i = 0; i < l.n; i++) {

@@ -156,6 +156,7 @@ enum {
 	LUOD_EXT_REQUEST = 3, /* key fd: struct ext_request, the message, then fds */
 	LUOD_EXT_REPLY = 4,   /* key fd << 32 | seq: struct ext_reply, the message */
 	LUOD_EXT_UPDATE = 5,  /* key 0: struct ext_update */
+	LUOD_EXT_SESSION_INFO = 6, /* key hash of (uid, name): struct ext_session_info */
 };
 
 struct ext_conn {
@@ -243,6 +244,13 @@ struct session_record {
 	uint64_t update_number; /* the engine's, at creation */
 	uint32_t creator_pid;
 	char creator_comm[16];
+};
+
+/* What the journal keeps of a session's record (session-info.c). */
+struct ext_session_info {
+	uint32_t uid;
+	char name[LUO_NAME_FIELD];
+	struct session_record rec[2];
 };
 
 struct luod {
@@ -448,6 +456,8 @@ void session_info_handed_over(struct luod *d, uint32_t uid, const char *name);
 /* The record of s, or NULL if luod knows none (created before luod's last re-exec). */
 const struct session_record *session_info_find(struct luod *d, const luo_session *s);
 void session_info_done(struct luod *d);
+/* At recovery: the records from the journal. */
+int session_info_recover(struct luod *d);
 
 /* liveupdate.c */
 /* Handles UPDATE or REBOOT; replies itself (now, or from the worker after the update). */

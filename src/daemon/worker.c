@@ -552,6 +552,8 @@ int worker_main(struct luod *d)
 	if (r >= 0)
 		r = luo_journal_ext_foreach(d->journal, LUOD_EXT_SESSION, rebuild_session, d);
 	if (r >= 0)
+		r = session_info_recover(d);
+	if (r >= 0)
 		r = reconcile(d, &closed, &adopted);
 	if (r < 0) {
 		log_error("cannot recover the daemon's state: %s", strerror(-r));

@@ -405,7 +405,7 @@ cmd_build() {
 	key=$(printf '%s\n%s\n%s\n' "$PKG" "$PKGVER" "$FLAVOUR" | sha256sum | cut -c1-16)
 	out=$CACHE/kernels/$KVER-$key
 	if [ -f "$out/lab.env" ]; then
-		msg "build: using the cached kernel $PKG $PKGVER (key $key, $(sed -n 's/^patches=//p' "$out/lab.env" | grep . || echo unpatched)): $out"
+		msg "build: using the cached kernel $PKG $PKGVER (key $key, $(env_get "$out" patches | grep . || echo unpatched)): $out"
 		touch "$out/lab.env"
 		echo "$out"
 		return 0
@@ -628,13 +628,13 @@ cmd_run() {
 	local t0=$EPOCHREALTIME
 	pack_initramfs "$work/initrd.gz" "$suite" "$kdir" "${bins[@]}"
 	local kinfo
-	kinfo=$(sed -n 's/^release=//p' "$kdir/lab.env")
+	kinfo=$(env_get "$kdir" release)
 	echo "TAP version 13"
 	echo "# suite $name: $stages stage(s) on $kinfo ($(basename "$kdir")), initramfs $(($(stat -c %s "$work/initrd.gz") / 1024)) KiB packed in $(elapsed "$t0") s"
 
 	local cmdline="console=ttyS0 liveupdate=on kho=on loglevel=4 panic=-1 lab_stage=1 lab_stages=$stages${append:+ $append}"
 	local log=$work/console.log n=0 failed=0 stage=0 done=0 line payload
-	local stage_t=() kexec_t="" prev_boot="" kexec_seen=0 qemu_rc=""
+	local stage_t=() kexec_t="" prev_boot="" kexec_seen=0 qemu_rc="" expected=0
 	run_result() { # ok|"not ok" DESC
 		n=$((n + 1))
 		[ "$1" = ok ] || failed=$((failed + 1))
@@ -643,10 +643,12 @@ cmd_run() {
 	shopt -s lastpipe
 	t0=$EPOCHREALTIME
 	{
+		local rc=0
 		timeout -k 10 "$timeout" qemu-system-x86_64 -accel tcg -cpu max -M pc -m "$mem" -smp 1 \
 			-display none -monitor none -serial stdio -no-reboot -nodefaults \
-			-kernel "$kdir/bzImage" -initrd "$work/initrd.gz" -append "$cmdline" </dev/null 2>&1
-		echo "@@HOST@@ $?"
+			-kernel "$kdir/bzImage" -initrd "$work/initrd.gz" -append "$cmdline" </dev/null 2>&1 ||
+			rc=$?
+		echo "@@HOST@@ $rc"
 	} | while IFS= read -r line; do
 		line=${line%$'\r'}
 		printf '%s %s\n' "$(elapsed "$t0")" "$line" >>"$log"
@@ -660,7 +662,10 @@ cmd_run() {
 				read -r -a words <<<"$payload"
 				stage=${words[1]}
 				stage_t[stage]=$EPOCHREALTIME
-				if [ "$stage" = 1 ]; then
+				expected=$((expected + 1))
+				if [ "$stage" != "$expected" ]; then
+					run_result "not ok" "stage $expected: booted (the guest says stage $stage)"
+				elif [ "$stage" = 1 ]; then
 					run_result ok "stage 1: booted ${words[3]:-} in $(elapsed "$t0") s"
 				elif [ $kexec_seen = 1 ] && [ "${words[2]}" != "$prev_boot" ]; then
 					run_result ok "stage $stage: booted by a real kexec in $(elapsed "$kexec_t") s (boot id ${words[2]}, was $prev_boot; lab_stage=$stage on the command line)"
@@ -693,6 +698,9 @@ cmd_run() {
 		esac
 	done
 	shopt -u lastpipe
+	# The last console of each suite stays, with the time of every line.
+	cp "$log" "$CACHE/run/$name.log"
+	log=$CACHE/run/$name.log
 	if [ $done = 1 ] && [ "$stage" = "$stages" ]; then
 		run_result ok "all $stages stage(s) ran, QEMU ended after $(elapsed "$t0") s"
 	else
@@ -709,6 +717,9 @@ cmd_run() {
 
 # ---- status / clean -----------------------------------------------------------
 
+# The value of KEY in the lab.env of the kernel directory DIR.
+env_get() { sed -n "s/^$2=//p" "$1/lab.env"; }
+
 cmd_status() {
 	[ $# = 0 ] || die "status takes no arguments"
 	echo "cache: $CACHE"
@@ -722,13 +733,11 @@ cmd_status() {
 	for d in "$CACHE"/kernels/*/; do
 		[ -f "$d/lab.env" ] || continue
 		any=1
-		(
-			# shellcheck disable=SC1091
-			. "$d/lab.env"
-			printf '  %-24s %s %s (%s) patches: %s, built %s in %s, %s\n' \
-				"$(basename "$d")" "$package" "$version" "$release" "${patches:-none}" \
-				"$built" "$(human_time "$build_seconds")" "$(du -sh "$d" | cut -f1)"
-		)
+		printf '  %-22s %s %s (%s), patches: %s, built %s in %s, %s\n' \
+			"$(basename "$d")" "$(env_get "$d" package)" "$(env_get "$d" version)" \
+			"$(env_get "$d" release)" "$(env_get "$d" patches | grep . || echo none)" \
+			"$(env_get "$d" built)" "$(human_time "$(env_get "$d" build_seconds)")" \
+			"$(du -sh "$d" | cut -f1)"
 	done
 	[ $any = 1 ] || echo "  (none)"
 	for d in src obj dl apt; do

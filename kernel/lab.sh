@@ -116,10 +116,12 @@ apt_private_setup() {
 		"$APT_DIR"/etc/sources.list.d "$APT_DIR"/state/lists/partial \
 		"$APT_DIR"/cache/archives/partial
 	touch "$APT_DIR/state/status"
-	cat >"$APT_DIR/etc/sources.list" <<-EOF
+	# Written whole and renamed: a concurrent build may be reading them.
+	cat >"$APT_DIR/etc/sources.list.$$" <<-EOF
 		deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror sid main
 		deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror experimental main
 	EOF
+	mv -f "$APT_DIR/etc/sources.list.$$" "$APT_DIR/etc/sources.list"
 	{
 		echo "Dir::Etc \"$APT_DIR/etc\";"
 		echo "Dir::State \"$APT_DIR/state\";"
@@ -135,7 +137,8 @@ apt_private_setup() {
 			v=$(apt-config dump "$proxy" 2>/dev/null | sed -n "s/^$proxy \"\\(.*\\)\";$/\\1/p" | head -n 1)
 			[ -z "$v" ] || echo "$proxy \"$v\";"
 		done
-	} >"$APT_DIR/apt.conf"
+	} >"$APT_DIR/apt.conf.$$"
+	mv -f "$APT_DIR/apt.conf.$$" "$APT_DIR/apt.conf"
 	MIRROR=$mirror
 }
 
@@ -143,12 +146,15 @@ apt_private() { APT_CONFIG=$APT_DIR/apt.conf "$@"; }
 
 # Refresh the private lists when they are older than a day (or on
 # LUO_KERNEL_REFRESH=1). Offline, lists we already have are used as they are.
-apt_private_update() {
+apt_lists_fresh() {
 	local stamp=$APT_DIR/state/updated max=${LUO_KERNEL_APT_MAXAGE:-86400}
-	if [ -f "$stamp" ] && [ "${LUO_KERNEL_REFRESH:-0}" != 1 ] &&
-		[ $(($(date +%s) - $(stat -c %Y "$stamp"))) -lt "$max" ]; then
-		return 0
-	fi
+	[ -f "$stamp" ] && [ "${LUO_KERNEL_REFRESH:-0}" != 1 ] &&
+		[ $(($(date +%s) - $(stat -c %Y "$stamp"))) -lt "$max" ]
+}
+
+apt_private_update() {
+	local stamp=$APT_DIR/state/updated
+	apt_lists_fresh && return 0
 	msg "fetch: updating the private apt lists (sid, experimental) from $MIRROR"
 	if apt_private apt-get update -qq 2>&1 | sed 's/^/lab: apt: /' >&2; then
 		touch "$stamp"
@@ -391,25 +397,40 @@ parse_build_args() {
 	FLAVOUR=$(flavour_hash)
 }
 
+# Sets key and out for $PKG $PKGVER $FLAVOUR.
+build_key() {
+	key=$(printf '%s\n%s\n%s\n' "$PKG" "$PKGVER" "$FLAVOUR" | sha256sum | cut -c1-16)
+	out=$CACHE/kernels/$KVER-$key
+}
+
+# Reports and prints the cached kernel $out, if there is one.
+cached_kernel() {
+	[ -f "$out/lab.env" ] || return 1
+	msg "build: using the cached kernel $PKG $PKGVER (key $key, $(env_get "$out" patches | grep . || echo unpatched)): $out"
+	touch "$out/lab.env"
+	echo "$out"
+}
+
 cmd_build() {
 	parse_build_args "$@"
 	[ ${#REST[@]} = 0 ] || die "build: unknown argument '${REST[0]}'"
 	need_root build "writes $CACHE"
 	[ -f "$FRAGMENT" ] || die "no configuration fragment $FRAGMENT"
 	JOBS=${LUO_KERNEL_JOBS:-$(nproc)}
-	lock_cache
+	local key out
+	# A cached kernel needs no lock: another build may hold it for an hour.
+	mkdir -p "$CACHE"
 	apt_private_setup
+	if apt_lists_fresh; then
+		resolve_package
+		build_key
+		cached_kernel && return 0
+	fi
+	lock_cache
 	apt_private_update
 	resolve_package
-	local key out
-	key=$(printf '%s\n%s\n%s\n' "$PKG" "$PKGVER" "$FLAVOUR" | sha256sum | cut -c1-16)
-	out=$CACHE/kernels/$KVER-$key
-	if [ -f "$out/lab.env" ]; then
-		msg "build: using the cached kernel $PKG $PKGVER (key $key, $(env_get "$out" patches | grep . || echo unpatched)): $out"
-		touch "$out/lab.env"
-		echo "$out"
-		return 0
-	fi
+	build_key
+	cached_kernel && return 0
 	local missing
 	missing=$(missing_deps)
 	[ -z "$missing" ] || die "build: missing packages: $missing (run kernel/lab.sh deps)"
@@ -555,13 +576,14 @@ tap_skip() {
 
 cmd_run() {
 	local suite="" stages="" timeout=${LUO_KERNEL_TIMEOUT:-300} mem=2G append="" quiet=0
-	local tap_skip=0 kdir="" keep=0 bins=()
+	local tap_skip=0 kdir="" keep=0 bins=() build=${LUO_BUILD_ROOT:-$LAB_HOME/../build}
 	parse_build_args "$@"
 	set -- "${REST[@]}"
 	while [ $# -gt 0 ]; do
 		case $1 in
 		--stages) stages=${2:?--stages wants a number}; shift 2 ;;
 		--bin) bins+=("${2:?--bin wants a file}"); shift 2 ;;
+		--build) build=${2:?--build wants a directory}; shift 2 ;;
 		--timeout) timeout=${2:?--timeout wants seconds}; shift 2 ;;
 		--mem) mem=${2:?--mem wants a size}; shift 2 ;;
 		--append) append=${2?--append wants a string}; shift 2 ;;
@@ -587,17 +609,25 @@ cmd_run() {
 	fi
 	[[ $stages =~ ^[1-9][0-9]*$ ]] || die "run: --stages wants a positive number"
 	[[ $timeout =~ ^[1-9][0-9]*$ ]] || die "run: --timeout wants seconds"
-	local f
-	for f in "${bins[@]}"; do
-		[ -f "$f" ] && [ -x "$f" ] || die "run: --bin $f is no executable file"
-	done
-
 	local why
 	why=$(run_unavailable)
 	if [ -n "$why" ]; then
 		[ $tap_skip = 1 ] && tap_skip "$why"
 		die "run: $why"
 	fi
+	local f
+	# Programs the suite names in its "bins" file, relative to the build.
+	if [ -f "$suite/bins" ]; then
+		while read -r f _; do
+			case $f in '' | '#'*) continue ;; esac
+			[ -x "$build/$f" ] || die "run: $(basename "$suite") needs $build/$f: build it (ninja -C $build) or say --build DIR"
+			bins+=("$build/$f")
+		done <"$suite/bins"
+	fi
+	for f in "${bins[@]}"; do
+		[ -f "$f" ] && [ -x "$f" ] || die "run: --bin $f is no executable file"
+	done
+
 	if [ -z "$kdir" ]; then
 		kdir=$(find_kernel)
 		if [ -z "$kdir" ]; then

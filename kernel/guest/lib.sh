@@ -87,7 +87,7 @@ lab_tap() {
 					lab_not_ok "$_name printed no TAP result (exit $_rc)"
 					_bad=1
 				elif [ "$_rc" != 0 ] && [ $_bad = 0 ]; then
-					lab_not_ok "$_name exited $_rc after $_n passing results"
+					lab_not_ok "$_name exited $_rc after $_n results, none failed"
 					_bad=1
 				fi
 				[ $_bad = 0 ]

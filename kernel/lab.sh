@@ -201,6 +201,8 @@ fetch_source() {
 	fi
 	msg "fetch: unpacking $(basename "$deb")"
 	tmp=$(mktemp -d "$CACHE/src/.unpack.XXXXXX")
+	# shellcheck disable=SC2064
+	trap "rm -rf '$tmp'" EXIT
 	dpkg-deb -x "$deb" "$tmp/deb"
 	local tarball=("$tmp/deb/usr/src/$PKG".tar.*)
 	[ ${#tarball[@]} = 1 ] || die "fetch: $deb holds no /usr/src/$PKG.tar.*"
@@ -212,6 +214,7 @@ fetch_source() {
 	rm -rf "$SRC"
 	mv "$tmp/$PKG" "$SRC"
 	rm -rf "$tmp"
+	trap - EXIT
 	msg "fetch: $PKG $PKGVER unpacked in $SRC"
 }
 

@@ -55,7 +55,7 @@ struct luo_engine {
 	struct hashmap outgoing_names, incoming_names, handles;
 	void *identity_root; /* identity index (identity.c), NULL when no file is indexed */
 	size_t n_files;
-	bool borrowed_fds;    /* decoded without adopting fds: never close them */
+	bool borrowed_fds; /* decoded without adopting fds: never close them */
 	/* A journal is attached: held fds are closed at its next commit, not at once. */
 	struct luo_journal *journal;
 	bool inheritable_fds; /* held fds are born without FD_CLOEXEC */
@@ -77,6 +77,12 @@ int luo_fds_check_open(struct pollfd *p, size_t n);
  * the codec; has_id, flags without the identity bit). */
 void luo_state_fill_file_record(uint8_t *rec, const struct luo_engine *e, const struct luo_file *f);
 int luo_state_read_file_record(const uint8_t *rec, struct luo_state_file *ret);
+/* state.c: whether a session state belongs to a kind (outgoing: open; incoming: the rest). */
+bool luo_state_fits_kind(uint32_t kind, uint32_t state);
+/* state.c: the FLB ops of that compatible among e's handlers', or NULL. */
+const struct luo_flb_ops *luo_state_find_flb_ops(const luo_engine *e, const char *compatible);
+/* state.c: a malloc'ed copy of size bytes (NULL for 0); 0 or -ENOMEM. */
+int luo_state_dup_data(const void *data, size_t size, void **ret);
 
 /* file.c */
 /* A new fd for the file behind fd, held by the engine: >= 3, FD_CLOEXEC unless

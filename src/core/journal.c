@@ -979,16 +979,6 @@ static int parse_name(const uint8_t field[LUO_NAME_FIELD], size_t *ret_len)
 	return 0;
 }
 
-static bool state_fits_kind(uint32_t kind, uint32_t state)
-{
-	if (kind == LUO_SESSION_OUTGOING)
-		return state == LUO_SESSION_OPEN;
-	if (kind == LUO_SESSION_INCOMING)
-		return state == LUO_SESSION_WAITING || state == LUO_SESSION_RETRIEVED ||
-		       state == LUO_SESSION_FINISHED || state == LUO_SESSION_STUCK;
-	return false;
-}
-
 static struct luo_session *find_session(luo_engine *e, uint32_t kind,
 					const uint8_t field[LUO_NAME_FIELD], int *ret)
 {
@@ -1011,7 +1001,7 @@ static int apply_session(luo_engine *e, const struct jsession *rec)
 	size_t len;
 	int r;
 
-	if (!state_fits_kind(rec->kind, rec->state) || (rec->flags & ~LUO_SESSION_FLAGS_ALL) ||
+	if (!luo_state_fits_kind(rec->kind, rec->state) || (rec->flags & ~LUO_SESSION_FLAGS_ALL) ||
 	    rec->reserved || parse_name(rec->name, &len) < 0)
 		return -EBADMSG;
 	s = luo_session_lookup(e, rec->kind, (const char *)rec->name, len);
@@ -1028,31 +1018,6 @@ static int apply_session(luo_engine *e, const struct jsession *rec)
 	s->uid = rec->uid;
 	r = luo_session_set_handle(s, rec->handle);
 	return r == -EEXIST ? -EBADMSG : r;
-}
-
-static const struct luo_flb_ops *find_flb_ops(const luo_engine *e, const char *compatible)
-{
-	for (size_t i = 0; i < e->n_handlers; i++) {
-		const struct luo_flb_ops *ops = e->handlers[i]->flb;
-
-		if (ops && strcmp(ops->compatible, compatible) == 0)
-			return ops;
-	}
-	return NULL;
-}
-
-static int copy_data(const void *data, size_t size, void **ret)
-{
-	void *p = NULL;
-
-	if (size > 0) {
-		p = malloc(size);
-		if (!p)
-			return -ENOMEM;
-		memcpy(p, data, size);
-	}
-	*ret = p;
-	return 0;
 }
 
 static int apply_file(luo_engine *e, const struct jfile *rec, const void *data, size_t data_len)
@@ -1082,7 +1047,7 @@ static int apply_file(luo_engine *e, const struct jfile *rec, const void *data, 
 	h = luo_engine_find_handler(e, rec->handler);
 	if (!h)
 		return -ENOPROTOOPT;
-	r = copy_data(data, rec->data_size, &copy);
+	r = luo_state_dup_data(data, rec->data_size, &copy);
 	if (r < 0)
 		return r;
 	f = luo_file_lookup(s, sf.token);
@@ -1120,13 +1085,13 @@ static int apply_flb(luo_engine *e, const struct jflb *rec, const void *data, si
 	if (!compat_ok(rec->compatible) || rec->reserved || rec->data_size > LUO_HANDLER_DATA_MAX ||
 	    rec->data_size > data_len || (rec->flags & ~LUO_STATE_FLB_FLAGS_ALL) || rec->fd < -1)
 		return -EBADMSG;
-	ops = find_flb_ops(e, rec->compatible);
+	ops = luo_state_find_flb_ops(e, rec->compatible);
 	if (!ops)
 		return -ENOPROTOOPT;
 	flb = luo_flb_get(e, ops);
 	if (!flb)
 		return -ENOMEM;
-	r = copy_data(data, rec->data_size, &copy);
+	r = luo_state_dup_data(data, rec->data_size, &copy);
 	if (r < 0)
 		return r;
 	free(flb->data);

@@ -141,9 +141,13 @@ int luo_file_new(struct luo_session *s, uint64_t token, const struct luo_handler
 /* engine.c: checks the kernel's 64-byte name field: returns the name's length
  * (1..63) or -EINVAL when it is empty or has no NUL. */
 int luo_name_parse(const uint8_t field[LUO_NAME_FIELD]);
-/* session.c: the session of that name in kind's namespace, or NULL. */
+/* session.c: the session of that name in uid's namespace of kind, or NULL. */
 struct luo_session *luo_session_lookup(const struct luo_engine *e, enum luo_session_kind kind,
-				       const char *name, size_t name_len);
+				       uint32_t uid, const char *name, size_t name_len);
+/* session.c: the first session of that name of kind in any uid's namespace
+ * (O(sessions): tests and tools). */
+struct luo_session *luo_session_lookup_any(const struct luo_engine *e, enum luo_session_kind kind,
+					   const char *name, size_t name_len);
 /* session.c: freezes every file of s in preservation order; on failure unfreezes
  * those frozen so far (newest first) and returns the freeze error. */
 int luo_session_freeze(struct luo_session *s);

@@ -60,8 +60,9 @@ struct jsession {
 	uint8_t name[LUO_NAME_FIELD];
 };
 
+/* Sessions are named by (kind, uid, name): each uid has its own namespace. */
 struct jsession_del {
-	uint32_t kind, reserved;
+	uint32_t kind, uid;
 	uint8_t name[LUO_NAME_FIELD];
 };
 
@@ -70,11 +71,11 @@ struct jfile {
 	uint8_t name[LUO_NAME_FIELD];
 	char handler[COMPAT_FIELD];
 	uint8_t record[LUO_STATE_FILE_RECORD_SIZE];
-	uint32_t reserved;
+	uint32_t uid;
 };
 
 struct jfile_del {
-	uint32_t kind, reserved;
+	uint32_t kind, uid;
 	uint8_t name[LUO_NAME_FIELD];
 	uint64_t token;
 };
@@ -558,6 +559,7 @@ int luo_journal_note_file(luo_journal *j, const luo_session *s, uint64_t token)
 	if (!f)
 		return 0; /* never was: nothing changed */
 	rec.kind = s->kind;
+	rec.uid = s->uid;
 	rec.data_size = (uint32_t)f->hf.data_size;
 	name_field(rec.name, s->name);
 	memcpy(rec.handler, f->handler->compatible,
@@ -568,7 +570,7 @@ int luo_journal_note_file(luo_journal *j, const luo_session *s, uint64_t token)
 
 int luo_journal_note_file_gone(luo_journal *j, const luo_session *s, uint64_t token)
 {
-	struct jfile_del rec = { .kind = s->kind, .token = token };
+	struct jfile_del rec = { .kind = s->kind, .uid = s->uid, .token = token };
 
 	name_field(rec.name, s->name);
 	return stage(j, LUO_JREC_FILE_DEL, &rec, sizeof(rec), NULL, 0);
@@ -599,9 +601,10 @@ int luo_journal_note_session(luo_journal *j, const luo_session *s, bool with_fil
 	return 0;
 }
 
-int luo_journal_note_session_gone(luo_journal *j, enum luo_session_kind kind, const char *name)
+int luo_journal_note_session_gone(luo_journal *j, enum luo_session_kind kind, uint32_t uid,
+				  const char *name)
 {
-	struct jsession_del rec = { .kind = kind };
+	struct jsession_del rec = { .kind = kind, .uid = uid };
 
 	name_field(rec.name, name);
 	return stage(j, LUO_JREC_SESSION_DEL, &rec, sizeof(rec), NULL, 0);
@@ -979,7 +982,7 @@ static int parse_name(const uint8_t field[LUO_NAME_FIELD], size_t *ret_len)
 	return 0;
 }
 
-static struct luo_session *find_session(luo_engine *e, uint32_t kind,
+static struct luo_session *find_session(luo_engine *e, uint32_t kind, uint32_t uid,
 					const uint8_t field[LUO_NAME_FIELD], int *ret)
 {
 	size_t len;
@@ -987,7 +990,7 @@ static struct luo_session *find_session(luo_engine *e, uint32_t kind,
 	*ret = kind > LUO_SESSION_INCOMING ? -EBADMSG : parse_name(field, &len);
 	if (*ret < 0)
 		return NULL;
-	return luo_session_lookup(e, kind, (const char *)field, len);
+	return luo_session_lookup(e, kind, uid, (const char *)field, len);
 }
 
 static bool compat_ok(const char *field)
@@ -1004,7 +1007,7 @@ static int apply_session(luo_engine *e, const struct jsession *rec)
 	if (!luo_state_fits_kind(rec->kind, rec->state) || (rec->flags & ~LUO_SESSION_FLAGS_ALL) ||
 	    rec->reserved || parse_name(rec->name, &len) < 0)
 		return -EBADMSG;
-	s = luo_session_lookup(e, rec->kind, (const char *)rec->name, len);
+	s = luo_session_lookup(e, rec->kind, rec->uid, (const char *)rec->name, len);
 	if (!s) {
 		r = luo_session_new(e, (const char *)rec->name, len, rec->kind, rec->state,
 				    rec->flags, rec->uid, &s);
@@ -1015,7 +1018,6 @@ static int apply_session(luo_engine *e, const struct jsession *rec)
 		return -EBADMSG;
 	s->state = rec->state;
 	s->flags = rec->flags;
-	s->uid = rec->uid;
 	r = luo_session_set_handle(s, rec->handle);
 	return r == -EEXIST ? -EBADMSG : r;
 }
@@ -1030,10 +1032,10 @@ static int apply_file(luo_engine *e, const struct jfile *rec, const void *data, 
 	bool used;
 	int r;
 
-	if (rec->reserved || rec->data_size > LUO_HANDLER_DATA_MAX || rec->data_size > data_len ||
+	if (rec->data_size > LUO_HANDLER_DATA_MAX || rec->data_size > data_len ||
 	    !compat_ok(rec->handler))
 		return -EBADMSG;
-	s = find_session(e, rec->kind, rec->name, &r);
+	s = find_session(e, rec->kind, rec->uid, rec->name, &r);
 	if (!s)
 		return r < 0 ? r : -EBADMSG;
 	if (luo_state_read_file_record(rec->record, &sf) < 0 || sf.retrieve_error > 0 ||
@@ -1141,9 +1143,9 @@ static int apply_record(const struct replay *rp, const struct luo_jrec *rec)
 		const struct jsession_del *p = PAYLOAD_AS(rec, struct jsession_del);
 		struct luo_session *s;
 
-		if (!p || p->reserved)
+		if (!p)
 			return -EBADMSG;
-		s = find_session(e, p->kind, p->name, &r);
+		s = find_session(e, p->kind, p->uid, p->name, &r);
 		if (!s)
 			return r < 0 ? r : -EBADMSG;
 		luo_session_free(s);
@@ -1159,9 +1161,9 @@ static int apply_record(const struct replay *rp, const struct luo_jrec *rec)
 		struct luo_session *s;
 		struct luo_file *f;
 
-		if (!p || p->reserved)
+		if (!p)
 			return -EBADMSG;
-		s = find_session(e, p->kind, p->name, &r);
+		s = find_session(e, p->kind, p->uid, p->name, &r);
 		if (!s)
 			return r < 0 ? r : -EBADMSG;
 		f = luo_file_lookup(s, p->token);

@@ -819,7 +819,7 @@ out:
 /* ---- walking and checking ---------------------------------------------- */
 
 /*
- * The uniqueness rules (fd slots across the blob, handles, names per
+ * The uniqueness rules (fd slots across the blob, handles, names per uid and
  * namespace, tokens per session) are checked as each node is reached, so
  * that a duplicate is reported at the node that repeats, by decode and dump
  * alike, before the engine ever sees it.  Names, handles and FLBs (a few per
@@ -1675,9 +1675,12 @@ static int walk_session(struct walk *w, uint32_t node, const char *name, uint32_
 	/* Handles are never ahead of the counter. */
 	if (s.handle > w->next_handle)
 		return -EBADMSG;
-	r = unique_add(&w->unique,
-		       kind == LUO_SESSION_OUTGOING ? UNIQUE_NAME_OUTGOING : UNIQUE_NAME_INCOMING,
-		       s.name, s.name_len);
+	/* Names are unique per kind and uid: each uid has its own namespace. */
+	r = unique_add(
+		&w->unique,
+		(kind == LUO_SESSION_OUTGOING ? UNIQUE_NAME_OUTGOING : UNIQUE_NAME_INCOMING) |
+			((uint64_t)s.uid << 32),
+		s.name, s.name_len);
 	if (r < 0)
 		return r;
 	if (s.handle != 0) {

@@ -333,7 +333,8 @@ void journal_commit(struct luod *d);
 void journal_conn(struct luod *d, struct endpoint *ep);
 void journal_session_ep(struct luod *d, struct endpoint *ep);
 void journal_endpoint_gone(struct luod *d, struct endpoint *ep);
-void journal_session_moved(struct luod *d, const char *name, bool was_outgoing, bool was_incoming);
+void journal_session_moved(struct luod *d, uint32_t uid, const char *name, bool was_outgoing,
+			   bool was_incoming);
 void journal_session_header(struct luod *d, luo_session *s);
 void journal_file(struct luod *d, luo_session *s, uint64_t token);
 void journal_reset(struct luod *d);

@@ -426,8 +426,8 @@ static void retry_deferred(struct luod *d)
 		struct endpoint *ep = list_entry(i, struct endpoint, deferred_node);
 		luo_session *s = luo_engine_session_by_handle(d->engine, ep->handle);
 
-		if (s &&
-		    luo_engine_find_session(d->engine, LUO_SESSION_INCOMING, luo_session_name(s)))
+		if (s && luo_engine_find_session_of(d->engine, LUO_SESSION_INCOMING,
+						    luo_session_uid(s), luo_session_name(s)))
 			continue;
 		list_remove(&d->deferred, i);
 		ep->deferred = false;
@@ -455,7 +455,8 @@ static void session_hangup(struct luod *d, struct endpoint *ep)
 	 * over then.  (A reboot hands it over in any case.)
 	 */
 	if (s && !incoming && (luo_session_flags(s) & LUO_SESSION_FLAG_HANDOVER_ON_CLOSE) &&
-	    luo_engine_find_session(d->engine, LUO_SESSION_INCOMING, luo_session_name(s))) {
+	    luo_engine_find_session_of(d->engine, LUO_SESSION_INCOMING, luo_session_uid(s),
+				       luo_session_name(s))) {
 		if (!ep->deferred) {
 			log_info("session \"%s\" will be handed over once the incoming session of "
 				 "its name is closed",
@@ -481,9 +482,10 @@ static void session_hangup(struct luod *d, struct endpoint *ep)
 		snprintf(name, sizeof(name), "%s", luo_session_name(s));
 		log_debug("session \"%s\" closed by its last holder", name);
 		luo_session_release(s);
-		journal_session_moved(d, name, !incoming, incoming);
+		journal_session_moved(d, uid, name, !incoming, incoming);
 		/* A handover-on-close session is incoming now: listings say since when. */
-		if (outgoing && luo_engine_find_session(d->engine, LUO_SESSION_INCOMING, name))
+		if (outgoing &&
+		    luo_engine_find_session_of(d->engine, LUO_SESSION_INCOMING, uid, name))
 			session_info_handed_over(d, uid, name);
 		/* The engine decides whether the session ends, moves or sticks: charge the
 		 * owner what actually went away. */
@@ -553,7 +555,7 @@ int server_drop_session(struct luod *d, luo_session *s)
 	snprintf(name, sizeof(name), "%s", luo_session_name(s));
 	log_info("session \"%s\" (%s) dropped", name, incoming ? "incoming" : "outgoing");
 	luo_engine_drop_session(d->engine, s);
-	journal_session_moved(d, name, !incoming, incoming);
+	journal_session_moved(d, uid, name, !incoming, incoming);
 	uid_usage_charge(d, uid, sessions, files);
 	if (waiting) {
 		list_remove(&d->deferred, &waiting->deferred_node);

@@ -86,9 +86,7 @@ static void info_free(struct luod *d, struct session_info *i)
 /* Whether the session of this kind that the record describes still exists. */
 static bool record_live(struct luod *d, const struct session_info *i, enum luo_session_kind kind)
 {
-	luo_session *s = luo_engine_find_session(d->engine, kind, i->name);
-
-	return s && luo_session_uid(s) == i->uid;
+	return luo_engine_find_session_of(d->engine, kind, i->uid, i->name) != NULL;
 }
 
 /* Drops the records of sessions that are gone. */

@@ -116,18 +116,19 @@ void journal_endpoint_gone(struct luod *d, struct endpoint *ep)
 
 /* The engine's changes to the session of this name (a handover, finish,
  * release or drop: the session is written whole where it now is). */
-void journal_session_moved(struct luod *d, const char *name, bool was_outgoing, bool was_incoming)
+void journal_session_moved(struct luod *d, uint32_t uid, const char *name, bool was_outgoing,
+			   bool was_incoming)
 {
 	luo_journal *j = d->journal;
 
 	if (!j)
 		return;
 	if (was_outgoing)
-		journal_check(d, luo_journal_note_session_gone(j, LUO_SESSION_OUTGOING, name));
+		journal_check(d, luo_journal_note_session_gone(j, LUO_SESSION_OUTGOING, uid, name));
 	if (was_incoming)
-		journal_check(d, luo_journal_note_session_gone(j, LUO_SESSION_INCOMING, name));
+		journal_check(d, luo_journal_note_session_gone(j, LUO_SESSION_INCOMING, uid, name));
 	for (int kind = LUO_SESSION_OUTGOING; kind <= LUO_SESSION_INCOMING; kind++) {
-		luo_session *s = luo_engine_find_session(d->engine, kind, name);
+		luo_session *s = luo_engine_find_session_of(d->engine, kind, uid, name);
 
 		if (s)
 			journal_check(d, luo_journal_note_session(j, s, true));

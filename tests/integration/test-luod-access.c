@@ -123,20 +123,32 @@ static int other_leaves_a_session(const struct test_luod *d)
 	return 0;
 }
 
-TEST(root_may_take_any_uids_session)
+/* Another uid's session left under a name: root sees it listed, but it is not
+ * root's to retrieve by that name, and root's own session of the same name is
+ * another one (no uid can squat or probe a name another uses). */
+TEST(names_are_per_uid_root_included)
 {
 	struct test_luod d;
-	int conn, s, fd;
+	int conn, s, mine, m, fd;
 
 	start_shared(&d, NULL);
 	ASSERT_EQ(as_other_uid(&d, other_leaves_a_session), 0);
 	conn = test_luod_connect(&d);
 	ASSERT_EQ(cl_list_count(conn), 1);
+	ASSERT_ERR(cl_retrieve(conn, "theirs", &s), -ENOENT);
+	/* Root's own "theirs": created and handed over beside the other uid's. */
+	m = cl_memfd("root's");
+	ASSERT_OK(cl_create(conn, "theirs", 0, &mine));
+	ASSERT_OK(cl_preserve(mine, 1, m));
+	ASSERT_OK(cl_handover(mine));
+	close(mine);
+	ASSERT_EQ(cl_list_count(conn), 2);
 	ASSERT_OK(cl_retrieve(conn, "theirs", &s));
 	ASSERT_OK(cl_retrieve_fd(s, 1, &fd));
-	ASSERT_TRUE(cl_memfd_has(fd, "theirs"));
+	ASSERT_TRUE(cl_memfd_has(fd, "root's"));
 	close(fd);
 	close(s);
+	close(m);
 	close(conn);
 	test_luod_stop(&d);
 }
@@ -577,7 +589,7 @@ TEST(status_counts_are_the_callers_own)
 
 TEST_MAIN(TEST_CASE(status_counts_are_the_callers_own),
 	  TEST_CASE(other_uid_cannot_retrieve_list_or_show),
-	  TEST_CASE(root_may_take_any_uids_session), TEST_CASE(other_uid_cannot_update_or_reboot),
+	  TEST_CASE(names_are_per_uid_root_included), TEST_CASE(other_uid_cannot_update_or_reboot),
 	  TEST_CASE(session_limit_is_per_uid_and_gives_enospc), TEST_CASE(file_limit_gives_enospc),
 	  TEST_CASE(luod_out_of_fds_gives_emfile), TEST_CASE(tiny_fd_limit_refuses_to_start),
 	  TEST_CASE(connections_beyond_the_fd_limit_are_refused_with_emfile),

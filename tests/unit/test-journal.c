@@ -268,7 +268,8 @@ static void handover(struct jt *t, luo_session *s)
 
 	snprintf(name, sizeof(name), "%s", luo_session_name(s));
 	ASSERT_OK(luo_engine_handover_session(t->e, s));
-	ASSERT_OK(luo_journal_note_session_gone(t->j, LUO_SESSION_OUTGOING, name));
+	ASSERT_OK(luo_journal_note_session_gone(t->j, LUO_SESSION_OUTGOING, luo_session_uid(s),
+						name));
 	ASSERT_OK(luo_journal_note_session(t->j, s, true));
 	commit(t);
 }
@@ -336,13 +337,15 @@ static void release(struct jt *t, luo_session *s)
 	char name[LUO_NAME_FIELD];
 	luo_session *now;
 
+	uint32_t uid = luo_session_uid(s);
+
 	snprintf(name, sizeof(name), "%s", luo_session_name(s));
 	luo_session_release(s);
 	now = luo_engine_find_session(t->e, kind, name);
 	if (now)
 		ASSERT_OK(luo_journal_note_session(t->j, now, false));
 	else
-		ASSERT_OK(luo_journal_note_session_gone(t->j, kind, name));
+		ASSERT_OK(luo_journal_note_session_gone(t->j, kind, uid, name));
 	if (kind == LUO_SESSION_OUTGOING && !now) {
 		/* Handed over on close: now incoming, frozen. */
 		now = luo_engine_find_session(t->e, LUO_SESSION_INCOMING, name);
@@ -1026,10 +1029,12 @@ TEST(released_fds_close_at_commit)
 	if (flb_fd >= 0)
 		k.fd[k.n++] = flb_fd;
 
+	uint32_t uid = luo_session_uid(s);
+
 	luo_session_release(s);
 	ASSERT_TRUE(luo_engine_find_flb(t.e, "netns-v1")->fd < 0);
 	ASSERT_TRUE(all_open(k.fd, k.n));
-	ASSERT_OK(luo_journal_note_session_gone(t.j, LUO_SESSION_OUTGOING, "aborted"));
+	ASSERT_OK(luo_journal_note_session_gone(t.j, LUO_SESSION_OUTGOING, uid, "aborted"));
 	ASSERT_OK(luo_journal_note_engine(t.j));
 	ASSERT_TRUE(all_open(k.fd, k.n));
 	luo_journal_commit(t.j);

@@ -990,14 +990,14 @@ static int cmd_update(int n_args, char **args)
 			       r < 0 ? ": " : "", r < 0 ? strerror(-r) : "");
 		else
 			printf("update: done, luod runs %s\n",
-			       arg_exec ? path : "its own binary again");
+			       arg_exec ? path : "the binary installed at its path");
 		printf("blackout:     %s (request sent to reply received, measured by luoctl)\n",
 		       b);
-		printf("  serialize:  %s\n", s);
+		printf("  stop:       %s (the worker stopping, to the keeper's execve)\n", s);
 		printf("  exec:       %s\n", e);
-		printf("  restore:    %s\n", re);
+		printf("  recover:    %s (the new worker, from the journal)\n", re);
 		printf("  luod total: %s\n", t);
-		printf("state size:   %" PRIu64 " bytes\n", u->state_size);
+		printf("journal:      %" PRIu64 " bytes\n", u->state_size);
 		printf("rolled back:  %s\n", u->rolled_back ? "yes" : "no");
 	}
 	return u->rolled_back ? EXIT_ROLLED_BACK : EXIT_OK;

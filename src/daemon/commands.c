@@ -620,10 +620,30 @@ static void device_status(struct luod *d, struct endpoint *ep, union cmd_struct 
 	/* luod's pid is the keeper's: the one the pid file and service managers name. */
 	c->status.pid = (uint64_t)(d->keeper_pid ? d->keeper_pid : getpid());
 	c->status.worker_pid = (uint64_t)getpid();
-	c->status.n_outgoing = luo_engine_n_sessions(d->engine, LUO_SESSION_OUTGOING);
-	c->status.n_incoming = luo_engine_n_sessions(d->engine, LUO_SESSION_INCOMING);
-	c->status.n_files = luo_engine_n_files(d->engine);
-	c->status.n_connections = d->conns.count;
+	if (ep->uid == 0) {
+		c->status.n_outgoing = luo_engine_n_sessions(d->engine, LUO_SESSION_OUTGOING);
+		c->status.n_incoming = luo_engine_n_sessions(d->engine, LUO_SESSION_INCOMING);
+		c->status.n_files = luo_engine_n_files(d->engine);
+		c->status.n_connections = d->conns.count;
+	} else {
+		/* Another uid's sessions do not exist as far as this one can tell:
+		 * its counts are its own (O(sessions), as its listing is). */
+		struct uid_usage *u = uid_usage_get(d, ep->uid);
+
+		c->status.n_outgoing = c->status.n_incoming = c->status.n_files = 0;
+		for (int k = LUO_SESSION_OUTGOING; k <= LUO_SESSION_INCOMING; k++)
+			for (luo_session *s = luo_engine_first_session(d->engine, k); s;
+			     s = luo_session_next(s)) {
+				if (luo_session_uid(s) != ep->uid)
+					continue;
+				if (k == LUO_SESSION_OUTGOING)
+					c->status.n_outgoing++;
+				else
+					c->status.n_incoming++;
+				c->status.n_files += luo_session_n_files(s);
+			}
+		c->status.n_connections = u ? u->n_connections : 0;
+	}
 	capacity_refresh(d);
 	c->status.fd_limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (uint64_t)rl.rlim_cur : 0;
 	/* Counted, not walked: STATUS must not cost O(files). */

@@ -156,6 +156,7 @@ enum {
 	LUOD_EXT_REQUEST = 3, /* key fd: struct ext_request, the message, then fds */
 	LUOD_EXT_REPLY = 4,   /* key fd << 32 | seq: struct ext_reply, the message */
 	LUOD_EXT_UPDATE = 5,  /* key 0: struct ext_update */
+	LUOD_EXT_SESSION_INFO = 6, /* key hash of (uid, name): struct ext_session_info */
 };
 
 struct ext_conn {
@@ -245,6 +246,13 @@ struct session_record {
 	char creator_comm[16];
 };
 
+/* What the journal keeps of a session's record (session-info.c). */
+struct ext_session_info {
+	uint32_t uid;
+	char name[LUO_NAME_FIELD];
+	struct session_record rec[2];
+};
+
 struct luod {
 	luo_engine *engine;
 	luo_journal *journal;
@@ -261,6 +269,7 @@ struct luod {
 	bool in_request;  /* replies wait for the request's commit */
 	bool update_exec; /* the worker stops for the keeper to execve() */
 	bool update_now;  /* an update's check passed synchronously: stop after the commit */
+	bool update_after_compaction; /* an update waits for the running compaction */
 	bool rolled_back; /* this image is the previous binary, back after a failed update */
 	uint64_t t_recovered_usec;
 	char *argv_area; /* the process's argument strings, for its name in ps */
@@ -334,6 +343,9 @@ void luod_close_later_many(struct luod *d, const int *fds, size_t n);
 struct keeper_area *luod_keeper_area(struct luod *d);
 /* Compaction: starts one in a child when the log has grown; takes its result. */
 void compact_maybe(struct luod *d);
+/* Starts a compaction now if the log is worth it (force: an update's, with a
+ * lower floor); 1 if one runs (compact_done() follows), 0 if not. */
+int compact_start(struct luod *d, bool force);
 void compact_done(struct luod *d);
 /* Fault injection (a build option for the tests): kills the worker at the
  * point named in $LUOD_FAULT.  Compiled out otherwise. */
@@ -444,6 +456,8 @@ void session_info_handed_over(struct luod *d, uint32_t uid, const char *name);
 /* The record of s, or NULL if luod knows none (created before luod's last re-exec). */
 const struct session_record *session_info_find(struct luod *d, const luo_session *s);
 void session_info_done(struct luod *d);
+/* At recovery: the records from the journal. */
+int session_info_recover(struct luod *d);
 
 /* liveupdate.c */
 /* Handles UPDATE or REBOOT; replies itself (now, or from the worker after the update). */
@@ -455,6 +469,8 @@ void liveupdate_check_done(struct luod *d);
 int liveupdate_check_timeout_ms(const struct luod *d);
 /* Kills a running check (at exit). */
 void liveupdate_check_cancel(struct luod *d);
+/* A compaction ended: an update that waited for it stops the worker now. */
+void liveupdate_compacted(struct luod *d);
 /* Stops the worker for an update whose check passed during the last request. */
 void liveupdate_stop_if_due(struct luod *d);
 /* At recovery: answers an update the previous worker stopped for, or checks again. */

@@ -530,7 +530,53 @@ TEST(connections_beyond_the_fd_limit_are_refused_with_emfile)
 	test_luod_stop(&d);
 }
 
-TEST_MAIN(TEST_CASE(other_uid_cannot_retrieve_list_or_show),
+/* A non-root uid's STATUS counts its own sessions, files and connections only. */
+static int other_counts_its_own(const struct test_luod *d)
+{
+	struct luo_wire_status st;
+	int conn = test_luod_connect(d), s, m;
+
+	if (conn < 0 || cl_status(conn, &st) < 0)
+		return 1;
+	if (st.n_outgoing != 0 || st.n_incoming != 0 || st.n_files != 0 || st.n_connections != 1)
+		return 2;
+	m = cl_memfd("mine");
+	if (cl_create(conn, "mine", 0, &s) < 0 || cl_preserve(s, 1, m) < 0)
+		return 3;
+	if (cl_status(conn, &st) < 0 || st.n_outgoing != 1 || st.n_files != 1)
+		return 4;
+	close(m);
+	close(s);
+	close(conn);
+	return 0;
+}
+
+TEST(status_counts_are_the_callers_own)
+{
+	struct test_luod d;
+	struct luo_wire_status st;
+	int conn, a, b, m;
+
+	start_shared(&d, NULL);
+	conn = test_luod_connect(&d);
+	m = cl_memfd("roots");
+	ASSERT_OK(cl_create(conn, "root-a", 0, &a));
+	ASSERT_OK(cl_create(conn, "root-b", 0, &b));
+	ASSERT_OK(cl_preserve(a, 1, m));
+	ASSERT_EQ(as_other_uid(&d, other_counts_its_own), 0);
+	/* Root sees everything. */
+	ASSERT_OK(cl_status(conn, &st));
+	ASSERT_EQ(st.n_outgoing, 2);
+	ASSERT_EQ(st.n_files, 1);
+	close(m);
+	close(a);
+	close(b);
+	close(conn);
+	test_luod_stop(&d);
+}
+
+TEST_MAIN(TEST_CASE(status_counts_are_the_callers_own),
+	  TEST_CASE(other_uid_cannot_retrieve_list_or_show),
 	  TEST_CASE(root_may_take_any_uids_session), TEST_CASE(other_uid_cannot_update_or_reboot),
 	  TEST_CASE(session_limit_is_per_uid_and_gives_enospc), TEST_CASE(file_limit_gives_enospc),
 	  TEST_CASE(luod_out_of_fds_gives_emfile), TEST_CASE(tiny_fd_limit_refuses_to_start),

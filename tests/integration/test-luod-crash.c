@@ -21,17 +21,19 @@
  *     session the same way;
  *   - nothing unacknowledged half-exists: luod's counts of sessions and files
  *     are exactly what the acknowledged calls made;
- *   - luod's fd table matches its state: the entries of /proc/WORKER/fd less
- *     what STATUS counts (stdio, luod's own fds, connections, session sockets,
- *     files) is the same as for the fresh luod (the journal and the keeper's
- *     fds);
+ *   - luod's fd table matches its state: its entries in /proc (the keeper's
+ *     and the worker's are one table) less what STATUS counts (stdio, luod's
+ *     own fds, connections, session sockets, files) are as many as for the
+ *     fresh luod (the journal and the keeper's fds);
  *   - `luoctl update` still works, and everything is still there after it.
  *
  * Fault points are given a skip count that makes them fire in the middle of
  * the workload; the points a worker passes only as it starts
  * (worker-start, recover-*) fire in the worker that replaces one the test
  * killed.  Nothing waits on time: the test waits for conditions (a new worker
- * answering STATUS, the clients' progress), each wait bounded.
+ * answering STATUS, the clients' progress), each wait bounded.  The one
+ * delay, the random kills' pseudo-random pause, decides where in a round a
+ * kill lands, not whether the test passes.
  */
 #include <fcntl.h>
 #include <poll.h>

@@ -297,6 +297,12 @@ static int worker_ended(struct luod *d, struct keeper_state *k, int status, int 
 		log_error("worker %s before it served", how);
 		if (error == EPROTONOSUPPORT || storm(k))
 			roll_back(d, k, error);
+		/* Not a refusal but a death: it counts like any other worker's. */
+		ka = error == EIO ? area_map(d->journal_fd) : NULL;
+		if (ka) {
+			ka->n_worker_restarts++;
+			area_unmap(ka);
+		}
 		return 0;
 	}
 	ka = area_map(d->journal_fd);

@@ -535,9 +535,10 @@ int worker_main(struct luod *d)
 			safe_close(fd);
 		}
 	}
-	fault_point(d, "worker-start");
-
 	r = luo_journal_open(d->journal_fd, &d->journal);
+	/* Not before the journal is open: a point's counts are in its owner area. */
+	if (r >= 0)
+		fault_point(d, "worker-start");
 	/* A test build's stand-in for a new binary that cannot read the journal. */
 	if (r >= 0 && luod_keeper_area(d)->update_binary[0] && !d->rolled_back &&
 	    fault_point(d, "update-recover-refuse"))

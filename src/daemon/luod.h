@@ -50,8 +50,8 @@
 #define LUOD_WORKER_EXIT_UPDATE 70   /* stopped for an update: exec owner->update_binary */
 #define LUOD_WORKER_EXIT_RECOVERY 71 /* this binary cannot recover the journal */
 
-#define LUOD_STORM_DEATHS 5
-#define LUOD_STORM_WINDOW_USEC (UINT64_C(30) * 1000000)
+#define LUOD_STORM_DEATHS 10
+#define LUOD_STORM_WINDOW_USEC (UINT64_C(10) * 1000000)
 
 /* Default per-uid limits (luod(8)); options override them for every uid. */
 #define LUOD_ROOT_MAX_SESSIONS UINT64_C(1000000)

@@ -441,7 +441,7 @@ static void device_list(struct luod *d, struct endpoint *ep, const struct luo_wi
 			for (luo_session *s = luo_engine_first_session(d->engine, k); s;
 			     s = luo_session_next(s))
 				count += visible(ep, s);
-	if (d->queued_bytes + count * (size_t)esize > LUOD_QUEUE_BUDGET) {
+	if (!queue_budget_allows(d, ep->uid, count * (size_t)esize)) {
 		endpoint_reply(d, ep, p->tag, -ENOBUFS, 0, NULL, 0, NULL, 0, -EBADF);
 		return;
 	}
@@ -540,7 +540,7 @@ static void device_show(struct luod *d, struct endpoint *ep, const struct luo_wi
 	if (r >= 0) {
 		x.left = luo_session_n_files(s);
 		x.esize = (size_t)fsize;
-		if (d->queued_bytes + x.left * x.esize > LUOD_QUEUE_BUDGET)
+		if (!queue_budget_allows(d, ep->uid, x.left * x.esize))
 			r = -ENOBUFS;
 	}
 	if (r >= 0) {

@@ -71,7 +71,12 @@
 /* The fewest it starts with: room for one connection, one session and one file. */
 #define LUOD_MIN_FDS (LUOD_OWN_FDS + 3)
 
-/* Bytes of replies luod queues for slow readers, in total, before refusing listings. */
+/*
+ * Bytes of replies luod queues for slow readers before it refuses listings
+ * (ENOBUFS).  Budgets are per uid: root may use all of it; each other uid a
+ * quarter; and the other uids together never more than what leaves root a
+ * quarter, so that no uid's unread listings can refuse another's.
+ */
 #define LUOD_QUEUE_BUDGET (UINT64_C(256) << 20)
 
 /* The most fds one request may carry before the message counts as hostile. */
@@ -97,6 +102,7 @@ struct outmsg {
 struct uid_usage {
 	struct hash_node node;
 	uint32_t uid;
+	uint64_t queued_bytes; /* replies queued for its endpoints */
 	uint64_t n_sessions;
 	uint64_t n_files;
 	uint64_t n_connections;
@@ -151,11 +157,11 @@ struct keeper_area {
 
 /* The daemon's own entries in the journal's ext table: (type, key) -> bytes. */
 enum {
-	LUOD_EXT_CONN = 1,    /* key fd: struct ext_conn */
-	LUOD_EXT_SESSION = 2, /* key fd: struct ext_session */
-	LUOD_EXT_REQUEST = 3, /* key fd: struct ext_request, the message, then fds */
-	LUOD_EXT_REPLY = 4,   /* key fd << 32 | seq: struct ext_reply, the message */
-	LUOD_EXT_UPDATE = 5,  /* key 0: struct ext_update */
+	LUOD_EXT_CONN = 1,	   /* key fd: struct ext_conn */
+	LUOD_EXT_SESSION = 2,	   /* key fd: struct ext_session */
+	LUOD_EXT_REQUEST = 3,	   /* key fd: struct ext_request, the message, then fds */
+	LUOD_EXT_REPLY = 4,	   /* key fd << 32 | seq: struct ext_reply, the message */
+	LUOD_EXT_UPDATE = 5,	   /* key 0: struct ext_update */
 	LUOD_EXT_SESSION_INFO = 6, /* key hash of (uid, name): struct ext_session_info */
 };
 
@@ -210,7 +216,8 @@ struct luod_limits {
 	uint64_t max_connections;
 	uint64_t
 		root_reserve; /* fds; 0: LUOD_ROOT_RESERVE_PERCENT of the capacity; UINT64_MAX: none */
-	uint64_t user_share; /* percent; 0: LUOD_USER_SHARE_PERCENT */
+	uint64_t user_share;   /* percent; 0: LUOD_USER_SHARE_PERCENT */
+	uint64_t queue_budget; /* bytes of queued replies; 0: LUOD_QUEUE_BUDGET */
 };
 
 /* A reply luod owes across its own re-exec (UPDATE or REBOOT). */
@@ -412,6 +419,8 @@ int endpoint_requeue(struct luod *d, struct endpoint *ep, uint64_t key, const st
 /* Runs again the request the journal holds for the endpoint of fd. */
 void request_resume(struct luod *d, int fd);
 struct uid_usage *uid_usage_get(struct luod *d, uint32_t uid);
+/* Whether uid may have n more bytes of replies queued (the listing budgets). */
+bool queue_budget_allows(struct luod *d, uint32_t uid, uint64_t n);
 /* Outgoing and incoming sessions together. */
 size_t luod_n_sessions(const struct luod *d);
 /* Charges the owner of a session what an engine call on it changed, given the

@@ -234,6 +234,29 @@ static bool ino_eq(const struct hash_node *n, const void *key)
 	return container_of(n, struct endpoint, by_ino)->ino == *(const uint64_t *)key;
 }
 
+/* Queued reply bytes, in total and for the endpoint's uid. */
+static void queued_charge(struct luod *d, const struct endpoint *ep, int64_t n)
+{
+	struct uid_usage *u = uid_usage_get(d, ep->uid);
+
+	d->queued_bytes += (uint64_t)n;
+	if (u)
+		u->queued_bytes += (uint64_t)n;
+}
+
+bool queue_budget_allows(struct luod *d, uint32_t uid, uint64_t n)
+{
+	uint64_t budget = d->limits.queue_budget ? d->limits.queue_budget : LUOD_QUEUE_BUDGET;
+	struct uid_usage *u = uid_usage_get(d, uid), *root = uid_usage_get(d, 0);
+	uint64_t mine = u ? u->queued_bytes : 0, roots = root ? root->queued_bytes : 0;
+
+	if (uid == 0)
+		return mine + n <= budget;
+	/* A quarter for each uid, and three quarters for all of them: root's
+	 * quarter is always there. */
+	return mine + n <= budget / 4 && (d->queued_bytes - roots) + n <= budget - budget / 4;
+}
+
 struct endpoint *session_ep_find_by_fd(struct luod *d, int fd)
 {
 	LIST_FOREACH (i, &d->sessions) {
@@ -362,7 +385,7 @@ void endpoint_drop_queue(struct luod *d, struct endpoint *ep)
 		if (d->journal)
 			journal_check(d, luo_journal_ext_del(d->journal, LUOD_EXT_REPLY, m->key));
 		luod_close_later(d, m->fd);
-		d->queued_bytes -= m->len;
+		queued_charge(d, ep, -(int64_t)m->len);
 		free(m);
 	}
 	ep->out_tail = NULL;
@@ -635,7 +658,7 @@ void endpoint_flush(struct luod *d, struct endpoint *ep)
 		if (!ep->out_head)
 			ep->out_tail = NULL;
 		ep->out_bytes -= m->len;
-		d->queued_bytes -= m->len;
+		queued_charge(d, ep, -(int64_t)m->len);
 		if (d->journal)
 			journal_check(d, luo_journal_ext_del(d->journal, LUOD_EXT_REPLY, m->key));
 		luod_close_later(d, m->fd);
@@ -659,7 +682,7 @@ static void endpoint_enqueue(struct luod *d, struct endpoint *ep, struct outmsg 
 		ep->out_head = m;
 	ep->out_tail = m;
 	ep->out_bytes += m->len;
-	d->queued_bytes += m->len;
+	queued_charge(d, ep, (int64_t)m->len);
 }
 
 void endpoint_reply(struct luod *d, struct endpoint *ep, uint32_t tag, int result, uint32_t flags,

@@ -587,7 +587,67 @@ TEST(status_counts_are_the_callers_own)
 	test_luod_stop(&d);
 }
 
-TEST_MAIN(TEST_CASE(status_counts_are_the_callers_own),
+#define BUDGET_SESSIONS 200
+
+/* The other uid's listing is larger than its quarter of a small budget. */
+static int other_listing_over_its_share(const struct test_luod *d)
+{
+	int conn = test_luod_connect(d), s[BUDGET_SESSIONS];
+	char name[32];
+	int r = 0;
+
+	if (conn < 0)
+		return 1;
+	for (int i = 0; i < BUDGET_SESSIONS; i++) {
+		snprintf(name, sizeof(name), "listed-%03d", i);
+		if (cl_create(conn, name, 0, &s[i]) < 0)
+			return 2;
+	}
+	if (cl_list_count(conn) != -ENOBUFS)
+		r = 3;
+	for (int i = 0; i < BUDGET_SESSIONS; i++)
+		close(s[i]);
+	close(conn);
+	return r;
+}
+
+static int other_holds_its_sessions(const struct test_luod *d)
+{
+	int conn = test_luod_connect(d), s;
+	char name[32];
+
+	if (conn < 0)
+		return 1;
+	for (int i = 0; i < BUDGET_SESSIONS; i++) {
+		snprintf(name, sizeof(name), "kept-%03d", i);
+		if (cl_create(conn, name, 0, &s) < 0 || cl_handover(s) < 0)
+			return 2;
+		close(s);
+	}
+	close(conn);
+	return 0;
+}
+
+/*
+ * Listing budgets are per uid: a non-root uid gets a quarter of luod's reply
+ * budget (ENOBUFS past it), while root, whose listing of the same sessions is
+ * as large, is not refused for what another uid may queue.
+ */
+TEST(listing_budgets_are_per_uid)
+{
+	struct test_luod d;
+	int conn;
+
+	start_shared(&d, (const char *const[]){ "--queue-budget=65536", NULL });
+	ASSERT_EQ(as_other_uid(&d, other_listing_over_its_share), 0);
+	ASSERT_EQ(as_other_uid(&d, other_holds_its_sessions), 0);
+	conn = test_luod_connect(&d);
+	ASSERT_EQ(cl_list_count(conn), BUDGET_SESSIONS);
+	close(conn);
+	test_luod_stop(&d);
+}
+
+TEST_MAIN(TEST_CASE(listing_budgets_are_per_uid), TEST_CASE(status_counts_are_the_callers_own),
 	  TEST_CASE(other_uid_cannot_retrieve_list_or_show),
 	  TEST_CASE(names_are_per_uid_root_included), TEST_CASE(other_uid_cannot_update_or_reboot),
 	  TEST_CASE(session_limit_is_per_uid_and_gives_enospc), TEST_CASE(file_limit_gives_enospc),

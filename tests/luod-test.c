@@ -111,22 +111,49 @@ void test_luod_start(struct test_luod *d, const char *const *extra_args)
 	test_fail_at(__FILE__, __LINE__, "luod did not start listening on %s", d->socket);
 }
 
-pid_t test_luod_worker_pid(const struct test_luod *d)
+/* Whether pid's name is the worker's (the keeper may also have a dead
+ * worker's update checker or compaction for a moment). */
+static bool is_worker(pid_t pid)
 {
-	char path[64], buf[64];
+	char path[64], comm[32] = "";
 	ssize_t n;
 	int fd;
 
-	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)d->pid, (int)d->pid);
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		test_fail_at(__FILE__, __LINE__, "open %s: %m", path);
-	n = read(fd, buf, sizeof(buf) - 1);
+		return false;
+	n = read(fd, comm, sizeof(comm) - 1);
 	close(fd);
-	if (n <= 0)
-		test_fail_at(__FILE__, __LINE__, "luod %d has no worker", (int)d->pid);
-	buf[n] = 0;
-	return (pid_t)atoi(buf);
+	return n > 0 && strncmp(comm, "luod: worker", 12) == 0;
+}
+
+pid_t test_luod_worker_pid(const struct test_luod *d)
+{
+	char path[64], buf[256];
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)d->pid, (int)d->pid);
+	/* The keeper listens before its first worker runs: wait for the worker. */
+	for (int tries = 0; tries < 20000; tries++) {
+		ssize_t n;
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+		if (fd < 0)
+			test_fail_at(__FILE__, __LINE__, "open %s: %m", path);
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		buf[n > 0 ? n : 0] = 0;
+		for (char *p = buf, *end; *p; p = end) {
+			long pid = strtol(p, &end, 10);
+
+			if (end == p)
+				break;
+			if (is_worker((pid_t)pid))
+				return (pid_t)pid;
+		}
+		usleep(1000);
+	}
+	test_fail_at(__FILE__, __LINE__, "luod %d has no worker", (int)d->pid);
 }
 
 /* The state letter of /proc/pid/stat. */

@@ -92,8 +92,6 @@ void luo_file_free(struct luo_file *f, bool close_fd);
 /* identity.c: 0 or -EBUSY (already present) / -ENOMEM. */
 int luo_identity_add(struct luo_engine *e, struct luo_file *f);
 void luo_identity_remove(struct luo_engine *e, struct luo_file *f);
-/* Is a file with this id (and, by description, this fd) already indexed? */
-bool luo_identity_contains(struct luo_engine *e, const struct luo_file_id *id, int fd);
 /*
  * Indexes f under an identity computed before, with no system call unless an
  * identity by description shares its (dev, ino, extra) with another file.

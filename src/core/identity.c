@@ -6,8 +6,12 @@
  * is indexed by its struct luo_file_id, in one of two ways:
  *
  *  - identities by inode (by_description unset: memfds, sockets, pipes,
- *    regular files) are whole in (dev, ino, extra).  The file itself sits in
- *    a hash table under that key: O(1), no allocation, no system call.
+ *    regular files) are whole in (dev, ino, extra), and per uid: two uids
+ *    may each preserve the same inode (neither can block the other, nor
+ *    learn that the other did), unless it is the very same open file
+ *    description, handed from one to the other (kcmp).  The file itself
+ *    sits in a hash table hashed by (dev, ino, extra): O(1), no allocation,
+ *    no system call but for another uid's file of the same inode.
  *
  *  - identities by open file description are a (dev, ino, extra) group, one
  *    per key in a second hash table, holding its files in a balanced tree
@@ -104,9 +108,24 @@ static bool id_key_eq(const struct luo_file_id *a, const struct luo_file_id *b)
 	return a->dev == b->dev && a->ino == b->ino && a->extra == b->extra;
 }
 
-static bool by_inode_eq(const struct hash_node *n, const void *key)
+struct inode_key {
+	const struct luo_file_id *id;
+	uint32_t uid;
+	int fd;
+};
+
+/* An indexed file that the one in key would repeat: the same inode for the
+ * same uid, or for another uid the very same open file description. */
+static bool by_inode_conflict(const struct hash_node *n, const void *key)
 {
-	return id_key_eq(&container_of(n, struct luo_file, id_hash)->id, key);
+	const struct luo_file *o = container_of(n, struct luo_file, id_hash);
+	const struct inode_key *k = key;
+
+	if (!id_key_eq(&o->id, k->id))
+		return false;
+	if (o->session->uid == k->uid)
+		return true;
+	return k->fd >= 0 && o->hf.fd >= 0 && luo_fd_same_description(k->fd, o->hf.fd);
 }
 
 static bool group_eq(const struct hash_node *n, const void *key)
@@ -174,10 +193,11 @@ static int add_by_description(struct identity_index *x, struct luo_file *f)
 
 static int add_by_inode(struct identity_index *x, struct luo_file *f)
 {
+	struct inode_key k = { &f->id, f->session->uid, f->hf.fd };
 	uint64_t hash = id_hash(&f->id);
 	int r;
 
-	if (hashmap_find(&x->by_inode, hash, by_inode_eq, &f->id))
+	if (hashmap_find(&x->by_inode, hash, by_inode_conflict, &k))
 		return -EBUSY;
 	r = hashmap_insert(&x->by_inode, &f->id_hash, hash);
 	if (r < 0)
@@ -237,23 +257,6 @@ void luo_identity_remove(struct luo_engine *e, struct luo_file *f)
 		index_put(e);
 	}
 	f->id_node = NULL;
-}
-
-bool luo_identity_contains(struct luo_engine *e, const struct luo_file_id *id, int fd)
-{
-	struct identity_index *x = e->identity_root;
-	struct luo_file key = { .id = *id, .hf.fd = fd };
-	struct identity_group *g;
-
-	if (!x)
-		return false;
-	if (!id->by_description)
-		return hashmap_find(&x->by_inode, id_hash(id), by_inode_eq, id) != NULL;
-	g = group_find(x, id, id_hash(id));
-	if (!g)
-		return false;
-	identity_pid = 0;
-	return tfind(&key, &g->tree, group_cmp) != NULL;
 }
 
 static void identity_node_keep(void *node)

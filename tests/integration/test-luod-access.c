@@ -647,7 +647,60 @@ TEST(listing_budgets_are_per_uid)
 	test_luod_stop(&d);
 }
 
-TEST_MAIN(TEST_CASE(listing_budgets_are_per_uid), TEST_CASE(status_counts_are_the_callers_own),
+static char shared_file[512];
+static int inherited_fd = -1;
+
+/* The other uid preserves the file root preserved too: its own open of it is
+ * another open file (fine), root's very own open file handed to it is the
+ * same one (EBUSY). */
+static int other_preserves_the_same_inode(const struct test_luod *d)
+{
+	int conn = test_luod_connect(d), s, fd;
+
+	if (conn < 0 || cl_create(conn, "its-copy", 0, &s) < 0)
+		return 1;
+	fd = open(shared_file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 2;
+	if (cl_preserve(s, 1, fd) < 0)
+		return 3;
+	if (cl_preserve(s, 2, inherited_fd) != -EBUSY)
+		return 4;
+	close(fd);
+	close(s);
+	close(conn);
+	return 0;
+}
+
+/* The EBUSY identity is per uid: no uid can block another's preservation of a
+ * file, or learn that it is preserved, except for the very same open file. */
+TEST(ebusy_is_per_uid_except_for_the_same_open_file)
+{
+	struct test_luod d;
+	int conn, s, fd;
+
+	start_shared(&d, NULL);
+	snprintf(shared_file, sizeof(shared_file), "%s/hostname", test_tmpdir());
+	fd = ASSERT_OK(open(shared_file, O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+	ASSERT_EQ(write(fd, "host\n", 5), 5);
+	close(fd);
+	conn = test_luod_connect(&d);
+	ASSERT_OK(cl_create(conn, "root-copy", 0, &s));
+	inherited_fd = ASSERT_OK(open(shared_file, O_RDONLY | O_CLOEXEC));
+	ASSERT_OK(cl_preserve(s, 1, inherited_fd));
+	ASSERT_EQ(as_other_uid(&d, other_preserves_the_same_inode), 0);
+	/* Root's own second open of it: the same inode for the same uid. */
+	fd = ASSERT_OK(open(shared_file, O_RDONLY | O_CLOEXEC));
+	ASSERT_ERR(cl_preserve(s, 2, fd), -EBUSY);
+	close(fd);
+	close(inherited_fd);
+	close(s);
+	close(conn);
+	test_luod_stop(&d);
+}
+
+TEST_MAIN(TEST_CASE(ebusy_is_per_uid_except_for_the_same_open_file),
+	  TEST_CASE(listing_budgets_are_per_uid), TEST_CASE(status_counts_are_the_callers_own),
 	  TEST_CASE(other_uid_cannot_retrieve_list_or_show),
 	  TEST_CASE(names_are_per_uid_root_included), TEST_CASE(other_uid_cannot_update_or_reboot),
 	  TEST_CASE(session_limit_is_per_uid_and_gives_enospc), TEST_CASE(file_limit_gives_enospc),

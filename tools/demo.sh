@@ -9,7 +9,8 @@
 #
 # Knobs (environment): DEMO_KEYS (default 200000), DEMO_SIZE bytes per value
 # (default 1000), DEMO_RESTARTS (default 5), DEMO_UPDATES (default 2),
-# DEMO_CRASH (1: end with a SIGKILL of the server; default 1), LUO_BUILD_DIR
+# DEMO_CRASH (1: end with a SIGKILL of the server; default 1), DEMO_LUOD_CRASH
+# (1: SIGKILL luod's worker once along the way; default 1), LUO_BUILD_DIR
 # (default build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,7 @@ size=${DEMO_SIZE:-1000}
 restarts=${DEMO_RESTARTS:-5}
 updates=${DEMO_UPDATES:-2}
 crash=${DEMO_CRASH:-1}
+luod_crash=${DEMO_LUOD_CRASH:-1}
 
 section() { printf '\n== %s\n\n' "$*"; }
 fail() {
@@ -121,7 +123,7 @@ section "Loading $keys keys of $size bytes"
 "$client" --port "$port" cmd STATS
 "$luoctl" list
 
-section "Restarting the server $restarts times and updating luod $updates times under load"
+section "Restarting the server $((restarts + 1)) times and updating luod $updates times under load"
 echo "a client sends requests over 4 connections all along (GETs checked byte for byte, and"
 echo "new keys written); each restart sends SIGTERM and starts the successor at once"
 echo
@@ -169,7 +171,29 @@ for i in $(seq "$restarts"); do
 		update_once
 	fi
 done
-# After luod's updates the server's session still hands over: one more restart proves it.
+if [ "$luod_crash" = 1 ]; then
+	echo
+	echo "luod crash: SIGKILL of luod's worker (the process that serves) under load:"
+	json=$("$luoctl" --json status) || fail "luoctl status failed"
+	keeper=$(echo "$json" | sed -n 's/.*"pid":\([0-9]*\).*/\1/p')
+	worker=$(echo "$json" | sed -n 's/.*"worker_pid":\([0-9]*\).*/\1/p')
+	t0=$(now_us)
+	kill -KILL "$worker"
+	for _ in $(seq 2000); do
+		json=$("$luoctl" --json status 2>/dev/null) && new=$(echo "$json" | sed -n 's/.*"worker_pid":\([0-9]*\).*/\1/p') &&
+			[ -n "$new" ] && [ "$new" != "$worker" ] && break
+		sleep 0.005
+	done
+	[ -n "${new:-}" ] && [ "$new" != "$worker" ] || fail "no new luod worker answered"
+	[ "$(echo "$json" | sed -n 's/.*"pid":\([0-9]*\).*/\1/p')" = "$keeper" ] || fail "luod's pid changed"
+	printf 'luod worker %d -> %d (luod pid %d unchanged), serving again %s ms after the SIGKILL;\n' \
+		"$worker" "$new" "$keeper" "$(awk -v a="$t0" -v b="$(now_us)" 'BEGIN { printf "%.2f", (b - a) / 1000 }')"
+	echo "  the new worker recovered every session from the journal; the client's connections"
+	echo "  to kv-server never noticed, and the server's sessions are all still there:"
+	"$luoctl" list | sed 's/^/  /'
+	sleep 0.5
+fi
+# After luod's updates (and crash) the server's session still hands over: one more restart proves it.
 n=$((n + 1))
 restart_once "$n"
 

@@ -9,6 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . tools/deps.sh
 luo_install_deps test
+# A cached LUO kernel for the kernel suites (or LUO_KERNEL_SKIP with the reason).
+. kernel/prepare.sh
+luo_kernel_prepare
 
 jobs=$(nproc 2>/dev/null || echo 2)
 

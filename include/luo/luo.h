@@ -14,6 +14,7 @@
 #define LUO_LUO_H
 
 #include <stdint.h>
+#include <sys/types.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -49,6 +50,10 @@ int luo_session_finish(int session_fd);
 int luo_session_get_name(int session_fd, char ret_name[LUO_SESSION_NAME_LENGTH]);
 /* Hands an outgoing session over to the next program (a one-session update). */
 int luo_session_handover(int session_fd);
+/* The uid that owns the session (luod's sessions only: -EOPNOTSUPP on the
+ * kernel's): names are per uid, so a session fd another process passed may be
+ * another uid's. */
+int luo_session_get_owner(int session_fd, uid_t *ret_uid);
 /* Removes the caller's session named name that no fd holds: the incoming one
  * waiting to be retrieved, else a handover-on-close one waiting for its name. */
 int luo_session_drop(int luo_fd, const char *name);

@@ -59,6 +59,7 @@ static bool arg_json, arg_pretty;
 static int arg_timeout_ms = LUO_WIRE_TIMEOUT_DEFAULT_MS;
 static const char *arg_exec;
 static bool arg_outgoing, arg_incoming;
+static int64_t arg_uid = -1; /* --uid: another uid's names (root) */
 /* Where the connection went (or the last place tried), for messages and status. */
 static char socket_path_buf[PATH_MAX];
 
@@ -86,10 +87,12 @@ static void usage(FILE *f)
 	      "  status                 luod's pid, version, counters and fd capacity\n"
 	      "  list                   sessions visible to the caller's uid\n"
 	      "  show NAME              one session and its files\n"
-	      "                         (--outgoing or --incoming picks one namespace)\n"
+	      "                         (--outgoing or --incoming picks one namespace;\n"
+	      "                         --uid UID looks in another uid's names: root)\n"
 	      "  drop NAME              remove a session nobody holds: an incoming one not\n"
 	      "                         retrieved, or a handover-on-close one waiting for\n"
-	      "                         its name (--outgoing or --incoming picks one)\n"
+	      "                         its name (--outgoing or --incoming picks one;\n"
+	      "                         --uid UID, another uid's: root)\n"
 	      "  update [--exec BINARY] live update of luod, into BINARY or its own binary\n"
 	      "  reboot                 simulated kexec: outgoing sessions become incoming\n"
 	      "  dump-state [FILE]      the running luod's state (root), or a saved blob\n"
@@ -710,7 +713,9 @@ static int fetch_one(int fd, const char *name, uint32_t kind, struct shown *ret)
 	struct luo_wire_show req = { .size = sizeof(req),
 				     .kind = kind,
 				     .session_entry_size = sizeof(struct luo_wire_session_entry),
-				     .file_entry_size = sizeof(struct luo_wire_file_entry) };
+				     .file_entry_size = sizeof(struct luo_wire_file_entry),
+				     .of_uid = arg_uid >= 0 ? (uint32_t)arg_uid : 0,
+				     .of_flags = arg_uid >= 0 ? LUO_WIRE_OF_UID : 0 };
 	struct stream_bytes b = { 0 };
 	size_t ssize, fsize, n;
 	int r;
@@ -854,7 +859,10 @@ out:
 static int cmd_drop(int n_args, char **args)
 {
 	_cleanup_close_ int fd = -EBADF;
-	struct luo_wire_drop req = { .size = sizeof(req), .kind = LUO_DROP_ANY };
+	struct luo_wire_drop req = { .size = sizeof(req),
+				     .kind = LUO_DROP_ANY,
+				     .of_uid = arg_uid >= 0 ? (uint32_t)arg_uid : 0,
+				     .of_flags = arg_uid >= 0 ? LUO_WIRE_OF_UID : 0 };
 	const char *name;
 	size_t len;
 	int r;
@@ -990,14 +998,14 @@ static int cmd_update(int n_args, char **args)
 			       r < 0 ? ": " : "", r < 0 ? strerror(-r) : "");
 		else
 			printf("update: done, luod runs %s\n",
-			       arg_exec ? path : "its own binary again");
+			       arg_exec ? path : "the binary installed at its path");
 		printf("blackout:     %s (request sent to reply received, measured by luoctl)\n",
 		       b);
-		printf("  serialize:  %s\n", s);
+		printf("  stop:       %s (the worker stopping, to the keeper's execve)\n", s);
 		printf("  exec:       %s\n", e);
-		printf("  restore:    %s\n", re);
+		printf("  recover:    %s (the new worker, from the journal)\n", re);
 		printf("  luod total: %s\n", t);
-		printf("state size:   %" PRIu64 " bytes\n", u->state_size);
+		printf("journal:      %" PRIu64 " bytes\n", u->state_size);
 		printf("rolled back:  %s\n", u->rolled_back ? "yes" : "no");
 	}
 	return u->rolled_back ? EXIT_ROLLED_BACK : EXIT_OK;
@@ -1250,6 +1258,7 @@ enum {
 	OPT_EXEC,
 	OPT_OUTGOING,
 	OPT_INCOMING,
+	OPT_UID,
 };
 
 static const struct option options[] = {
@@ -1262,6 +1271,7 @@ static const struct option options[] = {
 	{ "exec", required_argument, NULL, OPT_EXEC },
 	{ "outgoing", no_argument, NULL, OPT_OUTGOING },
 	{ "incoming", no_argument, NULL, OPT_INCOMING },
+	{ "uid", required_argument, NULL, OPT_UID },
 	{},
 };
 
@@ -1387,6 +1397,17 @@ int main(int argc, char **argv)
 		case OPT_INCOMING:
 			arg_incoming = true;
 			break;
+		case OPT_UID: {
+			char *end;
+			unsigned long v;
+
+			errno = 0;
+			v = strtoul(optarg, &end, 10);
+			if (errno || end == optarg || *end || *optarg == '-' || v >= UINT32_MAX)
+				return usage_error("--uid needs a numeric uid, not '%s'", optarg);
+			arg_uid = (int64_t)v;
+			break;
+		}
 		case ':':
 			return usage_error("option %s needs an argument", argv[idx]);
 		default:
@@ -1411,9 +1432,10 @@ int main(int argc, char **argv)
 			continue;
 		if (arg_exec && strcmp(cmd_name, "update") != 0)
 			return usage_error("--exec is an option of update only");
-		if ((arg_outgoing || arg_incoming) && strcmp(cmd_name, "show") != 0 &&
-		    strcmp(cmd_name, "drop") != 0)
-			return usage_error("--outgoing and --incoming are options of show only");
+		if ((arg_outgoing || arg_incoming || arg_uid >= 0) &&
+		    strcmp(cmd_name, "show") != 0 && strcmp(cmd_name, "drop") != 0)
+			return usage_error(
+				"--outgoing, --incoming and --uid are options of show and drop only");
 		if (arg_json && !commands[i].json)
 			return usage_error("%s has no JSON output", cmd_name);
 		(void)luo_wire_set_timeout(arg_timeout_ms);

@@ -55,7 +55,7 @@ struct luo_engine {
 	struct hashmap outgoing_names, incoming_names, handles;
 	void *identity_root; /* identity index (identity.c), NULL when no file is indexed */
 	size_t n_files;
-	bool borrowed_fds;    /* decoded without adopting fds: never close them */
+	bool borrowed_fds; /* decoded without adopting fds: never close them */
 	/* A journal is attached: held fds are closed at its next commit, not at once. */
 	struct luo_journal *journal;
 	bool inheritable_fds; /* held fds are born without FD_CLOEXEC */
@@ -77,6 +77,12 @@ int luo_fds_check_open(struct pollfd *p, size_t n);
  * the codec; has_id, flags without the identity bit). */
 void luo_state_fill_file_record(uint8_t *rec, const struct luo_engine *e, const struct luo_file *f);
 int luo_state_read_file_record(const uint8_t *rec, struct luo_state_file *ret);
+/* state.c: whether a session state belongs to a kind (outgoing: open; incoming: the rest). */
+bool luo_state_fits_kind(uint32_t kind, uint32_t state);
+/* state.c: the FLB ops of that compatible among e's handlers', or NULL. */
+const struct luo_flb_ops *luo_state_find_flb_ops(const luo_engine *e, const char *compatible);
+/* state.c: a malloc'ed copy of size bytes (NULL for 0); 0 or -ENOMEM. */
+int luo_state_dup_data(const void *data, size_t size, void **ret);
 
 /* file.c */
 /* A new fd for the file behind fd, held by the engine: >= 3, FD_CLOEXEC unless
@@ -135,9 +141,13 @@ int luo_file_new(struct luo_session *s, uint64_t token, const struct luo_handler
 /* engine.c: checks the kernel's 64-byte name field: returns the name's length
  * (1..63) or -EINVAL when it is empty or has no NUL. */
 int luo_name_parse(const uint8_t field[LUO_NAME_FIELD]);
-/* session.c: the session of that name in kind's namespace, or NULL. */
+/* session.c: the session of that name in uid's namespace of kind, or NULL. */
 struct luo_session *luo_session_lookup(const struct luo_engine *e, enum luo_session_kind kind,
-				       const char *name, size_t name_len);
+				       uint32_t uid, const char *name, size_t name_len);
+/* session.c: the first session of that name of kind in any uid's namespace
+ * (O(sessions): tests and tools). */
+struct luo_session *luo_session_lookup_any(const struct luo_engine *e, enum luo_session_kind kind,
+					   const char *name, size_t name_len);
 /* session.c: freezes every file of s in preservation order; on failure unfreezes
  * those frozen so far (newest first) and returns the freeze error. */
 int luo_session_freeze(struct luo_session *s);

@@ -183,7 +183,20 @@ luo_session *luo_engine_find_session(const luo_engine *e, enum luo_session_kind 
 	len = strnlen(name, LUO_NAME_FIELD);
 	if (len == 0 || len >= LUO_NAME_FIELD)
 		return NULL;
-	return luo_session_lookup(e, kind, name, len);
+	return luo_session_lookup_any(e, kind, name, len);
+}
+
+luo_session *luo_engine_find_session_of(const luo_engine *e, enum luo_session_kind kind,
+					uint32_t uid, const char *name)
+{
+	size_t len;
+
+	if (!e || !name)
+		return NULL;
+	len = strnlen(name, LUO_NAME_FIELD);
+	if (len == 0 || len >= LUO_NAME_FIELD)
+		return NULL;
+	return luo_session_lookup(e, kind, uid, name, len);
 }
 
 luo_session *luo_engine_first_session(const luo_engine *e, enum luo_session_kind kind)
@@ -224,7 +237,7 @@ int luo_engine_handover_session(luo_engine *e, luo_session *s)
 	if (s->kind != LUO_SESSION_OUTGOING)
 		return -EINVAL;
 	/* Both checks come before any freeze, so a refusal leaves the files untouched. */
-	if (luo_session_lookup(e, LUO_SESSION_INCOMING, s->name, s->name_len))
+	if (luo_session_lookup(e, LUO_SESSION_INCOMING, s->uid, s->name, s->name_len))
 		return -EEXIST;
 	r = hashmap_reserve(&e->incoming_names, e->incoming_names.count + 1);
 	if (r < 0)

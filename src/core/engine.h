@@ -77,16 +77,26 @@ uint64_t luo_engine_update_number(const luo_engine *e);
 size_t luo_engine_n_sessions(const luo_engine *e, enum luo_session_kind kind);
 size_t luo_engine_n_files(const luo_engine *e);
 
-/* Device commands.  uid is the caller's; LUO_UID_ANY skips ownership checks. */
+/*
+ * Device commands.  uid is the caller's, and names are per uid: each uid has
+ * its own namespace of names (of each kind), in which it creates and
+ * retrieves; another uid's session of the same name does not exist for it,
+ * root included.  LUO_UID_ANY (tests and tools) retrieves the first session
+ * of that name in any namespace.
+ */
 int luo_engine_create_session(luo_engine *e, const uint8_t name[LUO_NAME_FIELD], uint64_t flags,
 			      uint32_t uid, luo_session **ret);
 int luo_engine_retrieve_session(luo_engine *e, const uint8_t name[LUO_NAME_FIELD], uint32_t uid,
 				luo_session **ret);
 /* The session a handle id refers to, or NULL if the handle is stale. */
 luo_session *luo_engine_session_by_handle(const luo_engine *e, uint64_t handle);
-/* Any session (outgoing first, then incoming) by name, for listings; NULL if none. */
+/* The session of kind by name in any uid's namespace (the first found, in
+ * O(sessions)): tests and tools; NULL if none. */
 luo_session *luo_engine_find_session(const luo_engine *e, enum luo_session_kind kind,
 				     const char *name);
+/* The session of kind by name in uid's namespace, or NULL. */
+luo_session *luo_engine_find_session_of(const luo_engine *e, enum luo_session_kind kind,
+					uint32_t uid, const char *name);
 
 /* Session commands. */
 /* Does not consume fd: the engine keeps its own dup. */

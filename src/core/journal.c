@@ -60,8 +60,9 @@ struct jsession {
 	uint8_t name[LUO_NAME_FIELD];
 };
 
+/* Sessions are named by (kind, uid, name): each uid has its own namespace. */
 struct jsession_del {
-	uint32_t kind, reserved;
+	uint32_t kind, uid;
 	uint8_t name[LUO_NAME_FIELD];
 };
 
@@ -70,11 +71,11 @@ struct jfile {
 	uint8_t name[LUO_NAME_FIELD];
 	char handler[COMPAT_FIELD];
 	uint8_t record[LUO_STATE_FILE_RECORD_SIZE];
-	uint32_t reserved;
+	uint32_t uid;
 };
 
 struct jfile_del {
-	uint32_t kind, reserved;
+	uint32_t kind, uid;
 	uint8_t name[LUO_NAME_FIELD];
 	uint64_t token;
 };
@@ -558,6 +559,7 @@ int luo_journal_note_file(luo_journal *j, const luo_session *s, uint64_t token)
 	if (!f)
 		return 0; /* never was: nothing changed */
 	rec.kind = s->kind;
+	rec.uid = s->uid;
 	rec.data_size = (uint32_t)f->hf.data_size;
 	name_field(rec.name, s->name);
 	memcpy(rec.handler, f->handler->compatible,
@@ -568,7 +570,7 @@ int luo_journal_note_file(luo_journal *j, const luo_session *s, uint64_t token)
 
 int luo_journal_note_file_gone(luo_journal *j, const luo_session *s, uint64_t token)
 {
-	struct jfile_del rec = { .kind = s->kind, .token = token };
+	struct jfile_del rec = { .kind = s->kind, .uid = s->uid, .token = token };
 
 	name_field(rec.name, s->name);
 	return stage(j, LUO_JREC_FILE_DEL, &rec, sizeof(rec), NULL, 0);
@@ -599,9 +601,10 @@ int luo_journal_note_session(luo_journal *j, const luo_session *s, bool with_fil
 	return 0;
 }
 
-int luo_journal_note_session_gone(luo_journal *j, enum luo_session_kind kind, const char *name)
+int luo_journal_note_session_gone(luo_journal *j, enum luo_session_kind kind, uint32_t uid,
+				  const char *name)
 {
-	struct jsession_del rec = { .kind = kind };
+	struct jsession_del rec = { .kind = kind, .uid = uid };
 
 	name_field(rec.name, name);
 	return stage(j, LUO_JREC_SESSION_DEL, &rec, sizeof(rec), NULL, 0);
@@ -979,17 +982,7 @@ static int parse_name(const uint8_t field[LUO_NAME_FIELD], size_t *ret_len)
 	return 0;
 }
 
-static bool state_fits_kind(uint32_t kind, uint32_t state)
-{
-	if (kind == LUO_SESSION_OUTGOING)
-		return state == LUO_SESSION_OPEN;
-	if (kind == LUO_SESSION_INCOMING)
-		return state == LUO_SESSION_WAITING || state == LUO_SESSION_RETRIEVED ||
-		       state == LUO_SESSION_FINISHED || state == LUO_SESSION_STUCK;
-	return false;
-}
-
-static struct luo_session *find_session(luo_engine *e, uint32_t kind,
+static struct luo_session *find_session(luo_engine *e, uint32_t kind, uint32_t uid,
 					const uint8_t field[LUO_NAME_FIELD], int *ret)
 {
 	size_t len;
@@ -997,7 +990,7 @@ static struct luo_session *find_session(luo_engine *e, uint32_t kind,
 	*ret = kind > LUO_SESSION_INCOMING ? -EBADMSG : parse_name(field, &len);
 	if (*ret < 0)
 		return NULL;
-	return luo_session_lookup(e, kind, (const char *)field, len);
+	return luo_session_lookup(e, kind, uid, (const char *)field, len);
 }
 
 static bool compat_ok(const char *field)
@@ -1011,10 +1004,10 @@ static int apply_session(luo_engine *e, const struct jsession *rec)
 	size_t len;
 	int r;
 
-	if (!state_fits_kind(rec->kind, rec->state) || (rec->flags & ~LUO_SESSION_FLAGS_ALL) ||
+	if (!luo_state_fits_kind(rec->kind, rec->state) || (rec->flags & ~LUO_SESSION_FLAGS_ALL) ||
 	    rec->reserved || parse_name(rec->name, &len) < 0)
 		return -EBADMSG;
-	s = luo_session_lookup(e, rec->kind, (const char *)rec->name, len);
+	s = luo_session_lookup(e, rec->kind, rec->uid, (const char *)rec->name, len);
 	if (!s) {
 		r = luo_session_new(e, (const char *)rec->name, len, rec->kind, rec->state,
 				    rec->flags, rec->uid, &s);
@@ -1025,34 +1018,8 @@ static int apply_session(luo_engine *e, const struct jsession *rec)
 		return -EBADMSG;
 	s->state = rec->state;
 	s->flags = rec->flags;
-	s->uid = rec->uid;
 	r = luo_session_set_handle(s, rec->handle);
 	return r == -EEXIST ? -EBADMSG : r;
-}
-
-static const struct luo_flb_ops *find_flb_ops(const luo_engine *e, const char *compatible)
-{
-	for (size_t i = 0; i < e->n_handlers; i++) {
-		const struct luo_flb_ops *ops = e->handlers[i]->flb;
-
-		if (ops && strcmp(ops->compatible, compatible) == 0)
-			return ops;
-	}
-	return NULL;
-}
-
-static int copy_data(const void *data, size_t size, void **ret)
-{
-	void *p = NULL;
-
-	if (size > 0) {
-		p = malloc(size);
-		if (!p)
-			return -ENOMEM;
-		memcpy(p, data, size);
-	}
-	*ret = p;
-	return 0;
 }
 
 static int apply_file(luo_engine *e, const struct jfile *rec, const void *data, size_t data_len)
@@ -1065,10 +1032,10 @@ static int apply_file(luo_engine *e, const struct jfile *rec, const void *data, 
 	bool used;
 	int r;
 
-	if (rec->reserved || rec->data_size > LUO_HANDLER_DATA_MAX || rec->data_size > data_len ||
+	if (rec->data_size > LUO_HANDLER_DATA_MAX || rec->data_size > data_len ||
 	    !compat_ok(rec->handler))
 		return -EBADMSG;
-	s = find_session(e, rec->kind, rec->name, &r);
+	s = find_session(e, rec->kind, rec->uid, rec->name, &r);
 	if (!s)
 		return r < 0 ? r : -EBADMSG;
 	if (luo_state_read_file_record(rec->record, &sf) < 0 || sf.retrieve_error > 0 ||
@@ -1082,7 +1049,7 @@ static int apply_file(luo_engine *e, const struct jfile *rec, const void *data, 
 	h = luo_engine_find_handler(e, rec->handler);
 	if (!h)
 		return -ENOPROTOOPT;
-	r = copy_data(data, rec->data_size, &copy);
+	r = luo_state_dup_data(data, rec->data_size, &copy);
 	if (r < 0)
 		return r;
 	f = luo_file_lookup(s, sf.token);
@@ -1120,13 +1087,13 @@ static int apply_flb(luo_engine *e, const struct jflb *rec, const void *data, si
 	if (!compat_ok(rec->compatible) || rec->reserved || rec->data_size > LUO_HANDLER_DATA_MAX ||
 	    rec->data_size > data_len || (rec->flags & ~LUO_STATE_FLB_FLAGS_ALL) || rec->fd < -1)
 		return -EBADMSG;
-	ops = find_flb_ops(e, rec->compatible);
+	ops = luo_state_find_flb_ops(e, rec->compatible);
 	if (!ops)
 		return -ENOPROTOOPT;
 	flb = luo_flb_get(e, ops);
 	if (!flb)
 		return -ENOMEM;
-	r = copy_data(data, rec->data_size, &copy);
+	r = luo_state_dup_data(data, rec->data_size, &copy);
 	if (r < 0)
 		return r;
 	free(flb->data);
@@ -1176,9 +1143,9 @@ static int apply_record(const struct replay *rp, const struct luo_jrec *rec)
 		const struct jsession_del *p = PAYLOAD_AS(rec, struct jsession_del);
 		struct luo_session *s;
 
-		if (!p || p->reserved)
+		if (!p)
 			return -EBADMSG;
-		s = find_session(e, p->kind, p->name, &r);
+		s = find_session(e, p->kind, p->uid, p->name, &r);
 		if (!s)
 			return r < 0 ? r : -EBADMSG;
 		luo_session_free(s);
@@ -1194,9 +1161,9 @@ static int apply_record(const struct replay *rp, const struct luo_jrec *rec)
 		struct luo_session *s;
 		struct luo_file *f;
 
-		if (!p || p->reserved)
+		if (!p)
 			return -EBADMSG;
-		s = find_session(e, p->kind, p->name, &r);
+		s = find_session(e, p->kind, p->uid, p->name, &r);
 		if (!s)
 			return r < 0 ? r : -EBADMSG;
 		f = luo_file_lookup(s, p->token);

@@ -27,7 +27,7 @@
  *
  * What the records say (payloads in journal.c):
  *   ROOT          update number and handle counter
- *   SESSION       a session's header, keyed by (kind, name): created or changed
+ *   SESSION       a session's header, keyed by (kind, uid, name): created or changed
  *   SESSION_DEL   a session gone, with its files
  *   FILE          a file of a session, keyed by token: added or changed (the
  *                 codec's file record, its handler and its data)
@@ -160,7 +160,8 @@ void luo_journal_attach(luo_journal *j, luo_engine *e);
  * (-ENOSPC: the log is full: compact).  note_file() of a token the session
  * does not hold writes nothing. */
 int luo_journal_note_session(luo_journal *j, const luo_session *s, bool with_files);
-int luo_journal_note_session_gone(luo_journal *j, enum luo_session_kind kind, const char *name);
+int luo_journal_note_session_gone(luo_journal *j, enum luo_session_kind kind, uint32_t uid,
+				  const char *name);
 int luo_journal_note_file(luo_journal *j, const luo_session *s, uint64_t token);
 int luo_journal_note_file_gone(luo_journal *j, const luo_session *s, uint64_t token);
 /* The root and every FLB, written only if changed since last noted. */

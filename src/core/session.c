@@ -24,7 +24,9 @@
 #include "basic/macro.h"
 #include "engine-internal.h"
 
+/* Names are per uid: each uid has its own namespace of each kind. */
 struct name_key {
+	uint32_t uid;
 	const char *name;
 	size_t len;
 };
@@ -34,7 +36,12 @@ static bool session_name_eq(const struct hash_node *n, const void *key)
 	const struct luo_session *s = container_of(n, struct luo_session, by_name);
 	const struct name_key *k = key;
 
-	return s->name_len == k->len && memcmp(s->name, k->name, k->len) == 0;
+	return s->uid == k->uid && s->name_len == k->len && memcmp(s->name, k->name, k->len) == 0;
+}
+
+static uint64_t name_hash(uint32_t uid, const char *name, size_t len)
+{
+	return hash_bytes(name, len) ^ hash_u64(uid);
 }
 
 static bool session_handle_eq(const struct hash_node *n, const void *key)
@@ -53,14 +60,28 @@ static struct list_head *list_of(struct luo_engine *e, enum luo_session_kind kin
 }
 
 struct luo_session *luo_session_lookup(const struct luo_engine *e, enum luo_session_kind kind,
-				       const char *name, size_t name_len)
+				       uint32_t uid, const char *name, size_t name_len)
 {
 	const struct hashmap *m =
 		kind == LUO_SESSION_OUTGOING ? &e->outgoing_names : &e->incoming_names;
-	struct name_key k = { name, name_len };
-	struct hash_node *n = hashmap_find(m, hash_bytes(name, name_len), session_name_eq, &k);
+	struct name_key k = { uid, name, name_len };
+	struct hash_node *n = hashmap_find(m, name_hash(uid, name, name_len), session_name_eq, &k);
 
 	return n ? container_of(n, struct luo_session, by_name) : NULL;
+}
+
+struct luo_session *luo_session_lookup_any(const struct luo_engine *e, enum luo_session_kind kind,
+					   const char *name, size_t name_len)
+{
+	const struct list_head *h = kind == LUO_SESSION_OUTGOING ? &e->outgoing : &e->incoming;
+
+	LIST_FOREACH (i, h) {
+		struct luo_session *s = list_entry(i, struct luo_session, order);
+
+		if (s->name_len == name_len && memcmp(s->name, name, name_len) == 0)
+			return s;
+	}
+	return NULL;
 }
 
 int luo_session_new(struct luo_engine *e, const char *name, size_t name_len,
@@ -74,7 +95,7 @@ int luo_session_new(struct luo_engine *e, const char *name, size_t name_len,
 		return -EINVAL;
 	if (kind != LUO_SESSION_OUTGOING && kind != LUO_SESSION_INCOMING)
 		return -EINVAL;
-	if (luo_session_lookup(e, kind, name, name_len))
+	if (luo_session_lookup(e, kind, uid, name, name_len))
 		return -EEXIST;
 	s = calloc(1, sizeof(*s));
 	if (!s)
@@ -88,7 +109,7 @@ int luo_session_new(struct luo_engine *e, const char *name, size_t name_len,
 	s->uid = uid;
 	list_init(&s->files);
 	hashmap_init(&s->tokens);
-	r = hashmap_insert(names_of(e, kind), &s->by_name, hash_bytes(name, name_len));
+	r = hashmap_insert(names_of(e, kind), &s->by_name, name_hash(uid, name, name_len));
 	if (r < 0)
 		return r;
 	list_append(list_of(e, kind), &s->order);
@@ -196,11 +217,13 @@ int luo_engine_retrieve_session(luo_engine *e, const uint8_t name[LUO_NAME_FIELD
 	len = luo_name_parse(name);
 	if (len < 0)
 		return len;
-	s = luo_session_lookup(e, LUO_SESSION_INCOMING, (const char *)name, (size_t)len);
+	/* In the caller's own namespace: another uid's session of that name is
+	 * none at all, root's call included. */
+	s = uid == LUO_UID_ANY ? luo_session_lookup_any(e, LUO_SESSION_INCOMING, (const char *)name,
+							(size_t)len)
+			       : luo_session_lookup(e, LUO_SESSION_INCOMING, uid,
+						    (const char *)name, (size_t)len);
 	if (!s)
-		return -ENOENT;
-	/* Someone else's session is indistinguishable from none at all. */
-	if (uid != LUO_UID_ANY && uid != 0 && uid != s->uid)
 		return -ENOENT;
 	if (s->state != LUO_SESSION_WAITING)
 		return -EINVAL;
@@ -328,7 +351,8 @@ void luo_session_move_incoming(struct luo_session *s)
 	luo_session_set_handle(s, 0);
 	hashmap_remove(&e->outgoing_names, &s->by_name);
 	list_remove(&e->outgoing, &s->order);
-	r = hashmap_insert(&e->incoming_names, &s->by_name, hash_bytes(s->name, s->name_len));
+	r = hashmap_insert(&e->incoming_names, &s->by_name,
+			   name_hash(s->uid, s->name, s->name_len));
 	/* The caller reserved the room, so the insert cannot allocate. */
 	assert(r == 0);
 	(void)r;

@@ -819,7 +819,7 @@ out:
 /* ---- walking and checking ---------------------------------------------- */
 
 /*
- * The uniqueness rules (fd slots across the blob, handles, names per
+ * The uniqueness rules (fd slots across the blob, handles, names per uid and
  * namespace, tokens per session) are checked as each node is reached, so
  * that a duplicate is reported at the node that repeats, by decode and dump
  * alike, before the engine ever sees it.  Names, handles and FLBs (a few per
@@ -1622,7 +1622,7 @@ static int walk_packed_files(struct walk *w, const struct props *p,
 	return 0;
 }
 
-static bool state_fits_kind(uint32_t kind, uint32_t state)
+bool luo_state_fits_kind(uint32_t kind, uint32_t state)
 {
 	if (kind == LUO_SESSION_OUTGOING)
 		return state == LUO_SESSION_OPEN;
@@ -1658,7 +1658,7 @@ static int walk_session(struct walk *w, uint32_t node, const char *name, uint32_
 		return -EBADMSG;
 	kind = ld32(p.val[PROP_KIND]);
 	state = ld32(p.val[PROP_STATE]);
-	if (!state_fits_kind(kind, state))
+	if (!luo_state_fits_kind(kind, state))
 		return -EBADMSG;
 
 	s = (struct luo_state_session){
@@ -1675,9 +1675,12 @@ static int walk_session(struct walk *w, uint32_t node, const char *name, uint32_
 	/* Handles are never ahead of the counter. */
 	if (s.handle > w->next_handle)
 		return -EBADMSG;
-	r = unique_add(&w->unique,
-		       kind == LUO_SESSION_OUTGOING ? UNIQUE_NAME_OUTGOING : UNIQUE_NAME_INCOMING,
-		       s.name, s.name_len);
+	/* Names are unique per kind and uid: each uid has its own namespace. */
+	r = unique_add(
+		&w->unique,
+		(kind == LUO_SESSION_OUTGOING ? UNIQUE_NAME_OUTGOING : UNIQUE_NAME_INCOMING) |
+			((uint64_t)s.uid << 32),
+		s.name, s.name_len);
 	if (r < 0)
 		return r;
 	if (s.handle != 0) {
@@ -1905,7 +1908,7 @@ struct decode {
 	size_t n_polls, cap_polls;
 };
 
-static const struct luo_flb_ops *find_flb_ops(const luo_engine *e, const char *compatible)
+const struct luo_flb_ops *luo_state_find_flb_ops(const luo_engine *e, const char *compatible)
 {
 	for (size_t i = 0; i < e->n_handlers; i++) {
 		const struct luo_flb_ops *ops = e->handlers[i]->flb;
@@ -1916,7 +1919,7 @@ static const struct luo_flb_ops *find_flb_ops(const luo_engine *e, const char *c
 	return NULL;
 }
 
-static int dup_data(const void *data, size_t size, void **ret)
+int luo_state_dup_data(const void *data, size_t size, void **ret)
 {
 	void *p = NULL;
 
@@ -1993,7 +1996,7 @@ static int decode_flb(const struct luo_state_flb *rec, void *userdata)
 	void *data;
 	int r;
 
-	ops = find_flb_ops(d->e, rec->compatible);
+	ops = luo_state_find_flb_ops(d->e, rec->compatible);
 	if (!ops)
 		return -ENOPROTOOPT;
 	if (!(d->flags & LUO_STATE_BORROW_FDS) && rec->fd >= 0) {
@@ -2004,7 +2007,7 @@ static int decode_flb(const struct luo_state_flb *rec, void *userdata)
 	flb = luo_flb_get(d->e, ops);
 	if (!flb)
 		return -ENOMEM;
-	r = dup_data(rec->data, rec->data_size, &data);
+	r = luo_state_dup_data(rec->data, rec->data_size, &data);
 	if (r < 0)
 		return r;
 	flb->count = rec->count;
@@ -2059,7 +2062,7 @@ static int decode_file(const struct luo_state_file *rec, void *userdata)
 		if (r < 0)
 			return r;
 	}
-	r = dup_data(rec->data, rec->data_size, &data);
+	r = luo_state_dup_data(rec->data, rec->data_size, &data);
 	if (r < 0)
 		return r;
 	r = luo_file_new(d->session, rec->token, h, rec->fd >= 0 ? rec->fd : -EBADF, data,

@@ -39,6 +39,7 @@ union cmd_struct {
 	struct liveupdate_session_finish finish;
 	struct liveupdate_session_get_name get_name;
 	struct luo_wire_simple simple;
+	struct luo_wire_get_owner get_owner;
 	struct luo_wire_status status;
 	struct luo_wire_list list;
 	struct luo_wire_show show;
@@ -178,7 +179,8 @@ static void handle_session_request(struct luod *d, struct endpoint *ep,
 		}
 		r = luo_session_finish(s);
 		if (r >= 0) {
-			journal_session_moved(d, luo_session_name(s), false, true);
+			journal_session_moved(d, luo_session_uid(s), luo_session_name(s), false,
+					      true);
 			uid_usage_charge(d, luo_session_uid(s), sessions, files);
 		}
 		break;
@@ -193,6 +195,14 @@ static void handle_session_request(struct luod *d, struct endpoint *ep,
 			 luo_session_name(s));
 		r = 0;
 		break;
+	case LUO_CMD_SESSION_GET_OWNER:
+		if (c.get_owner.reserved != 0 || c.get_owner.reserved2 != 0) {
+			r = -EINVAL;
+			break;
+		}
+		c.get_owner.uid = luo_session_uid(s);
+		r = 0;
+		break;
 	case LUO_CMD_SESSION_HANDOVER:
 		if (c.simple.reserved != 0) {
 			r = -EINVAL;
@@ -203,7 +213,8 @@ static void handle_session_request(struct luod *d, struct endpoint *ep,
 		if (r == -EEXIST && server_reap_hangups(d, ep) > 0)
 			r = luo_engine_handover_session(d->engine, s);
 		if (r >= 0) {
-			journal_session_moved(d, luo_session_name(s), true, false);
+			journal_session_moved(d, luo_session_uid(s), luo_session_name(s), true,
+					      false);
 			session_info_handed_over(d, luo_session_uid(s), luo_session_name(s));
 			log_debug("session handed over");
 			ep->handle = 0;
@@ -308,7 +319,7 @@ static int device_create_or_retrieve(struct luod *d, struct endpoint *ep, bool c
 		luo_session_release(s);
 		/* A created session never was in the journal; a retrieved one was. */
 		if (!create)
-			journal_session_moved(d, name, false, true);
+			journal_session_moved(d, owner, name, false, true);
 		uid_usage_charge(d, owner, sessions, files);
 		return -ENOMEM;
 	}
@@ -382,6 +393,27 @@ static int entry_size_for(uint32_t known, uint32_t v1, uint32_t ours)
 	return (int)MIN(known, ours);
 }
 
+/*
+ * The uid whose names a command looks in: the caller's own, or with
+ * LUO_WIRE_OF_UID another's, which only root (and that uid) may ask for.
+ * -EINVAL for unknown flags; another uid's names asked by a non-root caller
+ * do not exist for it (-ENOENT).
+ */
+static int names_of(const struct endpoint *ep, uint32_t of_uid, uint32_t of_flags,
+		    uint32_t *ret_uid)
+{
+	if (of_flags & ~LUO_WIRE_OF_UID)
+		return -EINVAL;
+	if (!(of_flags & LUO_WIRE_OF_UID)) {
+		*ret_uid = ep->uid;
+		return 0;
+	}
+	if (ep->uid != 0 && of_uid != ep->uid)
+		return -ENOENT;
+	*ret_uid = of_uid;
+	return 0;
+}
+
 static bool visible(const struct endpoint *ep, luo_session *s)
 {
 	return ep->uid == 0 || luo_session_uid(s) == ep->uid;
@@ -409,7 +441,7 @@ static void device_list(struct luod *d, struct endpoint *ep, const struct luo_wi
 			for (luo_session *s = luo_engine_first_session(d->engine, k); s;
 			     s = luo_session_next(s))
 				count += visible(ep, s);
-	if (d->queued_bytes + count * (size_t)esize > LUOD_QUEUE_BUDGET) {
+	if (!queue_budget_allows(d, ep->uid, count * (size_t)esize)) {
 		endpoint_reply(d, ep, p->tag, -ENOBUFS, 0, NULL, 0, NULL, 0, -EBADF);
 		return;
 	}
@@ -491,11 +523,16 @@ static void device_show(struct luod *d, struct endpoint *ep, const struct luo_wi
 			       sizeof(entry));
 	fsize = entry_size_for(c->show.file_entry_size, LUO_WIRE_FILE_ENTRY_V1,
 			       sizeof(struct luo_wire_file_entry));
+	uint32_t uid = 0;
+
 	if (c->show.kind > LUO_SESSION_INCOMING || !name_field_valid(c->show.name) || ssize < 0 ||
 	    fsize < 0)
 		r = -EINVAL;
-	else {
-		s = luo_engine_find_session(d->engine, c->show.kind, (const char *)c->show.name);
+	else
+		r = names_of(ep, c->show.of_uid, c->show.of_flags, &uid);
+	if (r >= 0) {
+		s = luo_engine_find_session_of(d->engine, c->show.kind, uid,
+					       (const char *)c->show.name);
 		/* Another uid's session does not exist as far as this peer can tell. */
 		if (!s || !visible(ep, s))
 			r = -ENOENT;
@@ -503,7 +540,7 @@ static void device_show(struct luod *d, struct endpoint *ep, const struct luo_wi
 	if (r >= 0) {
 		x.left = luo_session_n_files(s);
 		x.esize = (size_t)fsize;
-		if (d->queued_bytes + x.left * x.esize > LUOD_QUEUE_BUDGET)
+		if (!queue_budget_allows(d, ep->uid, x.left * x.esize))
 			r = -ENOBUFS;
 	}
 	if (r >= 0) {
@@ -530,18 +567,18 @@ static void device_show(struct luod *d, struct endpoint *ep, const struct luo_wi
 	free(x.chunk);
 }
 
-static luo_session *drop_target(struct luod *d, struct endpoint *ep, uint32_t kind,
+static luo_session *drop_target(struct luod *d, struct endpoint *ep, uint32_t kind, uint32_t uid,
 				const char *name)
 {
 	luo_session *s;
 
 	if (kind != LUO_DROP_OUTGOING) {
-		s = luo_engine_find_session(d->engine, LUO_SESSION_INCOMING, name);
+		s = luo_engine_find_session_of(d->engine, LUO_SESSION_INCOMING, uid, name);
 		if (s && visible(ep, s))
 			return s;
 	}
 	if (kind != LUO_DROP_INCOMING) {
-		s = luo_engine_find_session(d->engine, LUO_SESSION_OUTGOING, name);
+		s = luo_engine_find_session_of(d->engine, LUO_SESSION_OUTGOING, uid, name);
 		if (s && visible(ep, s))
 			return s;
 	}
@@ -554,10 +591,15 @@ static int device_drop(struct luod *d, struct endpoint *ep, union cmd_struct *c)
 	const char *name = (const char *)c->drop.name;
 	int r;
 
+	uint32_t uid;
+
 	if (c->drop.kind > LUO_DROP_INCOMING || !name_field_valid(c->drop.name))
 		return -EINVAL;
+	r = names_of(ep, c->drop.of_uid, c->drop.of_flags, &uid);
+	if (r < 0)
+		return r;
 	for (int attempt = 0;; attempt++) {
-		luo_session *s = drop_target(d, ep, c->drop.kind, name);
+		luo_session *s = drop_target(d, ep, c->drop.kind, uid, name);
 
 		/* Another uid's session does not exist as far as this peer can tell. */
 		r = s ? server_drop_session(d, s) : -ENOENT;
@@ -620,10 +662,30 @@ static void device_status(struct luod *d, struct endpoint *ep, union cmd_struct 
 	/* luod's pid is the keeper's: the one the pid file and service managers name. */
 	c->status.pid = (uint64_t)(d->keeper_pid ? d->keeper_pid : getpid());
 	c->status.worker_pid = (uint64_t)getpid();
-	c->status.n_outgoing = luo_engine_n_sessions(d->engine, LUO_SESSION_OUTGOING);
-	c->status.n_incoming = luo_engine_n_sessions(d->engine, LUO_SESSION_INCOMING);
-	c->status.n_files = luo_engine_n_files(d->engine);
-	c->status.n_connections = d->conns.count;
+	if (ep->uid == 0) {
+		c->status.n_outgoing = luo_engine_n_sessions(d->engine, LUO_SESSION_OUTGOING);
+		c->status.n_incoming = luo_engine_n_sessions(d->engine, LUO_SESSION_INCOMING);
+		c->status.n_files = luo_engine_n_files(d->engine);
+		c->status.n_connections = d->conns.count;
+	} else {
+		/* Another uid's sessions do not exist as far as this one can tell:
+		 * its counts are its own (O(sessions), as its listing is). */
+		struct uid_usage *u = uid_usage_get(d, ep->uid);
+
+		c->status.n_outgoing = c->status.n_incoming = c->status.n_files = 0;
+		for (int k = LUO_SESSION_OUTGOING; k <= LUO_SESSION_INCOMING; k++)
+			for (luo_session *s = luo_engine_first_session(d->engine, k); s;
+			     s = luo_session_next(s)) {
+				if (luo_session_uid(s) != ep->uid)
+					continue;
+				if (k == LUO_SESSION_OUTGOING)
+					c->status.n_outgoing++;
+				else
+					c->status.n_incoming++;
+				c->status.n_files += luo_session_n_files(s);
+			}
+		c->status.n_connections = u ? u->n_connections : 0;
+	}
 	capacity_refresh(d);
 	c->status.fd_limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (uint64_t)rl.rlim_cur : 0;
 	/* Counted, not walked: STATUS must not cost O(files). */

@@ -297,6 +297,12 @@ static int worker_ended(struct luod *d, struct keeper_state *k, int status, int 
 		log_error("worker %s before it served", how);
 		if (error == EPROTONOSUPPORT || storm(k))
 			roll_back(d, k, error);
+		/* Not a refusal but a death: it counts like any other worker's. */
+		ka = error == EIO ? area_map(d->journal_fd) : NULL;
+		if (ka) {
+			ka->n_worker_restarts++;
+			area_unmap(ka);
+		}
 		return 0;
 	}
 	ka = area_map(d->journal_fd);
@@ -336,6 +342,16 @@ int keeper_run(struct luod *d, int previous_exe_fd, void (*on_ready)(struct luod
 
 	(void)prctl(PR_SET_NAME, "luod");
 	(void)prctl(PR_SET_CHILD_SUBREAPER, 1);
+	/* The OOM killer must take the worker, which can be replaced, never the
+	 * keeper, whose death loses everything (lowering needs privilege: as root). */
+	{
+		int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+
+		if (fd >= 0) {
+			(void)!write(fd, "-1000", 5);
+			safe_close(fd);
+		}
+	}
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);

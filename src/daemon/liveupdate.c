@@ -321,7 +321,35 @@ static void keep_fd(int fd, void *userdata)
  * journal names that are not inheritable from birth (FLB resources, fds
  * queued with replies) are made so for the keeper's execve().
  */
+static void update_stop_now(struct luod *d);
+
+/*
+ * The check passed: compact first (in a child, luod serving meanwhile), so
+ * that the new image replays only what comes after the snapshot, then stop.
+ */
 static void update_stop(struct luod *d)
+{
+	if (d->compact_pid > 0 || compact_start(d, true) > 0) {
+		d->update_after_compaction = true;
+		return;
+	}
+	update_stop_now(d);
+}
+
+void liveupdate_compacted(struct luod *d)
+{
+	if (!d->update_after_compaction)
+		return;
+	d->update_after_compaction = false;
+	/* A compaction that ran before the update asked: the log may have grown. */
+	if (compact_start(d, true) > 0) {
+		d->update_after_compaction = true;
+		return;
+	}
+	update_stop_now(d);
+}
+
+static void update_stop_now(struct luod *d)
 {
 	struct ext_update u;
 	const void *cur;
@@ -409,7 +437,7 @@ void liveupdate_request(struct luod *d, struct endpoint *ep, uint32_t op, uint32
 			endpoint_reply(d, ep, tag, -EINVAL, 0, NULL, 0, NULL, 0, -EBADF);
 			return;
 		}
-		if (d->check.pid > 0) {
+		if (d->check.pid > 0 || luo_journal_ext_get(d->journal, LUOD_EXT_UPDATE, 0, NULL)) {
 			/* An update is being prepared: one at a time. */
 			endpoint_reply(d, ep, tag, -EBUSY, 0, NULL, 0, NULL, 0, -EBADF);
 			return;

@@ -50,8 +50,8 @@
 #define LUOD_WORKER_EXIT_UPDATE 70   /* stopped for an update: exec owner->update_binary */
 #define LUOD_WORKER_EXIT_RECOVERY 71 /* this binary cannot recover the journal */
 
-#define LUOD_STORM_DEATHS 5
-#define LUOD_STORM_WINDOW_USEC (UINT64_C(30) * 1000000)
+#define LUOD_STORM_DEATHS 10
+#define LUOD_STORM_WINDOW_USEC (UINT64_C(10) * 1000000)
 
 /* Default per-uid limits (luod(8)); options override them for every uid. */
 #define LUOD_ROOT_MAX_SESSIONS UINT64_C(1000000)
@@ -71,7 +71,12 @@
 /* The fewest it starts with: room for one connection, one session and one file. */
 #define LUOD_MIN_FDS (LUOD_OWN_FDS + 3)
 
-/* Bytes of replies luod queues for slow readers, in total, before refusing listings. */
+/*
+ * Bytes of replies luod queues for slow readers before it refuses listings
+ * (ENOBUFS).  Budgets are per uid: root may use all of it; each other uid a
+ * quarter; and the other uids together never more than what leaves root a
+ * quarter, so that no uid's unread listings can refuse another's.
+ */
 #define LUOD_QUEUE_BUDGET (UINT64_C(256) << 20)
 
 /* The most fds one request may carry before the message counts as hostile. */
@@ -97,6 +102,7 @@ struct outmsg {
 struct uid_usage {
 	struct hash_node node;
 	uint32_t uid;
+	uint64_t queued_bytes; /* replies queued for its endpoints */
 	uint64_t n_sessions;
 	uint64_t n_files;
 	uint64_t n_connections;
@@ -151,11 +157,12 @@ struct keeper_area {
 
 /* The daemon's own entries in the journal's ext table: (type, key) -> bytes. */
 enum {
-	LUOD_EXT_CONN = 1,    /* key fd: struct ext_conn */
-	LUOD_EXT_SESSION = 2, /* key fd: struct ext_session */
-	LUOD_EXT_REQUEST = 3, /* key fd: struct ext_request, the message, then fds */
-	LUOD_EXT_REPLY = 4,   /* key fd << 32 | seq: struct ext_reply, the message */
-	LUOD_EXT_UPDATE = 5,  /* key 0: struct ext_update */
+	LUOD_EXT_CONN = 1,	   /* key fd: struct ext_conn */
+	LUOD_EXT_SESSION = 2,	   /* key fd: struct ext_session */
+	LUOD_EXT_REQUEST = 3,	   /* key fd: struct ext_request, the message, then fds */
+	LUOD_EXT_REPLY = 4,	   /* key fd << 32 | seq: struct ext_reply, the message */
+	LUOD_EXT_UPDATE = 5,	   /* key 0: struct ext_update */
+	LUOD_EXT_SESSION_INFO = 6, /* key hash of (uid, name): struct ext_session_info */
 };
 
 struct ext_conn {
@@ -209,7 +216,8 @@ struct luod_limits {
 	uint64_t max_connections;
 	uint64_t
 		root_reserve; /* fds; 0: LUOD_ROOT_RESERVE_PERCENT of the capacity; UINT64_MAX: none */
-	uint64_t user_share; /* percent; 0: LUOD_USER_SHARE_PERCENT */
+	uint64_t user_share;   /* percent; 0: LUOD_USER_SHARE_PERCENT */
+	uint64_t queue_budget; /* bytes of queued replies; 0: LUOD_QUEUE_BUDGET */
 };
 
 /* A reply luod owes across its own re-exec (UPDATE or REBOOT). */
@@ -245,6 +253,13 @@ struct session_record {
 	char creator_comm[16];
 };
 
+/* What the journal keeps of a session's record (session-info.c). */
+struct ext_session_info {
+	uint32_t uid;
+	char name[LUO_NAME_FIELD];
+	struct session_record rec[2];
+};
+
 struct luod {
 	luo_engine *engine;
 	luo_journal *journal;
@@ -261,6 +276,7 @@ struct luod {
 	bool in_request;  /* replies wait for the request's commit */
 	bool update_exec; /* the worker stops for the keeper to execve() */
 	bool update_now;  /* an update's check passed synchronously: stop after the commit */
+	bool update_after_compaction; /* an update waits for the running compaction */
 	bool rolled_back; /* this image is the previous binary, back after a failed update */
 	uint64_t t_recovered_usec;
 	char *argv_area; /* the process's argument strings, for its name in ps */
@@ -324,7 +340,8 @@ void journal_commit(struct luod *d);
 void journal_conn(struct luod *d, struct endpoint *ep);
 void journal_session_ep(struct luod *d, struct endpoint *ep);
 void journal_endpoint_gone(struct luod *d, struct endpoint *ep);
-void journal_session_moved(struct luod *d, const char *name, bool was_outgoing, bool was_incoming);
+void journal_session_moved(struct luod *d, uint32_t uid, const char *name, bool was_outgoing,
+			   bool was_incoming);
 void journal_session_header(struct luod *d, luo_session *s);
 void journal_file(struct luod *d, luo_session *s, uint64_t token);
 void journal_reset(struct luod *d);
@@ -334,6 +351,9 @@ void luod_close_later_many(struct luod *d, const int *fds, size_t n);
 struct keeper_area *luod_keeper_area(struct luod *d);
 /* Compaction: starts one in a child when the log has grown; takes its result. */
 void compact_maybe(struct luod *d);
+/* Starts a compaction now if the log is worth it (force: an update's, with a
+ * lower floor); 1 if one runs (compact_done() follows), 0 if not. */
+int compact_start(struct luod *d, bool force);
 void compact_done(struct luod *d);
 /* Fault injection (a build option for the tests): kills the worker at the
  * point named in $LUOD_FAULT.  Compiled out otherwise. */
@@ -399,6 +419,8 @@ int endpoint_requeue(struct luod *d, struct endpoint *ep, uint64_t key, const st
 /* Runs again the request the journal holds for the endpoint of fd. */
 void request_resume(struct luod *d, int fd);
 struct uid_usage *uid_usage_get(struct luod *d, uint32_t uid);
+/* Whether uid may have n more bytes of replies queued (the listing budgets). */
+bool queue_budget_allows(struct luod *d, uint32_t uid, uint64_t n);
 /* Outgoing and incoming sessions together. */
 size_t luod_n_sessions(const struct luod *d);
 /* Charges the owner of a session what an engine call on it changed, given the
@@ -444,6 +466,8 @@ void session_info_handed_over(struct luod *d, uint32_t uid, const char *name);
 /* The record of s, or NULL if luod knows none (created before luod's last re-exec). */
 const struct session_record *session_info_find(struct luod *d, const luo_session *s);
 void session_info_done(struct luod *d);
+/* At recovery: the records from the journal. */
+int session_info_recover(struct luod *d);
 
 /* liveupdate.c */
 /* Handles UPDATE or REBOOT; replies itself (now, or from the worker after the update). */
@@ -455,6 +479,8 @@ void liveupdate_check_done(struct luod *d);
 int liveupdate_check_timeout_ms(const struct luod *d);
 /* Kills a running check (at exit). */
 void liveupdate_check_cancel(struct luod *d);
+/* A compaction ended: an update that waited for it stops the worker now. */
+void liveupdate_compacted(struct luod *d);
 /* Stops the worker for an update whose check passed during the last request. */
 void liveupdate_stop_if_due(struct luod *d);
 /* At recovery: answers an update the previous worker stopped for, or checks again. */

@@ -69,6 +69,7 @@ enum {
 	ARG_MAX_CONNECTIONS,
 	ARG_ROOT_RESERVE,
 	ARG_USER_SHARE,
+	ARG_QUEUE_BUDGET,
 	ARG_VERSION,
 	ARG_CHECK_JOURNAL,
 	ARG_RESUME,
@@ -94,6 +95,9 @@ static void help(void)
 	       "     --max-connections N   connections per uid (default %" PRIu64 ")\n"
 	       "     --root-reserve N      fds of luod's capacity only root may use\n"
 	       "                           (default %d%% of the capacity)\n"
+	       "     --queue-budget BYTES  replies luod queues for slow readers before it\n"
+	       "                           refuses listings (default 256 MiB; each non-root\n"
+	       "                           uid a quarter, all of them three quarters)\n"
 	       "     --user-share PERCENT  the most one non-root uid may hold, in percent of\n"
 	       "                           the capacity less root's reserve (default %d)\n"
 	       "     --log-target TARGET   auto, stderr, syslog, journal or journal:PATH\n"
@@ -144,6 +148,7 @@ static int parse_args(struct luod *d, struct options *o, int argc, char **argv)
 		{ "max-connections", required_argument, NULL, ARG_MAX_CONNECTIONS },
 		{ "root-reserve", required_argument, NULL, ARG_ROOT_RESERVE },
 		{ "user-share", required_argument, NULL, ARG_USER_SHARE },
+		{ "queue-budget", required_argument, NULL, ARG_QUEUE_BUDGET },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, ARG_VERSION },
@@ -195,6 +200,14 @@ static int parse_args(struct luod *d, struct options *o, int argc, char **argv)
 			}
 			/* 0 is a reserve of none: stored as what can never be the default. */
 			d->limits.root_reserve = v ? v : UINT64_MAX;
+			break;
+		case ARG_QUEUE_BUDGET:
+			if (parse_u64(optarg, &v) < 0 || v < 4096) {
+				fprintf(stderr, "luod: --queue-budget needs a number of bytes, at "
+						"least 4096\n");
+				return LUOD_EXIT_USAGE + 1;
+			}
+			d->limits.queue_budget = v;
 			break;
 		case ARG_USER_SHARE:
 			if (parse_u64(optarg, &v) < 0 || v == 0 || v > 100) {
@@ -317,6 +330,8 @@ static int build_restart_args(struct luod *d, const struct options *o)
 					       : d->limits.root_reserve);
 	if (d->limits.user_share)
 		r = r ?: add_arg(d, "--user-share=%" PRIu64, d->limits.user_share);
+	if (d->limits.queue_budget)
+		r = r ?: add_arg(d, "--queue-budget=%" PRIu64, d->limits.queue_budget);
 	/* Only what the next image cannot find out by itself: it neither daemonizes
 	 * nor gets the service manager's variables. */
 	if (o->log_target || o->daemonized)

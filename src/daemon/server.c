@@ -234,6 +234,29 @@ static bool ino_eq(const struct hash_node *n, const void *key)
 	return container_of(n, struct endpoint, by_ino)->ino == *(const uint64_t *)key;
 }
 
+/* Queued reply bytes, in total and for the endpoint's uid. */
+static void queued_charge(struct luod *d, const struct endpoint *ep, int64_t n)
+{
+	struct uid_usage *u = uid_usage_get(d, ep->uid);
+
+	d->queued_bytes += (uint64_t)n;
+	if (u)
+		u->queued_bytes += (uint64_t)n;
+}
+
+bool queue_budget_allows(struct luod *d, uint32_t uid, uint64_t n)
+{
+	uint64_t budget = d->limits.queue_budget ? d->limits.queue_budget : LUOD_QUEUE_BUDGET;
+	struct uid_usage *u = uid_usage_get(d, uid), *root = uid_usage_get(d, 0);
+	uint64_t mine = u ? u->queued_bytes : 0, roots = root ? root->queued_bytes : 0;
+
+	if (uid == 0)
+		return mine + n <= budget;
+	/* A quarter for each uid, and three quarters for all of them: root's
+	 * quarter is always there. */
+	return mine + n <= budget / 4 && (d->queued_bytes - roots) + n <= budget - budget / 4;
+}
+
 struct endpoint *session_ep_find_by_fd(struct luod *d, int fd)
 {
 	LIST_FOREACH (i, &d->sessions) {
@@ -362,7 +385,7 @@ void endpoint_drop_queue(struct luod *d, struct endpoint *ep)
 		if (d->journal)
 			journal_check(d, luo_journal_ext_del(d->journal, LUOD_EXT_REPLY, m->key));
 		luod_close_later(d, m->fd);
-		d->queued_bytes -= m->len;
+		queued_charge(d, ep, -(int64_t)m->len);
 		free(m);
 	}
 	ep->out_tail = NULL;
@@ -426,8 +449,8 @@ static void retry_deferred(struct luod *d)
 		struct endpoint *ep = list_entry(i, struct endpoint, deferred_node);
 		luo_session *s = luo_engine_session_by_handle(d->engine, ep->handle);
 
-		if (s &&
-		    luo_engine_find_session(d->engine, LUO_SESSION_INCOMING, luo_session_name(s)))
+		if (s && luo_engine_find_session_of(d->engine, LUO_SESSION_INCOMING,
+						    luo_session_uid(s), luo_session_name(s)))
 			continue;
 		list_remove(&d->deferred, i);
 		ep->deferred = false;
@@ -455,7 +478,8 @@ static void session_hangup(struct luod *d, struct endpoint *ep)
 	 * over then.  (A reboot hands it over in any case.)
 	 */
 	if (s && !incoming && (luo_session_flags(s) & LUO_SESSION_FLAG_HANDOVER_ON_CLOSE) &&
-	    luo_engine_find_session(d->engine, LUO_SESSION_INCOMING, luo_session_name(s))) {
+	    luo_engine_find_session_of(d->engine, LUO_SESSION_INCOMING, luo_session_uid(s),
+				       luo_session_name(s))) {
 		if (!ep->deferred) {
 			log_info("session \"%s\" will be handed over once the incoming session of "
 				 "its name is closed",
@@ -481,9 +505,10 @@ static void session_hangup(struct luod *d, struct endpoint *ep)
 		snprintf(name, sizeof(name), "%s", luo_session_name(s));
 		log_debug("session \"%s\" closed by its last holder", name);
 		luo_session_release(s);
-		journal_session_moved(d, name, !incoming, incoming);
+		journal_session_moved(d, uid, name, !incoming, incoming);
 		/* A handover-on-close session is incoming now: listings say since when. */
-		if (outgoing && luo_engine_find_session(d->engine, LUO_SESSION_INCOMING, name))
+		if (outgoing &&
+		    luo_engine_find_session_of(d->engine, LUO_SESSION_INCOMING, uid, name))
 			session_info_handed_over(d, uid, name);
 		/* The engine decides whether the session ends, moves or sticks: charge the
 		 * owner what actually went away. */
@@ -553,7 +578,7 @@ int server_drop_session(struct luod *d, luo_session *s)
 	snprintf(name, sizeof(name), "%s", luo_session_name(s));
 	log_info("session \"%s\" (%s) dropped", name, incoming ? "incoming" : "outgoing");
 	luo_engine_drop_session(d->engine, s);
-	journal_session_moved(d, name, !incoming, incoming);
+	journal_session_moved(d, uid, name, !incoming, incoming);
 	uid_usage_charge(d, uid, sessions, files);
 	if (waiting) {
 		list_remove(&d->deferred, &waiting->deferred_node);
@@ -633,7 +658,7 @@ void endpoint_flush(struct luod *d, struct endpoint *ep)
 		if (!ep->out_head)
 			ep->out_tail = NULL;
 		ep->out_bytes -= m->len;
-		d->queued_bytes -= m->len;
+		queued_charge(d, ep, -(int64_t)m->len);
 		if (d->journal)
 			journal_check(d, luo_journal_ext_del(d->journal, LUOD_EXT_REPLY, m->key));
 		luod_close_later(d, m->fd);
@@ -657,7 +682,7 @@ static void endpoint_enqueue(struct luod *d, struct endpoint *ep, struct outmsg 
 		ep->out_head = m;
 	ep->out_tail = m;
 	ep->out_bytes += m->len;
-	d->queued_bytes += m->len;
+	queued_charge(d, ep, (int64_t)m->len);
 }
 
 void endpoint_reply(struct luod *d, struct endpoint *ep, uint32_t tag, int result, uint32_t flags,

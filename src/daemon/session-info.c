@@ -14,8 +14,8 @@
  * records outnumber twice the sessions, so memory stays proportional to the
  * live sessions whatever a client creates and drops.
  *
- * Not carried across luod's own live update or reboot (both re-exec): after
- * one, the records are empty and listings show these fields as unknown.
+ * The records are in the journal (LUOD_EXT_SESSION_INFO), so they survive a
+ * worker's death and a live update like the sessions they describe.
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -60,8 +60,25 @@ static struct session_info *info_find(struct luod *d, uint32_t uid, const char *
 	return n ? container_of(n, struct session_info, node) : NULL;
 }
 
+static void info_journal(struct luod *d, const struct session_info *i)
+{
+	struct ext_session_info e;
+
+	if (!d->journal)
+		return;
+	memset(&e, 0, sizeof(e));
+	e.uid = i->uid;
+	memcpy(e.name, i->name, sizeof(e.name));
+	memcpy(e.rec, i->rec, sizeof(e.rec));
+	journal_check(d, luo_journal_ext_put(d->journal, LUOD_EXT_SESSION_INFO,
+					     info_hash(i->uid, i->name), &e, sizeof(e)));
+}
+
 static void info_free(struct luod *d, struct session_info *i)
 {
+	if (d->journal)
+		journal_check(d, luo_journal_ext_del(d->journal, LUOD_EXT_SESSION_INFO,
+						     info_hash(i->uid, i->name)));
 	hashmap_remove(&d->session_infos, &i->node);
 	free(i);
 }
@@ -69,9 +86,7 @@ static void info_free(struct luod *d, struct session_info *i)
 /* Whether the session of this kind that the record describes still exists. */
 static bool record_live(struct luod *d, const struct session_info *i, enum luo_session_kind kind)
 {
-	luo_session *s = luo_engine_find_session(d->engine, kind, i->name);
-
-	return s && luo_session_uid(s) == i->uid;
+	return luo_engine_find_session_of(d->engine, kind, i->uid, i->name) != NULL;
 }
 
 /* Drops the records of sessions that are gone. */
@@ -148,6 +163,7 @@ void session_info_created(struct luod *d, luo_session *s, pid_t pid)
 		.creator_pid = pid > 0 ? (uint32_t)pid : 0,
 	};
 	read_comm(pid, i->rec[LUO_SESSION_OUTGOING].creator_comm);
+	info_journal(d, i);
 }
 
 void session_info_handed_over(struct luod *d, uint32_t uid, const char *name)
@@ -159,6 +175,35 @@ void session_info_handed_over(struct luod *d, uint32_t uid, const char *name)
 	i->rec[LUO_SESSION_INCOMING] = i->rec[LUO_SESSION_OUTGOING];
 	i->rec[LUO_SESSION_INCOMING].handover_usec = realtime_usec();
 	i->rec[LUO_SESSION_OUTGOING].known = false;
+	info_journal(d, i);
+}
+
+static int recover_one(uint64_t key, const void *data, size_t size, void *userdata)
+{
+	struct luod *d = userdata;
+	const struct ext_session_info *e = data;
+	struct session_info *i;
+
+	if (size != sizeof(*e) || !memchr(e->name, 0, sizeof(e->name)))
+		return -EBADMSG;
+	if (info_find(d, e->uid, e->name))
+		return 0;
+	i = calloc(1, sizeof(*i));
+	if (!i)
+		return -ENOMEM;
+	i->uid = e->uid;
+	memcpy(i->name, e->name, sizeof(i->name));
+	memcpy(i->rec, e->rec, sizeof(i->rec));
+	if (hashmap_insert(&d->session_infos, &i->node, info_hash(i->uid, i->name)) < 0) {
+		free(i);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+int session_info_recover(struct luod *d)
+{
+	return luo_journal_ext_foreach(d->journal, LUOD_EXT_SESSION_INFO, recover_one, d);
 }
 
 const struct session_record *session_info_find(struct luod *d, const luo_session *s)

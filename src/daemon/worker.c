@@ -30,6 +30,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,18 +116,19 @@ void journal_endpoint_gone(struct luod *d, struct endpoint *ep)
 
 /* The engine's changes to the session of this name (a handover, finish,
  * release or drop: the session is written whole where it now is). */
-void journal_session_moved(struct luod *d, const char *name, bool was_outgoing, bool was_incoming)
+void journal_session_moved(struct luod *d, uint32_t uid, const char *name, bool was_outgoing,
+			   bool was_incoming)
 {
 	luo_journal *j = d->journal;
 
 	if (!j)
 		return;
 	if (was_outgoing)
-		journal_check(d, luo_journal_note_session_gone(j, LUO_SESSION_OUTGOING, name));
+		journal_check(d, luo_journal_note_session_gone(j, LUO_SESSION_OUTGOING, uid, name));
 	if (was_incoming)
-		journal_check(d, luo_journal_note_session_gone(j, LUO_SESSION_INCOMING, name));
+		journal_check(d, luo_journal_note_session_gone(j, LUO_SESSION_INCOMING, uid, name));
 	for (int kind = LUO_SESSION_OUTGOING; kind <= LUO_SESSION_INCOMING; kind++) {
-		luo_session *s = luo_engine_find_session(d->engine, kind, name);
+		luo_session *s = luo_engine_find_session_of(d->engine, kind, uid, name);
 
 		if (s)
 			journal_check(d, luo_journal_note_session(j, s, true));
@@ -438,7 +440,7 @@ static int requeue_replies(struct luod *d)
 	struct reply_list l = {};
 	int r = luo_journal_ext_foreach(d->journal, LUOD_EXT_REPLY, list_reply, &l);
 
-	if (r < 0)
+	if (r < 0 || l.n == 0)
 		goto out;
 	qsort(l.items, l.n, sizeof(*l.items), cmp_reply);
 	for (size_t i = 0; i < l.n; i++) {
@@ -533,9 +535,10 @@ int worker_main(struct luod *d)
 			safe_close(fd);
 		}
 	}
-	fault_point(d, "worker-start");
-
 	r = luo_journal_open(d->journal_fd, &d->journal);
+	/* Not before the journal is open: a point's counts are in its owner area. */
+	if (r >= 0)
+		fault_point(d, "worker-start");
 	/* A test build's stand-in for a new binary that cannot read the journal. */
 	if (r >= 0 && luod_keeper_area(d)->update_binary[0] && !d->rolled_back &&
 	    fault_point(d, "update-recover-refuse"))
@@ -550,6 +553,8 @@ int worker_main(struct luod *d)
 	r = luo_journal_ext_foreach(d->journal, LUOD_EXT_CONN, rebuild_conn, d);
 	if (r >= 0)
 		r = luo_journal_ext_foreach(d->journal, LUOD_EXT_SESSION, rebuild_session, d);
+	if (r >= 0)
+		r = session_info_recover(d);
 	if (r >= 0)
 		r = reconcile(d, &closed, &adopted);
 	if (r < 0) {
@@ -597,10 +602,18 @@ int worker_main(struct luod *d)
 
 /* ---- compaction ---- */
 
-/* The log may grow to this, or to twice the snapshot, before it is compacted. */
-#define COMPACT_MIN_LOG (UINT64_C(8) << 20)
+/*
+ * The log may grow to this, or to a quarter of the snapshot, before it is
+ * compacted: a successor replays at most that much (about 1,700 records per
+ * 256 KiB), while the cost of compacting (a fork() and an encode in the
+ * child) stays proportional to what was logged.  An update compacts first
+ * whatever the log's size (a log smaller than COMPACT_UPDATE_MIN is not
+ * worth it), so that the new image replays almost nothing in the blackout.
+ */
+#define COMPACT_MIN_LOG (UINT64_C(256) << 10)
+#define COMPACT_UPDATE_MIN (UINT64_C(16) << 10)
 
-void compact_maybe(struct luod *d)
+int compact_start(struct luod *d, bool force)
 {
 	luo_journal *j = d->journal;
 	uint64_t log, snap, seq;
@@ -608,26 +621,34 @@ void compact_maybe(struct luod *d)
 	pid_t pid;
 
 	if (!j || d->compact_pid > 0 || luo_journal_staged(j) != 0)
-		return;
+		return 0;
 	log = luo_journal_log_size(j);
 	snap = luo_journal_snapshot_size(j);
-	if (log < MAX(COMPACT_MIN_LOG, 2 * snap))
-		return;
+	if (log < (force ? COMPACT_UPDATE_MIN : MAX(COMPACT_MIN_LOG, snap / 4)))
+		return 0;
 	fd = memfd_create("luod-journal", MFD_CLOEXEC);
 	if (fd < 0)
-		return;
+		return 0;
 	seq = luo_journal_seq(j);
 	/*
 	 * The snapshot is written by a child, from its copy of this worker's
 	 * memory as it is now (seq): requests go on meanwhile, and the records
 	 * they add are carried over when the result is taken in.
 	 */
-	pid = fork();
+	/*
+	 * fork() with the fd table shared, not copied: a copy would hold a
+	 * reference to every socket luod has (a session socket's client end on
+	 * its way out, say, whose session would then not see its client close
+	 * it) until the child is done.  The child touches no fd but the new
+	 * journal's.
+	 */
+	fflush(NULL);
+	pid = (pid_t)syscall(SYS_clone, CLONE_FILES | SIGCHLD, NULL, NULL, NULL, NULL);
 	if (pid == 0)
 		_exit(luo_journal_write_snapshot(j, fd, seq) < 0 ? 1 : 0);
 	if (pid < 0) {
 		safe_close(fd);
-		return;
+		return 0;
 	}
 	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	if (pidfd < 0 ||
@@ -636,7 +657,7 @@ void compact_maybe(struct luod *d)
 		safe_close(pidfd);
 		(void)waitpid(pid, NULL, 0);
 		safe_close(fd);
-		return;
+		return 0;
 	}
 	d->compact_ep.type = EP_COMPACT;
 	d->compact_ep.fd = pidfd;
@@ -644,6 +665,12 @@ void compact_maybe(struct luod *d)
 	d->compact_fd = fd;
 	log_debug("compacting the journal (%" PRIu64 " bytes of log, snapshot %" PRIu64 ")", log,
 		  snap);
+	return 1;
+}
+
+void compact_maybe(struct luod *d)
+{
+	(void)compact_start(d, false);
 }
 
 void compact_done(struct luod *d)
@@ -660,6 +687,7 @@ void compact_done(struct luod *d)
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		log_warning("journal compaction failed");
 		d->compact_fd = safe_close(d->compact_fd);
+		liveupdate_compacted(d);
 		return;
 	}
 	fault_point(d, "compact-switch");
@@ -670,6 +698,7 @@ void compact_done(struct luod *d)
 	else
 		log_debug("journal compacted: snapshot %" PRIu64 " bytes, log %" PRIu64 " bytes",
 			  luo_journal_snapshot_size(d->journal), luo_journal_log_size(d->journal));
+	liveupdate_compacted(d);
 }
 
 #ifdef LUOD_FAULT_INJECTION

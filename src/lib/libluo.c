@@ -413,6 +413,28 @@ _public_ int luo_session_handover(int session_fd)
 	return luo_wire_call(session_fd, LUO_SESSION_HANDOVER, &a, sizeof(a), NULL, 0, NULL);
 }
 
+_public_ int luo_session_get_owner(int session_fd, uid_t *ret_uid)
+{
+	struct luo_wire_get_owner a = { .size = sizeof(a) };
+	int kind, r;
+
+	if (session_fd < 0)
+		return -EBADF;
+	if (!ret_uid)
+		return -EINVAL;
+	kind = fd_kind(session_fd, false);
+	if (kind < 0)
+		return kind;
+	/* The kernel's sessions belong to the one opener of its device: no uid. */
+	if (kind == FD_KERNEL)
+		return -EOPNOTSUPP;
+	r = luo_wire_call(session_fd, LUO_SESSION_GET_OWNER, &a, sizeof(a), NULL, 0, NULL);
+	if (r < 0)
+		return r;
+	*ret_uid = (uid_t)a.uid;
+	return 0;
+}
+
 _public_ int luo_session_drop(int luo_fd, const char *name)
 {
 	struct luo_wire_drop a = { .size = sizeof(a), .kind = LUO_DROP_ANY };

@@ -46,8 +46,8 @@ static const struct luo_wire_command wire_commands[] = {
 		 sizeof(struct luo_wire_reboot), 0, 0, "REBOOT"),
 	WIRE_CMD(LUO_WIRE_DEVICE, LUO_CMD_IS_SESSION, sizeof(struct luo_wire_is_session),
 		 sizeof(struct luo_wire_is_session), 1, 0, "IS_SESSION"),
-	WIRE_CMD(LUO_WIRE_DEVICE, LUO_CMD_DROP, sizeof(struct luo_wire_drop),
-		 sizeof(struct luo_wire_drop), 0, 0, "DROP"),
+	WIRE_CMD(LUO_WIRE_DEVICE, LUO_CMD_DROP, LUO_WIRE_DROP_V1, sizeof(struct luo_wire_drop), 0,
+		 0, "DROP"),
 	WIRE_CMD(LUO_WIRE_DEVICE, LUO_CMD_DUMP_STATE, sizeof(struct luo_wire_dump_state),
 		 sizeof(struct luo_wire_dump_state), 0, 1, "DUMP_STATE"),
 	/* The kernel's session commands. */
@@ -66,6 +66,8 @@ static const struct luo_wire_command wire_commands[] = {
 	/* luod's session extension. */
 	WIRE_CMD(LUO_WIRE_SESSION, LUO_CMD_SESSION_HANDOVER, sizeof(struct luo_wire_simple),
 		 sizeof(struct luo_wire_simple), 0, 0, "HANDOVER"),
+	WIRE_CMD(LUO_WIRE_SESSION, LUO_CMD_SESSION_GET_OWNER, sizeof(struct luo_wire_get_owner),
+		 sizeof(struct luo_wire_get_owner), 0, 0, "GET_OWNER"),
 };
 
 /* The structs must have the kernel's sizes, or the E2BIG/EINVAL checks drift. */

@@ -205,8 +205,15 @@ struct luo_wire_show {
 	uint32_t session_entry_size; /* in: known (0: v1); out: sent */
 	uint32_t file_entry_size;    /* in: known (0: v1); out: sent */
 	uint64_t update_number;	     /* out: luod's live update number */
+	/* in: with LUO_WIRE_OF_UID in of_flags, the session is looked up in
+	 * of_uid's names instead of the caller's (root, or that uid itself). */
+	uint32_t of_uid;
+	uint32_t of_flags;
 };
 #define LUO_WIRE_SHOW_V1 80
+/* Names are per uid: a command names a session in the caller's own names
+ * unless it sets this flag and a uid (luoctl --uid). */
+#define LUO_WIRE_OF_UID (1u << 0)
 
 /*
  * DUMP_STATE: luod encodes its engine's state (luo_state_encode(), the format
@@ -259,13 +266,25 @@ struct luo_wire_drop {
 	uint32_t size;
 	uint32_t kind; /* LUO_DROP_* */
 	uint8_t name[LIVEUPDATE_SESSION_NAME_LENGTH];
+	uint32_t of_uid; /* as in struct luo_wire_show */
+	uint32_t of_flags;
 };
+#define LUO_WIRE_DROP_V1 72
 
 /* ---- luod's extensions of the session commands (on a session fd) ---- */
 enum {
 	LUO_CMD_SESSION_HANDOVER = 0x44,
+	LUO_CMD_SESSION_GET_OWNER = 0x45,
 };
 #define LUO_SESSION_HANDOVER _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_SESSION_HANDOVER)
+#define LUO_SESSION_GET_OWNER _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_SESSION_GET_OWNER)
+/* GET_OWNER: the uid that owns the session (whose names it is among). */
+struct luo_wire_get_owner {
+	uint32_t size;
+	uint32_t reserved;
+	uint32_t uid; /* out */
+	uint32_t reserved2;
+};
 /* HANDOVER: struct luo_wire_simple, reserved must be 0. */
 
 /* ---- command table: the kernel's checks are driven by it ---- */

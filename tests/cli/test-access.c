@@ -136,10 +136,15 @@ TEST(other_uid_cannot_see_take_update_or_reboot)
 	ASSERT_TRUE(strstr(o.out, "  root  ") != NULL);
 	cli_sync_post(&a.go);
 	ASSERT_EQ(cli_wait(pid), 0);
-	/* Root may drop any uid's session that nobody holds. */
+	/* Names are per uid: root reaches another uid's session only explicitly. */
 	LUOCTL(&o, "drop", "--incoming", "nobody's kept");
+	ASSERT_EQ(o.status, 4);
+	LUOCTL(&o, "show", "--uid", "65534", "nobody's kept");
 	ASSERT_EQ(o.status, 0);
-	LUOCTL(&o, "show", "nobody's kept");
+	/* Root may drop any uid's session that nobody holds. */
+	LUOCTL(&o, "drop", "--incoming", "--uid", "65534", "nobody's kept");
+	ASSERT_EQ(o.status, 0);
+	LUOCTL(&o, "show", "--uid", "65534", "nobody's kept");
 	ASSERT_EQ(o.status, 4);
 
 	/* Nothing of root's was touched. */

@@ -149,7 +149,7 @@ static void handover(struct jt *t, luo_session *s)
 
 	snprintf(name, sizeof(name), "%s", luo_session_name(s));
 	CHECK(luo_engine_handover_session(t->e, s));
-	CHECK(luo_journal_note_session_gone(t->j, LUO_SESSION_OUTGOING, name));
+	CHECK(luo_journal_note_session_gone(t->j, LUO_SESSION_OUTGOING, luo_session_uid(s), name));
 	CHECK(luo_journal_note_session(t->j, s, true));
 	commit(t);
 }
@@ -201,9 +201,11 @@ static void release_gone(struct jt *t, luo_session *s)
 	enum luo_session_kind kind = luo_session_kind(s);
 	char name[LUO_NAME_FIELD];
 
+	uint32_t uid = luo_session_uid(s);
+
 	snprintf(name, sizeof(name), "%s", luo_session_name(s));
 	luo_session_release(s);
-	CHECK(luo_journal_note_session_gone(t->j, kind, name));
+	CHECK(luo_journal_note_session_gone(t->j, kind, uid, name));
 	commit(t);
 }
 

@@ -123,20 +123,32 @@ static int other_leaves_a_session(const struct test_luod *d)
 	return 0;
 }
 
-TEST(root_may_take_any_uids_session)
+/* Another uid's session left under a name: root sees it listed, but it is not
+ * root's to retrieve by that name, and root's own session of the same name is
+ * another one (no uid can squat or probe a name another uses). */
+TEST(names_are_per_uid_root_included)
 {
 	struct test_luod d;
-	int conn, s, fd;
+	int conn, s, mine, m, fd;
 
 	start_shared(&d, NULL);
 	ASSERT_EQ(as_other_uid(&d, other_leaves_a_session), 0);
 	conn = test_luod_connect(&d);
 	ASSERT_EQ(cl_list_count(conn), 1);
+	ASSERT_ERR(cl_retrieve(conn, "theirs", &s), -ENOENT);
+	/* Root's own "theirs": created and handed over beside the other uid's. */
+	m = cl_memfd("root's");
+	ASSERT_OK(cl_create(conn, "theirs", 0, &mine));
+	ASSERT_OK(cl_preserve(mine, 1, m));
+	ASSERT_OK(cl_handover(mine));
+	close(mine);
+	ASSERT_EQ(cl_list_count(conn), 2);
 	ASSERT_OK(cl_retrieve(conn, "theirs", &s));
 	ASSERT_OK(cl_retrieve_fd(s, 1, &fd));
-	ASSERT_TRUE(cl_memfd_has(fd, "theirs"));
+	ASSERT_TRUE(cl_memfd_has(fd, "root's"));
 	close(fd);
 	close(s);
+	close(m);
 	close(conn);
 	test_luod_stop(&d);
 }
@@ -530,8 +542,114 @@ TEST(connections_beyond_the_fd_limit_are_refused_with_emfile)
 	test_luod_stop(&d);
 }
 
-TEST_MAIN(TEST_CASE(other_uid_cannot_retrieve_list_or_show),
-	  TEST_CASE(root_may_take_any_uids_session), TEST_CASE(other_uid_cannot_update_or_reboot),
+/* A non-root uid's STATUS counts its own sessions, files and connections only. */
+static int other_counts_its_own(const struct test_luod *d)
+{
+	struct luo_wire_status st;
+	int conn = test_luod_connect(d), s, m;
+
+	if (conn < 0 || cl_status(conn, &st) < 0)
+		return 1;
+	if (st.n_outgoing != 0 || st.n_incoming != 0 || st.n_files != 0 || st.n_connections != 1)
+		return 2;
+	m = cl_memfd("mine");
+	if (cl_create(conn, "mine", 0, &s) < 0 || cl_preserve(s, 1, m) < 0)
+		return 3;
+	if (cl_status(conn, &st) < 0 || st.n_outgoing != 1 || st.n_files != 1)
+		return 4;
+	close(m);
+	close(s);
+	close(conn);
+	return 0;
+}
+
+TEST(status_counts_are_the_callers_own)
+{
+	struct test_luod d;
+	struct luo_wire_status st;
+	int conn, a, b, m;
+
+	start_shared(&d, NULL);
+	conn = test_luod_connect(&d);
+	m = cl_memfd("roots");
+	ASSERT_OK(cl_create(conn, "root-a", 0, &a));
+	ASSERT_OK(cl_create(conn, "root-b", 0, &b));
+	ASSERT_OK(cl_preserve(a, 1, m));
+	ASSERT_EQ(as_other_uid(&d, other_counts_its_own), 0);
+	/* Root sees everything. */
+	ASSERT_OK(cl_status(conn, &st));
+	ASSERT_EQ(st.n_outgoing, 2);
+	ASSERT_EQ(st.n_files, 1);
+	close(m);
+	close(a);
+	close(b);
+	close(conn);
+	test_luod_stop(&d);
+}
+
+#define BUDGET_SESSIONS 200
+
+/* The other uid's listing is larger than its quarter of a small budget. */
+static int other_listing_over_its_share(const struct test_luod *d)
+{
+	int conn = test_luod_connect(d), s[BUDGET_SESSIONS];
+	char name[32];
+	int r = 0;
+
+	if (conn < 0)
+		return 1;
+	for (int i = 0; i < BUDGET_SESSIONS; i++) {
+		snprintf(name, sizeof(name), "listed-%03d", i);
+		if (cl_create(conn, name, 0, &s[i]) < 0)
+			return 2;
+	}
+	if (cl_list_count(conn) != -ENOBUFS)
+		r = 3;
+	for (int i = 0; i < BUDGET_SESSIONS; i++)
+		close(s[i]);
+	close(conn);
+	return r;
+}
+
+static int other_holds_its_sessions(const struct test_luod *d)
+{
+	int conn = test_luod_connect(d), s;
+	char name[32];
+
+	if (conn < 0)
+		return 1;
+	for (int i = 0; i < BUDGET_SESSIONS; i++) {
+		snprintf(name, sizeof(name), "kept-%03d", i);
+		if (cl_create(conn, name, 0, &s) < 0 || cl_handover(s) < 0)
+			return 2;
+		close(s);
+	}
+	close(conn);
+	return 0;
+}
+
+/*
+ * Listing budgets are per uid: a non-root uid gets a quarter of luod's reply
+ * budget (ENOBUFS past it), while root, whose listing of the same sessions is
+ * as large, is not refused for what another uid may queue.
+ */
+TEST(listing_budgets_are_per_uid)
+{
+	struct test_luod d;
+	int conn;
+
+	start_shared(&d, (const char *const[]){ "--queue-budget=65536", NULL });
+	ASSERT_EQ(as_other_uid(&d, other_listing_over_its_share), 0);
+	ASSERT_EQ(as_other_uid(&d, other_holds_its_sessions), 0);
+	conn = test_luod_connect(&d);
+	ASSERT_EQ(cl_list_count(conn), BUDGET_SESSIONS);
+	close(conn);
+	test_luod_stop(&d);
+}
+
+TEST_MAIN(TEST_CASE(listing_budgets_are_per_uid), TEST_CASE(status_counts_are_the_callers_own),
+	  TEST_CASE(other_uid_cannot_retrieve_list_or_show),
+	  TEST_CASE(names_are_per_uid_root_included), TEST_CASE(other_uid_cannot_update_or_reboot),
 	  TEST_CASE(session_limit_is_per_uid_and_gives_enospc), TEST_CASE(file_limit_gives_enospc),
 	  TEST_CASE(luod_out_of_fds_gives_emfile), TEST_CASE(tiny_fd_limit_refuses_to_start),
 	  TEST_CASE(connections_beyond_the_fd_limit_are_refused_with_emfile),

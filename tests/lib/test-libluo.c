@@ -456,6 +456,28 @@ TEST(drop_removes_a_session_nobody_holds)
 	test_luod_stop(&d);
 }
 
+/* Names are per uid; a session's owner is the uid that made it. */
+TEST(get_owner_names_the_sessions_uid)
+{
+	struct test_luod d;
+	int luo, s, other;
+	uid_t uid = 12345;
+
+	start(&d);
+	luo = ASSERT_OK(luo_connect(NULL));
+	ASSERT_OK(luo_session_create(luo, "owned", 0, &s));
+	ASSERT_OK(luo_session_get_owner(s, &uid));
+	ASSERT_EQ(uid, geteuid());
+	ASSERT_ERR(luo_session_get_owner(s, NULL), -EINVAL);
+	ASSERT_ERR(luo_session_get_owner(-1, &uid), -EBADF);
+	other = ASSERT_OK(memfd_create("not-a-session", MFD_CLOEXEC));
+	ASSERT_ERR(luo_session_get_owner(other, &uid), -ENOTTY);
+	close(other);
+	close(s);
+	close(luo);
+	test_luod_stop(&d);
+}
+
 TEST(handover_on_close_keeps_the_session_for_the_successor)
 {
 	struct test_luod d;
@@ -1402,6 +1424,7 @@ static const struct test_case cases[] = {
 	TEST_CASE(create_into_a_full_fd_table_is_emfile_and_makes_nothing),
 	TEST_CASE(retrieve_fd_into_a_full_fd_table_is_emfile_and_keeps_the_file),
 	TEST_CASE(drop_removes_a_session_nobody_holds),
+	TEST_CASE(get_owner_names_the_sessions_uid),
 	TEST_CASE(handover_on_close_keeps_the_session_for_the_successor),
 	TEST_CASE(commands_on_a_handed_over_fd_are_estale),
 	TEST_CASE(preserve_errors_are_the_kernel_ones),

@@ -67,7 +67,7 @@ TEST(command_table_has_the_kernel_sizes)
 		{ LUO_WIRE_SESSION, 0x40, 16, 16, 1, 0 }, { LUO_WIRE_SESSION, 0x41, 16, 16, 0, 1 },
 		{ LUO_WIRE_SESSION, 0x42, 8, 8, 0, 0 },	  { LUO_WIRE_SESSION, 0x43, 72, 72, 0, 0 },
 		{ LUO_WIRE_SESSION, 0x44, 8, 8, 0, 0 },	  { LUO_WIRE_DEVICE, 0x86, 16, 16, 1, 0 },
-		{ LUO_WIRE_DEVICE, 0x87, 72, 72, 0, 0 },
+		{ LUO_WIRE_DEVICE, 0x87, 72, 80, 0, 0 },
 	};
 
 	for (size_t i = 0; i < ELEMENTSOF(rows); i++) {
@@ -96,7 +96,7 @@ TEST(command_table_keeps_device_and_session_commands_apart)
 		if (d)
 			ASSERT_TRUE(nr <= 0x01 || (nr >= 0x80 && nr <= 0x88));
 		if (s)
-			ASSERT_TRUE(nr >= 0x40 && nr <= 0x44);
+			ASSERT_TRUE(nr >= 0x40 && nr <= 0x45);
 	}
 }
 
@@ -126,7 +126,7 @@ TEST(parse_applies_the_kernel_checks_in_order)
 		{ "device nr on session", LUO_WIRE_SESSION, LIVEUPDATE_IOCTL_CREATE_SESSION, 72, 72,
 		  -EINVAL },
 		{ "unknown device nr", LUO_WIRE_DEVICE, _IO(0xBA, 0x02), 8, 8, -EINVAL },
-		{ "unknown session nr", LUO_WIRE_SESSION, _IO(0xBA, 0x45), 8, 8, -EINVAL },
+		{ "unknown session nr", LUO_WIRE_SESSION, _IO(0xBA, 0x46), 8, 8, -EINVAL },
 		{ "extension nr on session", LUO_WIRE_SESSION, LUO_IOCTL_STATUS, 120, 120,
 		  -EINVAL },
 		{ "session handover on device", LUO_WIRE_DEVICE, LUO_SESSION_HANDOVER, 8, 8,

@@ -321,19 +321,46 @@ TEST(retrieve_session_other_uid_enoent)
 	luo_engine_free(e);
 }
 
-TEST(retrieve_session_by_root_or_any_uid_ok)
+/*
+ * Names are per uid: root retrieves in its own names like anyone, so a
+ * session another uid left under a name is not root's to take by accident.
+ * LUO_UID_ANY (tools) takes the first of that name in any uid's names.
+ */
+TEST(retrieve_session_in_the_callers_names_only)
 {
 	luo_engine *e = test_engine();
 	uint8_t field[LUO_NAME_FIELD];
 	luo_session *a = test_create(e, "a"), *b = test_create(e, "b");
 
 	ASSERT_OK(luo_engine_reboot(e));
-	ASSERT_OK(luo_engine_retrieve_session(e, test_name(field, "a"), 0, NULL));
+	ASSERT_ERR(luo_engine_retrieve_session(e, test_name(field, "a"), 0, NULL), -ENOENT);
+	ASSERT_EQ(luo_session_state(a), LUO_SESSION_WAITING);
+	ASSERT_OK(luo_engine_retrieve_session(e, test_name(field, "a"), 1000, NULL));
 	ASSERT_OK(luo_engine_retrieve_session(e, test_name(field, "b"), LUO_UID_ANY, NULL));
 	ASSERT_EQ(luo_session_state(a), LUO_SESSION_RETRIEVED);
 	ASSERT_EQ(luo_session_state(b), LUO_SESSION_RETRIEVED);
 	/* The owner stays the creator. */
 	ASSERT_EQ(luo_session_uid(a), 1000);
+	luo_engine_free(e);
+}
+
+/* Two uids may use one name: neither can tell, nor take the other's. */
+TEST(same_name_for_two_uids_is_two_sessions)
+{
+	luo_engine *e = test_engine();
+	uint8_t field[LUO_NAME_FIELD];
+	luo_session *mine, *theirs, *got;
+
+	ASSERT_OK(luo_engine_create_session(e, test_name(field, "state"), 0, 1000, &mine));
+	ASSERT_OK(luo_engine_create_session(e, test_name(field, "state"), 0, 2000, &theirs));
+	ASSERT_ERR(luo_engine_create_session(e, test_name(field, "state"), 0, 2000, &got), -EEXIST);
+	ASSERT_OK(luo_engine_handover_session(e, mine));
+	ASSERT_OK(luo_engine_handover_session(e, theirs));
+	ASSERT_OK(luo_engine_retrieve_session(e, test_name(field, "state"), 2000, &got));
+	ASSERT_TRUE(got == theirs);
+	ASSERT_EQ(luo_session_uid(got), 2000);
+	ASSERT_EQ(luo_session_state(mine), LUO_SESSION_WAITING);
+	ASSERT_TRUE(luo_engine_find_session_of(e, LUO_SESSION_INCOMING, 1000, "state") == mine);
 	luo_engine_free(e);
 }
 
@@ -1232,7 +1259,8 @@ TEST_MAIN(TEST_CASE(add_handler_compatible_empty_einval),
 	  TEST_CASE(retrieve_session_outgoing_name_enoent),
 	  TEST_CASE(retrieve_session_waiting_becomes_retrieved_with_fresh_handle),
 	  TEST_CASE(retrieve_session_twice_einval), TEST_CASE(retrieve_session_other_uid_enoent),
-	  TEST_CASE(retrieve_session_by_root_or_any_uid_ok),
+	  TEST_CASE(retrieve_session_in_the_callers_names_only),
+	  TEST_CASE(same_name_for_two_uids_is_two_sessions),
 	  TEST_CASE(retrieve_session_finished_einval),
 	  TEST_CASE(retrieve_session_after_finish_and_close_enoent),
 	  TEST_CASE(preserve_fd_on_incoming_session_einval),

@@ -14,8 +14,11 @@
  *
  *   preserve: record dev, ino, size, position, seals
  *   freeze:   record them again (the state at the update is what counts)
- *   retrieve: check that the file is the recorded one with the recorded
- *             seals (-EIO if not), then put the position back
+ *   retrieve: check that the file is the recorded one (-EIO if not), then
+ *             put the position back.  Seals only ever grow: whoever holds the
+ *             memfd may add one after the handover (it is the same file), and
+ *             the successor gets the file with the seals it has then, which
+ *             include every recorded one; that is no reason to fail.
  *
  * Identity for EBUSY is the inode: a second open of the same memfd through
  * /proc is the same memfd.
@@ -87,8 +90,8 @@ static int memfd_retrieve(struct luo_handler_file *f)
 	seals = fcntl(f->fd, F_GET_SEALS);
 	if (seals < 0)
 		return negative_errno();
-	/* Seals only ever grow; a program relying on the recorded set must not get another. */
-	if ((uint64_t)(unsigned)seals != fields[MEMFD_SEALS])
+	/* Seals cannot be taken away: a recorded one missing means another file. */
+	if (fields[MEMFD_SEALS] & ~(uint64_t)(unsigned)seals)
 		return -EIO;
 
 	if (lseek(f->fd, (off_t)fields[MEMFD_POS], SEEK_SET) < 0)

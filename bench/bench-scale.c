@@ -5,11 +5,16 @@
  * Two runs, each against a fresh luod:
  *   - files: one client preserves --files fresh memfds, 1000 per session;
  *   - sessions: one client creates --sessions empty sessions and holds them.
- * Before and after, luod's VmRSS (/proc/PID/status) and Pss
- * (/proc/PID/smaps_rollup) are read; the growth divided by the count is the
- * cost of one file or one session in luod's own memory (the kernel's struct
- * file behind each fd is not in it and is the same for any holder).  The
- * time to create them all is reported beside.
+ * Before and after, all of luod's memory is read (bench_luod_memory()): the
+ * keeper's and the worker's VmRSS (/proc/PID/status) and Pss
+ * (/proc/PID/smaps_rollup), without their mappings of the journal, plus the
+ * journal memfd's allocated bytes (its pages counted once, mapped or not).
+ * The growth of Pss + journal divided by the count is the cost of one file or
+ * one session in luod's own memory, journal included (the kernel's struct
+ * file behind each fd is not in it and is the same for any holder); the same
+ * with VmRSS is beside it.  The journal holds what the preserves wrote to its
+ * log since the last compaction, so it is what a luod that has just taken
+ * these files holds.  The time to create them all is reported beside.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -29,9 +34,17 @@
 
 struct scale_result {
 	size_t count;
-	uint64_t rss_before, rss_after, pss_before, pss_after;
+	struct bench_luod_memory before, after;
 	double seconds;
 };
+
+static int luod_memory(const struct bench_luod *d, int conn, struct bench_luod_memory *ret)
+{
+	struct bench_luod_status st;
+	int r = bench_luod_status(conn, &st);
+
+	return r < 0 ? r : bench_luod_memory(d->pid, st.worker_pid, ret);
+}
 
 /*
  * Creates count sessions (files_per_session == 0) or preserves count memfds,
@@ -60,7 +73,9 @@ static int run_scale(const char *luod_path, size_t count, size_t files_per_sessi
 		r = conn;
 		goto out;
 	}
-	bench_proc_memory(d.pid, &res->rss_before, &res->pss_before);
+	r = luod_memory(&d, conn, &res->before);
+	if (r < 0)
+		goto out;
 	t0 = bench_now_ns();
 	for (size_t i = 0; i < count; i++) {
 		_cleanup_close_ int mfd = -EBADF;
@@ -86,7 +101,9 @@ static int run_scale(const char *luod_path, size_t count, size_t files_per_sessi
 			goto out;
 	}
 	res->seconds = (double)(bench_now_ns() - t0) / 1e9;
-	bench_proc_memory(d.pid, &res->rss_after, &res->pss_after);
+	r = luod_memory(&d, conn, &res->after);
+	if (r < 0)
+		goto out;
 	res->count = count;
 	r = 0;
 out:
@@ -98,29 +115,52 @@ out:
 	return r;
 }
 
-static void json_result(const char *prefix, const struct scale_result *s)
+static void json_int(const char *prefix, const char *name, uint64_t v)
 {
 	char key[64];
-	double n = (double)MAX(s->count, (size_t)1);
 
-	snprintf(key, sizeof(key), "%s", prefix);
-	bench_json_int(key, (int64_t)s->count);
-	snprintf(key, sizeof(key), "%s_rss_before", prefix);
-	bench_json_int(key, (int64_t)s->rss_before);
-	snprintf(key, sizeof(key), "%s_rss_after", prefix);
-	bench_json_int(key, (int64_t)s->rss_after);
-	snprintf(key, sizeof(key), "%s_pss_before", prefix);
-	bench_json_int(key, (int64_t)s->pss_before);
-	snprintf(key, sizeof(key), "%s_pss_after", prefix);
-	bench_json_int(key, (int64_t)s->pss_after);
-	snprintf(key, sizeof(key), "bytes_per_%s", prefix);
-	bench_json_num(key, ((double)s->rss_after - (double)s->rss_before) / n);
-	snprintf(key, sizeof(key), "pss_bytes_per_%s", prefix);
-	bench_json_num(key, ((double)s->pss_after - (double)s->pss_before) / n);
-	snprintf(key, sizeof(key), "%s_create_seconds", prefix);
-	bench_json_num(key, s->seconds);
-	snprintf(key, sizeof(key), "%s_per_second", prefix);
-	bench_json_num(key, s->seconds > 0 ? (double)s->count / s->seconds : NAN);
+	snprintf(key, sizeof(key), "%s_%s", prefix, name);
+	bench_json_int(key, (int64_t)v);
+}
+
+static void json_num(const char *name, const char *prefix, double v)
+{
+	char key[64];
+
+	snprintf(key, sizeof(key), "%s_%s", name, prefix);
+	bench_json_num(key, v);
+}
+
+/* Bytes of luod's memory, journal included, per item: Pss based and VmRSS based. */
+static double per_item(const struct scale_result *s, bool pss)
+{
+	double n = (double)MAX(s->count, (size_t)1);
+	double a = (double)((pss ? s->after.pss : s->after.rss) + s->after.journal),
+	       b = (double)((pss ? s->before.pss : s->before.rss) + s->before.journal);
+
+	return (a - b) / n;
+}
+
+static void json_result(const char *prefix, const struct scale_result *s)
+{
+	bench_json_int(prefix, (int64_t)s->count);
+	json_int(prefix, "rss_before", s->before.rss);
+	json_int(prefix, "rss_after", s->after.rss);
+	json_int(prefix, "pss_before", s->before.pss);
+	json_int(prefix, "pss_after", s->after.pss);
+	json_int(prefix, "keeper_pss_after", s->after.keeper_pss);
+	json_int(prefix, "worker_pss_after", s->after.worker_pss);
+	json_int(prefix, "journal_before", s->before.journal);
+	json_int(prefix, "journal_after", s->after.journal);
+	json_int(prefix, "journal_size_after", s->after.journal_size);
+	/* The headline: Pss of both processes plus the journal, per item. */
+	json_num("pss_bytes_per", prefix, per_item(s, true));
+	json_num("bytes_per", prefix, per_item(s, false));
+	json_num("journal_bytes_per", prefix,
+		 ((double)s->after.journal - (double)s->before.journal) /
+			 (double)MAX(s->count, (size_t)1));
+	json_num(prefix, "create_seconds", s->seconds);
+	json_num(prefix, "per_second", s->seconds > 0 ? (double)s->count / s->seconds : NAN);
 }
 
 int main(int argc, char **argv)
@@ -178,10 +218,7 @@ int main(int argc, char **argv)
 	bench_json_int("fd_limit", limit);
 	json_result("file", &files);
 	json_result("session", &sessions);
-	bench_json_bool("target_512_bytes_per_file",
-			((double)files.rss_after - (double)files.rss_before) /
-					(double)MAX(files.count, (size_t)1) <=
-				512);
+	bench_json_bool("target_512_bytes_per_file", per_item(&files, true) <= 512);
 	bench_json_end();
 	return 0;
 }

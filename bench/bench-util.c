@@ -9,6 +9,7 @@
  */
 #include "bench-util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -19,6 +20,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,6 +29,9 @@
 
 #include "basic/macro.h"
 #include "config.h"
+#include "protocol/protocol.h"
+
+int bench_luod_log_fd = -1;
 
 uint64_t bench_now_ns(void)
 {
@@ -165,7 +170,9 @@ static int luod_start(struct bench_luod *d, const char *luod_path, const char *c
 	if (d->pid < 0)
 		return negative_errno();
 	if (d->pid == 0) {
-		/* stdout is the JSON result: luod's words go to stderr. */
+		/* stdout is the JSON result: luod's words go to stderr (or the log fd). */
+		if (bench_luod_log_fd >= 0)
+			dup2(bench_luod_log_fd, STDERR_FILENO);
 		dup2(STDERR_FILENO, STDOUT_FILENO);
 		execv(d->path, (char *const *)argv);
 		_exit(127);
@@ -240,6 +247,143 @@ int bench_proc_memory(pid_t pid, uint64_t *ret_rss, uint64_t *ret_pss)
 	}
 	*ret_rss = rss * 1024;
 	*ret_pss = pss * 1024;
+	return 0;
+}
+
+int bench_luod_status(int conn, struct bench_luod_status *ret)
+{
+	struct luo_wire_status st = { .size = sizeof(st) };
+	int r = luo_wire_call(conn, LUO_IOCTL_STATUS, &st, sizeof(st), NULL, 0, NULL);
+
+	if (r < 0)
+		return r;
+	*ret = (struct bench_luod_status){
+		.pid = (pid_t)st.pid,
+		.worker_pid = (pid_t)st.worker_pid,
+		.n_files = st.n_files,
+		.n_worker_restarts = st.n_worker_restarts,
+		.n_live_updates = st.n_live_updates,
+		.journal_size = st.journal_size,
+	};
+	return 0;
+}
+
+/* Sums Rss and Pss of pid's mappings of the journal memfd (to count it once). */
+static void journal_mapped(pid_t pid, uint64_t *rss, uint64_t *pss)
+{
+	char path[64], line[512];
+	bool in = false;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/smaps", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		uint64_t kb;
+
+		/* A mapping's header starts with its address; its fields with a capital. */
+		if ((line[0] >= '0' && line[0] <= '9') || (line[0] >= 'a' && line[0] <= 'f'))
+			in = strstr(line, "memfd:luod-journal") != NULL;
+		else if (in && sscanf(line, "Rss: %" SCNu64 " kB", &kb) == 1)
+			*rss += kb * 1024;
+		else if (in && sscanf(line, "Pss: %" SCNu64 " kB", &kb) == 1)
+			*pss += kb * 1024;
+	}
+	fclose(f);
+}
+
+/* The journal memfds the worker holds (a compaction may hold a second one). */
+static void journal_files(pid_t pid, uint64_t *allocated, uint64_t *size)
+{
+	char path[64];
+	ino_t seen[8];
+	size_t n_seen = 0;
+	struct dirent *de;
+	DIR *dir;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	dir = opendir(path);
+	if (!dir)
+		return;
+	while ((de = readdir(dir))) {
+		char link[600], target[256];
+		struct stat st;
+		ssize_t n;
+		bool dup = false;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(link, sizeof(link), "%s/%s", path, de->d_name);
+		n = readlink(link, target, sizeof(target) - 1);
+		if (n <= 0)
+			continue;
+		target[n] = 0;
+		if (!strstr(target, "memfd:luod-journal") || stat(link, &st) < 0)
+			continue;
+		for (size_t i = 0; i < n_seen; i++)
+			dup |= seen[i] == st.st_ino;
+		if (dup || n_seen == ELEMENTSOF(seen))
+			continue;
+		seen[n_seen++] = st.st_ino;
+		*allocated += (uint64_t)st.st_blocks * 512;
+		*size += (uint64_t)st.st_size;
+	}
+	closedir(dir);
+}
+
+int bench_luod_memory(pid_t keeper, pid_t worker, struct bench_luod_memory *ret)
+{
+	uint64_t krss = 0, kpss = 0, wrss = 0, wpss = 0, mrss = 0, mpss = 0;
+	struct bench_luod_memory m = {};
+	int r;
+
+	r = bench_proc_memory(keeper, &krss, &kpss);
+	if (r >= 0 && worker > 0)
+		r = bench_proc_memory(worker, &wrss, &wpss);
+	if (r < 0)
+		return r;
+	journal_mapped(keeper, &mrss, &mpss);
+	if (worker > 0) {
+		journal_mapped(worker, &mrss, &mpss);
+		journal_files(worker, &m.journal, &m.journal_size);
+	}
+	m.keeper_pss = kpss;
+	m.worker_pss = wpss;
+	m.rss = krss + wrss - MIN(mrss, krss + wrss);
+	m.pss = kpss + wpss - MIN(mpss, kpss + wpss);
+	*ret = m;
+	return 0;
+}
+
+int bench_bare_exec(const char *luod_path, int repeat, double *ret_median_us)
+{
+	_cleanup_free_ double *v = calloc(repeat, sizeof(double));
+
+	if (!v)
+		return -ENOMEM;
+	for (int i = 0; i < repeat; i++) {
+		uint64_t t0 = bench_now_ns();
+		int status;
+		pid_t pid = fork();
+
+		if (pid < 0)
+			return negative_errno();
+		if (pid == 0) {
+			int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+
+			if (null >= 0)
+				dup2(null, STDOUT_FILENO);
+			execl(luod_path, luod_path, "--version", (char *)NULL);
+			_exit(127);
+		}
+		if (waitpid(pid, &status, 0) < 0)
+			return negative_errno();
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+			return -EPROTO;
+		v[i] = (double)(bench_now_ns() - t0) / 1e3;
+	}
+	*ret_median_us = bench_quantile(v, repeat, 0.5);
 	return 0;
 }
 

@@ -57,6 +57,37 @@ int bench_luod_connect(const struct bench_luod *d);
 int bench_proc_memory(pid_t pid, uint64_t *ret_rss, uint64_t *ret_pss);
 
 /*
+ * If >= 0, luod's stderr (its log) goes to this fd instead of the
+ * benchmark's stderr, so that a benchmark can read what luod measured.
+ */
+extern int bench_luod_log_fd;
+
+/* luod's STATUS (struct luo_wire_status's fields a benchmark uses). */
+struct bench_luod_status {
+	pid_t pid, worker_pid;
+	uint64_t n_files, n_worker_restarts, n_live_updates, journal_size;
+};
+int bench_luod_status(int conn, struct bench_luod_status *ret);
+
+/*
+ * All of luod's memory: keeper and worker together, and the journal memfd.
+ * rss and pss are the two processes' VmRSS and Pss summed, without their
+ * mappings of the journal; journal is the memfd's allocated bytes (its pages
+ * count once, whether mapped or not); journal_size is its length.
+ */
+struct bench_luod_memory {
+	uint64_t rss, pss, journal, journal_size;
+	uint64_t keeper_pss, worker_pss;
+};
+int bench_luod_memory(pid_t keeper, pid_t worker, struct bench_luod_memory *ret);
+
+/*
+ * fork + execve(luod --version) + exit + reap, repeat times: what any
+ * re-exec of luod costs before it carries any state.  The median in us.
+ */
+int bench_bare_exec(const char *luod_path, int repeat, double *ret_median_us);
+
+/*
  * The JSON object on stdout.  Keys are plain identifiers; values are written
  * as they are given.  bench_json_begin() opens it, bench_json_end() closes it.
  */

@@ -142,6 +142,9 @@ REAL(int, fallocate, int, int, off_t, off_t)
 REAL(int, fallocate64, int, int, off64_t, off64_t)
 REAL(ssize_t, readlink, const char *, char *, size_t)
 REAL(ssize_t, readlinkat, int, const char *, char *, size_t)
+REAL(int, dup, int)
+REAL(int, dup2, int, int)
+REAL(int, dup3, int, int, int)
 
 /* Fails like libc when a symbol is missing from this libc (old or non-glibc). */
 #define CALL_REAL(name, ...)                                                                       \
@@ -199,14 +202,42 @@ static bool proposed(void)
 
 /*
  * Whether this process has met a device or session fd yet (opened, handed
- * out, or recognised).  Until then read(), write(), poll() and the other hot
- * calls cost one relaxed load more than libc's.
+ * out, or recognised).  Until then poll() costs one relaxed load more than
+ * libc's.
  */
 static _Atomic bool luo_seen;
 
 static bool luo_active(void)
 {
 	return atomic_load_explicit(&luo_seen, memory_order_relaxed);
+}
+
+/*
+ * The fd numbers that ever held a device or session fd in this process
+ * (LUO_FD), or a file this process preserved (PRESERVED_FD): one bit each,
+ * never cleared.  read(), write() and the other hot calls look at a fd only
+ * when its number is marked; a stale mark just costs a check.  Numbers past
+ * the bitmap are always checked once the process has met a LUO fd.
+ */
+#define FD_MARKS 65536
+enum { LUO_FD, PRESERVED_FD };
+static _Atomic uint64_t fd_marks[2][FD_MARKS / 64];
+
+static void fd_mark(int which, int fd)
+{
+	if (fd >= 0 && fd < FD_MARKS)
+		atomic_fetch_or_explicit(&fd_marks[which][fd / 64], 1ull << (fd % 64),
+					 memory_order_relaxed);
+}
+
+static bool fd_marked(int which, int fd)
+{
+	if (fd < 0)
+		return false;
+	if (fd >= FD_MARKS)
+		return luo_active();
+	return atomic_load_explicit(&fd_marks[which][fd / 64], memory_order_relaxed) &
+	       (1ull << (fd % 64));
 }
 
 /* ---- which sockets are ours ---- */
@@ -316,6 +347,7 @@ void preload_remember_session(int fd)
 
 	if (preload_real_fstat(fd, &st) == 0)
 		verdict_store((uint64_t)st.st_ino, VERDICT_SESSION);
+	fd_mark(LUO_FD, fd);
 }
 
 /*
@@ -355,7 +387,19 @@ static int ask_luod(int fd)
 	return is_session ? PRELOAD_FD_SESSION : PRELOAD_FD_DEVICE;
 }
 
+static enum preload_fd_kind classify_socket(int fd);
+
+/* What fd is; a device or session fd gets its number marked for the hot calls. */
 static enum preload_fd_kind classify_fd(int fd)
+{
+	enum preload_fd_kind k = classify_socket(fd);
+
+	if (k != PRELOAD_FD_OTHER)
+		fd_mark(LUO_FD, fd);
+	return k;
+}
+
+static enum preload_fd_kind classify_socket(int fd)
 {
 	struct stat st;
 	int type, domain, r;
@@ -400,10 +444,10 @@ static bool is_session_fd(int fd)
 	return fd_kind(fd) == PRELOAD_FD_SESSION;
 }
 
-/* For the hot calls: PRELOAD_FD_OTHER at the cost of a load until LUO was met. */
+/* For the hot calls: PRELOAD_FD_OTHER at the cost of a bit test for an unmarked fd number. */
 static enum preload_fd_kind hot_kind(int fd)
 {
-	return luo_active() && fd >= 0 ? fd_kind(fd) : PRELOAD_FD_OTHER;
+	return fd_marked(LUO_FD, fd) ? fd_kind(fd) : PRELOAD_FD_OTHER;
 }
 
 /* ---- the device node ---- */
@@ -452,6 +496,7 @@ static int device_open(int flags)
 	if (preload_real_fstat(fd, &st) < 0)
 		return negative_errno();
 	device_remember((uint64_t)st.st_ino);
+	fd_mark(LUO_FD, fd);
 	/* Born CLOEXEC; the device fd keeps it only if the caller asked, as open() would. */
 	if (!(flags & O_CLOEXEC) && fcntl(fd, F_SETFD, 0) < 0)
 		return negative_errno();
@@ -1164,6 +1209,7 @@ void preload_remember_preserved(int fd, int session_fd)
 
 	if (preload_real_fstat(fd, &st) < 0 || preload_real_fstat(session_fd, &ss) < 0)
 		return;
+	fd_mark(PRESERVED_FD, fd);
 	for (unsigned i = 0; i < FROZEN_SLOTS; i++) {
 		uint64_t e = 0;
 
@@ -1229,7 +1275,7 @@ static ssize_t frozen_write(int fd, const void *buf, size_t n, bool positioned, 
 	off_t size;
 	ssize_t k;
 
-	if (!luo_active() || !frozen_file(fd, &size))
+	if (!fd_marked(PRESERVED_FD, fd) || !frozen_file(fd, &size))
 		return NOT_FROZEN;
 	if (!positioned) {
 		int fl = fcntl(fd, F_GETFL);
@@ -1494,4 +1540,31 @@ _public_ int fallocate64(int fd, int mode, off64_t off, off64_t len)
 	int r = frozen_fallocate(fd, mode);
 
 	return r < 0 ? fail(r) : CALL_REAL(fallocate64, fd, mode, off, len);
+}
+
+/* ---- dup: a copy of a marked fd number is marked too ---- */
+
+static int dup_marks(int oldfd, int newfd)
+{
+	if (newfd < 0)
+		return newfd;
+	for (int which = LUO_FD; which <= PRESERVED_FD; which++)
+		if (fd_marked(which, oldfd))
+			fd_mark(which, newfd);
+	return newfd;
+}
+
+_public_ int dup(int fd)
+{
+	return dup_marks(fd, CALL_REAL(dup, fd));
+}
+
+_public_ int dup2(int fd, int fd2)
+{
+	return dup_marks(fd, CALL_REAL(dup2, fd, fd2));
+}
+
+_public_ int dup3(int fd, int fd2, int flags)
+{
+	return dup_marks(fd, CALL_REAL(dup3, fd, fd2, flags));
 }

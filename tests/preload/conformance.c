@@ -840,6 +840,10 @@ PRELOAD_TEST(read_write_seek_mmap_poll_on_luo_fds)
 	ASSERT_ERRNO(lseek(s, 0, SEEK_SET), ESPIPE);
 	ASSERT_TRUE(mmap(NULL, 4096, PROT_READ, MAP_SHARED, s, 0) == MAP_FAILED);
 	ASSERT_EQ(errno, ENODEV);
+	/* A copy of the fd is the same file. */
+	int d = ASSERT_OK(sys(dup(s)));
+	ASSERT_ERRNO(read(d, &c, 1), EINVAL);
+	close(d);
 	ASSERT_ERRNO(read(dev, &c, 1), EINVAL);
 	ASSERT_ERRNO(write(dev, &c, 1), EINVAL);
 	ASSERT_ERRNO(pread(dev, &c, 1, 0), EINVAL);

@@ -1258,13 +1258,25 @@ static bool frozen_file(int fd, off_t *ret_size)
 }
 
 /* How many of n bytes a write at pos may put into a frozen file of this size: -EPERM past the end. */
+/*
+ * How many of n bytes a write at pos puts into a frozen file of this size.
+ * The kernel writes page by page (the first piece up to pos's page end) and
+ * refuses, EPERM, the first piece that would end past the end of the file:
+ * what came before it is written and counted, so a write that reaches past
+ * the end from inside the last page is refused entirely.
+ */
 static ssize_t frozen_write_len(off_t size, off_t pos, size_t n)
 {
-	if (n == 0)
-		return 0;
-	if (pos >= size)
+	off_t page = (off_t)sysconf(_SC_PAGESIZE), first_end, end;
+
+	if (n == 0 || pos + (off_t)n <= size)
+		return (ssize_t)n;
+	first_end = MIN(pos + (off_t)n, (pos / page + 1) * page);
+	if (first_end > size)
 		return -EPERM;
-	return (ssize_t)MIN(n, (size_t)(size - pos));
+	/* Whole pieces up to the last page boundary inside the file. */
+	end = first_end + (size - first_end) / page * page;
+	return (ssize_t)(end - pos);
 }
 
 #define NOT_FROZEN (-EAGAIN - 1000)

@@ -934,8 +934,15 @@ PRELOAD_TEST(preserved_memfd_size_is_frozen)
 	ASSERT_ERRNO(pwrite(m, "x", 1, 4), EPERM);
 	ASSERT_EQ(lseek(m, 0, SEEK_END), 4);
 	ASSERT_ERRNO(write(m, "x", 1), EPERM);
-	/* Writes inside the file are fine. */
+	/* Writes inside the file are fine; one reaching past the end from the last
+	 * page is refused whole, as the kernel writes and refuses page by page. */
 	ASSERT_EQ(pwrite(m, "xy", 2, 0), 2);
+	ASSERT_ERRNO(pwrite(m, "12345678", 8, 0), EPERM);
+	ASSERT_OK(sys((int)lseek(m, 2, SEEK_SET)));
+	ASSERT_ERRNO(write(m, "345", 3), EPERM);
+	char back[5] = { 0 };
+	ASSERT_EQ(pread(m, back, 4, 0), 4);
+	ASSERT_STREQ(back, "xycd");
 	ASSERT_EQ(fcntl(m, F_GETFL) & O_ACCMODE, O_RDWR);
 	struct stat st;
 	ASSERT_OK(sys(fstat(m, &st)));

@@ -7,9 +7,10 @@
  * nr of the right kind of fd, whatever the type byte (EINVAL); the size word
  * read (EFAULT); the exact command word (ENOTTY); size at least the kernel's
  * struct (EINVAL); the bytes past it scanned in order, zeros or E2BIG, an
- * unreadable page EFAULT; the struct readable and writable (EFAULT).  Only then is exactly the kernel-sized struct sent to
- * luod, so luod's own extensions (create's flags, its extra command nrs) can
- * never be reached through the shim.  The answer is copied back and a
+ * unreadable page EFAULT; the struct readable and writable (EFAULT).  Only
+ * then is exactly the kernel-sized struct sent to luod, so luod's own
+ * extensions (create's flags, its extra command nrs) can never be reached
+ * through the shim.  The answer is copied back and a
  * received fd is put into the struct's fd field.
  *
  * Requests go through luo_wire_call() (src/protocol), which allocates nothing

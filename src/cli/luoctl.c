@@ -55,6 +55,7 @@ enum exit_code {
 };
 
 static const char *arg_socket;
+static const char *arg_profile; /* run --profile: the shim's LUO_PRELOAD_PROFILE */
 static bool arg_json, arg_pretty;
 static int arg_timeout_ms = LUO_WIRE_TIMEOUT_DEFAULT_MS;
 static const char *arg_exec;
@@ -97,8 +98,11 @@ static void usage(FILE *f)
 	      "  reboot                 simulated kexec: outgoing sessions become incoming\n"
 	      "  dump-state [FILE]      the running luod's state (root), or a saved blob\n"
 	      "                         (FILE, or - for stdin)\n"
-	      "  run [--socket PATH] -- COMMAND [ARGS...]\n"
-	      "                         run COMMAND with luo-preload.so and LUO_SOCKET set\n"
+	      "  run [--socket PATH] [--profile default|proposed] -- COMMAND [ARGS...]\n"
+	      "                         run COMMAND with luo-preload.so and LUO_SOCKET set;\n"
+	      "                         the shim plays mainline's kernel, or with --profile\n"
+	      "                         proposed the proposed session filesystem and luo's\n"
+	      "                         extra handlers\n"
 	      "  help                   this text\n"
 	      "\n"
 	      "Options:\n"
@@ -1193,6 +1197,10 @@ static int cmd_run(int n_args, char **args)
 
 	if (n_args < 1)
 		return usage_error("run needs a command: luoctl run [--socket PATH] -- COMMAND...");
+	if (arg_profile && strcmp(arg_profile, "default") != 0 &&
+	    strcmp(arg_profile, "proposed") != 0)
+		return usage_error("run: unknown --profile '%s' (known: default, proposed)",
+				   arg_profile);
 	r = find_preload(preload, sizeof(preload));
 	if (r < 0) {
 		log_error("run: cannot find luo-preload.so next to luoctl or in %s/luo: %s",
@@ -1225,7 +1233,8 @@ static int cmd_run(int n_args, char **args)
 		return EXIT_FAILED;
 	}
 	/* Without --socket the shim finds luod by the clients' rule itself. */
-	if (setenv("LD_PRELOAD", ld, 1) < 0 || (path && setenv("LUO_SOCKET", path, 1) < 0)) {
+	if (setenv("LD_PRELOAD", ld, 1) < 0 || (path && setenv("LUO_SOCKET", path, 1) < 0) ||
+	    (arg_profile && setenv("LUO_PRELOAD_PROFILE", arg_profile, 1) < 0)) {
 		log_error("run: cannot set the environment: %m");
 		return EXIT_FAILED;
 	}
@@ -1259,6 +1268,7 @@ enum {
 	OPT_OUTGOING,
 	OPT_INCOMING,
 	OPT_UID,
+	OPT_PROFILE,
 };
 
 static const struct option options[] = {
@@ -1272,6 +1282,7 @@ static const struct option options[] = {
 	{ "outgoing", no_argument, NULL, OPT_OUTGOING },
 	{ "incoming", no_argument, NULL, OPT_INCOMING },
 	{ "uid", required_argument, NULL, OPT_UID },
+	{ "profile", required_argument, NULL, OPT_PROFILE },
 	{},
 };
 
@@ -1348,7 +1359,7 @@ int main(int argc, char **argv)
 	/*
 	 * Options anywhere: getopt permutes the words so that every option is seen
 	 * and the command and its arguments are left, in order, at the end.  For
-	 * run, only the words before "run" are luoctl's (and run's own --socket
+	 * run, only the words before "run" are luoctl's (and run's own --socket and --profile
 	 * after it, up to "--").
 	 */
 	opterr = 0;
@@ -1367,6 +1378,11 @@ int main(int argc, char **argv)
 		switch (c) {
 		case OPT_SOCKET:
 			arg_socket = optarg;
+			break;
+		case OPT_PROFILE:
+			if (!is_run)
+				return usage_error("--profile is an option of run only");
+			arg_profile = optarg;
 			break;
 		case OPT_JSON:
 			arg_json = true;

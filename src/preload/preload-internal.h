@@ -22,6 +22,15 @@
 
 #define LUO_DEVICE_PATH "/dev/liveupdate"
 
+/* Which kernel the shim plays: mainline 7.3 by default, or the proposed session filesystem. */
+enum preload_profile {
+	PRELOAD_PROFILE_DEFAULT = 0,
+	PRELOAD_PROFILE_PROPOSED,
+	PRELOAD_PROFILE_INVALID,
+};
+
+#define LUO_PRELOAD_PROFILE_ENV "LUO_PRELOAD_PROFILE"
+
 enum preload_fd_kind {
 	PRELOAD_FD_OTHER = 0,
 	PRELOAD_FD_DEVICE,
@@ -54,6 +63,17 @@ int preload_wire_call(int sock, uint32_t op, void *arg, uint32_t arg_size, int s
 int preload_emulate_ioctl(int fd, enum preload_fd_kind kind, unsigned int cmd, void *arg);
 
 /* ---- preload.c ---- */
+
+/* The profile named by $LUO_PRELOAD_PROFILE, read once; an unknown name is
+ * PRELOAD_PROFILE_INVALID and is reported once on stderr. */
+enum preload_profile preload_profile(void);
+/* Remembers that fd (a memfd or unlinked shmem file) was preserved in the session
+ * behind session_fd: its size is frozen while that session lives. */
+void preload_remember_preserved(int fd, int session_fd);
+/* Whether mainline's handlers (memfd: an unlinked shmem file) would take fd. */
+bool preload_mainline_can_preserve(int fd);
+/* Whether the profile's kernel has a handler for fd (never for a device or session fd). */
+bool preload_kernel_can_preserve(int fd);
 
 /* Remembers that the socket behind fd (by inode) is a luod session fd. */
 void preload_remember_session(int fd);

@@ -9,6 +9,8 @@
  * body talks to the kernel's own /dev/liveupdate: no luod, no shim (a case
  * fails if the shim is loaded).  The same source, the same checks.
  *
+ * Cases that check mainline or the proposed session filesystem by
+ * profile_proposed() are told which one this kernel is (its fstatfs() magic).
  * Where the kernel and the shim differ, the case is listed below with the
  * reason: either a rule of the shim that mainline does not have (by design),
  * or a divergence of the shim (or of the check) that is to be fixed there.
@@ -29,27 +31,24 @@ struct difference {
 	const char *why;
 	/* A divergence to fix in the shim or the check, not a rule by design. */
 	bool to_fix;
-	/* Only on kernels without the proposed session filesystem. */
-	bool without_session_fs;
+	/* Only on kernels with the proposed session filesystem (checked as the proposed profile). */
+	bool with_session_fs;
 };
 
+/*
+ * After the shim's default profile was made to match mainline, what is left
+ * is what cannot be the same.  On a kernel with the session filesystem the
+ * cases are checked as the shim's proposed profile, which also has luo's
+ * extra handlers; the kernel patch series adds none.
+ */
 static const struct difference differences[] = {
 	{ "no_luod_means_no_device",
 	  "the kernel's device exists whether or not luod runs: a rule of the shim only", false,
 	  false },
-	{ "fstatfs_reports_session_magic",
-	  "mainline has no LUO_SESSION_MAGIC: a session fd reports the anonymous inode "
-	  "filesystem's magic",
+	{ "preserve_handler_set",
+	  "the proposed profile adds luo's handlers (pipes, sockets, eventfds, regular files); "
+	  "the patched kernel keeps mainline's memfd handler only",
 	  false, true },
-	{ "fstat_equal_exactly_for_same_session",
-	  "mainline's sessions share one anonymous inode: fstat() cannot tell two sessions apart",
-	  false, true },
-	{ "bad_pointer_is_efault",
-	  "for a size reaching into an unmapped page the kernel's copy_struct_from_user() "
-	  "scans the bytes past its struct in order and answers E2BIG at the first non-zero "
-	  "one (the check leaves some there) before it reaches the fault; the shim answers "
-	  "EFAULT",
-	  true, false },
 };
 
 /* Whether this kernel has the proposed session filesystem (its magic). */
@@ -80,7 +79,7 @@ static const struct difference *find_difference(const char *name)
 
 		if (strcmp(d->name, name) != 0)
 			continue;
-		if (d->without_session_fs && kernel_has_session_fs())
+		if (d->with_session_fs && !kernel_has_session_fs())
 			return NULL;
 		return d;
 	}
@@ -104,6 +103,11 @@ void kernel_preload_case(const char *name, void (*body)(void))
 		test_fail_at(__FILE__, __LINE__,
 			     "luo-preload.so is loaded: this run is for the kernel");
 
+	/* The checks that depend on the kernel read the profile they expect from here. */
+	if (kernel_has_session_fs())
+		setenv("LUO_PRELOAD_PROFILE", "proposed", 1);
+	else
+		unsetenv("LUO_PRELOAD_PROFILE");
 	d = find_difference(name);
 	if (!d) {
 		body();

@@ -3,16 +3,22 @@
  * DOC: the kernel LUO conformance suite, run under luo-preload.so
  *
  * An ordinary kernel-uAPI program: it knows only <luo/uapi.h>, open() and
- * ioctl().  Each case checks one rule of spec sections 1 to 4 as the kernel
- * states it, errno for errno, against a real luod behind the shim.  The rules
- * about incoming sessions need an update in between and live in
- * two-stage.c.
+ * ioctl().  Each case checks one rule of the kernel's LUO, errno for errno,
+ * against a real luod behind the shim (and, compiled again by tests/kernel,
+ * against a real kernel).  Where mainline and the proposed session
+ * filesystem differ, a case asks profile_proposed() which one it checks:
+ * the meson suite runs this program once per profile.  The rules about
+ * incoming sessions need an update in between and live in two-stage.c.
  */
 #include <fcntl.h>
+#include <linux/magic.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/wait.h>
@@ -546,9 +552,9 @@ PRELOAD_TEST(bad_pointer_is_efault)
 	c->size = sizeof(*c);
 	memcpy(c->name, "edge", 5);
 	ASSERT_ERRNO(ioctl(dev, LIVEUPDATE_IOCTL_CREATE_SESSION, c), EFAULT);
-	/* A size reaching past the mapping. */
+	/* A size reaching past the mapping, over zeros only: the scan reaches the fault. */
 	struct liveupdate_ioctl_create_session *d = (void *)map;
-	memset(d, 0, sizeof(*d));
+	memset(map, 0, page);
 	d->size = (uint32_t)page + 64;
 	memcpy(d->name, "edge", 5);
 	ASSERT_ERRNO(ioctl(dev, LIVEUPDATE_IOCTL_CREATE_SESSION, d), EFAULT);
@@ -657,23 +663,127 @@ PRELOAD_TEST(errno_untouched_on_success)
 	close(dev);
 }
 
-/* ---- 7. how session fds look ---- */
+/* ---- 2. the order of the checks around the pointer ---- */
 
-PRELOAD_TEST(fstatfs_reports_session_magic)
+PRELOAD_TEST(size_is_read_before_the_command_word)
 {
 	int dev = ASSERT_OK(dev_open()), s;
-	struct statfs sf;
 
-	ASSERT_OK(create_session(dev, "magic", &s));
-	ASSERT_OK(sys(fstatfs(s, &sf)));
-	ASSERT_EQ(sf.f_type, LUO_SESSION_MAGIC);
-	ASSERT_OK(sys(fstatfs(dev, &sf)));
-	ASSERT_NE(sf.f_type, LUO_SESSION_MAGIC);
+	ASSERT_OK(create_session(dev, "order", &s));
+	/* The nr is judged first: EINVAL before the pointer is touched. */
+	ASSERT_ERRNO(ioctl(dev, _IO(LIVEUPDATE_IOCTL_TYPE, 0x05), NULL), EINVAL);
+	ASSERT_ERRNO(ioctl(s, _IO(LIVEUPDATE_IOCTL_TYPE, 0x05), NULL), EINVAL);
+	/* Then the size word is read (EFAULT), and only then the word compared (ENOTTY). */
+	ASSERT_ERRNO(ioctl(dev, _IOW(LIVEUPDATE_IOCTL_TYPE, 0x00, uint32_t), NULL), EFAULT);
+	ASSERT_ERRNO(ioctl(s, _IOWR(LIVEUPDATE_IOCTL_TYPE, 0x42, uint64_t), NULL), EFAULT);
 	close(s);
 	close(dev);
 }
 
-PRELOAD_TEST(fstat_equal_exactly_for_same_session)
+PRELOAD_TEST(trailing_bytes_are_scanned_in_order)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	uint8_t *map =
+		mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	int dev = ASSERT_OK(dev_open()), s;
+
+	ASSERT_TRUE(map != MAP_FAILED);
+	ASSERT_OK(sys(munmap(map + page, page)));
+	struct liveupdate_ioctl_create_session *c = (void *)map;
+	c->size = (uint32_t)page + 64;
+	memcpy(c->name, "scan", 5);
+	/* A non-zero byte past the struct, before the unmapped page: E2BIG first. */
+	map[page - 1] = 1;
+	ASSERT_ERRNO(ioctl(dev, LIVEUPDATE_IOCTL_CREATE_SESSION, c), E2BIG);
+	/* Only zeros up to the fault: EFAULT. */
+	map[page - 1] = 0;
+	ASSERT_ERRNO(ioctl(dev, LIVEUPDATE_IOCTL_CREATE_SESSION, c), EFAULT);
+	/* Nothing was created. */
+	ASSERT_OK(create_session(dev, "scan", &s));
+	/* The kind of session comes before the struct: FINISH on an outgoing session is
+	 * EINVAL even when its struct would be E2BIG or EFAULT. */
+	struct liveupdate_session_finish *f = (void *)(map + page - 8);
+	f->size = 72;
+	f->reserved = 0;
+	ASSERT_ERRNO(ioctl(s, LIVEUPDATE_SESSION_FINISH, f), EINVAL);
+	munmap(map, page);
+	close(s);
+	close(dev);
+}
+
+PRELOAD_TEST(other_ioctls_on_luo_fds_are_the_kernels)
+{
+	int dev = ASSERT_OK(dev_open()), s, n = 0;
+	struct {
+		uint32_t size;
+		uint8_t rest[60];
+	} buf = { .size = 4 };
+
+	ASSERT_OK(create_session(dev, "other", &s));
+	/* A session file has no other ioctls: FIONREAD's nr (0x1b) is outside its range. */
+	ASSERT_ERRNO(ioctl(s, FIONREAD, &n), EINVAL);
+	ASSERT_ERRNO(ioctl(dev, FIONREAD, &n), EINVAL);
+	/* TCGETS has nr 1, the device's RETRIEVE_SESSION: the word does not match. */
+	ASSERT_ERRNO(ioctl(dev, TCGETS, &buf), ENOTTY);
+	ASSERT_ERRNO(ioctl(s, TCGETS, &buf), EINVAL);
+	ASSERT_ERRNO(ioctl(s, FIOQSIZE, &buf), ENOTTY);
+	/* The VFS's own ioctls work on any file. */
+	ASSERT_OK(sys(ioctl(s, FIONCLEX)));
+	ASSERT_EQ(fcntl(s, F_GETFD) & FD_CLOEXEC, 0);
+	ASSERT_OK(sys(ioctl(s, FIOCLEX)));
+	assert_cloexec(s);
+	close(s);
+	close(dev);
+}
+
+/* ---- 7. how session fds look ---- */
+
+PRELOAD_TEST(link_text_of_session_and_device)
+{
+	char path[64], text[256], want[128];
+	int dev = ASSERT_OK(dev_open()), s;
+	ssize_t n;
+
+	ASSERT_OK(create_session(dev, "linked name", &s));
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", s);
+	n = readlink(path, text, sizeof(text) - 1);
+	ASSERT_TRUE(n > 0);
+	text[n] = 0;
+	snprintf(want, sizeof(want),
+		 profile_proposed() ? "luo_session:[%s]" : "anon_inode:[luo_session] %s",
+		 "linked name");
+	ASSERT_STREQ(text, want);
+	snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)getpid(), dev);
+	n = readlink(path, text, sizeof(text) - 1);
+	ASSERT_TRUE(n > 0);
+	text[n] = 0;
+	ASSERT_STREQ(text, DEV);
+	/* readlink() truncates without a NUL. */
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", s);
+	memset(text, 'z', sizeof(text));
+	ASSERT_EQ(readlink(path, text, 4), 4);
+	ASSERT_EQ(text[4], 'z');
+	close(s);
+	close(dev);
+}
+
+PRELOAD_TEST(fstatfs_of_session_and_device)
+{
+	int dev = ASSERT_OK(dev_open()), s;
+	struct statfs sf, devfs;
+
+	ASSERT_OK(create_session(dev, "magic", &s));
+	ASSERT_OK(sys(fstatfs(s, &sf)));
+	ASSERT_EQ(sf.f_type, session_magic());
+	/* The device sits on /dev's filesystem. */
+	ASSERT_OK(sys(fstatfs(dev, &sf)));
+	ASSERT_OK(sys(statfs("/dev", &devfs)));
+	ASSERT_EQ(sf.f_type, devfs.f_type);
+	close(s);
+	close(dev);
+}
+
+PRELOAD_TEST(fstat_of_sessions)
 {
 	int dev = ASSERT_OK(dev_open()), a, b;
 	struct stat sa, sd, sb;
@@ -685,10 +795,163 @@ PRELOAD_TEST(fstat_equal_exactly_for_same_session)
 	ASSERT_OK(sys(fstat(d, &sd)));
 	ASSERT_OK(sys(fstat(b, &sb)));
 	ASSERT_TRUE(sa.st_dev == sd.st_dev && sa.st_ino == sd.st_ino);
-	ASSERT_FALSE(sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino);
+	ASSERT_FALSE(S_ISSOCK(sa.st_mode));
+	if (profile_proposed()) {
+		/* One inode per session. */
+		ASSERT_FALSE(sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino);
+	} else {
+		/* Mainline: every session is the anonymous inode an eventfd has too. */
+		int e = ASSERT_OK(sys(eventfd(0, EFD_CLOEXEC)));
+		struct stat se;
+
+		ASSERT_OK(sys(fstat(e, &se)));
+		close(e);
+		ASSERT_TRUE(sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino);
+		ASSERT_TRUE(sa.st_dev == se.st_dev && sa.st_ino == se.st_ino);
+		ASSERT_EQ(sa.st_mode, se.st_mode);
+	}
 	close(d);
 	close(a);
 	close(b);
+	close(dev);
+}
+
+PRELOAD_TEST(session_fd_flags)
+{
+	int dev = ASSERT_OK(dev_open()), s;
+
+	ASSERT_OK(create_session(dev, "flags", &s));
+	ASSERT_EQ(fcntl(s, F_GETFL), O_RDWR);
+	assert_cloexec(s);
+	close(s);
+	close(dev);
+}
+
+PRELOAD_TEST(read_write_seek_mmap_poll_on_luo_fds)
+{
+	int dev = ASSERT_OK(dev_open()), s;
+	char c = 'x';
+
+	ASSERT_OK(create_session(dev, "io", &s));
+	/* No read, write, llseek or mmap operations: the VFS's answers. */
+	ASSERT_ERRNO(read(s, &c, 1), EINVAL);
+	ASSERT_ERRNO(write(s, &c, 1), EINVAL);
+	ASSERT_ERRNO(pread(s, &c, 1, 0), ESPIPE);
+	ASSERT_ERRNO(lseek(s, 0, SEEK_SET), ESPIPE);
+	ASSERT_TRUE(mmap(NULL, 4096, PROT_READ, MAP_SHARED, s, 0) == MAP_FAILED);
+	ASSERT_EQ(errno, ENODEV);
+	/* A copy of the fd is the same file. */
+	int d = ASSERT_OK(sys(dup(s)));
+	ASSERT_ERRNO(read(d, &c, 1), EINVAL);
+	close(d);
+	ASSERT_ERRNO(read(dev, &c, 1), EINVAL);
+	ASSERT_ERRNO(write(dev, &c, 1), EINVAL);
+	ASSERT_ERRNO(pread(dev, &c, 1, 0), EINVAL);
+	ASSERT_ERRNO(lseek(dev, 0, SEEK_CUR), ESPIPE);
+	ASSERT_TRUE(mmap(NULL, 4096, PROT_READ, MAP_SHARED, dev, 0) == MAP_FAILED);
+	ASSERT_EQ(errno, ENODEV);
+	/* No poll operation: always readable and writable, never waits. */
+	int p[2];
+	ASSERT_OK(sys(pipe2(p, O_CLOEXEC)));
+	struct pollfd pfd[3] = { { .fd = s, .events = POLLIN | POLLOUT | POLLPRI },
+				 { .fd = p[0], .events = POLLIN },
+				 { .fd = dev, .events = POLLIN } };
+	ASSERT_EQ(poll(pfd, 3, -1), 2);
+	ASSERT_EQ(pfd[0].revents, POLLIN | POLLOUT);
+	ASSERT_EQ(pfd[1].revents, 0);
+	ASSERT_EQ(pfd[2].revents, POLLIN);
+	ASSERT_EQ(pfd[0].fd, s);
+	close(p[0]);
+	close(p[1]);
+	close(s);
+	close(dev);
+}
+
+/* ---- 5. which files a handler takes ---- */
+
+PRELOAD_TEST(preserve_handler_set)
+{
+	int dev = ASSERT_OK(dev_open()), s, other, p[2], sp[2];
+	int m = memfd_with("m");
+	int e = ASSERT_OK(sys(eventfd(0, EFD_CLOEXEC)));
+	/* luo's extra handlers exist in the proposed profile only. */
+	int extra = profile_proposed() ? 0 : -ENOENT;
+	uint64_t t = 0;
+
+	ASSERT_OK(sys(pipe2(p, O_CLOEXEC)));
+	ASSERT_OK(sys(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp)));
+	ASSERT_OK(create_session(dev, "handlers", &s));
+	ASSERT_OK(create_session(dev, "handlers-other", &other));
+	ASSERT_OK(preserve(s, m, t++));
+	/* A token in use is EEXIST before the file is looked at. */
+	ASSERT_ERR(preserve(s, p[0], 0), -EEXIST);
+	ASSERT_ERR(preserve(s, p[0], t++), extra);
+	ASSERT_ERR(preserve(s, sp[0], t++), extra);
+	ASSERT_ERR(preserve(s, e, t++), extra);
+	/* No handler takes a session fd or the device. */
+	ASSERT_ERR(preserve(s, other, t++), -ENOENT);
+	ASSERT_ERR(preserve(s, dev, t++), -ENOENT);
+	/* Unlinked files on tmpfs are shmem files, as memfds are. */
+	int tmp = open("/dev/shm", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (tmp >= 0) {
+		ASSERT_OK(preserve(s, tmp, t++));
+		close(tmp);
+	}
+	char path[] = "/dev/shm/luo-conformance-XXXXXX";
+	int un = mkostemp(path, O_CLOEXEC);
+	if (un >= 0) {
+		/* Linked, it is not accepted; unlinked, it is. */
+		ASSERT_ERR(preserve(s, un, t++), extra);
+		unlink(path);
+		if (!profile_proposed())
+			ASSERT_OK(preserve(s, un, t++));
+		close(un);
+	}
+	close(m);
+	close(e);
+	close(p[0]);
+	close(p[1]);
+	close(sp[0]);
+	close(sp[1]);
+	close(other);
+	close(s);
+	close(dev);
+}
+
+/* ---- 6. a preserved memfd ---- */
+
+PRELOAD_TEST(preserved_memfd_size_is_frozen)
+{
+	int dev = ASSERT_OK(dev_open()), s, m = memfd_with("abcd");
+
+	ASSERT_OK(create_session(dev, "frozen", &s));
+	ASSERT_OK(preserve(s, m, 1));
+	/* While preserved, no size change: EPERM from ftruncate, fallocate, a write past the end. */
+	ASSERT_ERRNO(ftruncate(m, 8), EPERM);
+	ASSERT_ERRNO(ftruncate(m, 2), EPERM);
+	ASSERT_OK(sys(ftruncate(m, 4)));
+	ASSERT_ERRNO(fallocate(m, 0, 0, 8192), EPERM);
+	ASSERT_ERRNO(pwrite(m, "x", 1, 4), EPERM);
+	ASSERT_EQ(lseek(m, 0, SEEK_END), 4);
+	ASSERT_ERRNO(write(m, "x", 1), EPERM);
+	/* Writes inside the file are fine; one reaching past the end from the last
+	 * page is refused whole, as the kernel writes and refuses page by page. */
+	ASSERT_EQ(pwrite(m, "xy", 2, 0), 2);
+	ASSERT_ERRNO(pwrite(m, "12345678", 8, 0), EPERM);
+	ASSERT_OK(sys((int)lseek(m, 2, SEEK_SET)));
+	ASSERT_ERRNO(write(m, "345", 3), EPERM);
+	char back[5] = { 0 };
+	ASSERT_EQ(pread(m, back, 4, 0), 4);
+	ASSERT_STREQ(back, "xycd");
+	ASSERT_EQ(fcntl(m, F_GETFL) & O_ACCMODE, O_RDWR);
+	struct stat st;
+	ASSERT_OK(sys(fstat(m, &st)));
+	ASSERT_EQ(st.st_size, 4);
+	/* Closing the session unpreserves the file: it may grow again. */
+	close(s);
+	ASSERT_OK(sys(ftruncate(m, 8)));
+	ASSERT_EQ(pwrite(m, "z", 1, 8), 1);
+	close(m);
 	close(dev);
 }
 
@@ -719,4 +982,10 @@ TEST_MAIN(TEST_CASE(device_is_a_character_device), TEST_CASE(second_open_in_same
 	  TEST_CASE(device_command_on_session_is_einval), TEST_CASE(unknown_nr_is_einval),
 	  TEST_CASE(size_or_direction_bits_are_enotty),
 	  TEST_CASE(luo_ioctl_on_other_fd_passes_through), TEST_CASE(errno_untouched_on_success),
-	  TEST_CASE(fstatfs_reports_session_magic), TEST_CASE(fstat_equal_exactly_for_same_session))
+	  TEST_CASE(size_is_read_before_the_command_word),
+	  TEST_CASE(trailing_bytes_are_scanned_in_order),
+	  TEST_CASE(other_ioctls_on_luo_fds_are_the_kernels),
+	  TEST_CASE(link_text_of_session_and_device), TEST_CASE(fstatfs_of_session_and_device),
+	  TEST_CASE(fstat_of_sessions), TEST_CASE(session_fd_flags),
+	  TEST_CASE(read_write_seek_mmap_poll_on_luo_fds), TEST_CASE(preserve_handler_set),
+	  TEST_CASE(preserved_memfd_size_is_frozen))

@@ -10,6 +10,7 @@
 #include "preload-test.h"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -187,6 +188,18 @@ int get_name(int session, char name[LIVEUPDATE_SESSION_NAME_LENGTH])
 	if (r >= 0)
 		memcpy(name, a.name, sizeof(a.name));
 	return r;
+}
+
+bool profile_proposed(void)
+{
+	const char *p = getenv("LUO_PRELOAD_PROFILE");
+
+	return p && strcmp(p, "proposed") == 0;
+}
+
+long session_magic(void)
+{
+	return profile_proposed() ? LUO_SESSION_MAGIC : ANON_INODE_FS_MAGIC;
 }
 
 void assert_cloexec(int fd)

@@ -63,6 +63,14 @@ int preserve(int session, int fd, uint64_t token);
 int retrieve_fd(int session, uint64_t token, int *ret_fd);
 int finish(int session);
 int get_name(int session, char name[LIVEUPDATE_SESSION_NAME_LENGTH]);
+/*
+ * Whether the checks expect the proposed kernel (LUO_PRELOAD_PROFILE=proposed:
+ * the session filesystem and luo's extra handlers) rather than mainline.  The
+ * kernel harness sets it from the kernel it runs on.
+ */
+bool profile_proposed(void);
+/* fstatfs() f_type of a session fd: LUO_SESSION_MAGIC, or mainline's anonymous inode fs. */
+long session_magic(void);
 /* Fails the case unless fd has FD_CLOEXEC set. */
 void assert_cloexec(int fd);
 

@@ -192,7 +192,7 @@ PRELOAD_TEST(session_fd_received_with_scm_rights_is_recognised)
 	ASSERT_OK(get_name(got, name));
 	ASSERT_STREQ(name, "passed");
 	ASSERT_OK(sys(fstatfs(got, &sf)));
-	ASSERT_EQ(sf.f_type, LUO_SESSION_MAGIC);
+	ASSERT_EQ(sf.f_type, session_magic());
 	close(got);
 }
 
@@ -207,7 +207,7 @@ static int exec_child(int fd)
 		return 3;
 	if (get_name(fd, name) < 0 || strcmp(name, "execed") != 0)
 		return 4;
-	if (fstatfs(fd, &sf) < 0 || sf.f_type != LUO_SESSION_MAGIC)
+	if (fstatfs(fd, &sf) < 0 || sf.f_type != session_magic())
 		return 5;
 	return 0;
 }

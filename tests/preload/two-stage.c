@@ -211,6 +211,10 @@ static int stage2(const struct scenario *s)
 				continue;
 			ASSERT_OK(retrieve_fd(sfd, token, &fd));
 			assert_cloexec(fd);
+			/* Mainline's memfd handler: O_RDWR | O_LARGEFILE (the kernel's 0100000),
+			 * at the position it had when preserved (stage 1 wrote it all). */
+			ASSERT_EQ(fcntl(fd, F_GETFL), O_RDWR | 0100000);
+			ASSERT_EQ(lseek(fd, 0, SEEK_CUR), (off_t)s->bytes);
 			check_memfd(fd, name, token, s->bytes);
 			int fd2;
 			ASSERT_OK(retrieve_fd(sfd, token, &fd2));

@@ -402,16 +402,18 @@ static int reconcile(struct luod *d, size_t *ret_closed, size_t *ret_adopted)
 		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)batch)
 			batch = MAX((int)rl.rlim_cur, 1);
 		for (int base = 0; base < size; base += batch) {
-			int m = MIN(size - base, batch);
+			unsigned m = (unsigned)MIN(size - base, batch);
 
-			for (int i = 0; i < m; i++)
-				p[i] = (struct pollfd){ .fd = base + i };
-			if (poll(p, (nfds_t)m, 0) < 0) {
+			if (m > POLL_BATCH)
+				m = POLL_BATCH;
+			for (unsigned i = 0; i < m; i++)
+				p[i] = (struct pollfd){ .fd = base + (int)i };
+			if (poll(p, m, 0) < 0) {
 				r = negative_errno();
 				goto out;
 			}
-			for (int i = 0; i < m; i++) {
-				int fd = base + i;
+			for (unsigned i = 0; i < m; i++) {
+				int fd = base + (int)i;
 				bool open = !(p[i].revents & POLLNVAL), named = false;
 
 				while (k < n.n && n.fds[k] < fd)

@@ -36,6 +36,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -183,6 +184,8 @@ struct keeper_state {
 	size_t n_deaths;
 	bool after_update; /* this image came from an update: it may roll back */
 	int previous_exe_fd;
+	dev_t previous_dev; /* the file previous_exe_fd was at start */
+	ino_t previous_ino;
 };
 
 static int new_ready_pipe(struct luod *d, struct keeper_state *k)
@@ -225,6 +228,28 @@ static void describe_status(int status, char *buf, size_t size)
 		snprintf(buf, size, "exited with status %d", WEXITSTATUS(status));
 }
 
+/* Whether previous_exe_fd is still the previous binary's (the new image's
+ * worker closes it once it has recovered, and the number may be reused). */
+static bool previous_held(const struct keeper_state *k)
+{
+	struct stat st;
+
+	return k->previous_exe_fd >= 0 && fstat(k->previous_exe_fd, &st) == 0 &&
+	       st.st_dev == k->previous_dev && st.st_ino == k->previous_ino;
+}
+
+/* The updated binary recovered: no rollback from now on; the fd is the
+ * worker's to close (it did, or its successor's fd number reuse is not ours). */
+static void forget_previous(struct luod *d, struct keeper_state *k)
+{
+	for (size_t i = 0; i < d->n_keeper_fds; i++)
+		if (d->keeper_fds[i] == k->previous_exe_fd)
+			d->keeper_fds[i] = -1;
+	k->previous_exe_fd = -1;
+	d->previous_exe_fd = -EBADF;
+	k->after_update = false;
+}
+
 /* Rolls back to the previous binary after a failed update; returns only if it
  * cannot (then the failure is logged and the current binary goes on). */
 static void roll_back(struct luod *d, struct keeper_state *k, int error)
@@ -237,6 +262,14 @@ static void roll_back(struct luod *d, struct keeper_state *k, int error)
 		ka->rolled_back = error;
 		snprintf(previous, sizeof(previous), "%s", ka->update_binary);
 		area_unmap(ka);
+	}
+	/* The new image's worker closes the fd once it has recovered: a number
+	 * that is not the previous binary any more is nothing to execute. */
+	if (!previous_held(k)) {
+		log_error("the updated binary's worker died (%s), and the previous binary is "
+			  "no longer held: starting another worker of the updated binary",
+			  strerror(error));
+		return;
 	}
 	log_error("the updated binary cannot recover the journal (%s): rolling back",
 		  strerror(error));
@@ -258,6 +291,12 @@ static int worker_ended(struct luod *d, struct keeper_state *k, int status, int 
 	k->worker = 0;
 	k->worker_ready = false;
 	describe_status(status, how, sizeof(how));
+	/* It died after it recovered (and closed the previous binary's fd) but
+	 * before the keeper read that it serves: an ordinary death. */
+	if (k->after_update && !previous_held(k)) {
+		forget_previous(d, k);
+		was_ready = true;
+	}
 	if (WIFEXITED(status) && WEXITSTATUS(status) == LUOD_WORKER_EXIT_SHUTDOWN) {
 		*ret_code = LUOD_EXIT_OK;
 		return 1;
@@ -365,8 +404,17 @@ int keeper_run(struct luod *d, int previous_exe_fd, void (*on_ready)(struct luod
 	add_keeper_fd(d, k.signal_fd);
 	add_keeper_fd(d, d->listen_ep.fd);
 	add_keeper_fd(d, d->journal_fd);
-	if (previous_exe_fd >= 0)
+	if (previous_exe_fd >= 0) {
+		struct stat st;
+
 		add_keeper_fd(d, previous_exe_fd);
+		if (fstat(previous_exe_fd, &st) == 0) {
+			k.previous_dev = st.st_dev;
+			k.previous_ino = st.st_ino;
+		}
+	}
+	/* The worker of an updated binary closes it once it has recovered. */
+	d->previous_exe_fd = previous_exe_fd;
 
 	for (;;) {
 		struct pollfd p[2];
@@ -397,11 +445,12 @@ int keeper_run(struct luod *d, int previous_exe_fd, void (*on_ready)(struct luod
 
 			if (read(k.ready_r, &c, 1) == 1 && !k.worker_ready) {
 				k.worker_ready = true;
-				if (k.previous_exe_fd >= 0) {
-					/* The updated binary recovered: no rollback from now on. */
-					close_keeper_fd(d, &k.previous_exe_fd);
-					k.after_update = false;
-				}
+				/* The updated binary recovered, and its worker closed
+				 * the previous binary's fd before it said so (so that the
+				 * update's requester, answered then, finds luod's fds as
+				 * they will stay): no rollback from now on. */
+				if (k.previous_exe_fd >= 0)
+					forget_previous(d, &k);
 				if (on_ready)
 					on_ready(d);
 			}

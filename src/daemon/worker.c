@@ -622,6 +622,11 @@ int worker_main(struct luod *d)
 	}
 	fault_point(d, "recover-armed");
 	d->t_recovered_usec = now_usec(CLOCK_MONOTONIC);
+	/* An update's new image recovered: the previous binary, kept for a
+	 * rollback, goes before anyone is answered (the keeper forgets it when
+	 * this worker says it serves; nothing opens an fd in between). */
+	if (d->previous_exe_fd >= 0)
+		d->previous_exe_fd = safe_close(d->previous_exe_fd);
 	r = requeue_replies(d);
 	if (r >= 0)
 		r = finish_requests(d);

@@ -174,21 +174,7 @@ static int one_kill(struct filled *f, size_t files, double *ret_us)
 	return 0;
 }
 
-/* Bare exec samples: the first 31, then 3 before each kill at 0 files. */
-static double bare_samples[1024];
-static size_t n_bare;
-
-static int bare_exec_sample(const char *luod_path, int n)
-{
-	for (int i = 0; i < n && n_bare < ELEMENTSOF(bare_samples); i++) {
-		int r = bench_bare_exec(luod_path, 1, &bare_samples[n_bare]);
-
-		if (r < 0)
-			return r;
-		n_bare++;
-	}
-	return 0;
-}
+static struct bench_bare bare;
 
 static int run_size(const char *luod_path, size_t files, int repeat, int log_fd,
 		    struct size_result *res)
@@ -222,7 +208,7 @@ static int run_size(const char *luod_path, size_t files, int repeat, int log_fd,
 			res->journal_size = st.journal_size;
 		}
 		if (files == 0) {
-			r = bare_exec_sample(luod_path, 3);
+			r = bench_bare_sample(&bare, luod_path, 3);
 			if (r < 0)
 				break;
 		}
@@ -300,7 +286,7 @@ int main(int argc, char **argv)
 	}
 	bench_luod_log_fd = log_fd;
 
-	r = bare_exec_sample(luod_path, 31);
+	r = bench_bare_sample(&bare, luod_path, 31);
 	if (r < 0) {
 		bench_log("bare exec of %s: %s", luod_path, strerror(-r));
 		return 1;
@@ -326,8 +312,8 @@ int main(int argc, char **argv)
 			  res[i].recovery_us, res[i].worker_recover_us, res[i].records);
 	}
 	safe_close(log_fd);
-	bare_us = bench_quantile(bare_samples, n_bare, 0.5);
-	bench_log("bare exec of luod --version: %.0f us (median of %zu)", bare_us, n_bare);
+	bare_us = bench_quantile(bare.samples, bare.n, 0.5);
+	bench_log("bare exec of luod --version: %.0f us (median of %zu)", bare_us, bare.n);
 	for (size_t i = 0; i < n_sizes; i++) {
 		if (res[i].files == 0)
 			at0 = res[i].recovery_us;
@@ -339,7 +325,7 @@ int main(int argc, char **argv)
 	bench_json_int("fd_limit", limit);
 	bench_json_int("repeat", repeat);
 	bench_json_num("bare_exec_us", bare_us);
-	bench_json_int("bare_exec_samples", (int64_t)n_bare);
+	bench_json_int("bare_exec_samples", (int64_t)bare.n);
 	bench_json_array_begin("sizes");
 	for (size_t i = 0; i < n_sizes; i++) {
 		bench_json_object_begin();

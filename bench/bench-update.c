@@ -192,22 +192,7 @@ struct size_result {
 /* Extra arguments for luod (--verbose). */
 static const char *luod_args[2];
 
-/* Bare exec samples: 31 first, then 3 before each update at 0 files, so that
- * the comparison at 0 files is made under the same load (a shared machine). */
-static double bare_samples[1024];
-static size_t n_bare;
-
-static int bare_exec_sample(const char *luod_path, int n)
-{
-	for (int i = 0; i < n && n_bare < ELEMENTSOF(bare_samples); i++) {
-		int r = bench_bare_exec(luod_path, 1, &bare_samples[n_bare]);
-
-		if (r < 0)
-			return r;
-		n_bare++;
-	}
-	return 0;
-}
+static struct bench_bare bare;
 
 static int run_size(const char *luod_path, size_t files, int clients, int repeat,
 		    struct size_result *res)
@@ -283,7 +268,7 @@ static int run_size(const char *luod_path, size_t files, int clients, int repeat
 		struct update_result u = {};
 
 		if (files == 0) {
-			r = bare_exec_sample(luod_path, 3);
+			r = bench_bare_sample(&bare, luod_path, 3);
 			if (r < 0)
 				goto out;
 		}
@@ -402,7 +387,7 @@ int main(int argc, char **argv)
 		most = MAX(most, sizes[i]);
 	limit = bench_raise_fd_limit((long)most + (long)most / 100 + 4096);
 
-	r = bare_exec_sample(luod_path, 31);
+	r = bench_bare_sample(&bare, luod_path, 31);
 	if (r < 0) {
 		bench_log("bare exec of %s: %s", luod_path, strerror(-r));
 		return 1;
@@ -435,8 +420,8 @@ int main(int argc, char **argv)
 		if (sizes[i] == 10000)
 			at10k = res[i].blackout_us;
 	}
-	bare_us = bench_quantile(bare_samples, n_bare, 0.5);
-	bench_log("bare exec of luod --version: %.0f us (median of %zu)", bare_us, n_bare);
+	bare_us = bench_quantile(bare.samples, bare.n, 0.5);
+	bench_log("bare exec of luod --version: %.0f us (median of %zu)", bare_us, bare.n);
 	slope = bench_slope(x, y, n_sizes, &intercept, &r2);
 
 	bench_json_begin("update");
@@ -444,7 +429,7 @@ int main(int argc, char **argv)
 	bench_json_int("fd_limit", limit);
 	bench_json_int("repeat", repeat);
 	bench_json_num("bare_exec_us", bare_us);
-	bench_json_int("bare_exec_samples", (int64_t)n_bare);
+	bench_json_int("bare_exec_samples", (int64_t)bare.n);
 	bench_json_array_begin("sizes");
 	for (size_t i = 0; i < n_sizes; i++) {
 		bench_json_object_begin();

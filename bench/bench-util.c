@@ -498,3 +498,15 @@ void bench_log(const char *fmt, ...)
 	va_end(ap);
 	fputc('\n', stderr);
 }
+
+int bench_bare_sample(struct bench_bare *b, const char *luod_path, int n)
+{
+	for (int i = 0; i < n && b->n < sizeof(b->samples) / sizeof(b->samples[0]); i++) {
+		int r = bench_bare_exec(luod_path, 1, &b->samples[b->n]);
+
+		if (r < 0)
+			return r;
+		b->n++;
+	}
+	return 0;
+}

@@ -87,6 +87,15 @@ int bench_luod_memory(pid_t keeper, pid_t worker, struct bench_luod_memory *ret)
  */
 int bench_bare_exec(const char *luod_path, int repeat, double *ret_median_us);
 
+/* Bare exec samples gathered between measurements, so that a comparison is
+ * made under the same load (a shared machine). */
+struct bench_bare {
+	double samples[1024];
+	size_t n;
+};
+/* Adds n samples (up to the array's size); 0 or -errno. */
+int bench_bare_sample(struct bench_bare *b, const char *luod_path, int n);
+
 /*
  * The JSON object on stdout.  Keys are plain identifiers; values are written
  * as they are given.  bench_json_begin() opens it, bench_json_end() closes it.

@@ -397,9 +397,9 @@ _public_ int luo_session_get_name(int session_fd, char ret_name[LUO_SESSION_NAME
 	return 0;
 }
 
-_public_ int luo_session_handover(int session_fd)
+/* A session command only luod has: -EOPNOTSUPP on the kernel's session fds. */
+static int luod_session_call(int session_fd, unsigned long cmd, void *arg, uint32_t size)
 {
-	struct luo_wire_simple a = { .size = sizeof(a) };
 	int kind;
 
 	if (session_fd < 0)
@@ -407,28 +407,28 @@ _public_ int luo_session_handover(int session_fd)
 	kind = fd_kind(session_fd, false);
 	if (kind < 0)
 		return kind;
-	/* The kernel hands sessions over only all at once, by kexec. */
 	if (kind == FD_KERNEL)
 		return -EOPNOTSUPP;
-	return luo_wire_call(session_fd, LUO_SESSION_HANDOVER, &a, sizeof(a), NULL, 0, NULL);
+	return luo_wire_call(session_fd, (uint32_t)cmd, arg, size, NULL, 0, NULL);
 }
 
+/* The kernel hands sessions over only all at once, by kexec. */
+_public_ int luo_session_handover(int session_fd)
+{
+	struct luo_wire_simple a = { .size = sizeof(a) };
+
+	return luod_session_call(session_fd, LUO_SESSION_HANDOVER, &a, sizeof(a));
+}
+
+/* The kernel's sessions belong to the one opener of its device: no uid. */
 _public_ int luo_session_get_owner(int session_fd, uid_t *ret_uid)
 {
 	struct luo_wire_get_owner a = { .size = sizeof(a) };
-	int kind, r;
+	int r;
 
-	if (session_fd < 0)
-		return -EBADF;
-	if (!ret_uid)
+	if (session_fd >= 0 && !ret_uid)
 		return -EINVAL;
-	kind = fd_kind(session_fd, false);
-	if (kind < 0)
-		return kind;
-	/* The kernel's sessions belong to the one opener of its device: no uid. */
-	if (kind == FD_KERNEL)
-		return -EOPNOTSUPP;
-	r = luo_wire_call(session_fd, LUO_SESSION_GET_OWNER, &a, sizeof(a), NULL, 0, NULL);
+	r = luod_session_call(session_fd, LUO_SESSION_GET_OWNER, &a, sizeof(a));
 	if (r < 0)
 		return r;
 	*ret_uid = (uid_t)a.uid;

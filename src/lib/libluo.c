@@ -49,11 +49,18 @@ enum fd_kind {
 	FD_KERNEL, /* the kernel's (or the shim's) fd: ioctls */
 };
 
+/* Test builds only (-Dfault_injection=true): serve every fd with the
+ * kernel's ioctls, to test that path under luo-preload.so on any kernel.  A
+ * release build reads no such variable. */
 static bool force_ioctl(void)
 {
+#ifdef LUO_TEST_HOOKS
 	const char *e = getenv("LUO_LIB_FORCE_IOCTL");
 
 	return e && strcmp(e, "1") == 0;
+#else
+	return false;
+#endif
 }
 
 static int is_kernel_session_link(int fd)

@@ -6,14 +6,14 @@
  * engine: the listening socket, the epoll set, the client connections, the
  * daemon's end of every session socketpair (indexed by the inode of the
  * client end, for LUO_CMD_IS_SESSION), per-uid usage for the limits, and the
- * bookkeeping that survives luod's own live update (timestamps, a pending
- * UPDATE/REBOOT reply).
+ * journal, where all of it that must outlive a worker is kept.
  *
- * Lifecycle: main.c parses options and either starts fresh (server_listen)
- * or adopts a previous luod's state (liveupdate_restore); server_run() then
- * serves until SIGTERM/SIGINT, or until an UPDATE/REBOOT replaces the process
- * image with execve() (liveupdate.c), after which the new image continues
- * with the same fds.
+ * Lifecycle: main.c parses options, starts fresh (server_listen, an empty
+ * journal) or resumes after a live update (--resume), and runs the keeper
+ * (keeper.c), which runs workers (worker.c): each recovers from the journal
+ * and then serves (server_run()) until SIGTERM/SIGINT, or until it stops
+ * for an update, after which the keeper execve()s the new binary with the
+ * same fds.
  *
  * Every endpoint is one of: the listening socket, the signalfd, a client
  * connection (device commands) or the daemon's end of a session socketpair

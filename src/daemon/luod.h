@@ -273,9 +273,10 @@ struct luod {
 	int compact_fd; /* the new journal a compaction child writes */
 	struct endpoint compact_ep;
 	pid_t keeper_pid;
-	bool in_request;  /* replies wait for the request's commit */
-	bool update_exec; /* the worker stops for the keeper to execve() */
-	bool update_now;  /* an update's check passed synchronously: stop after the commit */
+	bool in_request;	     /* replies wait for the request's commit */
+	struct endpoint *request_ep; /* the request's, while in_request */
+	bool update_exec;	     /* the worker stops for the keeper to execve() */
+	bool update_now; /* an update's check passed synchronously: stop after the commit */
 	bool update_after_compaction; /* an update waits for the running compaction */
 	bool rolled_back; /* this image is the previous binary, back after a failed update */
 	uint64_t t_recovered_usec;

@@ -683,6 +683,10 @@ static void endpoint_enqueue(struct luod *d, struct endpoint *ep, struct outmsg 
 	ep->out_tail = m;
 	ep->out_bytes += m->len;
 	queued_charge(d, ep, (int64_t)m->len);
+	/* A reply to another endpoint than the request's (sent after the
+	 * request's commit): its socket's room wakes the loop, which sends it. */
+	if (d->in_request && ep != d->request_ep)
+		endpoint_update_events(d, ep);
 }
 
 void endpoint_reply(struct luod *d, struct endpoint *ep, uint32_t tag, int result, uint32_t flags,
@@ -1241,6 +1245,7 @@ static bool run_request(struct luod *d, struct endpoint *ep, const uint8_t *buf,
 	int r;
 
 	d->in_request = true;
+	d->request_ep = ep;
 	if (trunc) {
 		/* Larger than any request: as for a size that does not match the
 		 * payload, the kernel's answer to bytes that are not there. */
@@ -1347,6 +1352,7 @@ void request_resume(struct luod *d, int fd)
 			take_message(ep->fd);
 		luod_close_later_many(d, fds, n_fds);
 		d->in_request = true;
+		d->request_ep = ep;
 		endpoint_reply(d, ep, luo_wire_request_tag(msg, len), -EIO, 0, NULL, 0, NULL, 0,
 			       -EBADF);
 		journal_check(d, luo_journal_ext_del(d->journal, LUOD_EXT_REQUEST, (uint64_t)fd));

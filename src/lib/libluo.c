@@ -22,13 +22,16 @@
  * exercised against the preload shim on a kernel without LUO.
  */
 #include <errno.h>
+#include <linux/magic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -437,17 +440,32 @@ _public_ int luo_fd_is_session(int fd)
 {
 	struct luo_wire_is_session a = { .size = sizeof(a) };
 	_cleanup_close_ int luo_fd = -EBADF;
+	struct statfs sf;
 	int r;
 
 	if (fd < 0)
 		return -EBADF;
-	/* -EBADF for a closed fd; a kernel session is an anonymous inode, no socket. */
+	/*
+	 * A kernel with the session filesystem (kernel/patches) says so itself:
+	 * its session fds report LUO_SESSION_MAGIC.  -EBADF for a closed fd.
+	 */
+	if (fstatfs(fd, &sf) < 0)
+		return negative_errno();
+	if ((uint32_t)sf.f_type == LUO_SESSION_MAGIC)
+		return 1;
 	r = socket_type(fd);
 	if (r < 0)
 		return r;
-	if (r == 0)
-		/* Without /proc there is no telling a kernel session: then it is none. */
+	if (r == 0) {
+		/*
+		 * Mainline's sessions are anonymous inodes, told apart from the
+		 * others only by the /proc link text.  Without /proc there is no
+		 * telling them: then it is none.
+		 */
+		if ((uint32_t)sf.f_type != ANON_INODE_FS_MAGIC)
+			return 0;
 		return is_kernel_session_link(fd) > 0 ? 1 : 0;
+	}
 	if (r != SOCK_SEQPACKET)
 		return 0;
 	r = peer_may_be_luod(fd);

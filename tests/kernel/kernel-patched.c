@@ -87,8 +87,12 @@ static void assert_session_file(int fd, const char *name)
 	link[n] = '\0';
 	snprintf(expected, sizeof(expected), "luo_session:[%s]", name);
 	ASSERT_STREQ(link, expected);
-	/* No reopening through /proc: the inode has no file operations. */
-	ASSERT_ERRNO(open(path, O_RDWR | O_CLOEXEC), ENXIO);
+	/*
+	 * No reopening through /proc: the inode has no file operations, and
+	 * being immutable it refuses write access first.
+	 */
+	ASSERT_ERRNO(open(path, O_RDONLY | O_CLOEXEC), ENXIO);
+	ASSERT_ERRNO(open(path, O_RDWR | O_CLOEXEC), EPERM);
 }
 
 TEST(stage1_session_files)

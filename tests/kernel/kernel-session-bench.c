@@ -100,7 +100,7 @@ static void report(const char *step, long n, uint64_t us)
 }
 
 /* Creates sessions 0..n-1 into fds[]; a failure is reported and ends the program. */
-static void create_all(int dev, int *fds, long n)
+static void create_all(int dev, int *fds, long n, const char *step)
 {
 	uint64_t t0 = now_us();
 
@@ -111,14 +111,14 @@ static void create_all(int dev, int *fds, long n)
 			exit(1);
 		}
 	}
-	report("create", n, now_us() - t0);
+	report(step, n, now_us() - t0);
 }
 
 static int do_create(int dev, int *fds, long n)
 {
 	uint64_t t0;
 
-	create_all(dev, fds, n);
+	create_all(dev, fds, n, "create");
 	t0 = now_us();
 	for (long i = 0; i < n; i++)
 		close(fds[i]);
@@ -130,7 +130,7 @@ static int do_hold(int dev, int *fds, long n)
 {
 	pid_t pid;
 
-	create_all(dev, fds, n);
+	create_all(dev, fds, n, "create to hold");
 	close(dev);
 	pid = fork();
 	if (pid < 0) {

@@ -22,13 +22,16 @@
  * exercised against the preload shim on a kernel without LUO.
  */
 #include <errno.h>
+#include <linux/magic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -72,6 +75,26 @@ static int is_kernel_session_link(int fd)
 	if (r < 0)
 		return r;
 	return strncmp(link, KERNEL_SESSION_LINK, strlen(KERNEL_SESSION_LINK)) == 0;
+}
+
+/*
+ * 1 if fd (no socket) is a kernel session fd, 0 if not, -errno (-EBADF for a
+ * closed fd).  A kernel with the session filesystem (kernel/patches) says so
+ * itself: fstatfs() reports LUO_SESSION_MAGIC.  Mainline's sessions are
+ * anonymous inodes, told apart from the others only by the /proc link text;
+ * without /proc there is no telling them: then it is none.
+ */
+static int is_kernel_session(int fd)
+{
+	struct statfs sf;
+
+	if (fstatfs(fd, &sf) < 0)
+		return negative_errno();
+	if ((uint32_t)sf.f_type == LUO_SESSION_MAGIC)
+		return 1;
+	if ((uint32_t)sf.f_type != ANON_INODE_FS_MAGIC)
+		return 0;
+	return is_kernel_session_link(fd) > 0 ? 1 : 0;
 }
 
 /* Returns SOCK_* of fd, 0 if it is no socket, or -errno (-EBADF if closed). */
@@ -148,7 +171,7 @@ static int fd_kind(int fd, bool device)
 		return S_ISCHR(st.st_mode) ? FD_KERNEL : -ENOTTY;
 	}
 	/* fd is open (getsockopt() said so): a link we cannot read is no session. */
-	return is_kernel_session_link(fd) > 0 ? FD_KERNEL : -ENOTTY;
+	return is_kernel_session(fd) > 0 ? FD_KERNEL : -ENOTTY;
 }
 
 static int kernel_ioctl(int fd, unsigned long cmd, void *arg)
@@ -470,13 +493,13 @@ _public_ int luo_fd_is_session(int fd)
 
 	if (fd < 0)
 		return -EBADF;
-	/* -EBADF for a closed fd; a kernel session is an anonymous inode, no socket. */
+	/* -EBADF for a closed fd; a kernel session is no socket. */
 	r = socket_type(fd);
 	if (r < 0)
 		return r;
 	if (r == 0)
-		/* Without /proc there is no telling a kernel session: then it is none. */
-		return is_kernel_session_link(fd) > 0 ? 1 : 0;
+		/* fstatfs() first (LUO_SESSION_MAGIC), else the /proc link text. */
+		return is_kernel_session(fd);
 	if (r != SOCK_SEQPACKET)
 		return 0;
 	r = peer_may_be_luod(fd);

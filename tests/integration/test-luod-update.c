@@ -351,7 +351,8 @@ TEST(update_to_a_binary_that_refuses_the_state_rolls_back)
 	build_world(&w);
 	test_build_path("src/daemon/luod", luod, sizeof(luod));
 	snprintf(script, sizeof(script), "%s/refusing-luod", test_tmpdir());
-	snprintf(body, sizeof(body), "#!/bin/sh\nLUOD_FAULT=update-recover-refuse:1000:refuse exec '%s' \"$@\"\n",
+	snprintf(body, sizeof(body),
+		 "#!/bin/sh\nLUOD_FAULT=update-recover-refuse:1000:refuse exec '%s' \"$@\"\n",
 		 luod);
 	write_script(script, body);
 	memset(&u, 0, sizeof(u));
@@ -438,7 +439,8 @@ TEST(options_survive_updates_and_rollbacks)
 	/* Through a rollback as well. */
 	test_build_path("src/daemon/luod", luod, sizeof(luod));
 	snprintf(script, sizeof(script), "%s/refusing-luod", test_tmpdir());
-	snprintf(body, sizeof(body), "#!/bin/sh\nLUOD_FAULT=update-recover-refuse:1000:refuse exec '%s' \"$@\"\n",
+	snprintf(body, sizeof(body),
+		 "#!/bin/sh\nLUOD_FAULT=update-recover-refuse:1000:refuse exec '%s' \"$@\"\n",
 		 luod);
 	write_script(script, body);
 	ASSERT_ERR(cl_update(conn, script, &u), -EPROTONOSUPPORT);

@@ -684,15 +684,16 @@ static int stat_device_path(struct stat *st)
  * A session fd as fstat() sees it.  Mainline: the anonymous inode that every
  * session shares with every eventfd, so an eventfd's own fstat() is the
  * answer.  Proposed: one inode per session (the socket's st_dev and st_ino,
- * which two fds share exactly when they are the same session), a private
- * 0600 regular inode as anonymous inodes are.
+ * which two fds share exactly when they are the same session), mode 0600
+ * with no file type bits, as the patched kernel's session inodes
+ * (docs/kernel-patches.md).
  */
 static void session_stat(struct stat *st)
 {
 	int saved = errno, e;
 
 	if (proposed()) {
-		st->st_mode = S_IFREG | 0600;
+		st->st_mode = 0600;
 		st->st_nlink = 1;
 		st->st_size = 0;
 		st->st_blocks = 0;

@@ -351,15 +351,9 @@ int main(int argc, char **argv)
 
 	while ((ch = getopt_long(argc, argv, "f:c:r:l:v", longopts, NULL)) >= 0) {
 		switch (ch) {
-		case 'f': {
-			char *save = NULL;
-
-			n_sizes = 0;
-			for (char *tok = strtok_r(optarg, ",", &save); tok && n_sizes < MAX_SIZES;
-			     tok = strtok_r(NULL, ",", &save))
-				sizes[n_sizes++] = strtoul(tok, NULL, 10);
+		case 'f':
+			n_sizes = bench_parse_sizes(optarg, sizes, MAX_SIZES);
 			break;
-		}
 		case 'c':
 			clients = atoi(optarg);
 			break;

@@ -33,6 +33,17 @@
 
 int bench_luod_log_fd = -1;
 
+size_t bench_parse_sizes(char *list, size_t *sizes, size_t max)
+{
+	char *save = NULL;
+	size_t n = 0;
+
+	for (char *tok = strtok_r(list, ",", &save); tok && n < max;
+	     tok = strtok_r(NULL, ",", &save))
+		sizes[n++] = strtoul(tok, NULL, 10);
+	return n;
+}
+
 uint64_t bench_now_ns(void)
 {
 	struct timespec t;

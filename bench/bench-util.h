@@ -17,6 +17,12 @@
 #include <stdio.h>
 #include <sys/types.h>
 
+/*
+ * Parses a comma-separated list of sizes (the -f option) into sizes, at most
+ * max of them; returns how many.  sizes is overwritten from the start.
+ */
+size_t bench_parse_sizes(char *list, size_t *sizes, size_t max);
+
 /* CLOCK_MONOTONIC in nanoseconds. */
 uint64_t bench_now_ns(void);
 

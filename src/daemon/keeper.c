@@ -383,14 +383,7 @@ int keeper_run(struct luod *d, int previous_exe_fd, void (*on_ready)(struct luod
 	(void)prctl(PR_SET_CHILD_SUBREAPER, 1);
 	/* The OOM killer must take the worker, which can be replaced, never the
 	 * keeper, whose death loses everything (lowering needs privilege: as root). */
-	{
-		int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-
-		if (fd >= 0) {
-			(void)!write(fd, "-1000", 5);
-			safe_close(fd);
-		}
-	}
+	luod_set_oom_score_adj("-1000");
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);

@@ -380,6 +380,8 @@ uint64_t now_usec(int clock);
  * Called before the socket listens: a client may signal luod as soon as it
  * can connect. */
 void luod_block_signals(sigset_t *ret_mask);
+/* Writes value to /proc/self/oom_score_adj, where it may (lowering needs privilege). */
+void luod_set_oom_score_adj(const char *value);
 int luod_init(struct luod *d);
 void luod_done(struct luod *d);
 /* Binds and listens on d->socket_path (0), or takes the socket a service manager

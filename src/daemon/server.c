@@ -766,6 +766,14 @@ void luod_block_signals(sigset_t *ret_mask)
 		*ret_mask = mask;
 }
 
+void luod_set_oom_score_adj(const char *value)
+{
+	_cleanup_close_ int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+
+	if (fd >= 0)
+		(void)!write(fd, value, strlen(value));
+}
+
 int luod_init(struct luod *d)
 {
 	int r;

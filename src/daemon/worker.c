@@ -579,13 +579,7 @@ int worker_main(struct luod *d)
 		return LUOD_EXIT_FAILURE; /* the keeper died before we got here */
 	/* The keeper keeps itself from the OOM killer where it may; the worker,
 	 * which holds the memory, is the one to go. */
-	{
-		int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-		if (fd >= 0) {
-			(void)!write(fd, "0", 1);
-			safe_close(fd);
-		}
-	}
+	luod_set_oom_score_adj("0");
 	r = luo_journal_open(d->journal_fd, &d->journal);
 	/* Not before the journal is open: a point's counts are in its owner area. */
 	if (r >= 0)

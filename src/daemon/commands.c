@@ -265,7 +265,7 @@ static int device_create_or_retrieve(struct luod *d, struct endpoint *ep, bool c
 
 		if (!u)
 			return -ENOMEM;
-		if (c->create.flags & ~LUO_SESSION_FLAGS_ALL)
+		if (c->create.flags & ~LUO_SESSION_FLAGS_CREATE)
 			return -EINVAL;
 		if ((u->n_sessions >= limit_sessions(d, ep->uid) ||
 		     capacity_check(d, ep->uid, 1) < 0) &&

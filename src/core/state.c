@@ -1906,6 +1906,10 @@ struct decode {
 	const struct luo_handler *last_handler; /* files of one handler come in runs */
 	struct pollfd *polls;			/* the files' fds, checked open at the end */
 	size_t n_polls, cap_polls;
+	/* luo_state_decode_mapped(): where each file is now */
+	luo_state_fd_map map;
+	void *map_userdata;
+	size_t session_index; /* of d->session, counting from 0 */
 };
 
 const struct luo_flb_ops *luo_state_find_flb_ops(const luo_engine *e, const char *compatible)
@@ -1999,6 +2003,9 @@ static int decode_flb(const struct luo_state_flb *rec, void *userdata)
 	ops = luo_state_find_flb_ops(d->e, rec->compatible);
 	if (!ops)
 		return -ENOPROTOOPT;
+	/* Nothing an FLB holds crossed with the files: its record means nothing here. */
+	if (d->map)
+		return 0;
 	if (!(d->flags & LUO_STATE_BORROW_FDS) && rec->fd >= 0) {
 		r = fd_check_open(rec->fd);
 		if (r < 0)
@@ -2031,12 +2038,57 @@ static int decode_session(const struct luo_state_session *rec, void *userdata)
 			    &s);
 	if (r < 0)
 		return r == -EEXIST ? -EBADMSG : r;
+	if (d->session)
+		d->session_index++;
 	d->session = s;
 	/* The walker has found the handle unique; set_handle() checks again. */
 	r = luo_session_set_handle(s, rec->handle);
 	if (r < 0)
 		return r == -EEXIST ? -EBADMSG : r;
 	return 0;
+}
+
+/*
+ * A file that crossed a kexec: the blob's slot means nothing, map() says
+ * where the file is now.  Its identity is its new fd's, and its handler
+ * records it again: the record describes the file as it is here.
+ */
+static int decode_file_mapped(struct decode *d, const struct luo_state_file *rec,
+			      const struct luo_handler *h)
+{
+	struct luo_file *f;
+	void *data;
+	int fd = -EBADF, r;
+
+	/* Nothing an FLB holds crosses a kexec, so neither do its files. */
+	if (h->flb)
+		return 0;
+	if (rec->fd >= 0) {
+		r = d->map(d->session_index, rec->token, &fd, d->map_userdata);
+		if (r == -ENOENT)
+			return 0; /* left behind: the session goes on without it */
+		if (r < 0)
+			return r;
+	}
+	r = luo_state_dup_data(rec->data, rec->data_size, &data);
+	if (r < 0)
+		return r;
+	r = luo_file_new(d->session, rec->token, h, fd, data, rec->data_size, &f);
+	if (r < 0) {
+		free(data);
+		return r == -EEXIST ? -EBADMSG : r;
+	}
+	f->frozen = rec->flags & LUO_STATE_FILE_FROZEN;
+	f->retrieved = rec->flags & LUO_STATE_FILE_RETRIEVED;
+	f->retrieve_error = rec->retrieve_error;
+	if (f->hf.fd < 0)
+		return 0;
+	r = luo_file_identify(f);
+	if (r < 0)
+		return r == -EBUSY ? -EBADMSG : r;
+	if (f->frozen && h->freeze)
+		r = h->freeze(&f->hf);
+	return r;
 }
 
 static int decode_file(const struct luo_state_file *rec, void *userdata)
@@ -2055,6 +2107,8 @@ static int decode_file(const struct luo_state_file *rec, void *userdata)
 			return -ENOPROTOOPT;
 		d->last_handler = h;
 	}
+	if (d->map)
+		return decode_file_mapped(d, rec, h);
 	/* Checked open all at once before decode_ext(); a closed one makes
 	 * luo_file_identify() fail with EBADF on its own. */
 	if (!borrow && rec->fd >= 0) {
@@ -2110,11 +2164,13 @@ static bool flb_is_blank(const struct luo_flb *flb)
 	return flb->count == 0 && !flb->data && flb->fd < 0 && !flb->incoming && !flb->retrieved;
 }
 
-int luo_state_decode(luo_engine *e, const void *blob, size_t size, unsigned flags,
-		     const struct luo_state_ext *ext)
+static int decode(luo_engine *e, const void *blob, size_t size, unsigned flags,
+		  const struct luo_state_ext *ext, luo_state_fd_map map, void *map_userdata)
 {
 	_cleanup_free_ struct luo_flb *saved_flbs = NULL;
-	struct decode d = { .e = e, .flags = flags, .ext = ext };
+	struct decode d = {
+		.e = e, .flags = flags, .ext = ext, .map = map, .map_userdata = map_userdata
+	};
 	const struct luo_state_visitor visitor = {
 		.ext_node = ext ? ext->node : NULL,
 		.root = decode_root,
@@ -2170,4 +2226,18 @@ int luo_state_decode(luo_engine *e, const void *blob, size_t size, unsigned flag
 	e->next_handle = saved_next_handle;
 	e->borrowed_fds = saved_borrowed;
 	return r;
+}
+
+int luo_state_decode(luo_engine *e, const void *blob, size_t size, unsigned flags,
+		     const struct luo_state_ext *ext)
+{
+	return decode(e, blob, size, flags, ext, NULL, NULL);
+}
+
+int luo_state_decode_mapped(luo_engine *e, const void *blob, size_t size, luo_state_fd_map map,
+			    void *userdata)
+{
+	if (!map)
+		return -EINVAL;
+	return decode(e, blob, size, 0, NULL, map, userdata);
 }

@@ -2069,6 +2069,9 @@ static int decode_file_mapped(struct decode *d, const struct luo_state_file *rec
 			return 0; /* left behind: the session goes on without it */
 		if (r < 0)
 			return r;
+		/* Born as every fd the engine holds is. */
+		if (fcntl(fd, F_SETFD, d->e->inheritable_fds ? 0 : FD_CLOEXEC) < 0)
+			return -errno;
 	}
 	r = luo_state_dup_data(rec->data, rec->data_size, &data);
 	if (r < 0)

@@ -48,6 +48,7 @@ union cmd_struct {
 	struct luo_wire_is_session is_session;
 	struct luo_wire_drop drop;
 	struct luo_wire_dump_state dump_state;
+	struct luo_wire_kexec kexec;
 	uint8_t bytes[LUO_WIRE_REQUEST_MAX];
 };
 
@@ -729,8 +730,8 @@ static void handle_device_request(struct luod *d, struct endpoint *ep,
 	if (r < 0)
 		goto out;
 
-	/* Past the fd check, only IS_SESSION holds an fd (fds[0]); the commands that
-	 * reply by themselves below came with none. */
+	/* Past the fd check, only IS_SESSION (fds[0]) and KEXEC (which consumes
+	 * them) hold fds; the other commands that reply by themselves came with none. */
 	switch (p->cmd->nr) {
 	case LUO_CMD_STATUS:
 	case LUO_CMD_LIST:
@@ -786,6 +787,9 @@ static void handle_device_request(struct luod *d, struct endpoint *ep,
 			return;
 		}
 		liveupdate_request(d, ep, p->op, p->tag, &c, p->size, now_usec(CLOCK_MONOTONIC));
+		return;
+	case LUO_CMD_KEXEC:
+		kexec_request(d, ep, p->tag, &c.kexec, p->size, fds, n_fds);
 		return;
 	default:
 		r = -EINVAL;

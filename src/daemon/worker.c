@@ -607,6 +607,12 @@ int worker_main(struct luod *d)
 		return LUOD_WORKER_EXIT_RECOVERY;
 	}
 	luo_journal_attach(d->journal, d->engine);
+	/* A luod started afresh takes in what a kexec carried for it, once. */
+	struct keeper_area *ka = luod_keeper_area(d);
+	if (d->kexec_restore && ka && !ka->kexec_checked) {
+		(void)kexec_restore(d);
+		ka->kexec_checked = 1;
+	}
 	r = uid_usage_recount(d);
 	if (r >= 0)
 		r = server_arm(d);

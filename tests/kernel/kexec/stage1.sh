@@ -44,6 +44,19 @@ case $out in
 	lab_not_ok "luoctl kexec of a bad kernel file exits 1 (exit $rc)" ;;
 *) lab_not_ok "luoctl kexec of a bad kernel file fails and says nothing changed (exit $rc)" ;;
 esac
+# Another opener of /dev/liveupdate (systemd, say): luod waits a little, then says so.
+exec 9<>/dev/liveupdate
+t0=$(uptime_s)
+out=$(luoctl kexec --kernel /lab/boot/bzImage --drop-unsupported 2>&1)
+rc=$?
+exec 9>&-
+echo "$out"
+case $out in
+*'another process holds /dev/liveupdate'*'nothing changed'*)
+	[ $rc = 1 ] && lab_ok "luoctl kexec while another process holds /dev/liveupdate fails with EBUSY after $(echo "$(uptime_s) $t0" | awk '{printf "%.1f", $1 - $2}') s" ||
+		lab_not_ok "luoctl kexec while /dev/liveupdate is held exits 1 (exit $rc)" ;;
+*) lab_not_ok "luoctl kexec while another process holds /dev/liveupdate fails with EBUSY (exit $rc)" ;;
+esac
 lab_tap kernel-kexec kernel-kexec stage1_after_failed_kexec
 luoctl list
 kexec_now

@@ -354,7 +354,6 @@ static int do_kexec(struct luod *d, struct kexec_out *o, struct luo_wire_kexec *
 		return r;
 	}
 	*ret_loaded = true;
-	fault_point(d, "kexec-loaded");
 	log_info("kexec: rebooting into the new kernel with %" PRIu64 " sessions, %" PRIu64
 		 " files in the kernel (%" PRIu64 " left behind), live update number %" PRIu64,
 		 k->n_sessions, o->n_kernel_files, o->n_refused_total,
@@ -549,6 +548,9 @@ int kexec_restore(struct luod *d)
 	struct kexec_in in = { .dev = -EBADF };
 	int r;
 
+	/* Only into an empty luod: the sessions the kexec carried are a whole state. */
+	if (luod_n_sessions(d) != 0)
+		return 0;
 	in.dev = luod_device_open();
 	if (in.dev == -ENODEV)
 		return 0;

@@ -168,6 +168,9 @@ void luod_close_later(struct luod *d, int fd)
 		safe_close(fd);
 }
 
+_Static_assert(sizeof(struct keeper_area) <= LUO_JOURNAL_OWNER_AREA,
+	       "the keeper's area fits the journal's owner area");
+
 struct keeper_area *luod_keeper_area(struct luod *d)
 {
 	return d->journal ? luo_journal_owner_area(d->journal) : NULL;

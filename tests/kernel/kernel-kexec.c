@@ -324,12 +324,21 @@ TEST(stage2_sessions)
 	ASSERT_TRUE(dev >= 0);
 	ASSERT_ERR(kernel_session(dev, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "luod", &s), -ENOENT);
 	ASSERT_ERR(kernel_session(dev, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "luod-0", &s), -ENOENT);
-	ASSERT_OK(kernel_session(dev, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "other", &s));
+	/* libluo on the kernel's own device and session fds. */
+	ASSERT_OK(luo_session_retrieve_wait(dev, "other", 1000, &s));
+	ASSERT_EQ(luo_fd_is_session(s), 1);
+	ASSERT_OK(luo_session_get_name(s, name));
+	ASSERT_STREQ(name, "other");
+	uid_t owner;
+	ASSERT_ERR(luo_session_get_owner(s, &owner), -EOPNOTSUPP);
+	ASSERT_ERR(luo_session_handover(s), -EOPNOTSUPP);
 	ASSERT_OK(luo_session_retrieve_fd(s, 3, &f));
 	assert_text(f, "other", 0);
 	close(f);
 	ASSERT_OK(luo_session_finish(s));
+	ASSERT_ERR(luo_session_retrieve_fd(s, 3, &f), -ENOENT);
 	close(s);
+	ASSERT_ERR(luo_session_retrieve(dev, "other", &s), -ENOENT);
 	close(dev);
 	/* "left" waits, never retrieved, for the next kexec to drop it. */
 	close(luo);

@@ -605,6 +605,12 @@ def table(results):
                 f"{fmt(r['retrieve_p99_us'])} us",
                 f"floor {fmt(r['floor_recv_fd_median_us'])} / {fmt(r['floor_recv_fd_p99_us'])} us"
                 f" ({fmt(r['retrieve_vs_floor'])}x)")
+            if 'session_call_shared_median_us' in r:
+                row('', 'session call: shared / own reply socket',
+                    f"{fmt(r['session_call_shared_median_us'])} / "
+                    f"{fmt(r['session_call_own_socket_median_us'])} us",
+                    f"p99 {fmt(r['session_call_shared_p99_us'])} / "
+                    f"{fmt(r['session_call_own_socket_p99_us'])} us")
             row('', 'preserves per second', fmt(r['preserve_per_second']),
                 f"target >= 100,000: {fmt(r['target_100k_preserves_per_second'])}; "
                 f"median <= 2x floor: {fmt(r['target_median_2x_floor'])}")
@@ -683,7 +689,8 @@ def table(results):
 # What --check requires of each benchmark that was not skipped.
 REQUIRED = {
     'request': ['preserve_median_us', 'retrieve_median_us', 'floor_send_fd_median_us',
-                'floor_recv_fd_median_us', 'preserve_per_second'],
+                'floor_recv_fd_median_us', 'preserve_per_second',
+                'session_call_shared_median_us', 'session_call_own_socket_median_us'],
     'update': ['bare_exec_us', 'sizes', 'slope_us_per_file'],
     'recovery': ['bare_exec_us', 'sizes'],
     'restart': ['sizes'],

@@ -89,7 +89,12 @@ enum endpoint_type {
 	EP_SESSION,
 	EP_CHECK,   /* the pidfd of an update's state checker */
 	EP_COMPACT, /* the pidfd of a compaction child */
+	EP_REPLY,   /* a request's own reply socket (LUO_WIRE_OP_REPLY_SOCKET): never read */
 };
+
+/* In an EXT_REPLY key: the reply goes to the request's own reply socket, whose
+ * fd is in bits 32..62, not to an endpoint. */
+#define LUOD_REPLY_KEY_PRIVATE (UINT64_C(1) << 63)
 
 struct outmsg {
 	struct outmsg *next;
@@ -273,9 +278,10 @@ struct luod {
 	int compact_fd; /* the new journal a compaction child writes */
 	struct endpoint compact_ep;
 	pid_t keeper_pid;
-	bool in_request;	     /* replies wait for the request's commit */
-	struct endpoint *request_ep; /* the request's, while in_request */
-	bool update_exec;	     /* the worker stops for the keeper to execve() */
+	bool in_request;		   /* replies wait for the request's commit */
+	struct endpoint *request_ep;	   /* the request's, while in_request */
+	struct endpoint *request_reply_ep; /* where request_ep's replies go instead, or NULL */
+	bool update_exec;		   /* the worker stops for the keeper to execve() */
 	bool update_now; /* an update's check passed synchronously: stop after the commit */
 	bool update_after_compaction; /* an update waits for the running compaction */
 	bool rolled_back; /* this image is the previous binary, back after a failed update */
@@ -417,6 +423,9 @@ struct endpoint *session_ep_add(struct luod *d, int fd, uint64_t handle, uint64_
 				uint32_t uid);
 struct endpoint *session_ep_find_by_ino(struct luod *d, uint64_t ino);
 struct endpoint *session_ep_find_by_fd(struct luod *d, int fd);
+/* Sends a reply the journal holds for a request's own reply socket fd (a dead
+ * worker's), then closes fd. */
+int reply_socket_resend(struct luod *d, int fd, uint64_t key, const struct ext_reply *rp);
 /* Puts a reply the journal holds (a dead worker's) back in ep's queue. */
 int endpoint_requeue(struct luod *d, struct endpoint *ep, uint64_t key, const struct ext_reply *rp);
 /* Runs again the request the journal holds for the endpoint of fd. */

@@ -43,28 +43,31 @@ int cl_preserve(int session, uint64_t token, int fd)
 {
 	struct liveupdate_session_preserve_fd c = { .size = sizeof(c), .fd = -1, .token = token };
 
-	return luo_wire_call(session, LIVEUPDATE_SESSION_PRESERVE_FD, &c, sizeof(c), &fd, 1, NULL);
+	return luo_wire_call_session(session, LIVEUPDATE_SESSION_PRESERVE_FD, &c, sizeof(c), &fd, 1,
+				     NULL);
 }
 
 int cl_retrieve_fd(int session, uint64_t token, int *ret_fd)
 {
 	struct liveupdate_session_retrieve_fd c = { .size = sizeof(c), .fd = -1, .token = token };
 
-	return luo_wire_call(session, LIVEUPDATE_SESSION_RETRIEVE_FD, &c, sizeof(c), NULL, 0,
-			     ret_fd);
+	return luo_wire_call_session(session, LIVEUPDATE_SESSION_RETRIEVE_FD, &c, sizeof(c), NULL,
+				     0, ret_fd);
 }
 
 int cl_finish(int session)
 {
 	struct liveupdate_session_finish c = { .size = sizeof(c) };
 
-	return luo_wire_call(session, LIVEUPDATE_SESSION_FINISH, &c, sizeof(c), NULL, 0, NULL);
+	return luo_wire_call_session(session, LIVEUPDATE_SESSION_FINISH, &c, sizeof(c), NULL, 0,
+				     NULL);
 }
 
 int cl_get_name(int session, char ret_name[64])
 {
 	struct liveupdate_session_get_name c = { .size = sizeof(c) };
-	int r = luo_wire_call(session, LIVEUPDATE_SESSION_GET_NAME, &c, sizeof(c), NULL, 0, NULL);
+	int r = luo_wire_call_session(session, LIVEUPDATE_SESSION_GET_NAME, &c, sizeof(c), NULL, 0,
+				      NULL);
 
 	if (r >= 0)
 		memcpy(ret_name, c.name, 64);
@@ -75,7 +78,7 @@ int cl_handover(int session)
 {
 	struct luo_wire_simple c = { .size = sizeof(c) };
 
-	return luo_wire_call(session, LUO_SESSION_HANDOVER, &c, sizeof(c), NULL, 0, NULL);
+	return luo_wire_call_session(session, LUO_SESSION_HANDOVER, &c, sizeof(c), NULL, 0, NULL);
 }
 
 int cl_device_open(int conn)

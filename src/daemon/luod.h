@@ -50,6 +50,9 @@
 #define LUOD_WORKER_EXIT_UPDATE 70   /* stopped for an update: exec owner->update_binary */
 #define LUOD_WORKER_EXIT_RECOVERY 71 /* this binary cannot recover the journal */
 
+/* Compactions an update waits for at most before it stops the worker. */
+#define LUOD_UPDATE_COMPACTIONS 3
+
 #define LUOD_STORM_DEATHS 10
 #define LUOD_STORM_WINDOW_USEC (UINT64_C(10) * 1000000)
 
@@ -284,6 +287,7 @@ struct luod {
 	bool update_exec;		   /* the worker stops for the keeper to execve() */
 	bool update_now; /* an update's check passed synchronously: stop after the commit */
 	bool update_after_compaction; /* an update waits for the running compaction */
+	unsigned update_compactions;  /* compactions the update waited for */
 	bool rolled_back; /* this image is the previous binary, back after a failed update */
 	uint64_t t_recovered_usec;
 	char *argv_area; /* the process's argument strings, for its name in ps */

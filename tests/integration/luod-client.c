@@ -336,16 +336,36 @@ int proc_fd_count(pid_t pid)
 	return n;
 }
 
+/*
+ * luod's fd count with every close made so far taken in: a STATUS round trip
+ * on a fresh connection first (luod takes in every pending hang-up before it
+ * answers STATUS), then the count less that connection.  Load cannot make it
+ * early or late.  -errno if luod does not answer.
+ */
+static int settled_fd_count(const struct test_luod *d)
+{
+	struct luo_wire_status st;
+	int conn = test_luod_connect(d), n, r;
+
+	if (conn < 0)
+		return conn;
+	r = cl_status(conn, &st);
+	n = r < 0 ? r : proc_fd_count(d->pid) - 1;
+	close(conn);
+	return n;
+}
+
 int stable_fd_count(const struct test_luod *d)
 {
 	int last = -1;
 
-	for (int i = 0; i < 100; i++) {
-		int n = proc_fd_count(d->pid);
+	/* Two counts that agree: a compaction child's two fds come and go. */
+	for (int i = 0; i < 200; i++) {
+		int n = settled_fd_count(d);
 		if (n == last)
 			return n;
 		last = n;
-		usleep(20000);
+		usleep(10000);
 	}
 	return last;
 }
@@ -355,7 +375,7 @@ int wait_fd_count(const struct test_luod *d, int n)
 	int k = -1;
 
 	for (int i = 0; i < 500; i++) {
-		k = proc_fd_count(d->pid);
+		k = settled_fd_count(d);
 		if (k == n)
 			return k;
 		usleep(10000);

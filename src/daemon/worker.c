@@ -278,6 +278,10 @@ static int named_reply(uint64_t key, const void *data, size_t size, void *userda
 	if (size < sizeof(*rp) || size - sizeof(*rp) != rp->len)
 		return -EBADMSG;
 	named_add(userdata, rp->fd);
+	/* A request's own reply socket, named by its first reply (one per request
+	 * on a session; a hostile client's stream on a connection has more). */
+	if ((key & LUOD_REPLY_KEY_PRIVATE) && (uint32_t)key == 0)
+		named_add(userdata, (int)((key & ~LUOD_REPLY_KEY_PRIVATE) >> 32));
 	return 0;
 }
 
@@ -498,8 +502,18 @@ static int requeue_replies(struct luod *d)
 		goto out;
 	qsort(l.items, l.n, sizeof(*l.items), cmp_reply);
 	for (size_t i = 0; i < l.n; i++) {
-		struct endpoint *ep = find_endpoint(d, (int)(l.items[i].key >> 32));
+		struct endpoint *ep;
 
+		if (l.items[i].key & LUOD_REPLY_KEY_PRIVATE) {
+			/* A request's own reply socket: sent now, then closed. */
+			r = reply_socket_resend(
+				d, (int)((l.items[i].key & ~LUOD_REPLY_KEY_PRIVATE) >> 32),
+				l.items[i].key, l.items[i].rp);
+			if (r < 0)
+				goto out;
+			continue;
+		}
+		ep = find_endpoint(d, (int)(l.items[i].key >> 32));
 		if (!ep) {
 			/* Its connection is gone: so is the reply. */
 			luod_close_later(d, l.items[i].rp->fd);

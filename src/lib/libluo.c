@@ -194,6 +194,10 @@ static int call(int fd, int kind, unsigned long cmd, void *arg, uint32_t size, c
 {
 	if (kind == FD_KERNEL)
 		return kernel_ioctl(fd, cmd, arg);
+	/* A session command's reply comes on a socket of our own: other holders
+	 * of the session fd neither read nor hold it up. */
+	if (luo_wire_command_find(LUO_WIRE_SESSION, (uint32_t)cmd & 0xffu))
+		return luo_wire_call_session(fd, cmd, arg, size, send_fd, send_fd ? 1 : 0, ret_fd);
 	return luo_wire_call(fd, cmd, arg, size, send_fd, send_fd ? 1 : 0, ret_fd);
 }
 
@@ -439,7 +443,7 @@ static int luod_session_call(int session_fd, unsigned long cmd, void *arg, uint3
 		return kind;
 	if (kind == FD_KERNEL)
 		return -EOPNOTSUPP;
-	return luo_wire_call(session_fd, (uint32_t)cmd, arg, size, NULL, 0, NULL);
+	return luo_wire_call_session(session_fd, (uint32_t)cmd, arg, size, NULL, 0, NULL);
 }
 
 /* The kernel hands sessions over only all at once, by kexec. */

@@ -44,6 +44,17 @@
 #define LUO_WIRE_REQUEST_MAX 4096
 #define LUO_WIRE_REPLY_MAX 65536 /* whole reply message */
 
+/*
+ * In a session command's op: the request's last SCM_RIGHTS fd is a socket
+ * (SOCK_SEQPACKET) of the caller's own, on which luod sends this request's
+ * reply instead of on the session socket.  Without it every process holding
+ * a session fd shares one queue of replies, and each caller waits while the
+ * head reply is another's: one stopped holder would stall all of them.  luod
+ * takes the bit and the fd off before the kernel's checks; on a connection
+ * (device commands) the bit makes the op no command (ENOTTY).
+ */
+#define LUO_WIRE_OP_REPLY_SOCKET (1u << 31)
+
 /* The header of a request; the command struct follows it. */
 struct luo_wire_request {
 	uint32_t op;  /* command word, _IO(0xBA, nr) */

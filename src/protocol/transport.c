@@ -516,12 +516,13 @@ static int send_request(int sock, uint32_t op, uint32_t tag, const void *arg, ui
 	};
 
 	if (sizeof(h) + (size_t)arg_size > LUO_WIRE_REQUEST_MAX) {
+		uint32_t bare = op & ~LUO_WIRE_OP_REPLY_SOCKET;
 		const struct luo_wire_command *cmd =
-			luo_wire_command_find(LUO_WIRE_DEVICE, op & 0xffu);
+			luo_wire_command_find(LUO_WIRE_DEVICE, bare & 0xffu);
 
 		if (!cmd)
-			cmd = luo_wire_command_find(LUO_WIRE_SESSION, op & 0xffu);
-		if (!cmd || op != (uint32_t)_IO(LIVEUPDATE_IOCTL_TYPE, cmd->nr))
+			cmd = luo_wire_command_find(LUO_WIRE_SESSION, bare & 0xffu);
+		if (!cmd || bare != (uint32_t)_IO(LIVEUPDATE_IOCTL_TYPE, cmd->nr))
 			return -EMSGSIZE;
 		/* The kernel would accept zeros past its struct: send the same
 		 * request at the size luod knows. */
@@ -537,17 +538,19 @@ static int send_request(int sock, uint32_t op, uint32_t tag, const void *arg, ui
 }
 
 /*
- * Sends a request and waits until the head of the queue is its reply (left
- * queued).  A hang-up may hide luod's refusal of the connection: then the
- * refusal's error is the answer.
+ * Sends a request and waits until the head of the queue of reply_sock (sock
+ * itself, or the caller's private reply socket) is its reply (left queued).
+ * A hang-up may hide luod's refusal of the connection: then the refusal's
+ * error is the answer.
  */
-static int ask(int sock, uint32_t op, uint32_t tag, const void *arg, uint32_t arg_size,
-	       const int *fds, size_t n_fds, uint64_t deadline, struct luo_wire_reply *ret)
+static int ask(int sock, int reply_sock, uint32_t op, uint32_t tag, const void *arg,
+	       uint32_t arg_size, const int *fds, size_t n_fds, uint64_t deadline,
+	       struct luo_wire_reply *ret)
 {
 	int r = send_request(sock, op, tag, arg, arg_size, fds, n_fds, deadline);
 
 	if (r >= 0)
-		r = wait_for_own(sock, tag, deadline, ret);
+		r = wait_for_own(reply_sock, tag, deadline, ret);
 	if (r == -EPIPE || r == -ECONNRESET) {
 		int k = luo_wire_refusal(sock);
 		if (k < 0)
@@ -556,42 +559,97 @@ static int ask(int sock, uint32_t op, uint32_t tag, const void *arg, uint32_t ar
 	return r;
 }
 
+/*
+ * A private reply socket for one call: luod's end travels with the request
+ * (the last fd), ours takes the reply, so that no other holder of sock reads
+ * or holds up our answer.  Made where the kernel would put the fd the reply
+ * brings (the lowest free number): the reply's fd is moved onto it at the
+ * end.  Returns 0, or -errno from socketpair().
+ */
+static int reply_socket_new(int sp[2])
+{
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
+		return negative_errno();
+	return 0;
+}
+
 static int call(int sock, uint32_t op, void *arg, uint32_t arg_size, const int *fds, size_t n_fds,
-		int *ret_fd, bool keep_error)
+		int *ret_fd, bool keep_error, bool private_reply)
 {
 	uint8_t buf[sizeof(struct luo_wire_reply) + LUO_WIRE_REQUEST_MAX];
+	int send_fds[SOCKET_MAX_FDS];
 	uint64_t deadline = deadline_start();
 	uint32_t tag = own_tag();
 	struct luo_wire_reply h;
-	int fd = -EBADF, slot = -EBADF, r;
+	int fd = -EBADF, slot = -EBADF, sp[2] = { -EBADF, -EBADF }, reply_sock = sock, r;
 
 	if (sock < 0)
 		return -EBADF;
 	if ((!arg && arg_size > 0) || n_fds > SOCKET_MAX_FDS || (!fds && n_fds > 0))
 		return -EINVAL;
 
-	/* The kernel takes a free fd before it commits anything, and answers EMFILE
-	 * without one.  So does the caller's side: luod's fd would be lost in a
-	 * full fd table, and the session or file with it.  The slot is held until
-	 * the reply is there, and given back just before it is received. */
-	if (ret_fd) {
+	/*
+	 * The reply comes on a socket of our own when we can make one (one fd
+	 * more than the call itself needs: a full table, or a request that
+	 * already carries the most fds, takes the shared way, where every
+	 * holder of sock waits for the head reply to be its own).
+	 */
+	if (private_reply && n_fds < SOCKET_MAX_FDS && reply_socket_new(sp) == 0) {
+		/* socketpair() took free numbers only: one of ours was not open. */
+		for (size_t i = 0; i < n_fds; i++)
+			if (fds[i] == sp[0] || fds[i] == sp[1]) {
+				close_many(sp, 2);
+				return -EBADF;
+			}
+		if (n_fds)
+			memcpy(send_fds, fds, n_fds * sizeof(int));
+		send_fds[n_fds++] = sp[1];
+		fds = send_fds;
+		op |= LUO_WIRE_OP_REPLY_SOCKET;
+		reply_sock = sp[0];
+	} else if (ret_fd) {
+		/* The kernel takes a free fd before it commits anything, and answers
+		 * EMFILE without one.  So does the caller's side: luod's fd would be
+		 * lost in a full fd table, and the session or file with it.  The
+		 * slot is held until the reply is there, and given back just before
+		 * it is received.  (A private reply socket's other end is such a
+		 * slot: closed once sent.) */
 		slot = fcntl(sock, F_DUPFD_CLOEXEC, 0);
 		if (slot < 0)
 			return negative_errno();
 	}
-	r = ask(sock, op, tag, arg, arg_size, fds, n_fds, deadline, &h);
+	r = send_request(sock, op, tag, arg, arg_size, fds, n_fds, deadline);
+	/* luod's end travels with the request now: a luod that goes away without
+	 * answering leaves us a hang-up, not a wait. */
+	sp[1] = safe_close(sp[1]);
+	if (r >= 0)
+		r = wait_for_own(reply_sock, tag, deadline, &h);
+	if (r == -ECONNRESET && reply_sock != sock) {
+		/* Our socket never reached luod (it had no free fd to take the
+		 * request's fds, and answers EMFILE where the request came): the
+		 * answer is on the shared socket. */
+		close_many(sp, 1);
+		sp[0] = -EBADF;
+		reply_sock = sock;
+		r = wait_for_own(sock, tag, deadline, &h);
+	}
+	if (r == -EPIPE || r == -ECONNRESET) {
+		int k = luo_wire_refusal(sock);
+		if (k < 0)
+			r = k;
+	}
 	slot = safe_close(slot);
 	if (r < 0)
 		goto out;
-	r = take_own(sock, buf, sizeof(buf), 1, &h, &fd);
+	r = take_own(reply_sock, buf, sizeof(buf), 1, &h, &fd);
 	if (r < 0) {
 		/* A stream we cannot hold must not be left for our next call. */
 		if (r == -EMSGSIZE && (h.flags & LUO_WIRE_REPLY_MORE))
-			(void)drain_stream(sock, tag, deadline);
+			(void)drain_stream(reply_sock, tag, deadline);
 		goto out;
 	}
 	if (h.flags & LUO_WIRE_REPLY_MORE) {
-		int k = drain_stream(sock, tag, deadline);
+		int k = drain_stream(reply_sock, tag, deadline);
 		if (k < 0) {
 			safe_close(fd);
 			r = k;
@@ -604,12 +662,21 @@ static int call(int sock, uint32_t op, void *arg, uint32_t arg_size, const int *
 	}
 
 	memcpy(arg, buf + sizeof(h), MIN((size_t)arg_size, (size_t)r));
+	if (fd >= 0 && sp[0] >= 0 && fd > sp[0]) {
+		/* Onto our reply socket's number, the lowest that was free. */
+		if (dup3(fd, sp[0], O_CLOEXEC) >= 0) {
+			safe_close(fd);
+			fd = sp[0];
+			sp[0] = -EBADF;
+		}
+	}
 	if (ret_fd)
 		*ret_fd = fd;
 	else
 		safe_close(fd);
 	r = h.result;
 out:
+	safe_close(sp[0]);
 	/* Every call has a tag of its own: a reply luod sends twice (its worker
 	 * died between sending it and recording that it had) is stale for the
 	 * next call, as is one that comes after a timeout. */
@@ -620,12 +687,18 @@ out:
 int luo_wire_call(int sock, uint32_t op, void *arg, uint32_t arg_size, const int *fds, size_t n_fds,
 		  int *ret_fd)
 {
-	return call(sock, op, arg, arg_size, fds, n_fds, ret_fd, false);
+	return call(sock, op, arg, arg_size, fds, n_fds, ret_fd, false, false);
+}
+
+int luo_wire_call_session(int sock, uint32_t op, void *arg, uint32_t arg_size, const int *fds,
+			  size_t n_fds, int *ret_fd)
+{
+	return call(sock, op, arg, arg_size, fds, n_fds, ret_fd, false, true);
 }
 
 int luo_wire_call_keep_error(int sock, uint32_t op, void *arg, uint32_t arg_size, int *ret_fd)
 {
-	return call(sock, op, arg, arg_size, NULL, 0, ret_fd, true);
+	return call(sock, op, arg, arg_size, NULL, 0, ret_fd, true, false);
 }
 
 static int call_stream(int sock, uint32_t op, void *arg, uint32_t arg_size, const int *fds,
@@ -641,7 +714,7 @@ static int call_stream(int sock, uint32_t op, void *arg, uint32_t arg_size, cons
 	if (!buf)
 		return -ENOMEM;
 
-	r = ask(sock, op, tag, arg, arg_size, fds, n_fds, deadline, &h);
+	r = ask(sock, sock, op, tag, arg, arg_size, fds, n_fds, deadline, &h);
 	if (r < 0)
 		return r;
 	r = take_own(sock, buf, LUO_WIRE_REPLY_MAX, 0, &h, &fd);

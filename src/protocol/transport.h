@@ -157,6 +157,18 @@ int luo_wire_call(int sock, uint32_t op, void *arg, uint32_t arg_size, const int
 		  int *ret_fd);
 
 /*
+ * As luo_wire_call(), for a session command on a session socket (which every
+ * process holding the session fd shares): the reply comes on a socket of the
+ * caller's own (LUO_WIRE_OP_REPLY_SOCKET), so that the call never depends on
+ * another holder reading its replies.  Without two free fds for that socket,
+ * or with SOCKET_MAX_FDS fds to send, it takes luo_wire_call()'s shared way.
+ * A reply's fd comes at the lowest number that was free when the call began,
+ * as the kernel's would.
+ */
+int luo_wire_call_session(int sock, uint32_t op, void *arg, uint32_t arg_size, const int *fds,
+			  size_t n_fds, int *ret_fd);
+
+/*
  * As luo_wire_call(), but an error reply's payload is copied back into arg
  * too (luod's UPDATE reports a roll-back with its measurements in the struct).
  */

@@ -527,6 +527,7 @@ static int restore(struct luod *d, struct kexec_in *in)
 		/* Journaled before the kernel lets go of anything. */
 		journal_reset(d);
 		journal_commit(d);
+		fault_point(d, "kexec-restored");
 		log_info("kexec: %zu sessions with %zu files arrived, live update number %" PRIu64
 			 "%s",
 			 luo_engine_n_sessions(d->engine, LUO_SESSION_INCOMING),

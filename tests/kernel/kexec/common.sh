@@ -12,9 +12,10 @@ KV_PORT=7000
 # Seconds since boot, with hundredths (busybox date has no %N).
 uptime_s() { cut -d' ' -f1 /proc/uptime; }
 
+# start_luod [ENV=VALUE...]: luod in the background, with that environment.
 start_luod() {
 	mkdir -p /run/luo
-	luod --foreground --socket "$LUO_SOCKET" --log-target stderr &
+	env "$@" luod --foreground --socket "$LUO_SOCKET" --log-target stderr &
 	LUOD_PID=$!
 	_i=0
 	while ! luoctl status >/dev/null 2>&1; do

@@ -10,6 +10,7 @@
  * failure after luod opened the device.  After every refusal and failure,
  * every session is as it was.
  */
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <stdlib.h>
@@ -61,6 +62,34 @@ TEST(kexec_argument_errors)
 	/* Files are checked before luod is: it is not running. */
 	LUOCTL(&o, "kexec", "--kernel", "/bin/true");
 	ASSERT_EQ(o.status, 3);
+}
+
+/* The fds luod holds (keeper and worker share one table). */
+static int luod_fds(pid_t pid)
+{
+	char path[64];
+	struct dirent *e;
+	DIR *dir;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	dir = opendir(path);
+	ASSERT_TRUE(dir != NULL);
+	while ((e = readdir(dir)))
+		n += e->d_name[0] != '.';
+	closedir(dir);
+	return n;
+}
+
+/* luod's fd count once it is n (hang-ups of luoctl's connections are taken in
+ * as events), or what it is after 2 s. */
+static int luod_fds_settle(pid_t pid, int n)
+{
+	int k = -1;
+
+	for (int i = 0; i < 200 && (k = luod_fds(pid)) != n; i++)
+		usleep(10000);
+	return k;
 }
 
 /* An open outgoing session with a memfd, a handed-over one, and one with a socket. */
@@ -169,7 +198,7 @@ TEST(kexec_is_for_root_only)
 TEST(kexec_refuses_sockets_with_the_list_and_fails_cleanly)
 {
 	struct test_luod d;
-	int luo, open_fd, sock_fd;
+	int luo, open_fd, sock_fd, fds;
 
 #ifndef LUO_TEST_FAULT_INJECTION
 	test_skip("needs a test build (-Dfault_injection=true): $LUOD_LIVEUPDATE_DEVICE");
@@ -180,6 +209,8 @@ TEST(kexec_refuses_sockets_with_the_list_and_fails_cleanly)
 	unsetenv("LUOD_LIVEUPDATE_DEVICE");
 	luo = ASSERT_OK(luo_connect(NULL));
 	make_sessions(luo, &open_fd, &sock_fd);
+	LUOCTL(&o, "status");
+	fds = luod_fds_settle(d.pid, -1);
 
 	LUOCTL(&o, "kexec", "--kernel", "/bin/true");
 	ASSERT_EQ(o.status, 1);
@@ -188,12 +219,17 @@ TEST(kexec_refuses_sockets_with_the_list_and_fails_cleanly)
 	ASSERT_TRUE(strstr(o.err, "the kernel cannot carry the 1 file(s) above (of 3 in 3 "
 				  "sessions); --drop-unsupported leaves them behind; nothing "
 				  "changed") != NULL);
+	/* luod kept nothing of the attempt. */
+	ASSERT_EQ(luod_fds_settle(d.pid, fds), fds);
 	assert_unchanged(open_fd, 3, 3);
+	fds++; /* the file just preserved */
 
 	LUOCTL(&o, "kexec", "--kernel", "/bin/true", "--drop-unsupported");
 	ASSERT_EQ(o.status, 1);
 	ASSERT_TRUE(strstr(o.err, strerror(ENOTTY)) != NULL);
 	ASSERT_TRUE(strstr(o.err, "nothing changed") != NULL);
+	/* Nor of this one, which opened the device. */
+	ASSERT_EQ(luod_fds_settle(d.pid, fds), fds);
 	assert_unchanged(open_fd, 4, 4);
 	close(open_fd);
 	close(sock_fd);

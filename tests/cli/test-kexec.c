@@ -153,7 +153,8 @@ TEST(kexec_without_dev_liveupdate_is_enodev)
 	test_luod_start(&d, NULL);
 	luo = ASSERT_OK(luo_connect(NULL));
 	make_sessions(luo, &open_fd, &sock_fd);
-	LUOCTL(&o, "kexec", "--kernel", "/bin/true", "--drop-unsupported");
+	/* --reuse-cmdline reads this kernel's /proc/cmdline into the request. */
+	LUOCTL(&o, "kexec", "--kernel", "/bin/true", "--reuse-cmdline", "--drop-unsupported");
 	ASSERT_EQ(o.status, 1);
 	ASSERT_TRUE(strstr(o.err, "this kernel has no /dev/liveupdate") != NULL);
 	ASSERT_TRUE(strstr(o.err, "nothing changed") != NULL);

@@ -404,7 +404,16 @@ static void write_file(struct out *o, const luo_engine *e, size_t index, const s
  */
 static bool session_is_packed(const struct luo_session *s)
 {
-	return s->files.count >= 2;
+	return s->files.count >= 2 || (s->flags & LUO_SESSION_FLAG_HANDED_OVER);
+}
+
+/* luo-session-v3 is v2 with the handed-over bit, which only it may carry. */
+static const char *session_compatible(const struct luo_session *s)
+{
+	if (s->flags & LUO_SESSION_FLAG_HANDED_OVER)
+		return LUO_STATE_SESSION_V3_COMPATIBLE;
+	return session_is_packed(s) ? LUO_STATE_SESSION_COMPATIBLE
+				    : LUO_STATE_SESSION_V1_COMPATIBLE;
 }
 
 /* The distinct handlers of s's files, in the order of their first file. */
@@ -461,7 +470,7 @@ static int session_size(size_t index, const struct luo_session *s, size_t *size)
 		/* Offsets into file-data are 32 bits: the blob's own limit keeps it in range. */
 		if (data > LUO_STATE_MAX_SIZE)
 			return -E2BIG;
-		*size += prop_size(sizeof(LUO_STATE_SESSION_COMPATIBLE)) + prop_size(names) +
+		*size += prop_size(strlen(session_compatible(s)) + 1) + prop_size(names) +
 			 prop_size(s->files.count * PACKED_SIZE) + prop_size(data);
 	} else
 		*size += prop_size(sizeof(LUO_STATE_SESSION_V1_COMPATIBLE));
@@ -527,8 +536,7 @@ static void write_session(struct out *o, const luo_engine *e, size_t index,
 	size_t j = 0;
 
 	out_begin(o, "session", 7, index);
-	out_string(o, PROP_COMPATIBLE,
-		   packed ? LUO_STATE_SESSION_COMPATIBLE : LUO_STATE_SESSION_V1_COMPATIBLE);
+	out_string(o, PROP_COMPATIBLE, session_compatible(s));
 	out_prop(o, PROP_NAME, s->name, s->name_len);
 	out_u32(o, PROP_KIND, (uint32_t)s->kind);
 	out_u32(o, PROP_STATE, (uint32_t)s->state);
@@ -1636,13 +1644,16 @@ bool luo_state_fits_kind(uint32_t kind, uint32_t state)
 static int walk_session(struct walk *w, uint32_t node, const char *name, uint32_t name_len)
 {
 	static const char *const versions[] = { LUO_STATE_SESSION_COMPATIBLE,
-						LUO_STATE_SESSION_V1_COMPATIBLE };
-	static const struct node_spec *const specs[] = { &session_v2_spec, &session_spec };
+						LUO_STATE_SESSION_V1_COMPATIBLE,
+						LUO_STATE_SESSION_V3_COMPATIBLE };
+	static const struct node_spec *const specs[] = { &session_v2_spec, &session_spec,
+							 &session_v2_spec };
 	struct luo_state_session s;
 	uint32_t kind, state, end = 0;
 	size_t n_files = 0;
 	struct props p;
 	int r, sub, version;
+	bool packed;
 
 	r = check_node_name(name, name_len, "session", w->n_sessions);
 	if (r < 0)
@@ -1650,8 +1661,9 @@ static int walk_session(struct walk *w, uint32_t node, const char *name, uint32_
 	version = read_node(w, node, versions, ELEMENTSOF(versions), specs, &p, &sub, &end);
 	if (version < 0)
 		return version;
-	/* A luo-session-v2 carries its files in properties, never as nodes. */
-	if (version == 0 && sub >= 0)
+	packed = version != 1;
+	/* A luo-session-v2 or v3 carries its files in properties, never as nodes. */
+	if (packed && sub >= 0)
 		return -EBADMSG;
 	if (p.len[PROP_NAME] < 1 || p.len[PROP_NAME] >= LUO_NAME_FIELD ||
 	    memchr(p.val[PROP_NAME], '\0', p.len[PROP_NAME]))
@@ -1670,7 +1682,11 @@ static int walk_session(struct walk *w, uint32_t node, const char *name, uint32_
 		.uid = ld32(p.val[PROP_UID]),
 		.handle = ld64(p.val[PROP_HANDLE]),
 	};
-	if (s.flags & ~LUO_SESSION_FLAGS_ALL)
+	/* The handed-over bit is v3's, on incoming sessions only, and v3 has it. */
+	if (s.flags & ~(version == 2 ? LUO_SESSION_FLAGS_ALL : LUO_SESSION_FLAGS_CREATE))
+		return -EBADMSG;
+	if (version == 2 &&
+	    (!(s.flags & LUO_SESSION_FLAG_HANDED_OVER) || kind != LUO_SESSION_INCOMING))
 		return -EBADMSG;
 	/* Handles are never ahead of the counter. */
 	if (s.handle > w->next_handle)
@@ -1695,7 +1711,7 @@ static int walk_session(struct walk *w, uint32_t node, const char *name, uint32_
 	}
 
 	token_set_next_session(&w->tokens, (uint32_t)w->n_sessions);
-	if (version == 0) {
+	if (packed) {
 		r = walk_packed_files(w, &p, &s);
 		if (r < 0)
 			return r;

@@ -89,6 +89,10 @@ int luo_state_dump(const void *blob, size_t size, FILE *f, bool json);
 #define LUO_STATE_SESSION_COMPATIBLE "luo-session-v2"
 /* A session of at most one file: a node per file (still read whatever the count). */
 #define LUO_STATE_SESSION_V1_COMPATIBLE "luo-session-v1"
+/* The luo-session-v2 layout for a session whose flags carry
+ * LUO_SESSION_FLAG_HANDED_OVER, which the earlier versions do not have: a
+ * reader that predates the bit refuses the node by its version. */
+#define LUO_STATE_SESSION_V3_COMPATIBLE "luo-session-v3"
 #define LUO_STATE_FILE_COMPATIBLE "luo-file-v2"
 /* Still read (its files' identities are computed again), never written. */
 #define LUO_STATE_FILE_V1_COMPATIBLE "luo-file-v1"

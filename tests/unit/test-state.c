@@ -2023,7 +2023,80 @@ TEST(decode_mapped_takes_each_file_from_where_it_is_now)
 	luo_engine_free(e2);
 }
 
+/* ---- luo-session-v3: the handed-over bit ------------------------------- */
+
+static int session_node_of(const void *blob, const char *compat_want)
+{
+	int off = fdt_path_offset(blob, "/session@0");
+	int len;
+	const char *c;
+
+	ASSERT_TRUE(off >= 0);
+	c = fdt_getprop(blob, off, "compatible", &len);
+	ASSERT_TRUE(c != NULL);
+	ASSERT_STREQ(c, compat_want);
+	return off;
+}
+
+TEST(handed_over_sessions_are_luo_session_v3_and_only_v3_carries_the_bit)
+{
+	luo_engine *e = NULL, *e2 = NULL;
+	luo_session *s;
+	uint8_t field[LUO_NAME_FIELD];
+	void *blob, *blob2;
+	size_t size, size2;
+	int fd, off;
+
+	ASSERT_OK(luo_engine_new(&e));
+	ASSERT_OK(luo_engine_add_default_handlers(e));
+	ASSERT_OK(luo_engine_create_session(e, test_name(field, "svc"), 0, 1000, &s));
+	fd = memfd_with("state", 0);
+	ASSERT_OK(luo_session_preserve_fd(s, 1, fd));
+	close(fd);
+	ASSERT_OK(luo_engine_handover_session(e, s));
+	ASSERT_OK(luo_state_encode(e, NULL, &blob, &size));
+	session_node_of(blob, LUO_STATE_SESSION_V3_COMPATIBLE);
+
+	/* Decoded with the bit, so that a reboot still carries it; encoded alike. */
+	ASSERT_OK(luo_engine_new(&e2));
+	ASSERT_OK(luo_engine_add_default_handlers(e2));
+	ASSERT_OK(luo_state_decode(e2, blob, size, LUO_STATE_BORROW_FDS, NULL));
+	s = luo_engine_first_session(e2, LUO_SESSION_INCOMING);
+	ASSERT_TRUE(s != NULL);
+	ASSERT_TRUE(luo_session_crosses_reboot(s));
+	ASSERT_OK(luo_state_encode(e2, NULL, &blob2, &size2));
+	ASSERT_EQ(size2, size);
+	ASSERT_EQ(memcmp(blob2, blob, size), 0);
+	free(blob2);
+	luo_engine_free(e2);
+
+	/* The bit under an earlier version: refused, as an earlier reader refuses it. */
+	off = session_node_of(blob, LUO_STATE_SESSION_V3_COMPATIBLE);
+	ASSERT_EQ(fdt_setprop_inplace(blob, off, "compatible", LUO_STATE_SESSION_COMPATIBLE,
+				      sizeof(LUO_STATE_SESSION_COMPATIBLE)),
+		  0);
+	ASSERT_OK(luo_engine_new(&e2));
+	ASSERT_OK(luo_engine_add_default_handlers(e2));
+	ASSERT_ERR(luo_state_decode(e2, blob, size, LUO_STATE_BORROW_FDS, NULL), -EBADMSG);
+	/* And v3 without it. */
+	ASSERT_EQ(fdt_setprop_inplace(blob, off, "compatible", LUO_STATE_SESSION_V3_COMPATIBLE,
+				      sizeof(LUO_STATE_SESSION_V3_COMPATIBLE)),
+		  0);
+	ASSERT_EQ(fdt_setprop_inplace_u64(blob, off, "flags", 0), 0);
+	ASSERT_ERR(luo_state_decode(e2, blob, size, LUO_STATE_BORROW_FDS, NULL), -EBADMSG);
+	luo_engine_free(e2);
+
+	/* After the reboot the bit is gone, and so is v3. */
+	ASSERT_OK(luo_engine_reboot(e));
+	free(blob);
+	ASSERT_OK(luo_state_encode(e, NULL, &blob, &size));
+	session_node_of(blob, LUO_STATE_SESSION_V1_COMPATIBLE);
+	free(blob);
+	luo_engine_free(e);
+}
+
 TEST_MAIN(TEST_CASE(decode_mapped_takes_each_file_from_where_it_is_now),
+	  TEST_CASE(handed_over_sessions_are_luo_session_v3_and_only_v3_carries_the_bit),
 	  TEST_CASE(empty_engine_round_trips_to_identical_blob),
 	  TEST_CASE(session_of_several_files_carries_them_as_one_array),
 	  TEST_CASE(packed_records_of_another_length_are_ebadmsg),

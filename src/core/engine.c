@@ -281,10 +281,7 @@ int luo_engine_reboot(luo_engine *e)
 	LIST_FOREACH_SAFE (n, &e->incoming) {
 		struct luo_session *s = list_entry(n, struct luo_session, order);
 
-		/* An outgoing session of the same owner and name replaces it: it is
-		 * the newer state of that name. */
-		if (luo_session_crosses_reboot(s) &&
-		    !luo_session_lookup(e, LUO_SESSION_OUTGOING, s->uid, s->name, s->name_len))
+		if (luo_session_crosses_reboot(s))
 			s->flags &= ~LUO_SESSION_FLAG_HANDED_OVER;
 		else
 			luo_session_drop(s);

@@ -410,7 +410,10 @@ bool luo_session_crosses_reboot(const luo_session *s)
 {
 	if (s->kind == LUO_SESSION_OUTGOING)
 		return true;
-	return s->state == LUO_SESSION_WAITING && (s->flags & LUO_SESSION_FLAG_HANDED_OVER);
+	/* An outgoing session of the same owner and name replaces it: it is the
+	 * newer state of that name. */
+	return s->state == LUO_SESSION_WAITING && (s->flags & LUO_SESSION_FLAG_HANDED_OVER) &&
+	       !luo_session_lookup(s->engine, LUO_SESSION_OUTGOING, s->uid, s->name, s->name_len);
 }
 
 uint32_t luo_session_uid(const luo_session *s)

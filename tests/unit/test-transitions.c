@@ -293,6 +293,7 @@ TEST(reboot_outgoing_replaces_incoming_of_same_name)
 	test_preserve_new(cur, 3);
 	/* Handing it over alone is refused, the reboot drops the old one first. */
 	ASSERT_ERR(luo_engine_handover_session(e, cur), -EEXIST);
+	ASSERT_FALSE(luo_session_crosses_reboot(old));
 	ASSERT_OK(luo_engine_reboot(e));
 	ASSERT_EQ(luo_engine_n_sessions(e, LUO_SESSION_INCOMING), 1);
 	ASSERT_TRUE(luo_engine_find_session(e, LUO_SESSION_INCOMING, "same") == cur);

@@ -2054,6 +2054,9 @@ TEST(handed_over_sessions_are_luo_session_v3_and_only_v3_carries_the_bit)
 	ASSERT_OK(luo_session_preserve_fd(s, 1, fd));
 	close(fd);
 	ASSERT_OK(luo_engine_handover_session(e, s));
+	/* An empty one too, which packs no file at all. */
+	ASSERT_OK(luo_engine_create_session(e, test_name(field, "empty"), 0, 1000, &s));
+	ASSERT_OK(luo_engine_handover_session(e, s));
 	ASSERT_OK(luo_state_encode(e, NULL, &blob, &size));
 	session_node_of(blob, LUO_STATE_SESSION_V3_COMPATIBLE);
 
@@ -2064,6 +2067,8 @@ TEST(handed_over_sessions_are_luo_session_v3_and_only_v3_carries_the_bit)
 	s = luo_engine_first_session(e2, LUO_SESSION_INCOMING);
 	ASSERT_TRUE(s != NULL);
 	ASSERT_TRUE(luo_session_crosses_reboot(s));
+	ASSERT_TRUE(luo_session_crosses_reboot(luo_session_next(s)));
+	ASSERT_EQ(luo_session_n_files(luo_session_next(s)), 0);
 	ASSERT_OK(luo_state_encode(e2, NULL, &blob2, &size2));
 	ASSERT_EQ(size2, size);
 	ASSERT_EQ(memcmp(blob2, blob, size), 0);
@@ -2087,6 +2092,7 @@ TEST(handed_over_sessions_are_luo_session_v3_and_only_v3_carries_the_bit)
 	luo_engine_free(e2);
 
 	/* After the reboot the bit is gone, and so is v3. */
+	luo_engine_drop_session(e, luo_engine_find_session(e, LUO_SESSION_INCOMING, "empty"));
 	ASSERT_OK(luo_engine_reboot(e));
 	free(blob);
 	ASSERT_OK(luo_state_encode(e, NULL, &blob, &size));

@@ -235,7 +235,7 @@ int luo_session_preserve_fd(luo_session *s, uint64_t token, int fd)
 	return r;
 }
 
-int luo_session_preserve_fd_take(luo_session *s, uint64_t token, int fd)
+int luo_session_preserve_fd_take(luo_session *s, uint64_t token, int fd, const struct stat *fd_st)
 {
 	struct stat st;
 	int flags, r, dfd = fd;
@@ -251,11 +251,9 @@ int luo_session_preserve_fd_take(luo_session *s, uint64_t token, int fd)
 	flags = fcntl(fd, F_GETFL);
 	if (flags < 0 || (flags & O_PATH))
 		return -EBADF;
-	/* Held like luod's own dup would be: inheritable or not, as the engine says. */
-	r = fd_set_cloexec(fd, !s->engine->inheritable_fds);
-	if (r < 0)
-		return r;
-	if (fstat(fd, &st) < 0)
+	if (fd_st)
+		st = *fd_st;
+	else if (fstat(fd, &st) < 0)
 		return negative_errno();
 	handler_preserve_begin(dfd, flags, &st);
 	r = file_preserve(s, token, &dfd, &st, true);

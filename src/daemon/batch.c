@@ -213,26 +213,23 @@ static size_t room_for(struct luod *d, uint32_t uid, size_t want)
 	return lo;
 }
 
-static bool is_session_socket(struct luod *d, int fd)
-{
-	struct stat st;
-
-	if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode) || st.st_dev != d->sock_dev)
-		return false;
-	return session_ep_find_by_ino(d, st.st_ino) != NULL;
-}
-
 /* One file of an applying batch: the checks of a single preserve, then the
  * engine keeps the staged fd itself (no dup: a batch as big as luod's fd
  * limit allows must not need twice the fds).  On failure the fd stays ours.
  * The limits were checked as the parts were staged. */
 static int apply_one(struct luod *d, luo_session *s, uint64_t token, int fd)
 {
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return -EBADF;
 	/* A session fd: no handler takes it in the kernel; here it would also keep
 	 * its own session open forever. */
-	if (is_session_socket(d, fd))
+	if (S_ISSOCK(st.st_mode) && st.st_dev == d->sock_dev &&
+	    session_ep_find_by_ino(d, st.st_ino))
 		return -ENOENT;
-	return luo_session_preserve_fd_take(s, token, fd);
+	/* Received inheritable, as the engine holds its fds in luod: taken as is. */
+	return luo_session_preserve_fd_take(s, token, fd, &st);
 }
 
 /*

@@ -1252,7 +1252,11 @@ static ssize_t receive(int sock, uint8_t *buf, size_t size, int *fds, size_t *re
 	ssize_t n;
 
 	do
-		n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC | MSG_PEEK);
+		/* Born inheritable, as every fd luod holds is (its next image keeps
+		 * them): a batch's files become held fds as they came, no fcntl()
+		 * each.  luod execs nothing while a request holds them but an
+		 * update's checker, which gets luod's held fds anyway. */
+		n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_PEEK);
 	while (n < 0 && errno == EINTR);
 	if (n < 0) {
 		if (errno == EAGAIN || errno == EWOULDBLOCK)

@@ -418,13 +418,13 @@ TEST(preserve_fd_take_keeps_the_fd_on_success_and_gives_it_back_on_failure)
 	luo_session *s = test_create(e, "s");
 	int a = test_eventfd(), b = test_eventfd(), held = -1;
 
-	ASSERT_OK(luo_session_preserve_fd_take(s, 1, a));
+	ASSERT_OK(luo_session_preserve_fd_take(s, 1, a, NULL));
 	ASSERT_EQ(luo_session_foreach_file(s, held_fd_of, &held), 1);
 	ASSERT_EQ(held, a);
-	ASSERT_ERR(luo_session_preserve_fd_take(s, 1, b), -EEXIST);
+	ASSERT_ERR(luo_session_preserve_fd_take(s, 1, b, NULL), -EEXIST);
 	ASSERT_TRUE(fcntl(b, F_GETFD) >= 0);
 	test_inject.preserve = (struct test_fail){ .on = true, .token = 2, .err = -EIO };
-	ASSERT_ERR(luo_session_preserve_fd_take(s, 2, b), -EIO);
+	ASSERT_ERR(luo_session_preserve_fd_take(s, 2, b, NULL), -EIO);
 	ASSERT_EQ(test_calls[OP_PRESERVE], 2);
 	ASSERT_TRUE(fcntl(b, F_GETFD) >= 0);
 	ASSERT_EQ(luo_session_n_files(s), 1);

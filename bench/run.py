@@ -42,7 +42,7 @@ LUOD = os.path.join(BUILD_ROOT, 'src', 'daemon', 'luod')
 KV_SERVER = os.path.join(BUILD_ROOT, 'examples', 'kv-server')
 KV_CLIENT = os.path.join(BUILD_ROOT, 'examples', 'kv-client')
 
-ALL = ['request', 'update', 'recovery', 'restart', 'wrk', 'scale']
+ALL = ['request', 'batch', 'update', 'recovery', 'restart', 'wrk', 'conns', 'scale']
 GIB = 1 << 30
 MIB = 1 << 20
 
@@ -241,6 +241,29 @@ def bench_request(a):
                                          'preserve_per_second', 'preserve_vs_floor',
                                          'retrieve_vs_floor') if k in spread}
     return r
+
+
+# ---- 1b. batched preserve and retrieve ----
+
+def bench_batch(a):
+    """Whole batches through luod against the same batches by raw SCM_RIGHTS.
+
+    Pinned to one CPU (client, luod and the floor's holder: the main figures,
+    for the reason bench_request gives) and again free to spread.
+    """
+    args = ['--files', '600', '--rounds', '3'] if a.tiny else ['--files', '15000', '--rounds', '20']
+    r = run_program('bench-batch', args, 900, cpus={min(os.sched_getaffinity(0))})
+    r['placement'] = 'one CPU'
+    spread = run_program('bench-batch', args, 900)
+    r['spread'] = {k: spread[k] for k in spread if k.endswith('_ns_per_fd') or
+                   k.endswith('_vs_floor') or k.endswith('_fds_per_second')}
+    return r
+
+
+# ---- 4b. every connection kept across restarts ----
+
+def bench_conns(a, tmp):
+    return {'benchmark': 'conns', 'skipped': 'kv-server does not keep its connections yet'}
 
 
 # ---- 2. luod live update blackout ----
@@ -615,6 +638,36 @@ def table(results):
                     f"floor {fmt(sp.get('floor_send_fd_median_us'))} / "
                     f"{fmt(sp.get('floor_recv_fd_median_us'))} us "
                     f"({fmt(sp.get('preserve_vs_floor'))}x / {fmt(sp.get('retrieve_vs_floor'))}x)")
+        elif b == 'batch':
+            note = f" (asked {r['requested_files']:,}: fd limit)" if 'requested_files' in r else ''
+            row('batch', f"{r['files']:,} files per batch{note}",
+                f"{r['rounds']} rounds, {r['per_message']} per message", 'one CPU')
+            row('', 'preserve per fd', f"{fmt(r['preserve_ns_per_fd'])} ns",
+                f"floor {fmt(r['floor_send_ns_per_fd'])} ns ({fmt(r['preserve_vs_floor'])}x); "
+                f"{fmt(r['preserve_fds_per_second'])} fds/s")
+            row('', 'retrieve per fd', f"{fmt(r['retrieve_ns_per_fd'])} ns",
+                f"floor {fmt(r['floor_recv_ns_per_fd'])} ns ({fmt(r['retrieve_vs_floor'])}x); "
+                f"{fmt(r['retrieve_fds_per_second'])} fds/s")
+            row('', 'targets', f"<= 1.5x floor: {fmt(r['target_1.5x_floor'])}",
+                f">= 500,000 fds/s: {fmt(r['target_500k_per_second'])}")
+            sp = r.get('spread')
+            if sp:
+                row('', 'on any CPU: preserve / retrieve',
+                    f"{fmt(sp.get('preserve_ns_per_fd'))} / {fmt(sp.get('retrieve_ns_per_fd'))} ns",
+                    f"floor {fmt(sp.get('floor_send_ns_per_fd'))} / "
+                    f"{fmt(sp.get('floor_recv_ns_per_fd'))} ns "
+                    f"({fmt(sp.get('preserve_vs_floor'))}x / {fmt(sp.get('retrieve_vs_floor'))}x)")
+        elif b == 'conns':
+            row('conns', f"{r['connections']:,} connections{r.get('note', '')}",
+                f"{r['seconds']} s, restart every {r['interval']} s", '')
+            for mode in ('luo', 'listen_only'):
+                m = r[mode]
+                row('', f"{mode.replace('_', ' ')}: {m['restarts']} restarts",
+                    f"{m['resets']} resets, {m['failed']} failed of {m['requests']:,}",
+                    f"blackout median {fmt(m.get('blackout_median_ms'))} max "
+                    f"{fmt(m.get('blackout_max_ms'))} ms")
+            row('', 'targets', f"0 resets, 0 failed: {fmt(r.get('target_no_loss'))}",
+                f"blackout <= 20 ms: {fmt(r.get('target_20ms'))}")
         elif b == 'update':
             row('update', 'bare exec of luod', f"{fmt(r['bare_exec_us'])} us", '')
             for s in r['sizes']:
@@ -684,6 +737,9 @@ def table(results):
 REQUIRED = {
     'request': ['preserve_median_us', 'retrieve_median_us', 'floor_send_fd_median_us',
                 'floor_recv_fd_median_us', 'preserve_per_second'],
+    'batch': ['preserve_ns_per_fd', 'retrieve_ns_per_fd', 'floor_send_ns_per_fd',
+              'floor_recv_ns_per_fd'],
+    'conns': ['luo', 'listen_only'],
     'update': ['bare_exec_us', 'sizes', 'slope_us_per_file'],
     'recovery': ['bare_exec_us', 'sizes'],
     'restart': ['sizes'],
@@ -770,6 +826,10 @@ def main():
             try:
                 if name == 'request':
                     r = bench_request(a)
+                elif name == 'batch':
+                    r = bench_batch(a)
+                elif name == 'conns':
+                    r = bench_conns(a, tmp)
                 elif name == 'update':
                     r = bench_update(a)
                 elif name == 'recovery':

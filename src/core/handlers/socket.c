@@ -83,7 +83,9 @@ static uint64_t socket_netns_ino(int fd)
 	return (uint64_t)st.st_ino;
 }
 
-static int socket_describe(int fd, uint64_t fields[_SOCKET_FIELDS])
+/* The socket's record; its namespace only with want_netns (SIOCGSKNS opens a
+ * file: the dearest part of it by far). */
+static int socket_describe(int fd, uint64_t fields[_SOCKET_FIELDS], bool want_netns)
 {
 	struct stat st;
 	int r;
@@ -105,7 +107,7 @@ static int socket_describe(int fd, uint64_t fields[_SOCKET_FIELDS])
 	r = socket_int_option(fd, SO_PROTOCOL, &fields[SOCKET_PROTOCOL]);
 	if (r < 0)
 		return r;
-	fields[SOCKET_NETNS] = socket_netns_ino(fd);
+	fields[SOCKET_NETNS] = want_netns ? socket_netns_ino(fd) : HANDLER_UNKNOWN;
 	return 0;
 }
 
@@ -119,7 +121,7 @@ static int socket_preserve(struct luo_handler_file *f)
 	uint64_t fields[_SOCKET_FIELDS];
 	int r;
 
-	r = socket_describe(f->fd, fields);
+	r = socket_describe(f->fd, fields, true);
 	if (r < 0)
 		return r;
 	return handler_record_store(&f->data, &f->data_size, SOCKET_RECORD_VERSION, fields,
@@ -134,7 +136,13 @@ static int socket_retrieve(struct luo_handler_file *f)
 	r = handler_record_parse(f->data, f->data_size, SOCKET_RECORD_VERSION, rec, _SOCKET_FIELDS);
 	if (r < 0)
 		return r;
-	r = socket_describe(f->fd, now);
+	/*
+	 * A socket's network namespace is fixed when it is made: the same
+	 * socket (device and inode, checked here) is in the namespace recorded.
+	 * Asking again would cost a file per socket on the successor's side of
+	 * every restart, and prove nothing more.
+	 */
+	r = socket_describe(f->fd, now, false);
 	if (r == -ENOTSOCK)
 		return -EIO;
 	if (r < 0)

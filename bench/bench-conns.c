@@ -44,7 +44,7 @@
 #include "bench-util.h"
 
 /* The longest a restart is waited for before the next one. */
-#define RESTART_MAX_NS (UINT64_C(10) * 1000000000)
+#define RESTART_MAX_NS (UINT64_C(20) * 1000000000)
 
 struct conn {
 	int fd;
@@ -259,7 +259,7 @@ int main(int argc, char **argv)
 		{},
 	};
 	const char *luod_path = bench_default_luod(), *kv_server = NULL;
-	size_t asked = 15000, restarts = 0, unfinished = 0;
+	size_t asked = 15000, restarts = 0, unfinished = 0, answered_unfinished = SIZE_MAX;
 	double seconds = 30, interval = 1;
 	bool listen_only = false;
 	struct bench_luod d;
@@ -386,6 +386,7 @@ int main(int argc, char **argv)
 		if (r.t_restart) {
 			/* The successor never answered on every connection. */
 			unfinished++;
+			answered_unfinished = MIN(answered_unfinished, r.answered);
 			r.t_restart = 0;
 		}
 		server = succ;
@@ -407,6 +408,11 @@ int main(int argc, char **argv)
 	bench_json_num("interval", interval);
 	bench_json_int("restarts", (int64_t)restarts);
 	bench_json_int("restarts_unfinished", (int64_t)unfinished);
+	/* Of a restart the successor did not finish answering within the wait,
+	 * the fewest connections it had answered. */
+	if (unfinished)
+		bench_json_int("unfinished_answered_min", (int64_t)answered_unfinished);
+	bench_json_num("restart_wait_max_s", (double)RESTART_MAX_NS / 1e9);
 	bench_json_int("requests", (int64_t)r.requests);
 	bench_json_int("failed", (int64_t)r.failed);
 	bench_json_int("resets", (int64_t)r.resets);

@@ -687,7 +687,8 @@ def table(results):
                 f"{r['seconds']} s, restart every {r['interval']} s", '')
             for mode in ('luo', 'listen_only'):
                 m = r[mode]
-                late = f", {m['restarts_unfinished']} never answered everyone" \
+                late = f"; {m['restarts_unfinished']} not done in {m['restart_wait_max_s']:g} s " \
+                    f"(at least {m['unfinished_answered_min']:,} answered)" \
                     if m.get('restarts_unfinished') else ''
                 row('', f"{mode.replace('_', ' ')}: {m['restarts']} restarts",
                     f"{m['resets']} resets, {m['failed']} failed of {m['requests']:,}",

@@ -13,6 +13,10 @@
  *   - luo_session_retrieve_fd() of each of them after the session was
  *     handed over and retrieved (in rounds of at most 10,000 files, each
  *     finished before the next, so that any count fits luod's fd limit).
+ *   - a session command (GET_NAME) answered on the shared session socket
+ *     (luo_wire_call()) and on a reply socket of the caller's own
+ *     (luo_wire_call_session(), what libluo does): the price of not
+ *     depending on other holders of the session fd.
  * Each sample is one round trip timed on CLOCK_MONOTONIC; median, p99 and
  * the resulting rate are reported.  The memfds are created and closed
  * outside the timed window, so only the request is timed.
@@ -33,6 +37,7 @@
 #include "basic/macro.h"
 #include "basic/socket-util.h"
 #include "bench-util.h"
+#include "protocol/transport.h"
 
 #define WARMUP 500
 
@@ -247,6 +252,41 @@ out:
 	return r;
 }
 
+/* GET_NAME n times each way, alternating in blocks so that both see the same machine. */
+static int run_reply_paths(const char *luod_path, size_t n, double *shared_us, double *own_us)
+{
+	_cleanup_close_ int conn = -EBADF, session = -EBADF;
+	struct bench_luod d;
+	int r;
+
+	r = bench_luod_start(&d, luod_path, NULL);
+	if (r < 0)
+		return r;
+	conn = bench_luod_connect(&d);
+	r = conn < 0 ? conn : luo_session_create(conn, "reply-paths", 0, &session);
+	for (size_t i = 0; r >= 0 && i < WARMUP + n; i += 100) {
+		for (int own = 0; own <= 1 && r >= 0; own++)
+			for (size_t k = i; k < MIN(i + 100, WARMUP + n) && r >= 0; k++) {
+				struct liveupdate_session_get_name g = { .size = sizeof(g) };
+				uint64_t t0 = bench_now_ns();
+
+				r = own ? luo_wire_call_session(session,
+								LIVEUPDATE_SESSION_GET_NAME, &g,
+								sizeof(g), NULL, 0, NULL)
+					: luo_wire_call(session, LIVEUPDATE_SESSION_GET_NAME, &g,
+							sizeof(g), NULL, 0, NULL);
+				if (k >= WARMUP)
+					(own ? own_us : shared_us)[k - WARMUP] =
+						(double)(bench_now_ns() - t0) / 1e3;
+			}
+	}
+	session = safe_close(session);
+	conn = safe_close(conn);
+	if (bench_luod_stop(&d) != 0 && r >= 0)
+		r = -EPROTO;
+	return r < 0 ? r : 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -254,9 +294,10 @@ int main(int argc, char **argv)
 		{ "luod", required_argument, NULL, 'l' },
 		{},
 	};
-	_cleanup_free_ double *fs = NULL, *fr = NULL, *ps = NULL, *rs = NULL;
+	_cleanup_free_ double *fs = NULL, *fr = NULL, *ps = NULL, *rs = NULL, *cs = NULL,
+			      *co = NULL;
 	const char *luod_path = bench_default_luod();
-	struct sample_stats floor_send, floor_recv, preserve, retrieve;
+	struct sample_stats floor_send, floor_recv, preserve, retrieve, call_shared, call_own;
 	double loop_rate = NAN;
 	size_t n = 20000, per_round;
 	long limit;
@@ -285,7 +326,9 @@ int main(int argc, char **argv)
 	fr = calloc(n, sizeof(double));
 	ps = calloc(n, sizeof(double));
 	rs = calloc(n, sizeof(double));
-	if (!fs || !fr || !ps || !rs)
+	cs = calloc(n, sizeof(double));
+	co = calloc(n, sizeof(double));
+	if (!fs || !fr || !ps || !rs || !cs || !co)
 		return 1;
 
 	bench_log("floor: %zu SCM_RIGHTS round trips each way", n);
@@ -300,6 +343,15 @@ int main(int argc, char **argv)
 		bench_log("luo: %s", strerror(-r));
 		return 1;
 	}
+	bench_log("session calls: %zu on the shared socket, %zu on a reply socket of their own", n,
+		  n);
+	r = run_reply_paths(luod_path, n, cs, co);
+	if (r < 0) {
+		bench_log("session calls: %s", strerror(-r));
+		return 1;
+	}
+	stats_of(cs, n, &call_shared);
+	stats_of(co, n, &call_own);
 	stats_of(fs, n, &floor_send);
 	stats_of(fr, n, &floor_recv);
 	stats_of(ps, n, &preserve);
@@ -312,6 +364,8 @@ int main(int argc, char **argv)
 	json_stats("preserve", &preserve);
 	json_stats("retrieve", &retrieve);
 	bench_json_num("preserve_loop_per_second", loop_rate);
+	json_stats("session_call_shared", &call_shared);
+	json_stats("session_call_own_socket", &call_own);
 	bench_json_num("preserve_vs_floor", preserve.median_us / floor_send.median_us);
 	bench_json_num("retrieve_vs_floor", retrieve.median_us / floor_recv.median_us);
 	bench_json_bool("target_median_2x_floor",

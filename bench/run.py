@@ -42,7 +42,7 @@ LUOD = os.path.join(BUILD_ROOT, 'src', 'daemon', 'luod')
 KV_SERVER = os.path.join(BUILD_ROOT, 'examples', 'kv-server')
 KV_CLIENT = os.path.join(BUILD_ROOT, 'examples', 'kv-client')
 
-ALL = ['request', 'batch', 'update', 'recovery', 'restart', 'wrk', 'conns', 'scale']
+ALL = ['request', 'batch', 'update', 'recovery', 'restart', 'wrk', 'conns', 'scale', 'load']
 GIB = 1 << 30
 MIB = 1 << 20
 
@@ -315,6 +315,33 @@ def bench_scale(a):
     # shrinks it; 10,000 files is before that, the journal at its largest.
     n = '500' if a.tiny else '10000'
     return run_program('bench-scale', ['--files', n, '--sessions', n], 900)
+
+
+# ---- 6. many clients, live updates and a reboot: the exact ledger ----
+
+def bench_load(a, tmp):
+    """
+    The suite's load test (tests/integration/test-luod-load) at full size:
+    1,000 client processes each restarting a service over and over through
+    luod, a live update every 2 s, a reboot at the end; it fails unless what
+    luod holds is exactly what the clients were told.
+    """
+    out = os.path.join(tmp, 'load.json')
+    clients, seconds = ('20', '3') if a.tiny else ('1000', '30')
+    env = dict(os.environ, LUO_BUILD_ROOT=BUILD_ROOT, LUO_SOURCE_ROOT=SOURCE_ROOT,
+               LUOD_LOAD_CLIENTS=clients, LUOD_LOAD_SECONDS=seconds,
+               LUOD_LOAD_UPDATE_MS='2000', LUOD_LOAD_JSON=out,
+               LUO_TEST_TIMEOUT=str(int(seconds) + 600))
+    exe = os.path.join(BUILD_ROOT, 'tests', 'integration', 'test-luod-load')
+    p = subprocess.run([exe], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                       env=env, timeout=int(seconds) + 900)
+    if p.returncode != 0:
+        raise RuntimeError('test-luod-load failed: ' +
+                           ' '.join(l for l in p.stdout.splitlines() if l.startswith('#'))[-400:])
+    with open(out) as f:
+        r = json.load(f)
+    r['benchmark'] = 'load'
+    return r
 
 
 # ---- 3. restart with large state ----
@@ -653,6 +680,12 @@ def table(results):
                 f"{fmt(r['retrieve_p99_us'])} us",
                 f"floor {fmt(r['floor_recv_fd_median_us'])} / {fmt(r['floor_recv_fd_p99_us'])} us"
                 f" ({fmt(r['retrieve_vs_floor'])}x)")
+            if 'session_call_shared_median_us' in r:
+                row('', 'session call: shared / own reply socket',
+                    f"{fmt(r['session_call_shared_median_us'])} / "
+                    f"{fmt(r['session_call_own_socket_median_us'])} us",
+                    f"p99 {fmt(r['session_call_shared_p99_us'])} / "
+                    f"{fmt(r['session_call_own_socket_p99_us'])} us")
             row('', 'preserves per second', fmt(r['preserve_per_second']),
                 f"target >= 100,000: {fmt(r['target_100k_preserves_per_second'])}; "
                 f"median <= 2x floor: {fmt(r['target_median_2x_floor'])}")
@@ -747,6 +780,13 @@ def table(results):
                     f"{w['errors']} errors ({w['errors_connect']} connect)",
                     f"{w['requests']:,} req; p50 {fmt(w.get('latency_p50_ms'))} p99 "
                     f"{fmt(w.get('latency_p99_ms'))} max {fmt(w.get('latency_max_ms'))} ms")
+        elif b == 'load':
+            row('load', f"{r['clients']:,} clients, {r['seconds']} s",
+                f"{r['updates']} live updates, 1 reboot",
+                f"{r['requests']:,} requests ({fmt(r['requests_per_second'])}/s), "
+                f"{r['rounds']:,} restarts; longest update answer "
+                f"{fmt(r['update_answer_ms_max'])} ms; ledger exact: "
+                f"{fmt(r['ledger_exact'])}")
         elif b == 'scale':
             row('scale', f"{r['file']:,} files", f"{fmt(r['pss_bytes_per_file'])} B/file",
                 f"of which journal {fmt(r['journal_bytes_per_file'])}; with VmRSS "
@@ -764,7 +804,8 @@ def table(results):
 # What --check requires of each benchmark that was not skipped.
 REQUIRED = {
     'request': ['preserve_median_us', 'retrieve_median_us', 'floor_send_fd_median_us',
-                'floor_recv_fd_median_us', 'preserve_per_second'],
+                'floor_recv_fd_median_us', 'preserve_per_second',
+                'session_call_shared_median_us', 'session_call_own_socket_median_us'],
     'batch': ['preserve_ns_per_fd', 'retrieve_ns_per_fd', 'floor_send_ns_per_fd',
               'floor_recv_ns_per_fd'],
     'conns': ['luo', 'listen_only'],
@@ -772,6 +813,7 @@ REQUIRED = {
     'recovery': ['bare_exec_us', 'sizes'],
     'restart': ['sizes'],
     'wrk': ['luo', 'plain'],
+    'load': ['clients', 'updates', 'requests', 'ledger_exact'],
     'scale': ['pss_bytes_per_file', 'bytes_per_file', 'bytes_per_session',
               'file_create_seconds'],
 }
@@ -875,6 +917,8 @@ def main():
                     r = bench_restart(a, tmp)
                 elif name == 'wrk':
                     r = bench_wrk(a, tmp)
+                elif name == 'load':
+                    r = bench_load(a, tmp)
                 else:
                     r = bench_scale(a)
             except Exception as e:

@@ -329,6 +329,7 @@ static void update_stop_now(struct luod *d);
  */
 static void update_stop(struct luod *d)
 {
+	d->update_compactions = 0;
 	if (d->compact_pid > 0 || compact_start(d, true) > 0) {
 		d->update_after_compaction = true;
 		return;
@@ -341,8 +342,13 @@ void liveupdate_compacted(struct luod *d)
 	if (!d->update_after_compaction)
 		return;
 	d->update_after_compaction = false;
-	/* A compaction that ran before the update asked: the log may have grown. */
-	if (compact_start(d, true) > 0) {
+	/*
+	 * The log has grown while the child wrote the snapshot: compact again,
+	 * but not forever.  Under a steady load every compaction ends with a
+	 * fresh log as long as the last one, and an update that waited for an
+	 * empty log would never come; what is left is replayed in the blackout.
+	 */
+	if (++d->update_compactions < LUOD_UPDATE_COMPACTIONS && compact_start(d, true) > 0) {
 		d->update_after_compaction = true;
 		return;
 	}

@@ -50,6 +50,9 @@
 #define LUOD_WORKER_EXIT_UPDATE 70   /* stopped for an update: exec owner->update_binary */
 #define LUOD_WORKER_EXIT_RECOVERY 71 /* this binary cannot recover the journal */
 
+/* Compactions an update waits for at most before it stops the worker. */
+#define LUOD_UPDATE_COMPACTIONS 3
+
 #define LUOD_STORM_DEATHS 10
 #define LUOD_STORM_WINDOW_USEC (UINT64_C(10) * 1000000)
 
@@ -89,7 +92,12 @@ enum endpoint_type {
 	EP_SESSION,
 	EP_CHECK,   /* the pidfd of an update's state checker */
 	EP_COMPACT, /* the pidfd of a compaction child */
+	EP_REPLY,   /* a request's own reply socket (LUO_WIRE_OP_REPLY_SOCKET): never read */
 };
+
+/* In an EXT_REPLY key: the reply goes to the request's own reply socket, whose
+ * fd is in bits 32..62, not to an endpoint. */
+#define LUOD_REPLY_KEY_PRIVATE (UINT64_C(1) << 63)
 
 struct outmsg {
 	struct outmsg *next;
@@ -301,11 +309,13 @@ struct luod {
 	int compact_fd; /* the new journal a compaction child writes */
 	struct endpoint compact_ep;
 	pid_t keeper_pid;
-	bool in_request;	     /* replies wait for the request's commit */
-	struct endpoint *request_ep; /* the request's, while in_request */
-	bool update_exec;	     /* the worker stops for the keeper to execve() */
+	bool in_request;		   /* replies wait for the request's commit */
+	struct endpoint *request_ep;	   /* the request's, while in_request */
+	struct endpoint *request_reply_ep; /* where request_ep's replies go instead, or NULL */
+	bool update_exec;		   /* the worker stops for the keeper to execve() */
 	bool update_now; /* an update's check passed synchronously: stop after the commit */
 	bool update_after_compaction; /* an update waits for the running compaction */
+	unsigned update_compactions;  /* compactions the update waited for */
 	bool rolled_back; /* this image is the previous binary, back after a failed update */
 	uint64_t t_recovered_usec;
 	char *argv_area; /* the process's argument strings, for its name in ps */
@@ -447,6 +457,10 @@ struct endpoint *session_ep_add(struct luod *d, int fd, uint64_t handle, uint64_
 				uint32_t uid);
 struct endpoint *session_ep_find_by_ino(struct luod *d, uint64_t ino);
 struct endpoint *session_ep_find_by_fd(struct luod *d, int fd);
+/* Sends a reply the journal holds for a request's own reply socket fd (a dead
+ * worker's), then closes fd. */
+int reply_socket_resend(struct luod *d, int fd, uint64_t key, const struct ext_reply *rp,
+			size_t size);
 /* Puts a reply the journal holds (a dead worker's) back in ep's queue. */
 int endpoint_requeue(struct luod *d, struct endpoint *ep, uint64_t key, const struct ext_reply *rp,
 		     size_t size);

@@ -672,6 +672,8 @@ int server_reap_hangups(struct luod *d, struct endpoint *current)
 
 static void endpoint_update_events(struct luod *d, struct endpoint *ep)
 {
+	if (ep->type == EP_REPLY)
+		return; /* never watched: written once, right after the commit */
 	if (endpoint_watch(d, ep, endpoint_wanted_events(ep), false) < 0)
 		log_warning("epoll_ctl failed for fd %d: %m", ep->fd);
 }
@@ -745,6 +747,10 @@ static void reply_queue(struct luod *d, struct endpoint *ep, const struct luo_wi
 	struct outmsg *m;
 	int *mfds = NULL;
 
+	/* The request came with a reply socket of its own: its answer goes there. */
+	if (d->in_request && ep == d->request_ep && d->request_reply_ep)
+		ep = d->request_reply_ep;
+
 	m = malloc(sizeof(*m) + sizeof(struct ext_reply) + total + tail);
 	if (n_fds > 0)
 		mfds = malloc(n_fds * sizeof(int));
@@ -762,6 +768,8 @@ static void reply_queue(struct luod *d, struct endpoint *ep, const struct luo_wi
 	m->len = total;
 	m->ext_len = sizeof(struct ext_reply) + total + tail;
 	m->key = ((uint64_t)(uint32_t)ep->fd << 32) | ep->reply_seq++;
+	if (ep->type == EP_REPLY)
+		m->key |= LUOD_REPLY_KEY_PRIVATE;
 	struct ext_reply *rp = (struct ext_reply *)m->data;
 	rp->fd = n_fds > 1 ? EXT_REPLY_FDS : n_fds == 1 ? fds[0] : -1;
 	rp->len = (uint32_t)total;
@@ -1343,20 +1351,111 @@ static void journal_request(struct luod *d, struct endpoint *ep, uint32_t attemp
 	journal_commit(d);
 }
 
+static struct endpoint *reply_ep_new(int fd, uint32_t uid)
+{
+	struct endpoint *rep = calloc(1, sizeof(*rep));
+
+	if (!rep)
+		return NULL;
+	rep->type = EP_REPLY;
+	rep->fd = fd;
+	rep->uid = uid;
+	return rep;
+}
+
+/*
+ * Sends what a request's reply socket has queued (its answer, committed),
+ * drops what does not fit (the socket is the caller's alone: a caller that
+ * does not read loses only its own answer), and closes it once the journal
+ * no longer names it.
+ */
+static void reply_ep_finish(struct luod *d, struct endpoint *rep)
+{
+	endpoint_flush(d, rep);
+	endpoint_drop_queue(d, rep);
+	journal_commit(d);
+	luod_close_later(d, rep->fd);
+	free(rep);
+}
+
+int reply_socket_resend(struct luod *d, int fd, uint64_t key, const struct ext_reply *rp,
+			size_t size)
+{
+	struct endpoint *rep = reply_ep_new(fd, 0);
+	int r;
+
+	if (!rep)
+		return -ENOMEM;
+	r = endpoint_requeue(d, rep, key, rp, size);
+	if (r < 0) {
+		free(rep);
+		return r;
+	}
+	reply_ep_finish(d, rep);
+	return 0;
+}
+
+/*
+ * A request whose op carries LUO_WIRE_OP_REPLY_SOCKET names its last fd as the
+ * socket for its reply: the bit comes off the op in buf and the fd off fds,
+ * and the returned endpoint takes the reply.  NULL (the request as it is,
+ * answered on its own socket) when there is no such request, when the fd is
+ * no SOCK_SEQPACKET socket, or without memory; with ctrunc (not every fd
+ * came) the bit comes off all the same.
+ */
+static struct endpoint *reply_socket_take(struct endpoint *ep, uint8_t *buf, size_t n, int *fds,
+					  size_t *n_fds, bool ctrunc)
+{
+	struct luo_wire_request h;
+	struct endpoint *rep;
+	int type = 0;
+	socklen_t len = sizeof(type);
+
+	if (n < sizeof(h))
+		return NULL;
+	memcpy(&h, buf, sizeof(h));
+	if (!(h.op & LUO_WIRE_OP_REPLY_SOCKET))
+		return NULL;
+	if (ctrunc) {
+		/* Not every fd reached us (no room in our table): which is the reply
+		 * socket is not known.  The answer (EMFILE) goes where the request
+		 * came, and the client, its own socket gone, looks there. */
+		h.op &= ~LUO_WIRE_OP_REPLY_SOCKET;
+		memcpy(buf, &h, sizeof(h));
+		return NULL;
+	}
+	if (*n_fds == 0)
+		return NULL;
+	if (getsockopt(fds[*n_fds - 1], SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
+	    type != SOCK_SEQPACKET)
+		return NULL;
+	rep = reply_ep_new(fds[*n_fds - 1], ep->uid);
+	if (!rep)
+		return NULL;
+	h.op &= ~LUO_WIRE_OP_REPLY_SOCKET;
+	memcpy(buf, &h, sizeof(h));
+	(*n_fds)--;
+	return rep;
+}
+
 /*
  * Runs one request that is recorded in the journal and still (or no
  * longer) at the head of its socket, then commits its effects with its
  * replies and the end of the record, takes it off the socket and sends the
  * replies.  Returns false if the endpoint was closed.
  */
-static bool run_request(struct luod *d, struct endpoint *ep, const uint8_t *buf, size_t n, int *fds,
+static bool run_request(struct luod *d, struct endpoint *ep, uint8_t *buf, size_t n, int *fds,
 			size_t n_fds, bool ctrunc, bool trunc, bool at_head)
 {
+	struct endpoint *rep = NULL;
 	bool abort_conn = false;
 	int r;
 
 	d->in_request = true;
 	d->request_ep = ep;
+	if (!trunc)
+		rep = reply_socket_take(ep, buf, n, fds, &n_fds, ctrunc);
+	d->request_reply_ep = rep;
 	if (trunc) {
 		/* Larger than any request: as for a size that does not match the
 		 * payload, the kernel's answer to bytes that are not there. */
@@ -1375,8 +1474,11 @@ static bool run_request(struct luod *d, struct endpoint *ep, const uint8_t *buf,
 		journal_check(d,
 			      luo_journal_ext_del(d->journal, LUOD_EXT_REQUEST, (uint64_t)ep->fd));
 	d->in_request = false;
+	d->request_reply_ep = NULL;
 	journal_commit(d);
 	fault_point(d, "request-committed");
+	if (rep)
+		reply_ep_finish(d, rep);
 	if (abort_conn) {
 		log_debug("closing connection of pid %d: unparseable message", (int)ep->pid);
 		endpoint_free(d, ep);
@@ -1459,16 +1561,24 @@ void request_resume(struct luod *d, int fd)
 		log_error("a request (command %#x) was given to two workers that both died: "
 			  "answering EIO",
 			  len >= 4 ? (unsigned)((const struct luo_wire_request *)msg)->op : 0u);
+		struct endpoint *rep = len <= LUO_WIRE_REQUEST_MAX
+					       ? reply_socket_take(ep, msg, len, fds, &n_fds, false)
+					       : NULL;
+
 		if (at_head)
 			take_message(ep->fd);
 		luod_close_later_many(d, fds, n_fds);
 		d->in_request = true;
 		d->request_ep = ep;
+		d->request_reply_ep = rep;
 		endpoint_reply(d, ep, luo_wire_request_tag(msg, len), -EIO, 0, NULL, 0, NULL, 0,
 			       -EBADF);
 		journal_check(d, luo_journal_ext_del(d->journal, LUOD_EXT_REQUEST, (uint64_t)fd));
 		d->in_request = false;
+		d->request_reply_ep = NULL;
 		journal_commit(d);
+		if (rep)
+			reply_ep_finish(d, rep);
 		endpoint_flush(d, ep);
 		return;
 	}
@@ -1526,6 +1636,8 @@ int server_run(struct luod *d)
 				}
 				handle_endpoint_input(d, ep);
 				break;
+			case EP_REPLY:
+				break; /* never in the epoll set */
 			}
 			journal_commit(d);
 			liveupdate_stop_if_due(d);

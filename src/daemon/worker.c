@@ -280,6 +280,10 @@ static int named_reply(uint64_t key, const void *data, size_t size, void *userda
 		named_add(userdata, rp->fd);
 	for (int i = 0; tail && i < n; i++)
 		named_add(userdata, ext_reply_fd_at(tail, (size_t)i));
+	/* A request's own reply socket, named by its first reply (one per request
+	 * on a session; a hostile client's stream on a connection has more). */
+	if ((key & LUOD_REPLY_KEY_PRIVATE) && (uint32_t)key == 0)
+		named_add(userdata, (int)((key & ~LUOD_REPLY_KEY_PRIVATE) >> 32));
 	return 0;
 }
 
@@ -508,8 +512,18 @@ static int requeue_replies(struct luod *d)
 		goto out;
 	qsort(l.items, l.n, sizeof(*l.items), cmp_reply);
 	for (size_t i = 0; i < l.n; i++) {
-		struct endpoint *ep = find_endpoint(d, (int)(l.items[i].key >> 32));
+		struct endpoint *ep;
 
+		if (l.items[i].key & LUOD_REPLY_KEY_PRIVATE) {
+			/* A request's own reply socket: sent now, then closed. */
+			r = reply_socket_resend(
+				d, (int)((l.items[i].key & ~LUOD_REPLY_KEY_PRIVATE) >> 32),
+				l.items[i].key, l.items[i].rp, l.items[i].size);
+			if (r < 0)
+				goto out;
+			continue;
+		}
+		ep = find_endpoint(d, (int)(l.items[i].key >> 32));
 		if (!ep) {
 			const uint8_t *tail;
 			int n = ext_reply_fds(l.items[i].rp, l.items[i].size, &tail);

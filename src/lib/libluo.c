@@ -200,8 +200,14 @@ static int call_fds(int fd, int kind, unsigned long cmd, void *arg, uint32_t siz
 	if (kind == FD_KERNEL)
 		return kernel_ioctl(fd, cmd, arg);
 	if (ret_n)
+		/* A batch: its replies come on a socket of our own too. */
 		return luo_wire_call_fds(fd, (uint32_t)cmd, arg, size, send_fds, n_send, ret_fds,
 					 max_ret, ret_n);
+	/* A session command's reply comes on a socket of our own: other holders
+	 * of the session fd neither read nor hold it up. */
+	if (luo_wire_command_find(LUO_WIRE_SESSION, (uint32_t)cmd & 0xffu))
+		return luo_wire_call_session(fd, (uint32_t)cmd, arg, size, send_fds, n_send,
+					     ret_fds);
 	return luo_wire_call(fd, (uint32_t)cmd, arg, size, send_fds, n_send, ret_fds);
 }
 
@@ -654,7 +660,7 @@ static int luod_session_call(int session_fd, unsigned long cmd, void *arg, uint3
 		return kind;
 	if (kind == FD_KERNEL)
 		return -EOPNOTSUPP;
-	return luo_wire_call(session_fd, (uint32_t)cmd, arg, size, NULL, 0, NULL);
+	return luo_wire_call_session(session_fd, (uint32_t)cmd, arg, size, NULL, 0, NULL);
 }
 
 /* The kernel hands sessions over only all at once, by kexec. */

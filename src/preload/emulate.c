@@ -67,8 +67,14 @@ int preload_wire_call(int sock, uint32_t op, void *arg, uint32_t arg_size, int s
 {
 	int r;
 
-	r = luo_wire_call(sock, op, arg, arg_size, send_fd >= 0 ? &send_fd : NULL, send_fd >= 0,
-			  ret_fd);
+	/* A session command's reply comes on a socket of our own, so that a
+	 * process sharing the session fd cannot hold it up. */
+	if (luo_wire_command_find(LUO_WIRE_SESSION, op & 0xffu))
+		r = luo_wire_call_session(sock, op, arg, arg_size, send_fd >= 0 ? &send_fd : NULL,
+					  send_fd >= 0, ret_fd);
+	else
+		r = luo_wire_call(sock, op, arg, arg_size, send_fd >= 0 ? &send_fd : NULL,
+				  send_fd >= 0, ret_fd);
 	switch (r) {
 	case -ECONNRESET:
 	case -EPIPE:

@@ -45,6 +45,17 @@
 #define LUO_WIRE_REQUEST_MAX 4096
 #define LUO_WIRE_REPLY_MAX 65536 /* whole reply message */
 
+/*
+ * In a session command's op: the request's last SCM_RIGHTS fd is a socket
+ * (SOCK_SEQPACKET) of the caller's own, on which luod sends this request's
+ * reply instead of on the session socket.  Without it every process holding
+ * a session fd shares one queue of replies, and each caller waits while the
+ * head reply is another's: one stopped holder would stall all of them.  luod
+ * takes the bit and the fd off before the kernel's checks; on a connection
+ * (device commands) the bit makes the op no command (ENOTTY).
+ */
+#define LUO_WIRE_OP_REPLY_SOCKET (1u << 31)
+
 /* The header of a request; the command struct follows it. */
 struct luo_wire_request {
 	uint32_t op;  /* command word, _IO(0xBA, nr) */
@@ -295,8 +306,9 @@ struct luo_wire_get_owner {
 /*
  * Batches: many files per message (libluo's luo_session_preserve_fds() and
  * luo_session_retrieve_fds()).  One message carries at most
- * LUO_WIRE_BATCH_MAX files: SCM_MAX_FD (253) less one slot kept for a
- * session fd sent alongside.  The struct is variable: size is
+ * LUO_WIRE_BATCH_MAX files: SCM_MAX_FD (253) less one slot kept for the
+ * request's own reply socket (LUO_WIRE_OP_REPLY_SOCKET), the last fd, which
+ * luod takes off before the batch is checked.  The struct is variable: size is
  * offsetof(tokens) + 8 * count, and the message's SCM_RIGHTS fds are the
  * files, fds[i] under tokens[i].
  *

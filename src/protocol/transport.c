@@ -527,12 +527,13 @@ static int send_request(int sock, uint32_t op, uint32_t tag, const void *arg, ui
 	};
 
 	if (sizeof(h) + (size_t)arg_size > LUO_WIRE_REQUEST_MAX) {
+		uint32_t bare = op & ~LUO_WIRE_OP_REPLY_SOCKET;
 		const struct luo_wire_command *cmd =
-			luo_wire_command_find(LUO_WIRE_DEVICE, op & 0xffu);
+			luo_wire_command_find(LUO_WIRE_DEVICE, bare & 0xffu);
 
 		if (!cmd)
-			cmd = luo_wire_command_find(LUO_WIRE_SESSION, op & 0xffu);
-		if (!cmd || op != (uint32_t)_IO(LIVEUPDATE_IOCTL_TYPE, cmd->nr))
+			cmd = luo_wire_command_find(LUO_WIRE_SESSION, bare & 0xffu);
+		if (!cmd || bare != (uint32_t)_IO(LIVEUPDATE_IOCTL_TYPE, cmd->nr))
 			return -EMSGSIZE;
 		/* The kernel would accept zeros past its struct: send the same
 		 * request at the size luod knows. */
@@ -548,17 +549,19 @@ static int send_request(int sock, uint32_t op, uint32_t tag, const void *arg, ui
 }
 
 /*
- * Sends a request and waits until the head of the queue is its reply (left
- * queued).  A hang-up may hide luod's refusal of the connection: then the
- * refusal's error is the answer.
+ * Sends a request and waits until the head of the queue of reply_sock (sock
+ * itself, or the caller's private reply socket) is its reply (left queued).
+ * A hang-up may hide luod's refusal of the connection: then the refusal's
+ * error is the answer.
  */
-static int ask(int sock, uint32_t op, uint32_t tag, const void *arg, uint32_t arg_size,
-	       const int *fds, size_t n_fds, uint64_t deadline, struct luo_wire_reply *ret)
+static int ask(int sock, int reply_sock, uint32_t op, uint32_t tag, const void *arg,
+	       uint32_t arg_size, const int *fds, size_t n_fds, uint64_t deadline,
+	       struct luo_wire_reply *ret)
 {
 	int r = send_request(sock, op, tag, arg, arg_size, fds, n_fds, deadline);
 
 	if (r >= 0)
-		r = wait_for_own(sock, tag, deadline, ret);
+		r = wait_for_own(reply_sock, tag, deadline, ret);
 	if (r == -EPIPE || r == -ECONNRESET) {
 		int k = luo_wire_refusal(sock);
 		if (k < 0)
@@ -568,8 +571,135 @@ static int ask(int sock, uint32_t op, uint32_t tag, const void *arg, uint32_t ar
 }
 
 /*
- * A request whose reply may carry many fds (a batch): up to max_ret_fds of
- * them into ret_fds[0..*ret_n_fds).  No free slot is held for them: a reply
+ * A private reply socket for one call: luod's end travels with the request
+ * (the last fd), ours takes the reply, so that no other holder of sock reads
+ * or holds up our answer.  Made where the kernel would put the fd the reply
+ * brings (the lowest free number): the reply's fd is moved onto it at the
+ * end.  Returns 0, or -errno from socketpair().
+ */
+static int reply_socket_new(int sp[2])
+{
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
+		return negative_errno();
+	return 0;
+}
+
+static int call(int sock, uint32_t op, void *arg, uint32_t arg_size, const int *fds, size_t n_fds,
+		int *ret_fd, bool keep_error, bool private_reply)
+{
+	uint8_t buf[sizeof(struct luo_wire_reply) + LUO_WIRE_REQUEST_MAX];
+	int send_fds[SOCKET_MAX_FDS];
+	uint64_t deadline = deadline_start();
+	uint32_t tag = own_tag();
+	struct luo_wire_reply h;
+	int fd = -EBADF, slot = -EBADF, sp[2] = { -EBADF, -EBADF }, reply_sock = sock, r;
+
+	if (sock < 0)
+		return -EBADF;
+	if ((!arg && arg_size > 0) || n_fds > SOCKET_MAX_FDS || (!fds && n_fds > 0))
+		return -EINVAL;
+
+	/*
+	 * The reply comes on a socket of our own when we can make one (one fd
+	 * more than the call itself needs: a full table, or a request that
+	 * already carries the most fds, takes the shared way, where every
+	 * holder of sock waits for the head reply to be its own).
+	 */
+	if (private_reply && n_fds < SOCKET_MAX_FDS && reply_socket_new(sp) == 0) {
+		/* socketpair() took free numbers only: one of ours was not open. */
+		for (size_t i = 0; i < n_fds; i++)
+			if (fds[i] == sp[0] || fds[i] == sp[1]) {
+				close_many(sp, 2);
+				return -EBADF;
+			}
+		if (n_fds)
+			memcpy(send_fds, fds, n_fds * sizeof(int));
+		send_fds[n_fds++] = sp[1];
+		fds = send_fds;
+		op |= LUO_WIRE_OP_REPLY_SOCKET;
+		reply_sock = sp[0];
+	} else if (ret_fd) {
+		/* The kernel takes a free fd before it commits anything, and answers
+		 * EMFILE without one.  So does the caller's side: luod's fd would be
+		 * lost in a full fd table, and the session or file with it.  The
+		 * slot is held until the reply is there, and given back just before
+		 * it is received.  (A private reply socket's other end is such a
+		 * slot: closed once sent.) */
+		slot = fcntl(sock, F_DUPFD_CLOEXEC, 0);
+		if (slot < 0)
+			return negative_errno();
+	}
+	r = send_request(sock, op, tag, arg, arg_size, fds, n_fds, deadline);
+	/* luod's end travels with the request now: a luod that goes away without
+	 * answering leaves us a hang-up, not a wait. */
+	sp[1] = safe_close(sp[1]);
+	if (r >= 0)
+		r = wait_for_own(reply_sock, tag, deadline, &h);
+	if (r == -ECONNRESET && reply_sock != sock) {
+		/* Our socket never reached luod (it had no free fd to take the
+		 * request's fds, and answers EMFILE where the request came): the
+		 * answer is on the shared socket. */
+		close_many(sp, 1);
+		sp[0] = -EBADF;
+		reply_sock = sock;
+		r = wait_for_own(sock, tag, deadline, &h);
+	}
+	if (r == -EPIPE || r == -ECONNRESET) {
+		int k = luo_wire_refusal(sock);
+		if (k < 0)
+			r = k;
+	}
+	slot = safe_close(slot);
+	if (r < 0)
+		goto out;
+	r = take_own(reply_sock, buf, sizeof(buf), 1, &h, &fd);
+	if (r < 0) {
+		/* A stream we cannot hold must not be left for our next call. */
+		if (r == -EMSGSIZE && (h.flags & LUO_WIRE_REPLY_MORE))
+			(void)drain_stream(reply_sock, tag, deadline);
+		goto out;
+	}
+	if (h.flags & LUO_WIRE_REPLY_MORE) {
+		int k = drain_stream(reply_sock, tag, deadline);
+		if (k < 0) {
+			safe_close(fd);
+			r = k;
+			goto out;
+		}
+	}
+	if (h.result < 0 && !keep_error) {
+		r = h.result;
+		goto out;
+	}
+
+	memcpy(arg, buf + sizeof(h), MIN((size_t)arg_size, (size_t)r));
+	if (fd >= 0 && sp[0] >= 0 && fd > sp[0]) {
+		/* Onto our reply socket's number, the lowest that was free. */
+		if (dup3(fd, sp[0], O_CLOEXEC) >= 0) {
+			safe_close(fd);
+			fd = sp[0];
+			sp[0] = -EBADF;
+		}
+	}
+	if (ret_fd)
+		*ret_fd = fd;
+	else
+		safe_close(fd);
+	r = h.result;
+out:
+	safe_close(sp[0]);
+	/* Every call has a tag of its own: a reply luod sends twice (its worker
+	 * died between sending it and recording that it had) is stale for the
+	 * next call, as is one that comes after a timeout. */
+	tag_generation_next();
+	return r;
+}
+
+/*
+ * A session command whose reply may carry many fds (a batch): up to
+ * max_ret_fds of them into ret_fds[0..*ret_n_fds).  The reply comes on a
+ * socket of the caller's own as call()'s private_reply does, the shared way
+ * when none can be made.  No free slot is held for the reply's fds: a reply
  * the fd table cannot take is -EMFILE and its fds are gone (luod keeps its
  * own: a retrieve can be repeated).
  */
@@ -578,28 +708,56 @@ static int call_fds(int sock, uint32_t op, void *arg, uint32_t arg_size, const i
 		    bool keep_error)
 {
 	uint8_t buf[sizeof(struct luo_wire_reply) + LUO_WIRE_REQUEST_MAX];
+	int send_fds[SOCKET_MAX_FDS], sp[2] = { -EBADF, -EBADF }, reply_sock = sock, r;
 	uint64_t deadline = deadline_start();
 	uint32_t tag = own_tag();
 	struct luo_wire_reply h;
 	size_t got = 0;
-	int r;
 
 	if (sock < 0)
 		return -EBADF;
 	if ((!arg && arg_size > 0) || n_fds > SOCKET_MAX_FDS || (!fds && n_fds > 0) ||
 	    max_ret_fds > SOCKET_MAX_FDS || (max_ret_fds > 0 && (!ret_fds || !ret_n_fds)))
 		return -EINVAL;
-	r = ask(sock, op, tag, arg, arg_size, fds, n_fds, deadline, &h);
+	if (n_fds < SOCKET_MAX_FDS && reply_socket_new(sp) == 0) {
+		/* socketpair() took free numbers only: one of ours was not open. */
+		for (size_t i = 0; i < n_fds; i++)
+			if (fds[i] == sp[0] || fds[i] == sp[1]) {
+				close_many(sp, 2);
+				return -EBADF;
+			}
+		if (n_fds)
+			memcpy(send_fds, fds, n_fds * sizeof(int));
+		send_fds[n_fds++] = sp[1];
+		fds = send_fds;
+		op |= LUO_WIRE_OP_REPLY_SOCKET;
+		reply_sock = sp[0];
+	}
+	r = send_request(sock, op, tag, arg, arg_size, fds, n_fds, deadline);
+	sp[1] = safe_close(sp[1]);
+	if (r >= 0)
+		r = wait_for_own(reply_sock, tag, deadline, &h);
+	if (r == -ECONNRESET && reply_sock != sock) {
+		/* Our socket never reached luod: the answer is on the shared one. */
+		sp[0] = safe_close(sp[0]);
+		reply_sock = sock;
+		r = wait_for_own(sock, tag, deadline, &h);
+	}
+	if (r == -EPIPE || r == -ECONNRESET) {
+		int k = luo_wire_refusal(sock);
+		if (k < 0)
+			r = k;
+	}
 	if (r < 0)
 		goto out;
-	r = take_own_fds(sock, buf, sizeof(buf), max_ret_fds, &h, ret_fds, &got);
+	r = take_own_fds(reply_sock, buf, sizeof(buf), max_ret_fds, &h, ret_fds, &got);
 	if (r < 0) {
 		if (r == -EMSGSIZE && (h.flags & LUO_WIRE_REPLY_MORE))
-			(void)drain_stream(sock, tag, deadline);
+			(void)drain_stream(reply_sock, tag, deadline);
 		goto out;
 	}
 	if (h.flags & LUO_WIRE_REPLY_MORE) {
-		int k = drain_stream(sock, tag, deadline);
+		int k = drain_stream(reply_sock, tag, deadline);
 		if (k < 0) {
 			close_many(ret_fds, got);
 			r = k;
@@ -615,6 +773,7 @@ static int call_fds(int sock, uint32_t op, void *arg, uint32_t arg_size, const i
 		*ret_n_fds = got;
 	r = h.result;
 out:
+	safe_close(sp[0]);
 	tag_generation_next();
 	return r;
 }
@@ -625,76 +784,21 @@ int luo_wire_call_fds(int sock, uint32_t op, void *arg, uint32_t arg_size, const
 	return call_fds(sock, op, arg, arg_size, fds, n_fds, ret_fds, max_ret_fds, ret_n_fds, true);
 }
 
-static int call(int sock, uint32_t op, void *arg, uint32_t arg_size, const int *fds, size_t n_fds,
-		int *ret_fd, bool keep_error)
-{
-	uint8_t buf[sizeof(struct luo_wire_reply) + LUO_WIRE_REQUEST_MAX];
-	uint64_t deadline = deadline_start();
-	uint32_t tag = own_tag();
-	struct luo_wire_reply h;
-	int fd = -EBADF, slot = -EBADF, r;
-
-	if (sock < 0)
-		return -EBADF;
-	if ((!arg && arg_size > 0) || n_fds > SOCKET_MAX_FDS || (!fds && n_fds > 0))
-		return -EINVAL;
-
-	/* The kernel takes a free fd before it commits anything, and answers EMFILE
-	 * without one.  So does the caller's side: luod's fd would be lost in a
-	 * full fd table, and the session or file with it.  The slot is held until
-	 * the reply is there, and given back just before it is received. */
-	if (ret_fd) {
-		slot = fcntl(sock, F_DUPFD_CLOEXEC, 0);
-		if (slot < 0)
-			return negative_errno();
-	}
-	r = ask(sock, op, tag, arg, arg_size, fds, n_fds, deadline, &h);
-	slot = safe_close(slot);
-	if (r < 0)
-		goto out;
-	r = take_own(sock, buf, sizeof(buf), 1, &h, &fd);
-	if (r < 0) {
-		/* A stream we cannot hold must not be left for our next call. */
-		if (r == -EMSGSIZE && (h.flags & LUO_WIRE_REPLY_MORE))
-			(void)drain_stream(sock, tag, deadline);
-		goto out;
-	}
-	if (h.flags & LUO_WIRE_REPLY_MORE) {
-		int k = drain_stream(sock, tag, deadline);
-		if (k < 0) {
-			safe_close(fd);
-			r = k;
-			goto out;
-		}
-	}
-	if (h.result < 0 && !keep_error) {
-		r = h.result;
-		goto out;
-	}
-
-	memcpy(arg, buf + sizeof(h), MIN((size_t)arg_size, (size_t)r));
-	if (ret_fd)
-		*ret_fd = fd;
-	else
-		safe_close(fd);
-	r = h.result;
-out:
-	/* Every call has a tag of its own: a reply luod sends twice (its worker
-	 * died between sending it and recording that it had) is stale for the
-	 * next call, as is one that comes after a timeout. */
-	tag_generation_next();
-	return r;
-}
-
 int luo_wire_call(int sock, uint32_t op, void *arg, uint32_t arg_size, const int *fds, size_t n_fds,
 		  int *ret_fd)
 {
-	return call(sock, op, arg, arg_size, fds, n_fds, ret_fd, false);
+	return call(sock, op, arg, arg_size, fds, n_fds, ret_fd, false, false);
+}
+
+int luo_wire_call_session(int sock, uint32_t op, void *arg, uint32_t arg_size, const int *fds,
+			  size_t n_fds, int *ret_fd)
+{
+	return call(sock, op, arg, arg_size, fds, n_fds, ret_fd, false, true);
 }
 
 int luo_wire_call_keep_error(int sock, uint32_t op, void *arg, uint32_t arg_size, int *ret_fd)
 {
-	return call(sock, op, arg, arg_size, NULL, 0, ret_fd, true);
+	return call(sock, op, arg, arg_size, NULL, 0, ret_fd, true, false);
 }
 
 static int call_stream(int sock, uint32_t op, void *arg, uint32_t arg_size, luo_wire_chunk_fn fn,
@@ -709,7 +813,7 @@ static int call_stream(int sock, uint32_t op, void *arg, uint32_t arg_size, luo_
 	if (!buf)
 		return -ENOMEM;
 
-	r = ask(sock, op, tag, arg, arg_size, NULL, 0, deadline, &h);
+	r = ask(sock, sock, op, tag, arg, arg_size, NULL, 0, deadline, &h);
 	if (r < 0)
 		return r;
 	r = take_own(sock, buf, LUO_WIRE_REPLY_MAX, 0, &h, &fd);

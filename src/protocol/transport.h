@@ -157,12 +157,25 @@ int luo_wire_call(int sock, uint32_t op, void *arg, uint32_t arg_size, const int
 		  int *ret_fd);
 
 /*
- * As luo_wire_call() for a batch (struct luo_wire_fds): n_fds fds (at most
- * SOCKET_MAX_FDS) go with the request, and the reply's fds, at most
- * max_ret_fds, come back in ret_fds[0..*ret_n_fds) (O_CLOEXEC, the caller's),
- * on success only.  An error reply's payload is copied back into arg as on
- * success (the batch's `failed` index).  -EMFILE when the caller's fd table
- * could not take the reply's fds (none is left open).
+ * As luo_wire_call(), for a session command on a session socket (which every
+ * process holding the session fd shares): the reply comes on a socket of the
+ * caller's own (LUO_WIRE_OP_REPLY_SOCKET), so that the call never depends on
+ * another holder reading its replies.  Without two free fds for that socket,
+ * or with SOCKET_MAX_FDS fds to send, it takes luo_wire_call()'s shared way.
+ * A reply's fd comes at the lowest number that was free when the call began,
+ * as the kernel's would.
+ */
+int luo_wire_call_session(int sock, uint32_t op, void *arg, uint32_t arg_size, const int *fds,
+			  size_t n_fds, int *ret_fd);
+
+/*
+ * As luo_wire_call_session() for a batch (struct luo_wire_fds): n_fds fds
+ * (at most SOCKET_MAX_FDS - 1, which leaves the reply socket its slot) go
+ * with the request, and the reply's fds, at most max_ret_fds, come back in
+ * ret_fds[0..*ret_n_fds) (O_CLOEXEC, the caller's), on success only.  An
+ * error reply's payload is copied back into arg as on success (the batch's
+ * `failed` index).  -EMFILE when the caller's fd table could not take the
+ * reply's fds (none is left open).
  */
 int luo_wire_call_fds(int sock, uint32_t op, void *arg, uint32_t arg_size, const int *fds,
 		      size_t n_fds, int *ret_fds, size_t max_ret_fds, size_t *ret_n_fds);

@@ -53,9 +53,10 @@ int raw_recv(int sock, int32_t *ret_result, void *payload, size_t size);
 
 /* Counts luod's own fds: those not shared with the calling test process. */
 int proc_fd_count(pid_t pid);
-/* luod's fd count once two looks 20 ms apart agree (at most 2 s). */
+/* luod's fd count, every close made before taken in, once two counts agree. */
 int stable_fd_count(const struct test_luod *d);
-/* Waits (up to 5 s) until luod's fd count is n; returns the last count seen. */
+/* Waits until luod's fd count, every close made before taken in, is n (at most
+ * 500 tries); returns the last count seen. */
 int wait_fd_count(const struct test_luod *d, int n);
 /* Asserts that luod still serves: a fresh connection creates and closes a session. */
 void assert_luod_serves(const struct test_luod *d);

@@ -356,6 +356,197 @@ TEST(client_that_never_reads_does_not_stall_others)
 	check_and_teardown(&f);
 }
 
+/*
+ * Every holder of a session fd shares its socket.  A holder stopped with a
+ * reply unread (here: a request sent the old way, answered on the shared
+ * socket, and a call of its own in flight) must not hold up the others:
+ * their replies come on sockets of their own.
+ */
+TEST(stopped_holder_of_a_shared_session_fd_does_not_stall_others)
+{
+	struct fixture f;
+	struct msg m;
+	char name[64];
+	int s, status, ready[2];
+	pid_t pid;
+
+	setup(&f);
+	ASSERT_OK(cl_create(f.conn, "shared", 0, &s));
+	ASSERT_OK(pipe2(ready, O_CLOEXEC));
+	pid = fork();
+	ASSERT_OK(pid);
+	if (pid == 0) {
+		char n[64];
+
+		close(ready[0]);
+		/* The old way: a reply on the shared socket, never read. */
+		make_msg(&m, LIVEUPDATE_SESSION_GET_NAME,
+			 sizeof(struct liveupdate_session_get_name),
+			 sizeof(struct liveupdate_session_get_name));
+		if (raw_send(s, &m, sizeof(m.h) + sizeof(struct liveupdate_session_get_name), NULL,
+			     0) < 0)
+			_exit(1);
+		if (write(ready[1], "x", 1) != 1)
+			_exit(1);
+		for (;;)
+			(void)cl_get_name(s, n);
+	}
+	close(ready[1]);
+	{
+		char c;
+		ASSERT_EQ(read(ready[0], &c, 1), 1);
+	}
+	close(ready[0]);
+	ASSERT_OK(kill(pid, SIGSTOP));
+	ASSERT_EQ(waitpid(pid, &status, WUNTRACED), pid);
+	ASSERT_TRUE(WIFSTOPPED(status));
+	/* A stalled call ends at this limit with ETIMEDOUT instead of hanging. */
+	ASSERT_OK(luo_wire_set_timeout(10000));
+	for (int i = 0; i < 200; i++) {
+		ASSERT_OK(cl_get_name(s, name));
+		ASSERT_STREQ(name, "shared");
+	}
+	ASSERT_OK(luo_wire_set_timeout(LUO_WIRE_TIMEOUT_DEFAULT_MS));
+	ASSERT_OK(kill(pid, SIGKILL));
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	close(s);
+	check_and_teardown(&f);
+}
+
+/* A request's reply socket gets its reply, and the session socket nothing. */
+TEST(reply_socket_takes_the_reply_alone)
+{
+	struct fixture f;
+	struct msg m;
+	struct liveupdate_session_get_name g;
+	int s, sp[2], mem = cl_memfd("x");
+	int32_t result;
+	size_t len;
+
+	setup(&f);
+	ASSERT_OK(cl_create(f.conn, "private", 0, &s));
+	ASSERT_OK(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp));
+	len = make_msg(&m, LIVEUPDATE_SESSION_GET_NAME | LUO_WIRE_OP_REPLY_SOCKET, sizeof(g),
+		       sizeof(g));
+	ASSERT_OK(raw_send(s, &m, len, &sp[1], 1));
+	close(sp[1]);
+	ASSERT_OK(raw_recv(sp[0], &result, &g, sizeof(g)));
+	ASSERT_EQ(result, 0);
+	ASSERT_STREQ((const char *)g.name, "private");
+	/* luod closed its end once it had answered. */
+	ASSERT_ERR(raw_recv(sp[0], &result, NULL, 0), -ECONNRESET);
+	close(sp[0]);
+	{
+		char c;
+		ASSERT_ERR(recv(s, &c, 1, MSG_DONTWAIT), -1);
+		ASSERT_EQ(errno, EAGAIN);
+	}
+	/* A last fd that is no SOCK_SEQPACKET socket is no reply socket: the
+	 * request is answered where it came, and its op, bit and all, is no
+	 * command (ENOTTY). */
+	len = make_msg(&m, LIVEUPDATE_SESSION_FINISH | LUO_WIRE_OP_REPLY_SOCKET,
+		       sizeof(struct liveupdate_session_finish),
+		       sizeof(struct liveupdate_session_finish));
+	ASSERT_OK(raw_send(s, &m, len, &mem, 1));
+	ASSERT_OK(raw_recv(s, &result, NULL, 0));
+	ASSERT_EQ(result, -ENOTTY);
+	close(mem);
+	close(s);
+	check_and_teardown(&f);
+}
+
+/* A retrieved fd comes at the lowest free number, as the kernel's does. */
+TEST(retrieved_fd_takes_the_lowest_free_number)
+{
+	struct fixture f;
+	int s, in, mem = cl_memfd("lowest"), hole, got;
+
+	setup(&f);
+	ASSERT_OK(cl_create(f.conn, "lowest", 0, &s));
+	ASSERT_OK(cl_preserve(s, 7, mem));
+	ASSERT_OK(cl_handover(s));
+	close(s);
+	ASSERT_OK(cl_retrieve(f.conn, "lowest", &in));
+	hole = dup(0);
+	ASSERT_OK(hole);
+	close(hole);
+	ASSERT_OK(cl_retrieve_fd(in, 7, &got));
+	ASSERT_EQ(got, hole);
+	ASSERT_TRUE(cl_memfd_has(got, "lowest"));
+	close(got);
+	close(mem);
+	close(in);
+	check_and_teardown(&f);
+}
+
+static int passrights(int fd)
+{
+	int v = -1;
+	socklen_t len = sizeof(v);
+
+	return getsockopt(fd, SOL_SOCKET, 83 /* SO_PASSRIGHTS */, &v, &len) < 0 ? -errno : v;
+}
+
+/* Waits (up to 30 s) until luod lists n sessions; returns the last count. */
+static int wait_sessions(int conn, int n)
+{
+	int k = -1;
+
+	for (int i = 0; i < 3000; i++) {
+		k = cl_list_count(conn);
+		if (k == n)
+			break;
+		usleep(10000);
+	}
+	return k;
+}
+
+/*
+ * A session must not hold itself open: its own fd in flight in a unix socket
+ * preserved in it (or in a chain of sessions) would keep it from its last
+ * close forever.  Such a socket is refused (ELOOP), a preserved unix socket
+ * takes no fds (EPERM for the sender), and once every program's fd is
+ * closed the sessions are gone.
+ */
+TEST(session_cannot_pin_itself)
+{
+	struct fixture f;
+	char b = 'x';
+	int s, t, a[2], c[2], p[2];
+
+	setup(&f);
+	ASSERT_OK(cl_create(f.conn, "pin-self", 0, &s));
+	ASSERT_OK(cl_create(f.conn, "pin-other", 0, &t));
+	ASSERT_OK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, a));
+	ASSERT_OK(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, c));
+	ASSERT_OK(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, p));
+	/* Its own fd already in flight in the socket. */
+	ASSERT_OK(raw_send(a[1], &b, 1, &s, 1));
+	ASSERT_ERR(cl_preserve(s, 1, a[0]), -ELOOP);
+	/* A chain: another session's fd in flight, either way round. */
+	ASSERT_OK(raw_send(c[1], &b, 1, &t, 1));
+	ASSERT_ERR(cl_preserve(s, 2, c[0]), -ELOOP);
+	/* Preserved first, then its own fd sent in. */
+	ASSERT_OK(cl_preserve(s, 3, p[0]));
+	if (passrights(p[0]) >= 0) {
+		ASSERT_EQ(passrights(p[0]), 0);
+		ASSERT_ERR(raw_send(p[1], &b, 1, &s, 1), -EPERM);
+		ASSERT_ERR(raw_send(p[1], &b, 1, &t, 1), -EPERM);
+	}
+	ASSERT_EQ(cl_list_count(f.conn), 2);
+	close(a[0]);
+	close(a[1]);
+	close(c[0]);
+	close(c[1]);
+	close(p[0]);
+	close(p[1]);
+	close(s);
+	close(t);
+	/* The last close of each: both are gone. */
+	ASSERT_EQ(wait_sessions(f.conn, 0), 0);
+	check_and_teardown(&f);
+}
+
 /* A cheap xorshift: the same garbage on every run, so a failure reproduces. */
 static uint32_t next_random(uint64_t *state)
 {
@@ -420,4 +611,7 @@ TEST_MAIN(TEST_CASE(empty_message_closes_the_connection),
 	  TEST_CASE(connection_flood_over_the_limit_is_shed),
 	  TEST_CASE(client_dying_before_its_reply),
 	  TEST_CASE(client_that_never_reads_does_not_stall_others),
-	  TEST_CASE(random_garbage_on_both_kinds_of_socket))
+	  TEST_CASE(stopped_holder_of_a_shared_session_fd_does_not_stall_others),
+	  TEST_CASE(reply_socket_takes_the_reply_alone),
+	  TEST_CASE(retrieved_fd_takes_the_lowest_free_number),
+	  TEST_CASE(session_cannot_pin_itself), TEST_CASE(random_garbage_on_both_kinds_of_socket))

@@ -504,6 +504,40 @@ TEST(handover_on_close_keeps_the_session_for_the_successor)
 	test_luod_stop(&d);
 }
 
+/*
+ * A holder of the memfd adds a seal after the handover: the successor still
+ * gets the file, with its bytes and with the seals as they are now (the
+ * file's, not a copy's).  Retrieval never fails because seals changed.
+ */
+TEST(seals_added_after_handover_keep_the_file)
+{
+	struct test_luod d;
+	int luo, s, m, got, seals;
+
+	start(&d);
+	luo = ASSERT_OK(luo_connect(NULL));
+	m = memfd_create("sealed-later", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	ASSERT_OK(m);
+	ASSERT_EQ(write(m, "kept", 4), 4);
+	ASSERT_OK(luo_session_create(luo, "seals", 0, &s));
+	ASSERT_OK(luo_session_preserve_fd(s, 3, m));
+	ASSERT_OK(luo_session_handover(s));
+	close(s);
+	ASSERT_OK(fcntl(m, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK));
+	ASSERT_OK(luo_session_retrieve(luo, "seals", &s));
+	ASSERT_OK(luo_session_retrieve_fd(s, 3, &got));
+	assert_memfd_holds(got, "kept");
+	seals = fcntl(got, F_GET_SEALS);
+	ASSERT_EQ(seals & (F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK),
+		  F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK);
+	ASSERT_OK(luo_session_finish(s));
+	close(got);
+	close(s);
+	close(m);
+	close(luo);
+	test_luod_stop(&d);
+}
+
 TEST(commands_on_a_handed_over_fd_are_estale)
 {
 	char name[LUO_SESSION_NAME_LENGTH];
@@ -1463,6 +1497,7 @@ static const struct test_case cases[] = {
 	TEST_CASE(drop_removes_a_session_nobody_holds),
 	TEST_CASE(get_owner_names_the_sessions_uid),
 	TEST_CASE(handover_on_close_keeps_the_session_for_the_successor),
+	TEST_CASE(seals_added_after_handover_keep_the_file),
 	TEST_CASE(commands_on_a_handed_over_fd_are_estale),
 	TEST_CASE(preserve_errors_are_the_kernel_ones),
 	TEST_CASE(incoming_and_outgoing_commands_refuse_the_other_kind),

@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
+#include <sys/un.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 #include <libfdt.h>
@@ -396,6 +397,129 @@ TEST(socket_takes_any_family_and_state)
 		hf_done(&f);
 		safe_close(fds[i]);
 	}
+}
+
+/* Sends fd (with one byte) on sock; 0 or -errno. */
+static int send_fd(int sock, int fd)
+{
+	char byte = 'x';
+	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} control = {};
+	struct msghdr mh = {
+		.msg_iov = &iov,
+		.msg_iovlen = 1,
+		.msg_control = &control,
+		.msg_controllen = sizeof(control),
+	};
+	struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	return sendmsg(sock, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 ? -errno : 0;
+}
+
+static int passrights(int fd)
+{
+	int v = -1;
+	socklen_t len = sizeof(v);
+
+	return getsockopt(fd, SOL_SOCKET, 83 /* SO_PASSRIGHTS */, &v, &len) < 0 ? -errno : v;
+}
+
+/*
+ * A unix socket with a socket in flight in its receive queue could hold a
+ * session's own fd: refused with ELOOP, and left exactly as it was (queue,
+ * peek offset, SO_PASSRIGHTS).  Other files in flight are no such danger.
+ */
+TEST(socket_with_a_socket_in_flight_is_refused)
+{
+	struct luo_handler_file f;
+	int types[] = { SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET };
+
+	for (size_t t = 0; t < ELEMENTSOF(types); t++) {
+		int sv[2], other[2], mem = memfd_create("x", MFD_CLOEXEC), off = 0;
+		socklen_t len = sizeof(off);
+		char buf[8];
+
+		ASSERT_OK(RET_NERRNO(socketpair(AF_UNIX, types[t] | SOCK_CLOEXEC, 0, sv)));
+		ASSERT_OK(RET_NERRNO(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, other)));
+		/* A memfd first, then plain bytes, then a socket: the whole queue is read. */
+		ASSERT_OK(send_fd(sv[1], mem));
+		ASSERT_EQ(write(sv[1], "ab", 2), 2);
+		hf_init(&f, sv[0]);
+		ASSERT_OK(luo_handler_socket.preserve(&f));
+		ASSERT_OK(luo_handler_socket.retrieve(&f));
+		hf_done(&f);
+		ASSERT_OK(send_fd(sv[1], other[0]));
+		hf_init(&f, sv[0]);
+		ASSERT_ERR(luo_handler_socket.preserve(&f), -ELOOP);
+		hf_done(&f);
+		ASSERT_OK(RET_NERRNO(getsockopt(sv[0], SOL_SOCKET, SO_PEEK_OFF, &off, &len)));
+		ASSERT_EQ(off, -1);
+		if (passrights(sv[0]) >= 0)
+			ASSERT_EQ(passrights(sv[0]), 1);
+		/* Nothing was taken off the queue. */
+		ASSERT_EQ(recv(sv[0], buf, 1, MSG_DONTWAIT), 1);
+		ASSERT_EQ(buf[0], 'x');
+		safe_close(sv[0]);
+		safe_close(sv[1]);
+		safe_close(other[0]);
+		safe_close(other[1]);
+		safe_close(mem);
+	}
+}
+
+/* While preserved, a unix socket takes no fds; it is given back as it was. */
+TEST(preserved_unix_socket_refuses_fds_until_it_leaves)
+{
+	struct luo_handler_file f;
+	int sv[2], mem = memfd_create("x", MFD_CLOEXEC);
+
+	ASSERT_OK(RET_NERRNO(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)));
+	if (passrights(sv[0]) < 0) {
+		safe_close(sv[0]);
+		safe_close(sv[1]);
+		safe_close(mem);
+		test_skip("this kernel has no SO_PASSRIGHTS (Linux 6.16)");
+	}
+	hf_init(&f, sv[0]);
+	ASSERT_OK(luo_handler_socket.preserve(&f));
+	ASSERT_EQ(passrights(sv[0]), 0);
+	ASSERT_ERR(send_fd(sv[1], mem), -EPERM);
+	ASSERT_OK(luo_handler_socket.retrieve(&f));
+	ASSERT_EQ(passrights(sv[0]), 1);
+	ASSERT_OK(send_fd(sv[1], mem));
+	hf_done(&f);
+	/* Dropped before it was retrieved: given back too. */
+	hf_init(&f, sv[1]);
+	ASSERT_OK(luo_handler_socket.preserve(&f));
+	ASSERT_EQ(passrights(sv[1]), 0);
+	luo_handler_socket.unpreserve(&f);
+	ASSERT_EQ(passrights(sv[1]), 1);
+	hf_done(&f);
+	/* A listening socket is left alone: its connections would inherit it. */
+	{
+		int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+		ASSERT_TRUE(l >= 0);
+		snprintf(sa.sun_path + 1, sizeof(sa.sun_path) - 1, "luo-test-%d", (int)getpid());
+		ASSERT_OK(RET_NERRNO(bind(l, (struct sockaddr *)&sa, sizeof(sa))));
+		ASSERT_OK(RET_NERRNO(listen(l, 4)));
+		hf_init(&f, l);
+		ASSERT_OK(luo_handler_socket.preserve(&f));
+		ASSERT_EQ(passrights(l), 1);
+		hf_done(&f);
+		safe_close(l);
+	}
+	safe_close(sv[0]);
+	safe_close(sv[1]);
+	safe_close(mem);
 }
 
 TEST(socket_retrieve_refuses_another_kind_of_socket)
@@ -1331,6 +1455,8 @@ TEST_MAIN(TEST_CASE(memfd_keeps_bytes_size_position_and_seals),
 	  TEST_CASE(socket_listening_tcp_keeps_accepting_on_its_port),
 	  TEST_CASE(socket_takes_any_family_and_state),
 	  TEST_CASE(socket_retrieve_refuses_another_kind_of_socket),
+	  TEST_CASE(socket_with_a_socket_in_flight_is_refused),
+	  TEST_CASE(preserved_unix_socket_refuses_fds_until_it_leaves),
 	  TEST_CASE(socket_handler_depends_on_the_netns_flb),
 	  TEST_CASE(netns_flb_holds_and_checks_the_namespace), TEST_CASE(pipe_keeps_buffered_bytes),
 	  TEST_CASE(pipe_ends_differ_in_identity_dups_do_not),

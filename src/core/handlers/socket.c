@@ -8,8 +8,24 @@
  * buffered bytes: nothing has to be rebuilt, only checked.
  *
  *   preserve: record dev, ino, SO_DOMAIN, SO_TYPE, SO_PROTOCOL and the inode
- *             of the socket's network namespace
- *   retrieve: check the socket is still the recorded one (-EIO if not)
+ *             of the socket's network namespace; a unix socket is closed to
+ *             fds (below)
+ *   unpreserve: open a unix socket to fds again
+ *   retrieve: check the socket is still the recorded one (-EIO if not), and
+ *             open a unix socket to fds again
+ *
+ * A unix socket in luod's hands must not carry a session fd: the session
+ * would hold itself open (its socket holds its own fd, luod holds the
+ * socket) and never see its last close, and two sessions could hold each
+ * other so.  So a connected or datagram unix socket is refused (-ELOOP) while
+ * any socket is in flight in its receive queue (a session fd is one; any
+ * other could later bring one in), and while it is preserved it refuses fds
+ * itself: SO_PASSRIGHTS is off (a sender gets EPERM), and put back as it was
+ * when the file leaves luod's hands.  The queue is read with MSG_PEEK from
+ * offset 0 (SO_PEEK_OFF, put back after): nothing is taken off it.  A
+ * listening unix socket is left as it is: its connections inherit the option
+ * and would keep it after the program accepts them.  Kernels before 6.16
+ * lack SO_PASSRIGHTS: there only the check at preserve is made.
  *
  * Identity for EBUSY is the socket's inode.
  *
@@ -27,6 +43,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -34,7 +51,13 @@
 
 #include "handlers-internal.h"
 
-#define SOCKET_RECORD_VERSION 1
+#ifndef SO_PASSRIGHTS
+#define SO_PASSRIGHTS 83
+#endif
+
+/* Version 1 records (6 fields, no SOCKET_PASSRIGHTS) are still read. */
+#define SOCKET_RECORD_VERSION 2
+#define SOCKET_RECORD_V1_FIELDS 6
 #define NETNS_RECORD_VERSION 1
 
 enum {
@@ -44,6 +67,7 @@ enum {
 	SOCKET_TYPE,
 	SOCKET_PROTOCOL,
 	SOCKET_NETNS,
+	SOCKET_PASSRIGHTS, /* SO_PASSRIGHTS before preserve turned it off, or HANDLER_UNKNOWN */
 	_SOCKET_FIELDS,
 };
 
@@ -111,6 +135,114 @@ static int socket_describe(int fd, uint64_t fields[_SOCKET_FIELDS], bool want_ne
 	return 0;
 }
 
+/* A listening socket, or not unix: nothing of the below applies. */
+static bool socket_is_unix_peer(int fd)
+{
+	uint64_t family, listening;
+
+	return socket_int_option(fd, SO_DOMAIN, &family) == 0 && family == AF_UNIX &&
+	       socket_int_option(fd, SO_ACCEPTCONN, &listening) == 0 && listening == 0;
+}
+
+/*
+ * Whether a socket (of any family) is in flight in fd's receive queue:
+ * 1, 0, or -errno.  The queue is peeked from its start to its end with
+ * SO_PEEK_OFF, which is put back as it was.
+ */
+static int socket_queue_carries_sockets(int fd)
+{
+	static uint8_t buf[65536];
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int) * 253)];
+	} control;
+	int old_off = -1, zero = 0, found = 0;
+	socklen_t len = sizeof(old_off);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &old_off, &len) < 0)
+		return negative_errno();
+	if (setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof(zero)) < 0)
+		return negative_errno();
+	/* A datagram queue holds at most net.unix.max_dgram_qlen messages and a
+	 * stream's at most its peer's send buffer: the bound is never reached
+	 * by a real queue. */
+	for (unsigned i = 0; i < 65536 && !found; i++) {
+		struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) };
+		struct msghdr mh = {
+			.msg_iov = &iov,
+			.msg_iovlen = 1,
+			.msg_control = &control,
+			.msg_controllen = sizeof(control),
+		};
+		bool fds = false;
+		ssize_t n;
+
+		n = recvmsg(fd, &mh, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			break; /* EAGAIN: the end of the queue */
+		for (struct cmsghdr *c = mh.msg_controllen ? CMSG_FIRSTHDR(&mh) : NULL; c;
+		     c = CMSG_NXTHDR(&mh, c)) {
+			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+				continue;
+			for (size_t k = 0; k < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); k++) {
+				struct stat st;
+				int in;
+
+				memcpy(&in, CMSG_DATA(c) + k * sizeof(int), sizeof(int));
+				if (fstat(in, &st) == 0 && S_ISSOCK(st.st_mode))
+					found = 1;
+				close(in);
+				fds = true;
+			}
+		}
+		/* More fds than a message may carry, or no room for them in our
+		 * table: what they are is not known. */
+		if (mh.msg_flags & MSG_CTRUNC)
+			found = -EMFILE;
+		/* The end of a stream (a datagram of 0 bytes is skipped once peeked). */
+		if (n == 0 && !fds && !(mh.msg_flags & MSG_CTRUNC)) {
+			uint64_t type;
+
+			if (socket_int_option(fd, SO_TYPE, &type) < 0 || type == SOCK_STREAM)
+				break;
+		}
+	}
+	(void)setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &old_off, sizeof(old_off));
+	return found;
+}
+
+/* Turns SO_PASSRIGHTS off; the value it had, or HANDLER_UNKNOWN without one. */
+static uint64_t socket_close_to_fds(int fd)
+{
+	uint64_t was;
+	int off = 0;
+
+	if (socket_int_option(fd, SO_PASSRIGHTS, &was) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_PASSRIGHTS, &off, sizeof(off)) < 0)
+		return HANDLER_UNKNOWN;
+	return was;
+}
+
+static void socket_reopen_to_fds(int fd, uint64_t was)
+{
+	int v = was != 0;
+
+	if (was != HANDLER_UNKNOWN)
+		(void)setsockopt(fd, SOL_SOCKET, SO_PASSRIGHTS, &v, sizeof(v));
+}
+
+/* The record of either version; a version 1 record has no SOCKET_PASSRIGHTS. */
+static int socket_record_parse(const struct luo_handler_file *f, uint64_t rec[_SOCKET_FIELDS])
+{
+	if (handler_record_parse(f->data, f->data_size, SOCKET_RECORD_VERSION, rec,
+				 _SOCKET_FIELDS) == 0)
+		return 0;
+	rec[SOCKET_PASSRIGHTS] = HANDLER_UNKNOWN;
+	return handler_record_parse(f->data, f->data_size, 1, rec, SOCKET_RECORD_V1_FIELDS);
+}
+
 static bool socket_can_preserve(const struct luo_handler *h, int fd, const struct stat *st)
 {
 	return S_ISSOCK(st->st_mode) && !handler_fd_is_path_only(fd);
@@ -124,8 +256,29 @@ static int socket_preserve(struct luo_handler_file *f)
 	r = socket_describe(f->fd, fields, true);
 	if (r < 0)
 		return r;
-	return handler_record_store(&f->data, &f->data_size, SOCKET_RECORD_VERSION, fields,
-				    _SOCKET_FIELDS);
+	fields[SOCKET_PASSRIGHTS] = HANDLER_UNKNOWN;
+	if (fields[SOCKET_FAMILY] == AF_UNIX && socket_is_unix_peer(f->fd)) {
+		/* Closed first, then checked: nothing can slip in between. */
+		fields[SOCKET_PASSRIGHTS] = socket_close_to_fds(f->fd);
+		r = socket_queue_carries_sockets(f->fd);
+		if (r != 0) {
+			socket_reopen_to_fds(f->fd, fields[SOCKET_PASSRIGHTS]);
+			return r > 0 ? -ELOOP : r;
+		}
+	}
+	r = handler_record_store(&f->data, &f->data_size, SOCKET_RECORD_VERSION, fields,
+				 _SOCKET_FIELDS);
+	if (r < 0)
+		socket_reopen_to_fds(f->fd, fields[SOCKET_PASSRIGHTS]);
+	return r;
+}
+
+static void socket_unpreserve(struct luo_handler_file *f)
+{
+	uint64_t rec[_SOCKET_FIELDS];
+
+	if (socket_record_parse(f, rec) == 0)
+		socket_reopen_to_fds(f->fd, rec[SOCKET_PASSRIGHTS]);
 }
 
 static int socket_retrieve(struct luo_handler_file *f)
@@ -133,7 +286,7 @@ static int socket_retrieve(struct luo_handler_file *f)
 	uint64_t rec[_SOCKET_FIELDS], now[_SOCKET_FIELDS];
 	int r;
 
-	r = handler_record_parse(f->data, f->data_size, SOCKET_RECORD_VERSION, rec, _SOCKET_FIELDS);
+	r = socket_record_parse(f, rec);
 	if (r < 0)
 		return r;
 	/*
@@ -147,12 +300,13 @@ static int socket_retrieve(struct luo_handler_file *f)
 		return -EIO;
 	if (r < 0)
 		return r;
-	for (unsigned i = 0; i < _SOCKET_FIELDS; i++) {
+	for (unsigned i = 0; i < SOCKET_NETNS + 1; i++) {
 		if (i == SOCKET_NETNS && (rec[i] == HANDLER_UNKNOWN || now[i] == HANDLER_UNKNOWN))
 			continue;
 		if (rec[i] != now[i])
 			return -EIO;
 	}
+	socket_reopen_to_fds(f->fd, rec[SOCKET_PASSRIGHTS]);
 	return 0;
 }
 
@@ -161,6 +315,7 @@ const struct luo_handler luo_handler_socket = {
 	.can_preserve = socket_can_preserve,
 	.get_id = handler_get_id_inode,
 	.preserve = socket_preserve,
+	.unpreserve = socket_unpreserve,
 	.retrieve = socket_retrieve,
 	.retrieve_keeps_fd = true,
 	.can_finish = handler_can_finish_always,

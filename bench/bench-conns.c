@@ -370,7 +370,9 @@ int main(int argc, char **argv)
 		while (bench_now_ns() < next || server > 0 || r.t_restart) {
 			if (bench_now_ns() > t0 + RESTART_MAX_NS)
 				break;
-			pump(&r, MIN(next, bench_now_ns() + 5000000));
+			/* Past the interval too, while the restart is still under way. */
+			pump(&r, bench_now_ns() < next ? MIN(next, bench_now_ns() + 5000000)
+						       : bench_now_ns() + 5000000);
 			if (server > 0 && waitpid(server, &status, WNOHANG) == server) {
 				if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
 					bench_log("kv-server %d ended with status %#x", (int)server,
@@ -382,6 +384,20 @@ int main(int argc, char **argv)
 			bench_log("kv-server %d did not exit in time", (int)server);
 			kill(server, SIGKILL);
 			waitpid(server, &status, 0);
+		}
+		if (getenv("BENCH_CONNS_VERBOSE")) {
+			size_t seen = 0, newer = 0, waiting = 0, closed = 0;
+
+			for (size_t i = 0; i < r.n; i++) {
+				seen += r.conns[i].seen;
+				newer += r.conns[i].seen && r.conns[i].last_gen >= r.want_gen;
+				waiting += r.conns[i].waiting;
+				closed += r.conns[i].fd < 0;
+			}
+			bench_log("restart to generation %llu: %zu answered, %zu seen, %zu newer, "
+				  "%zu waiting, %zu closed",
+				  (unsigned long long)r.want_gen, r.answered, seen, newer, waiting,
+				  closed);
 		}
 		if (r.t_restart) {
 			/* The successor never answered on every connection. */

@@ -99,7 +99,7 @@ static int session_preserve_once(struct luod *d, luo_session *s, union cmd_struc
 		return -ENOENT;
 	if (!u)
 		return -ENOMEM;
-	if (u->n_files >= limit_files(d, uid))
+	if (u->n_files + u->n_staged >= limit_files(d, uid))
 		return -ENOSPC;
 	r = capacity_check(d, uid, 1);
 	if (r < 0)

@@ -170,7 +170,9 @@ uint64_t capacity_uid_share(const struct luod *d, uint32_t uid)
 
 static uint64_t usage_fds(const struct uid_usage *u)
 {
-	return u->n_sessions + u->n_files + u->n_connections;
+	/* A batch's staged files are fds luod holds for the uid as much as its
+	 * preserved ones are. */
+	return u->n_sessions + u->n_files + u->n_connections + u->n_staged;
 }
 
 uint64_t uid_fds(struct luod *d, uint32_t uid)

@@ -452,6 +452,25 @@ TEST(other_clients_are_served_between_parts)
 	teardown(&f);
 }
 
+/* Files a batch staged are held by luod: they count against the owner's file
+ * limit until the batch applies or is dropped. */
+TEST(staged_files_count_against_the_files_limit)
+{
+	struct fixture f;
+	int s;
+
+	setup_with(&f, (const char *const[]){ "--max-files", "260", NULL });
+	ASSERT_OK(luo_session_create(f.conn, "staged", 0, &s));
+	ASSERT_OK(send_part(s, 3, LUO_WIRE_FDS_BEGIN, f.tokens, f.fds, LUO_WIRE_BATCH_MAX, NULL));
+	for (size_t i = 0; i < 8; i++)
+		ASSERT_OK(luo_session_preserve_fd(s, f.tokens[300 + i], f.fds[300 + i]));
+	ASSERT_ERR(luo_session_preserve_fd(s, f.tokens[308], f.fds[308]), -ENOSPC);
+	ASSERT_OK(send_part(s, 3, LUO_WIRE_FDS_ABORT, NULL, NULL, 0, NULL));
+	ASSERT_OK(luo_session_preserve_fd(s, f.tokens[308], f.fds[308]));
+	close(s);
+	teardown(&f);
+}
+
 TEST(an_aborted_batch_leaves_nothing)
 {
 	struct fixture f;
@@ -607,6 +626,7 @@ TEST_MAIN(TEST_CASE(preserve_fds_then_retrieve_fds_give_every_file_back),
 	  TEST_CASE(retrieve_fds_of_an_unknown_token_is_enoent_and_returns_nothing),
 	  TEST_CASE(a_client_that_dies_between_parts_leaves_nothing_of_its_batch),
 	  TEST_CASE(other_clients_are_served_between_parts),
+	  TEST_CASE(staged_files_count_against_the_files_limit),
 	  TEST_CASE(an_aborted_batch_leaves_nothing),
 	  TEST_CASE(a_handover_between_parts_ends_the_batch),
 	  TEST_CASE(a_worker_killed_between_parts_leaves_the_staged_parts_to_its_successor),

@@ -31,7 +31,9 @@
  *
  * The socket's namespace comes from SIOCGSKNS, which needs CAP_NET_ADMIN over
  * the namespace and an fd slot; without them the field is recorded as
- * unknown and not checked.
+ * unknown.  It is recorded at preserve only: a socket's namespace is fixed
+ * when the socket is made, so the retrieve's check that it is the same
+ * socket covers it, without opening a file per socket.
  *
  * Sockets depend on the network namespace they live in, which is shared by
  * all of them: that is the netns File-Lifecycle-Bound state.  The first

@@ -476,6 +476,26 @@ TEST(file_check_changes_nothing)
 	luo_engine_free(e);
 }
 
+/* A failed first retrieve is permanent: the batch's check gives its error
+ * before running anything, for good. */
+TEST(file_check_reports_a_failed_retrieve_for_good)
+{
+	luo_engine *e = test_engine();
+	luo_session *s = test_create(e, "s"), *in;
+	int a = test_eventfd(), fd = -1;
+
+	ASSERT_OK(luo_session_preserve_fd(s, 1, a));
+	in = handover_and_retrieve(e, s);
+	test_inject.retrieve = (struct test_fail){ .on = true, .token = 1, .err = -EIO };
+	ASSERT_ERR(luo_session_retrieve_fd(in, 1, &fd), -EIO);
+	test_inject.retrieve = (struct test_fail){ 0 };
+	ASSERT_ERR(luo_session_file_check(in, 1, NULL), -EIO);
+	ASSERT_ERR(luo_session_retrieve_fd(in, 1, &fd), -EIO);
+	ASSERT_EQ(test_calls[OP_RETRIEVE], 1);
+	close(a);
+	luo_engine_free(e);
+}
+
 /* The engine's own reference is close-on-exec unless the daemon asked for
  * inheritable held fds (luod, which keeps them across its re-exec). */
 TEST(held_fd_cloexec_unless_inheritable)
@@ -1310,6 +1330,7 @@ TEST(engine_free_calls_no_handler)
 TEST_MAIN(TEST_CASE(add_handler_compatible_empty_einval),
 	  TEST_CASE(preserve_fd_take_keeps_the_fd_on_success_and_gives_it_back_on_failure),
 	  TEST_CASE(unpreserve_fd_takes_one_file_back_out), TEST_CASE(file_check_changes_nothing),
+	  TEST_CASE(file_check_reports_a_failed_retrieve_for_good),
 	  TEST_CASE(add_handler_compatible_longer_than_47_einval),
 	  TEST_CASE(add_handler_duplicate_compatible_eexist),
 	  TEST_CASE(add_handler_more_than_max_enospc), TEST_CASE(create_session_empty_name_einval),

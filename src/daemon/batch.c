@@ -12,8 +12,13 @@
  *
  * Between parts luod serves everyone else: a part is one request like any
  * other.  A batch ends, its staged files dropped, when its last part applies
- * it, when a part fails, when the endpoint its parts come on hangs up (the
- * client died midway), or when its session moves on (a handover, a reboot).
+ * it, when a part fails, on ABORT, when the session socket its parts come on
+ * hangs up (its last fd closed: a client that held the only one died
+ * midway), or when its session moves on (a handover, a reboot).  A client
+ * that dies midway while other processes hold the session fd leaves its
+ * staged files until one of those; they count against its owner's limits
+ * meanwhile (replies go to each request's own reply socket, which tells
+ * luod nothing of the client's life between requests).
  *
  * Crash safety: each staged part is an entry of the journal (LUOD_EXT_BATCH,
  * the tokens and the fd numbers), committed with the end of the request that

@@ -12,13 +12,11 @@
  *
  * Between parts luod serves everyone else: a part is one request like any
  * other.  A batch ends, its staged files dropped, when its last part applies
- * it, when a part fails, on ABORT, when the session socket its parts come on
- * hangs up (its last fd closed: a client that held the only one died
- * midway), or when its session moves on (a handover, a reboot).  A client
- * that dies midway while other processes hold the session fd leaves its
- * staged files until one of those; they count against its owner's limits
- * meanwhile (replies go to each request's own reply socket, which tells
- * luod nothing of the client's life between requests).
+ * it, when a part fails, on ABORT, when its client exits (luod watches the
+ * process that made the first part's reply socket, through a pidfd: the
+ * session may be shared with processes that live on), when the session
+ * socket its parts come on hangs up, or when its session moves on (a
+ * handover, a reboot).
  *
  * Crash safety: each staged part is an entry of the journal (LUOD_EXT_BATCH,
  * the tokens and the fd numbers), committed with the end of the request that
@@ -34,10 +32,16 @@
  * preserved files do, so that a batch never started cannot pin more of luod
  * than a finished one could.
  */
+#include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "basic/fd-util.h"
 #include "basic/macro.h"
@@ -48,6 +52,8 @@
 struct batch {
 	struct list_node node; /* in d->batches */
 	struct endpoint *ep;
+	pid_t pid;		/* its client, or 0 if unknown */
+	struct endpoint *watch; /* EP_BATCH: the client's pidfd, or NULL */
 	uint64_t id;
 	uint64_t handle;
 	uint32_t uid;
@@ -74,6 +80,104 @@ static uint64_t part_key(const struct batch *b, uint32_t part)
 	return ((uint64_t)b->serial << LUOD_BATCH_PART_BITS) | part;
 }
 
+static void batch_free(struct luod *d, struct batch *b, bool close);
+
+/*
+ * The client of a batch is watched through a pidfd, so that its death drops
+ * what it staged even while other processes keep the session open.  The
+ * client is the process that made the request's own reply socket (its
+ * SO_PEERCRED); a request without one leaves the client unknown, and then
+ * only the session's last close drops the batch.  The pidfd is luod's only
+ * for as long as the batch: a worker's successor opens it again from the pid
+ * in the journal, and the exec of an update closes it (O_CLOEXEC) likewise.
+ */
+static void watch_start(struct luod *d, struct batch *b)
+{
+	struct endpoint *w;
+	int fd;
+
+	if (b->pid <= 0 || d->epoll_fd < 0)
+		return;
+	fd = (int)syscall(SYS_pidfd_open, b->pid, 0);
+	if (fd < 0) {
+		/* Gone already (or no pidfds): nobody is left to finish it. */
+		if (errno == ESRCH)
+			b->pid = -1;
+		return;
+	}
+	w = calloc(1, sizeof(*w));
+	if (!w) {
+		safe_close(fd);
+		return;
+	}
+	w->type = EP_BATCH;
+	w->fd = fd;
+	if (epoll_ctl(d->epoll_fd, EPOLL_CTL_ADD, fd,
+		      &(struct epoll_event){ .events = EPOLLIN, .data.ptr = w }) < 0) {
+		safe_close(fd);
+		free(w);
+		return;
+	}
+	b->watch = w;
+}
+
+static void watch_stop(struct luod *d, struct batch *b)
+{
+	struct endpoint *w = b->watch;
+
+	if (!w)
+		return;
+	b->watch = NULL;
+	(void)epoll_ctl(d->epoll_fd, EPOLL_CTL_DEL, w->fd, NULL);
+	/* Named by no journal entry: closed now.  An event of the current batch
+	 * of events may still point at it: freed after the batch. */
+	w->fd = safe_close(w->fd);
+	w->dead = true;
+	list_append(&d->graveyard, &w->node);
+}
+
+void batch_watch_all(struct luod *d)
+{
+	LIST_FOREACH_SAFE (i, &d->batches) {
+		struct batch *b = list_entry(i, struct batch, node);
+
+		if (!b->watch)
+			watch_start(d, b);
+		/* Its client exited while no worker ran. */
+		if (b->pid < 0)
+			batch_free(d, b, true);
+	}
+}
+
+void batch_client_exited(struct luod *d, struct endpoint *ep)
+{
+	bool any = false;
+
+	LIST_FOREACH_SAFE (i, &d->batches) {
+		struct batch *b = list_entry(i, struct batch, node);
+
+		if (b->watch == ep) {
+			log_debug("the client of a batch exited: %zu staged files dropped", b->n);
+			batch_free(d, b, true);
+			any = true;
+		}
+	}
+	if (any)
+		journal_commit(d);
+}
+
+/* The process that made the request's own reply socket, or 0. */
+static pid_t request_client(struct luod *d)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (!d->request_reply_ep ||
+	    getsockopt(d->request_reply_ep->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return 0;
+	return cred.pid > 0 ? cred.pid : 0;
+}
+
 /* Forgets b: its journal entries go, and (close) its staged fds are closed
  * once the journal no longer names them; without close, they were taken. */
 static void batch_free(struct luod *d, struct batch *b, bool close)
@@ -88,6 +192,7 @@ static void batch_free(struct luod *d, struct batch *b, bool close)
 		luod_close_later_many(d, b->fds, b->n);
 	if (u)
 		u->n_staged -= MIN(u->n_staged, (uint64_t)b->n);
+	watch_stop(d, b);
 	list_remove(&d->batches, &b->node);
 	free(b->tokens);
 	free(b->fds);
@@ -105,6 +210,8 @@ static struct batch *batch_new(struct luod *d, struct endpoint *ep, uint64_t id,
 	b->id = id;
 	b->handle = handle;
 	b->uid = uid;
+	b->pid = request_client(d);
+	watch_start(d, b);
 	/* Serials wrap only after 2^32 batches; one still staged is skipped. */
 	for (;;) {
 		bool taken = false;
@@ -152,6 +259,7 @@ static void journal_part(struct luod *d, struct batch *b, uint32_t part, size_t 
 		.handle = b->handle,
 		.part = part,
 		.n = (uint32_t)n,
+		.pid = b->pid > 0 ? b->pid : 0,
 	};
 	uint8_t *p = entry;
 
@@ -536,6 +644,7 @@ int batch_recover(struct luod *d)
 			b->id = e.id;
 			b->handle = e.handle;
 			b->uid = e.uid;
+			b->pid = e.pid;
 			b->serial = serial;
 			list_append(&d->batches, &b->node);
 			if (serial >= d->batch_serial)
@@ -561,11 +670,12 @@ int batch_recover(struct luod *d)
 				u->n_staged += e.n;
 		}
 	}
-	/* A batch whose endpoint or session is gone is dropped, as it would have been. */
+	/* A batch whose endpoint, session or client is gone is dropped, as it
+	 * would have been. */
 	LIST_FOREACH_SAFE (i, &d->batches) {
 		struct batch *x = list_entry(i, struct batch, node);
 
-		if (!x->ep)
+		if (!x->ep || (x->pid > 0 && kill(x->pid, 0) < 0 && errno == ESRCH))
 			batch_free(d, x, true);
 	}
 	batch_drop_stale(d);

@@ -93,6 +93,7 @@ enum endpoint_type {
 	EP_CHECK,   /* the pidfd of an update's state checker */
 	EP_COMPACT, /* the pidfd of a compaction child */
 	EP_REPLY,   /* a request's own reply socket (LUO_WIRE_OP_REPLY_SOCKET): never read */
+	EP_BATCH,   /* the pidfd of the client of a batch under way (batch.c) */
 };
 
 /* In an EXT_REPLY key: the reply goes to the request's own reply socket, whose
@@ -189,6 +190,8 @@ struct ext_batch {
 	uint64_t handle;
 	uint32_t part;
 	uint32_t n;
+	int32_t pid; /* the client (its reply socket's creator), or 0 if unknown */
+	uint32_t reserved;
 };
 #define LUOD_BATCH_PART_BITS 24
 
@@ -521,6 +524,11 @@ void batch_retrieve(struct luod *d, struct endpoint *ep, luo_session *s,
  * (UINT32_MAX: none), and drops the batch id of ep (0: none). */
 void batch_fail(struct luod *d, struct endpoint *ep, uint32_t tag, uint64_t id, int r,
 		uint32_t failed);
+/* Watches the client of every batch (after recovery, once the loop is armed);
+ * one whose client is gone already is dropped. */
+void batch_watch_all(struct luod *d);
+/* The client of the batches watched by ep (EP_BATCH) exited: they go. */
+void batch_client_exited(struct luod *d, struct endpoint *ep);
 /* Drops every batch whose parts came on ep (it hung up), or whose session is
  * gone (a handover, a reboot). */
 void batch_drop_endpoint(struct luod *d, struct endpoint *ep);

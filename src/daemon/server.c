@@ -1640,6 +1640,9 @@ int server_run(struct luod *d)
 				break;
 			case EP_REPLY:
 				break; /* never in the epoll set */
+			case EP_BATCH:
+				batch_client_exited(d, ep);
+				break;
 			}
 			journal_commit(d);
 			liveupdate_stop_if_due(d);

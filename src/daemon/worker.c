@@ -649,6 +649,7 @@ int worker_main(struct luod *d)
 		log_error("cannot set up the event loop: %s", strerror(-r));
 		return LUOD_EXIT_FAILURE;
 	}
+	batch_watch_all(d);
 	fault_point(d, "recover-armed");
 	d->t_recovered_usec = now_usec(CLOCK_MONOTONIC);
 	/* An update's new image recovered: the previous binary, kept for a

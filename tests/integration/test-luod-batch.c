@@ -423,6 +423,33 @@ TEST(a_client_that_dies_between_parts_leaves_nothing_of_its_batch)
 	teardown(&f);
 }
 
+/* The same while another process keeps the session open: luod watches the
+ * client that started the batch, not only the session socket. */
+TEST(a_client_that_dies_between_parts_of_a_shared_session_leaves_nothing)
+{
+	struct fixture f;
+	int status, s;
+	pid_t pid;
+
+	setup(&f);
+	ASSERT_OK(luo_session_create(f.conn, "shared", 0, &s));
+	int before = luod_fds(&f.d);
+	pid = fork();
+	ASSERT_OK(pid);
+	if (pid == 0)
+		_exit(send_part(s, 43, LUO_WIRE_FDS_BEGIN, f.tokens, f.fds, LUO_WIRE_BATCH_MAX,
+				NULL) < 0);
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	/* The session is still open here, and holds none of the staged files. */
+	ASSERT_EQ(luod_fds_become(&f.d, before), before);
+	ASSERT_EQ(files_in(&f, KIND_OUTGOING, "shared"), 0);
+	ASSERT_OK(luo_session_preserve_fds(s, MANY, f.tokens, f.fds, NULL));
+	ASSERT_EQ(files_in(&f, KIND_OUTGOING, "shared"), MANY);
+	close(s);
+	teardown(&f);
+}
+
 TEST(other_clients_are_served_between_parts)
 {
 	struct fixture f;
@@ -625,6 +652,7 @@ TEST_MAIN(TEST_CASE(preserve_fds_then_retrieve_fds_give_every_file_back),
 	  TEST_CASE(a_batch_past_the_files_limit_is_enospc_at_the_first_file_over),
 	  TEST_CASE(retrieve_fds_of_an_unknown_token_is_enoent_and_returns_nothing),
 	  TEST_CASE(a_client_that_dies_between_parts_leaves_nothing_of_its_batch),
+	  TEST_CASE(a_client_that_dies_between_parts_of_a_shared_session_leaves_nothing),
 	  TEST_CASE(other_clients_are_served_between_parts),
 	  TEST_CASE(staged_files_count_against_the_files_limit),
 	  TEST_CASE(an_aborted_batch_leaves_nothing),

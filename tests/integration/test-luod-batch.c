@@ -641,6 +641,13 @@ TEST(a_worker_killed_while_answering_a_retrieve_batch_loses_nothing)
 	batch_under_fault("request-handled@7");
 }
 
+TEST(a_worker_killed_before_sending_a_retrieve_batch_reply_loses_nothing)
+{
+	/* The first retrieve message again, killed once its reply (252 fds) is
+	 * committed and not yet sent: the successor sends it from the journal. */
+	batch_under_fault("request-committed@7");
+}
+
 TEST_MAIN(TEST_CASE(preserve_fds_then_retrieve_fds_give_every_file_back),
 	  TEST_CASE(one_message_batch_and_empty_batch),
 	  TEST_CASE(batch_calls_check_their_arguments),
@@ -661,4 +668,5 @@ TEST_MAIN(TEST_CASE(preserve_fds_then_retrieve_fds_give_every_file_back),
 	  TEST_CASE(a_worker_killed_while_staging_a_part_loses_nothing),
 	  TEST_CASE(a_worker_killed_while_applying_a_batch_loses_nothing),
 	  TEST_CASE(a_worker_killed_after_committing_a_part_loses_nothing),
-	  TEST_CASE(a_worker_killed_while_answering_a_retrieve_batch_loses_nothing))
+	  TEST_CASE(a_worker_killed_while_answering_a_retrieve_batch_loses_nothing),
+	  TEST_CASE(a_worker_killed_before_sending_a_retrieve_batch_reply_loses_nothing))

@@ -295,6 +295,47 @@ TEST(open_connections_survive_a_restart_with_their_buffered_requests)
 	test_luod_stop(&d);
 }
 
+/* More connections than one batch message carries (252), across several
+ * restarts: every one stays open, and each request cut in half by a restart
+ * (its first half in the server's parser, its second sent after) is answered
+ * by the successor. */
+TEST(hundreds_of_connections_survive_restarts_with_their_parser_state)
+{
+	enum { N = 300, RESTARTS = 3 };
+	struct test_luod d;
+	struct kvs a;
+	int fds[N];
+	char want[64];
+
+	find_binaries();
+	test_need_fds(4 * N);
+	test_luod_start(&d, NULL);
+	server_start(&a, &d, NULL);
+	for (int i = 0; i < N; i++) {
+		fds[i] = tcp_connect(a.port);
+		send_str(fds[i], "GEN\n");
+	}
+	snprintf(want, sizeof(want), "GEN %llu\n", a.generation);
+	for (int i = 0; i < N; i++)
+		expect_reply(fds[i], want);
+	for (int k = 0; k < RESTARTS; k++) {
+		for (int i = 0; i < N; i++)
+			send_str(fds[i], "GE");
+		server_stop(&a);
+		server_start(&a, &d, NULL);
+		ASSERT_EQ(a.conns, N);
+		snprintf(want, sizeof(want), "GEN %llu\n", a.generation);
+		for (int i = 0; i < N; i++) {
+			send_str(fds[i], "N\n");
+			expect_reply(fds[i], want);
+		}
+	}
+	for (int i = 0; i < N; i++)
+		close(fds[i]);
+	server_stop(&a);
+	test_luod_stop(&d);
+}
+
 TEST(a_request_cut_in_half_by_a_restart_is_completed_by_the_successor)
 {
 	struct test_luod d;
@@ -588,6 +629,7 @@ TEST_MAIN(TEST_CASE(restart_with_handover_keeps_every_key_and_the_port),
 	  TEST_CASE(verification_fails_when_data_differs),
 	  TEST_CASE(sigkill_with_handover_on_close_leaves_every_key_to_the_successor),
 	  TEST_CASE(open_connections_survive_a_restart_with_their_buffered_requests),
+	  TEST_CASE(hundreds_of_connections_survive_restarts_with_their_parser_state),
 	  TEST_CASE(a_request_cut_in_half_by_a_restart_is_completed_by_the_successor),
 	  TEST_CASE(values_of_several_mib_load_and_survive_a_restart),
 	  TEST_CASE(without_luo_a_restart_starts_empty_and_a_snapshot_brings_the_data_back),

@@ -180,6 +180,35 @@ static void expect_reply(int fd, const char *want)
 	ASSERT_STREQ(buf, want);
 }
 
+/*
+ * Waits (a minute at most) until the server has n connections besides the
+ * one asking (its STATS line): a client spawned a moment ago may not have
+ * connected yet on a busy machine.
+ */
+static void wait_connections(int port, size_t n)
+{
+	for (int i = 0; i < 6000; i++) {
+		char buf[512] = { 0 };
+		const char *p;
+		size_t got = 0;
+		int fd = tcp_connect(port);
+
+		send_str(fd, "STATS\n");
+		while (got < sizeof(buf) - 1 && !memchr(buf, '\n', got)) {
+			ssize_t k = recv(fd, buf + got, sizeof(buf) - 1 - got, 0);
+			if (k <= 0)
+				break;
+			got += (size_t)k;
+		}
+		close(fd);
+		p = strstr(buf, "connections=");
+		if (p && strtoul(p + strlen("connections="), NULL, 10) >= n + 1)
+			return;
+		usleep(10000);
+	}
+	test_fail_at(__FILE__, __LINE__, "the server never had %zu connections", n);
+}
+
 static const char *const load_args[] = { "--keys", "3000", "--size", "4096", NULL };
 
 static void load(int port)
@@ -471,7 +500,7 @@ TEST(requests_during_restarts_all_succeed)
 	snprintf(port, sizeof(port), "%d", s.port);
 	snprintf(out, sizeof(out), "%s/hammer.out", d.dir);
 	h = spawn(hammer, out);
-	usleep(200 * 1000);
+	wait_connections(s.port, 4);
 	for (int i = 0; i < 4; i++) {
 		server_stop(&s);
 		server_start(&s, &d, NULL);
@@ -565,7 +594,7 @@ TEST(luod_live_updates_under_load_lose_no_request_and_the_server_still_hands_ove
 	snprintf(port, sizeof(port), "%d", s.port);
 	snprintf(out, sizeof(out), "%s/hammer.out", d.dir);
 	h = spawn(hammer, out);
-	usleep(100 * 1000);
+	wait_connections(s.port, 2);
 	ASSERT_EQ(luoctl(&d, "update"), 0);
 	ASSERT_EQ(luoctl(&d, "update"), 0);
 	/* The session fd the server got before the updates still works. */

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
-# bench/run: runs every benchmark of issue 5, prints a table and writes JSON.
+# bench/run: runs every benchmark of issues 5 and 12, prints a table and writes JSON.
 #
 # Configured into the build directory as `run` (meson fills in the paths), so
 # `meson compile -C build bench && build/bench/run` is the whole procedure.
@@ -42,7 +42,7 @@ LUOD = os.path.join(BUILD_ROOT, 'src', 'daemon', 'luod')
 KV_SERVER = os.path.join(BUILD_ROOT, 'examples', 'kv-server')
 KV_CLIENT = os.path.join(BUILD_ROOT, 'examples', 'kv-client')
 
-ALL = ['request', 'update', 'recovery', 'restart', 'wrk', 'scale', 'load']
+ALL = ['request', 'batch', 'update', 'recovery', 'restart', 'wrk', 'conns', 'scale', 'load']
 GIB = 1 << 30
 MIB = 1 << 20
 
@@ -240,6 +240,54 @@ def bench_request(a):
                                          'floor_send_fd_median_us', 'floor_recv_fd_median_us',
                                          'preserve_per_second', 'preserve_vs_floor',
                                          'retrieve_vs_floor') if k in spread}
+    return r
+
+
+# ---- 1b. batched preserve and retrieve ----
+
+def bench_batch(a):
+    """Whole batches through luod against the same batches by raw SCM_RIGHTS.
+
+    Pinned to one CPU (client, luod and the floor's holder: the main figures,
+    for the reason bench_request gives) and again free to spread.
+    """
+    args = ['--files', '600', '--rounds', '3'] if a.tiny else ['--files', '15000', '--rounds', '20']
+    r = run_program('bench-batch', args, 900, cpus={min(os.sched_getaffinity(0))})
+    r['placement'] = 'one CPU'
+    spread = run_program('bench-batch', args, 900)
+    r['spread'] = {k: spread[k] for k in spread if k.endswith('_ns_per_fd') or
+                   k.endswith('_vs_floor') or k.endswith('_fds_per_second')}
+    return r
+
+
+# ---- 4b. every connection kept across restarts ----
+
+def bench_conns(a, tmp):
+    """kv-server with as many busy connections as the fd limit allows, restarted every second.
+
+    Through luo (every established connection kept, with its parser's state),
+    and beside it the usual scheme: only the listening socket passed
+    (kv-server --no-connections), the connections closed and reconnected.
+    """
+    if not os.path.exists(KV_SERVER):
+        return {'benchmark': 'conns', 'skipped': 'kv-server is not built'}
+    n, seconds = ('200', '3') if a.tiny else ('15000', str(a.conns_seconds))
+    args = ['--kv-server', KV_SERVER, '--connections', n, '--seconds', seconds, '--interval', '1']
+    r = {'benchmark': 'conns'}
+    r['luo'] = run_program('bench-conns', args, 600)
+    r['listen_only'] = run_program('bench-conns', args + ['--listen-only'], 600)
+    for k in ('connections', 'requested_connections', 'fd_limit', 'seconds', 'interval'):
+        if k in r['luo']:
+            r[k] = r['luo'][k]
+    if r['connections'] < int(n):
+        r['note'] = f" (asked {int(n):,}: fd limit {r['fd_limit']:,})"
+    else:
+        r['note'] = f" (fd limit {r['fd_limit']:,})"
+    luo = r['luo']
+    r['target_no_loss'] = luo['resets'] == 0 and luo['failed'] == 0 and \
+        luo['restarts_unfinished'] == 0
+    bm = luo.get('blackout_max_ms')
+    r['target_20ms'] = bm is not None and bm == bm and bm <= 20
     return r
 
 
@@ -648,6 +696,39 @@ def table(results):
                     f"floor {fmt(sp.get('floor_send_fd_median_us'))} / "
                     f"{fmt(sp.get('floor_recv_fd_median_us'))} us "
                     f"({fmt(sp.get('preserve_vs_floor'))}x / {fmt(sp.get('retrieve_vs_floor'))}x)")
+        elif b == 'batch':
+            note = f" (asked {r['requested_files']:,}: fd limit)" if 'requested_files' in r else ''
+            row('batch', f"{r['files']:,} files per batch{note}",
+                f"{r['rounds']} rounds, {r['per_message']} per message", 'one CPU')
+            row('', 'preserve per fd', f"{fmt(r['preserve_ns_per_fd'])} ns",
+                f"floor {fmt(r['floor_send_ns_per_fd'])} ns ({fmt(r['preserve_vs_floor'])}x); "
+                f"{fmt(r['preserve_fds_per_second'])} fds/s")
+            row('', 'retrieve per fd', f"{fmt(r['retrieve_ns_per_fd'])} ns",
+                f"floor {fmt(r['floor_recv_ns_per_fd'])} ns ({fmt(r['retrieve_vs_floor'])}x); "
+                f"{fmt(r['retrieve_fds_per_second'])} fds/s")
+            row('', 'targets', f"<= 1.5x floor: {fmt(r['target_1.5x_floor'])}",
+                f">= 500,000 fds/s: {fmt(r['target_500k_per_second'])}")
+            sp = r.get('spread')
+            if sp:
+                row('', 'on any CPU: preserve / retrieve',
+                    f"{fmt(sp.get('preserve_ns_per_fd'))} / {fmt(sp.get('retrieve_ns_per_fd'))} ns",
+                    f"floor {fmt(sp.get('floor_send_ns_per_fd'))} / "
+                    f"{fmt(sp.get('floor_recv_ns_per_fd'))} ns "
+                    f"({fmt(sp.get('preserve_vs_floor'))}x / {fmt(sp.get('retrieve_vs_floor'))}x)")
+        elif b == 'conns':
+            row('conns', f"{r['connections']:,} connections{r.get('note', '')}",
+                f"{r['seconds']} s, restart every {r['interval']} s", '')
+            for mode in ('luo', 'listen_only'):
+                m = r[mode]
+                late = f"; {m['restarts_unfinished']} not done in {m['restart_wait_max_s']:g} s " \
+                    f"(at least {m['unfinished_answered_min']:,} answered)" \
+                    if m.get('restarts_unfinished') else ''
+                row('', f"{mode.replace('_', ' ')}: {m['restarts']} restarts",
+                    f"{m['resets']} resets, {m['failed']} failed of {m['requests']:,}",
+                    f"blackout median {fmt(m.get('blackout_median_ms'))} max "
+                    f"{fmt(m.get('blackout_max_ms'))} ms{late}")
+            row('', 'targets', f"0 resets, 0 failed: {fmt(r.get('target_no_loss'))}",
+                f"blackout <= 20 ms: {fmt(r.get('target_20ms'))}")
         elif b == 'update':
             row('update', 'bare exec of luod', f"{fmt(r['bare_exec_us'])} us", '')
             for s in r['sizes']:
@@ -725,6 +806,9 @@ REQUIRED = {
     'request': ['preserve_median_us', 'retrieve_median_us', 'floor_send_fd_median_us',
                 'floor_recv_fd_median_us', 'preserve_per_second',
                 'session_call_shared_median_us', 'session_call_own_socket_median_us'],
+    'batch': ['preserve_ns_per_fd', 'retrieve_ns_per_fd', 'floor_send_ns_per_fd',
+              'floor_recv_ns_per_fd'],
+    'conns': ['luo', 'listen_only'],
     'update': ['bare_exec_us', 'sizes', 'slope_us_per_file'],
     'recovery': ['bare_exec_us', 'sizes'],
     'restart': ['sizes'],
@@ -773,6 +857,13 @@ def check(results):
                     if not s[k].get('restart_ms'):
                         log(f'check: restart has no {k} time at {s["bytes"]} bytes')
                         ok = False
+        if b == 'conns':
+            # Not a timing: a restart through luo must lose no connection and no request.
+            m = r['luo']
+            if m['restarts'] <= 0 or m['resets'] or m['failed'] or m['connect_failed']:
+                log(f"check: conns through luo: {m['restarts']} restarts, {m['resets']} resets, "
+                    f"{m['failed']} failed requests")
+                ok = False
         if b == 'wrk':
             for k in ('luo', 'plain'):
                 if r[k]['requests'] <= 0 or r[k]['restarts'] <= 0:
@@ -792,6 +883,8 @@ def main():
     ap.add_argument('--restart-gib', default='1,4,8',
                     help='kv-server state sizes in GiB (default %(default)s)')
     ap.add_argument('--wrk-seconds', type=int, default=30)
+    ap.add_argument('--conns-seconds', type=int, default=30,
+                    help='how long the conns benchmark restarts kv-server (default %(default)s)')
     a = ap.parse_args()
     a.restart_gib = [int(x) for x in a.restart_gib.split(',')]
     only = a.only.split(',') if a.only else ALL
@@ -812,6 +905,10 @@ def main():
             try:
                 if name == 'request':
                     r = bench_request(a)
+                elif name == 'batch':
+                    r = bench_batch(a)
+                elif name == 'conns':
+                    r = bench_conns(a, tmp)
                 elif name == 'update':
                     r = bench_update(a)
                 elif name == 'recovery':

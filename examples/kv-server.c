@@ -21,8 +21,10 @@
  * finished first (a retrieved, unfinished file is EBUSY).
  *
  * SIGTERM (or SIGINT): every open connection is preserved under its own
- * token, with its unread input and unsent output in a small metadata memfd,
- * the session is handed over and the process exits 0.  Clients see a pause:
+ * token, all of them in one luo_session_preserve_fds() (252 sockets per
+ * message), with its parser's state (unread input, unsent output) in a small
+ * metadata memfd; the session is handed over and the process exits 0.  The
+ * successor takes them back in one luo_session_retrieve_fds().  Clients see a pause:
  * their connections stay open and new ones wait in the listening socket's
  * backlog, which never closes.
  *
@@ -388,6 +390,12 @@ static ssize_t line_request(struct server *srv, struct conn *c, const char *in, 
 		r = reply_stats(srv, c);
 	} else if (word_is(cmd, cmdlen, "PING")) {
 		r = out_printf(c, "PONG\n");
+	} else if (word_is(cmd, cmdlen, "GEN")) {
+		/* Which server answers: the store's generation grows at each restart. */
+		struct kv_stats st;
+
+		kv_store_stats(&srv->store, &st);
+		r = out_printf(c, "GEN %" PRIu64 "\n", st.generation);
 	} else if (word_is(cmd, cmdlen, "QUIT")) {
 		r = out_printf(c, "BYE\n");
 		c->close_after_flush = true;
@@ -623,7 +631,12 @@ static void conn_handle(struct server *srv, struct conn *c, uint32_t events)
 		for (size_t got = 0; got < 4 * READ_CHUNK;) {
 			ssize_t n;
 
-			if (buf_reserve(&c->in, &c->in_cap, c->in_len + READ_CHUNK) < 0)
+			/* Room that grows with what the connection sends: a page for
+			 * small requests (thousands of connections, each with its
+			 * buffer), up to READ_CHUNK at a time for large values. */
+			size_t chunk = MIN((size_t)READ_CHUNK, MAX((size_t)4096, c->in_cap));
+
+			if (buf_reserve(&c->in, &c->in_cap, c->in_len + chunk) < 0)
 				goto drop;
 			n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
 			if (n < 0 && errno == EINTR)
@@ -813,12 +826,35 @@ static int save_snapshot(struct server *srv)
 	return 0;
 }
 
-/* Rebuilds the connections described by the metadata memfd; consumes nothing. */
+static void close_fds(const int *fds, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		close(fds[i]);
+}
+
+/* Where one connection's record and bytes are in the metadata memfd. */
+struct conn_saved {
+	struct conn_record rec;
+	const uint8_t *bytes; /* in_len bytes of input, then out_len of output */
+};
+
+/*
+ * Rebuilds the connections described by the metadata memfd, every socket in
+ * one luo_session_retrieve_fds() (a few messages for thousands of them);
+ * consumes nothing.  Each connection comes back with its parser's state: the
+ * part of a request that had arrived, and the reply not yet sent.
+ */
 static int restore_connections(struct server *srv, int session_fd, int meta_fd)
 {
-	struct stat st;
+	_cleanup_free_ struct conn_saved *saved = NULL;
+	_cleanup_free_ uint64_t *tokens = NULL;
+	_cleanup_free_ int *fds = NULL;
 	const uint8_t *p, *end, *cur;
 	const struct conns_header *h;
+	struct timespec t0;
+	double retrieve_ms = 0;
+	struct stat st;
+	size_t n = 0, failed;
 	int r = 0;
 
 	if (fstat(meta_fd, &st) < 0)
@@ -834,11 +870,16 @@ static int restore_connections(struct server *srv, int session_fd, int meta_fd)
 		r = -EBADMSG;
 		goto out;
 	}
+	saved = calloc(h->n ? h->n : 1, sizeof(*saved));
+	tokens = calloc(h->n ? h->n : 1, sizeof(*tokens));
+	fds = calloc(h->n ? h->n : 1, sizeof(*fds));
+	if (!saved || !tokens || !fds) {
+		r = -ENOMEM;
+		goto out;
+	}
 	cur = p + sizeof(*h);
 	for (uint64_t i = 0; i < h->n; i++) {
 		struct conn_record rec;
-		struct conn *c;
-		int fd;
 
 		if ((size_t)(end - cur) < sizeof(rec)) {
 			r = -EBADMSG;
@@ -851,30 +892,54 @@ static int restore_connections(struct server *srv, int session_fd, int meta_fd)
 			r = -EBADMSG;
 			goto out;
 		}
-		if (luo_session_retrieve_fd(session_fd, rec.token, &fd) < 0) {
-			/* This one is lost (its client reconnects); the others still count. */
-			cur += rec.in_len + rec.out_len;
-			continue;
-		}
-		(void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-		c = conn_add(srv, fd, rec.kind);
-		if (!c) {
-			close(fd);
-			r = -ENOMEM;
-			goto out;
-		}
-		c->close_after_flush = rec.close_after_flush;
-		if (buf_reserve(&c->in, &c->in_cap, rec.in_len) < 0 ||
-		    out_append(c, cur + rec.in_len, rec.out_len) < 0) {
-			r = -ENOMEM;
-			goto out;
-		}
-		if (rec.in_len)
-			memcpy(c->in, cur, rec.in_len);
-		c->in_len = rec.in_len;
+		saved[n] = (struct conn_saved){ .rec = rec, .bytes = cur };
+		tokens[n++] = rec.token;
 		cur += rec.in_len + rec.out_len;
+	}
+	/*
+	 * All or nothing: when one socket cannot come back (it is gone from the
+	 * session), none did.  Leave that one behind (its client reconnects) and
+	 * take the others again.
+	 */
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		failed = n;
+		r = luo_session_retrieve_fds(session_fd, n, tokens, fds, &failed);
+		if (r >= 0 || failed >= n)
+			break;
+		log_msg("connection %" PRIu64 " not restored: %s", tokens[failed], strerror(-r));
+		memmove(saved + failed, saved + failed + 1, (n - failed - 1) * sizeof(*saved));
+		memmove(tokens + failed, tokens + failed + 1, (n - failed - 1) * sizeof(*tokens));
+		n--;
+	}
+	if (r < 0)
+		goto out;
+	retrieve_ms = ms_since(&t0);
+	for (size_t i = 0; i < n; i++) {
+		const struct conn_record *rec = &saved[i].rec;
+		struct conn *c;
+
+		/* The same open file as before: still O_NONBLOCK, as it was accepted. */
+		c = conn_add(srv, fds[i], rec->kind);
+		if (!c) {
+			close_fds(fds + i, n - i);
+			r = -ENOMEM;
+			goto out;
+		}
+		c->close_after_flush = rec->close_after_flush;
+		if (buf_reserve(&c->in, &c->in_cap, rec->in_len) < 0 ||
+		    out_append(c, saved[i].bytes + rec->in_len, rec->out_len) < 0) {
+			close_fds(fds + i + 1, n - i - 1);
+			r = -ENOMEM;
+			goto out;
+		}
+		if (rec->in_len)
+			memcpy(c->in, saved[i].bytes, rec->in_len);
+		c->in_len = rec->in_len;
 		srv->conns_restored++;
 	}
+	log_msg("restored %zu connections in %.2f ms (retrieve %.2f ms)", n, ms_since(&t0),
+		retrieve_ms);
 out:
 	munmap((void *)p, (size_t)st.st_size);
 	return r;
@@ -1058,31 +1123,60 @@ static int write_all(int fd, const void *p, size_t n)
  */
 static int handover(struct server *srv)
 {
+	_cleanup_free_ struct conn **cs = NULL;
+	_cleanup_free_ uint64_t *tokens = NULL;
 	_cleanup_close_ int meta = -EBADF;
 	struct conns_header h = { .magic = CONNS_MAGIC };
+	_cleanup_free_ int *fds = NULL;
 	uint64_t token = TOKEN_CONN_BASE;
 	struct timespec t0;
+	size_t n = 0, failed;
 	int r;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	if (srv->opt.keep_connections) {
+		cs = calloc(srv->n_conns + 1, sizeof(*cs));
+		tokens = calloc(srv->n_conns + 1, sizeof(*tokens));
+		fds = calloc(srv->n_conns + 1, sizeof(*fds));
+		if (!cs || !tokens || !fds)
+			return -ENOMEM;
 		for (struct conn *c = srv->conns; c; c = c->next) {
-			c->token = 0;
-			r = luo_session_preserve_fd(srv->session_fd, token, c->fd);
-			if (r == -ESTALE)
-				break; /* see below: handover says the same */
-			if (r < 0) {
-				log_msg("connection not kept: %s", strerror(-r));
-				continue;
-			}
 			c->token = token++;
-			h.n++;
+			cs[n] = c;
+			tokens[n] = c->token;
+			fds[n++] = c->fd;
 		}
+		/*
+		 * Every connection in one call: a few messages for thousands of
+		 * sockets.  All or nothing: if one cannot be kept, none was; leave
+		 * that one behind (its client reconnects) and keep the others.
+		 */
+		for (;;) {
+			failed = n;
+			r = luo_session_preserve_fds(srv->session_fd, n, tokens, fds, &failed);
+			if (r >= 0 || r == -ESTALE || failed >= n)
+				break;
+			log_msg("connection not kept: %s", strerror(-r));
+			cs[failed]->token = 0;
+			memmove(cs + failed, cs + failed + 1, (n - failed - 1) * sizeof(*cs));
+			memmove(tokens + failed, tokens + failed + 1,
+				(n - failed - 1) * sizeof(*tokens));
+			memmove(fds + failed, fds + failed + 1, (n - failed - 1) * sizeof(*fds));
+			n--;
+		}
+		if (r < 0) {
+			if (r != -ESTALE)
+				log_msg("connections not kept: %s", strerror(-r));
+			n = 0;
+		}
+		h.n = n;
 		meta = memfd_create("kv-conns", MFD_CLOEXEC);
 		if (meta < 0)
 			return negative_errno();
+		/* Each kept connection's parser state: buffered input and pending output. */
 		r = write_all(meta, &h, sizeof(h));
-		for (struct conn *c = srv->conns; r >= 0 && c; c = c->next) {
+		for (size_t i = 0; r >= 0 && i < n; i++) {
+			struct conn *c = cs[i];
 			struct conn_record rec = {
 				.token = c->token,
 				.kind = c->kind,
@@ -1090,8 +1184,7 @@ static int handover(struct server *srv)
 				.in_len = c->in_len,
 				.out_len = out_pending(c),
 			};
-			if (!c->token)
-				continue;
+
 			r = write_all(meta, &rec, sizeof(rec));
 			if (r >= 0)
 				r = write_all(meta, c->in, c->in_len);

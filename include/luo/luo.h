@@ -13,6 +13,7 @@
 #ifndef LUO_LUO_H
 #define LUO_LUO_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -44,6 +45,25 @@ int luo_session_retrieve_wait(int luo_fd, const char *name, int timeout_ms, int 
 int luo_session_preserve_fd(int session_fd, uint64_t token, int fd);
 /* Retrieves the file preserved under token as a new fd. */
 int luo_session_retrieve_fd(int session_fd, uint64_t token, int *ret_fd);
+/*
+ * Preserves n files at once: fds[i] under tokens[i], by the rules of
+ * luo_session_preserve_fd() for each, in as few messages as SCM_RIGHTS allows.
+ * All or nothing: on failure nothing was preserved, and *ret_failed (if not
+ * NULL) is the index of the file that failed, or n if no one file did.  On a
+ * kernel session fd the files go one ioctl each and an earlier success cannot
+ * be undone (libluo(3)).
+ */
+int luo_session_preserve_fds(int session_fd, size_t n, const uint64_t tokens[], const int fds[],
+			     size_t *ret_failed);
+/*
+ * Retrieves n files at once into ret_fds[0..n) (new O_CLOEXEC fds), by the
+ * rules of luo_session_retrieve_fd().  On failure no fd is returned (ret_fds
+ * is left undefined) and *ret_failed is as above; files retrieved before the
+ * failing one stay retrieved (a retrieve cannot be undone, and a later one
+ * gives the same open file again): libluo(3).
+ */
+int luo_session_retrieve_fds(int session_fd, size_t n, const uint64_t tokens[], int ret_fds[],
+			     size_t *ret_failed);
 /* Ends the handover of an incoming session. */
 int luo_session_finish(int session_fd);
 /* Copies the session's NUL-terminated name into ret_name. */

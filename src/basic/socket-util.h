@@ -14,7 +14,8 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
-#define SOCKET_MAX_FDS 16
+/* SCM_MAX_FD: the most fds the kernel carries in one message. */
+#define SOCKET_MAX_FDS 253
 
 /*
  * Sends iov as one message with n_fds fds (n_fds <= SOCKET_MAX_FDS).  Does

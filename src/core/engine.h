@@ -31,6 +31,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "handler.h"
@@ -113,8 +114,22 @@ luo_session *luo_engine_find_session_of(const luo_engine *e, enum luo_session_ki
 /* Session commands. */
 /* Does not consume fd: the engine keeps its own dup. */
 int luo_session_preserve_fd(luo_session *s, uint64_t token, int fd);
+/* As luo_session_preserve_fd(), but on success the engine keeps fd itself as
+ * its reference (no dup is made: fd must already have FD_CLOEXEC as the
+ * engine's held fds have it, see luo_engine_set_inheritable_fds()); on failure
+ * fd is left open, the caller's.  st, if not NULL, is fd's fstat(), which the
+ * caller made already. */
+int luo_session_preserve_fd_take(luo_session *s, uint64_t token, int fd, const struct stat *st);
+/* Takes one file back out of an outgoing session, as an abort does (the
+ * handler's and FLB's unpreserve): for undoing a batch that failed part way.
+ * The kernel has no such command.  -ENOENT if the session has no such token. */
+int luo_session_unpreserve_fd(luo_session *s, uint64_t token);
 /* Returns a new O_CLOEXEC fd in *ret_fd, owned by the caller. */
 int luo_session_retrieve_fd(luo_session *s, uint64_t token, int *ret_fd);
+/* What luo_session_retrieve_fd() of token would fail with before running any
+ * handler (-EINVAL, -ENOENT, a permanent retrieve error), or 0; whether it
+ * was retrieved already in *ret_retrieved (may be NULL).  Changes nothing. */
+int luo_session_file_check(const luo_session *s, uint64_t token, bool *ret_retrieved);
 int luo_session_finish(luo_session *s);
 /* The last fd of the session's handle closed. s is invalid afterwards. */
 void luo_session_release(luo_session *s);

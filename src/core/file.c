@@ -135,7 +135,8 @@ int luo_file_identify(struct luo_file *f)
  * The handler calls of one preserve_fd, on luod's own dup of the caller's fd
  * (taken on success only); the handlers may rely on handler_preserve_ctx.
  */
-static int file_preserve(struct luo_session *s, uint64_t token, int *dfdp, const struct stat *st)
+static int file_preserve(struct luo_session *s, uint64_t token, int *dfdp, const struct stat *st,
+			 bool take)
 {
 	const struct luo_handler *h = NULL;
 	struct luo_engine *e = s->engine;
@@ -191,7 +192,10 @@ err_flb:
 	if (f->flb)
 		luo_flb_file_unpreserve(f->flb);
 err_free:
-	luo_file_free(f, true);
+	/* A taken fd goes back to the caller, open, as it came. */
+	luo_file_free(f, !take);
+	if (take)
+		*dfdp = dfd;
 	return r;
 }
 
@@ -226,9 +230,66 @@ int luo_session_preserve_fd(luo_session *s, uint64_t token, int fd)
 	 * it, again.
 	 */
 	handler_preserve_begin(dfd, flags, &st);
-	r = file_preserve(s, token, &dfd, &st);
+	r = file_preserve(s, token, &dfd, &st, false);
 	handler_preserve_end();
 	return r;
+}
+
+int luo_session_preserve_fd_take(luo_session *s, uint64_t token, int fd, const struct stat *fd_st)
+{
+	struct stat st;
+	int flags, r, dfd = fd;
+
+	if (!s)
+		return -EINVAL;
+	if (s->kind != LUO_SESSION_OUTGOING)
+		return -EINVAL;
+	if (luo_file_lookup(s, token))
+		return -EEXIST;
+	if (fd < 0)
+		return -EBADF;
+	flags = fcntl(fd, F_GETFL);
+	if (flags < 0 || (flags & O_PATH))
+		return -EBADF;
+	if (fd_st)
+		st = *fd_st;
+	else if (fstat(fd, &st) < 0)
+		return negative_errno();
+	handler_preserve_begin(dfd, flags, &st);
+	r = file_preserve(s, token, &dfd, &st, true);
+	handler_preserve_end();
+	return r;
+}
+
+int luo_session_unpreserve_fd(luo_session *s, uint64_t token)
+{
+	struct luo_file *f;
+
+	if (!s || s->kind != LUO_SESSION_OUTGOING)
+		return -EINVAL;
+	f = luo_file_lookup(s, token);
+	if (!f)
+		return -ENOENT;
+	luo_file_unpreserve(f);
+	return 0;
+}
+
+int luo_session_file_check(const luo_session *s, uint64_t token, bool *ret_retrieved)
+{
+	const struct luo_file *f;
+
+	if (!s || s->kind != LUO_SESSION_INCOMING)
+		return -EINVAL;
+	if (s->state == LUO_SESSION_FINISHED)
+		return -ENOENT;
+	f = luo_file_lookup(s, token);
+	if (!f)
+		return -ENOENT;
+	if (f->retrieve_error < 0)
+		return f->retrieve_error;
+	if (ret_retrieved)
+		*ret_retrieved = f->retrieved;
+	return 0;
 }
 
 /*

@@ -49,6 +49,7 @@ union cmd_struct {
 	struct luo_wire_drop drop;
 	struct luo_wire_dump_state dump_state;
 	struct luo_wire_kexec kexec;
+	struct luo_wire_fds fds;
 	uint8_t bytes[LUO_WIRE_REQUEST_MAX];
 };
 
@@ -99,7 +100,7 @@ static int session_preserve_once(struct luod *d, luo_session *s, union cmd_struc
 		return -ENOENT;
 	if (!u)
 		return -ENOMEM;
-	if (u->n_files >= limit_files(d, uid))
+	if (u->n_files + u->n_staged >= limit_files(d, uid))
 		return -ENOSPC;
 	r = capacity_check(d, uid, 1);
 	if (r < 0)
@@ -142,9 +143,11 @@ static void handle_session_request(struct luod *d, struct endpoint *ep,
 	}
 	/* Step 4: the command must suit the session's kind. */
 	bool outgoing = luo_session_kind(s) == LUO_SESSION_OUTGOING;
-	if (((nr == LIVEUPDATE_CMD_SESSION_PRESERVE_FD || nr == LUO_CMD_SESSION_HANDOVER) &&
+	if (((nr == LIVEUPDATE_CMD_SESSION_PRESERVE_FD || nr == LUO_CMD_SESSION_HANDOVER ||
+	      nr == LUO_CMD_SESSION_PRESERVE_FDS) &&
 	     !outgoing) ||
-	    ((nr == LIVEUPDATE_CMD_SESSION_RETRIEVE_FD || nr == LIVEUPDATE_CMD_SESSION_FINISH) &&
+	    ((nr == LIVEUPDATE_CMD_SESSION_RETRIEVE_FD || nr == LIVEUPDATE_CMD_SESSION_FINISH ||
+	      nr == LUO_CMD_SESSION_RETRIEVE_FDS) &&
 	     outgoing)) {
 		r = -EINVAL;
 		goto out;
@@ -152,6 +155,20 @@ static void handle_session_request(struct luod *d, struct endpoint *ep,
 	r = luo_wire_request_check_struct(p, &c);
 	if (r < 0)
 		goto out;
+	if (p->cmd->batch) {
+		/* A batch fails whole: a bad part ends the batch it belongs to. */
+		uint64_t id = nr == LUO_CMD_SESSION_PRESERVE_FDS ? c.fds.batch : 0;
+
+		r = fds_truncated ? -EMFILE : luo_wire_request_check_batch(p, &c.fds, n_fds);
+		if (r < 0) {
+			luod_close_later_many(d, fds, n_fds);
+			batch_fail(d, ep, p->tag, id, r, LUO_WIRE_FDS_NONE);
+		} else if (nr == LUO_CMD_SESSION_PRESERVE_FDS)
+			batch_preserve(d, ep, s, p, &c.fds, fds, n_fds);
+		else
+			batch_retrieve(d, ep, s, p, &c.fds);
+		return;
+	}
 	if (fds_truncated) {
 		r = -EMFILE;
 		goto out;
@@ -219,6 +236,8 @@ static void handle_session_request(struct luod *d, struct endpoint *ep,
 			session_info_handed_over(d, luo_session_uid(s), luo_session_name(s));
 			log_debug("session handed over");
 			ep->handle = 0;
+			/* A batch still staged for it can no longer apply. */
+			batch_drop_stale(d);
 		}
 		break;
 	default:
@@ -690,7 +709,8 @@ static void device_status(struct luod *d, struct endpoint *ep, union cmd_struct 
 	capacity_refresh(d);
 	c->status.fd_limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (uint64_t)rl.rlim_cur : 0;
 	/* Counted, not walked: STATUS must not cost O(files). */
-	n = d->base_fds + (int)(d->conns.count + d->sessions.count + luo_engine_n_files(d->engine));
+	n = d->base_fds + (int)(d->conns.count + d->sessions.count + luo_engine_n_files(d->engine) +
+				batch_n_staged(d));
 	luo_engine_foreach_flb_fd(d->engine, count_fd, &n);
 	c->status.fds_in_use = n > 0 ? (uint64_t)n : 0;
 	c->status.started_usec = ka ? ka->started_usec : d->started_usec;

@@ -372,11 +372,14 @@ static void update_stop_now(struct luod *d)
 	LIST_FOREACH (i, &d->conns)
 		for (struct outmsg *m = list_entry(i, struct endpoint, node)->out_head; m;
 		     m = m->next)
-			keep_fd(m->fd, NULL);
+			for (size_t k = 0; k < m->n_fds; k++)
+				keep_fd(m->fds[k], NULL);
 	LIST_FOREACH (i, &d->sessions)
 		for (struct outmsg *m = list_entry(i, struct endpoint, node)->out_head; m;
 		     m = m->next)
-			keep_fd(m->fd, NULL);
+			for (size_t k = 0; k < m->n_fds; k++)
+				keep_fd(m->fds[k], NULL);
+	batch_foreach_fd(d, keep_fd, NULL);
 	fault_point(d, "update-stop");
 	snprintf(ka->update_binary, sizeof(ka->update_binary), "%s", u.binary);
 	ka->update_error = 0;
@@ -459,6 +462,7 @@ void liveupdate_request(struct luod *d, struct endpoint *ep, uint32_t op, uint32
 			return;
 		}
 		journal_reset(d);
+		batch_drop_stale(d);
 		(void)uid_usage_recount(d);
 		log_info("reboot: live update number %" PRIu64,
 			 luo_engine_update_number(d->engine));

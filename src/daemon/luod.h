@@ -93,6 +93,7 @@ enum endpoint_type {
 	EP_CHECK,   /* the pidfd of an update's state checker */
 	EP_COMPACT, /* the pidfd of a compaction child */
 	EP_REPLY,   /* a request's own reply socket (LUO_WIRE_OP_REPLY_SOCKET): never read */
+	EP_BATCH,   /* the pidfd of the client of a batch under way (batch.c) */
 };
 
 /* In an EXT_REPLY key: the reply goes to the request's own reply socket, whose
@@ -101,9 +102,11 @@ enum endpoint_type {
 
 struct outmsg {
 	struct outmsg *next;
-	uint64_t key; /* its EXT_REPLY entry in the journal */
-	int fd;	      /* sent with the message, then closed; -EBADF if none */
-	size_t len;
+	uint64_t key;	/* its EXT_REPLY entry in the journal */
+	size_t n_fds;	/* fds[] are sent with the message, then closed */
+	int *fds;	/* n_fds of them (a batch's many), or NULL */
+	size_t len;	/* of the message */
+	size_t ext_len; /* of the journal entry in data (ext_reply, message, fd tail) */
 	uint8_t data[];
 };
 
@@ -114,6 +117,7 @@ struct uid_usage {
 	uint64_t n_sessions;
 	uint64_t n_files;
 	uint64_t n_connections;
+	uint64_t n_staged; /* files of unfinished batches luod holds (batch.c) */
 };
 
 struct endpoint {
@@ -175,7 +179,25 @@ enum {
 	LUOD_EXT_REPLY = 4,	   /* key fd << 32 | seq: struct ext_reply, the message */
 	LUOD_EXT_UPDATE = 5,	   /* key 0: struct ext_update */
 	LUOD_EXT_SESSION_INFO = 6, /* key hash of (uid, name): struct ext_session_info */
+	LUOD_EXT_BATCH = 7,	   /* key serial << 24 | part: struct ext_batch, tokens, fds */
 };
+
+/*
+ * One staged part of a PRESERVE_FDS batch (batch.c): the files luod holds
+ * for it until the batch's last part applies or drops them.  Then n uint64
+ * tokens and n int32 fds.
+ */
+struct ext_batch {
+	int32_t ep_fd; /* the endpoint the parts come on */
+	uint32_t uid;  /* the session's owner, charged for the staged files */
+	uint64_t id;   /* the client's id of the batch */
+	uint64_t handle;
+	uint32_t part;
+	uint32_t n;
+	int32_t pid; /* the client (its reply socket's creator), or 0 if unknown */
+	uint32_t reserved;
+};
+#define LUOD_BATCH_PART_BITS 24
 
 struct ext_conn {
 	uint32_t uid;
@@ -202,10 +224,19 @@ struct ext_request {
 };
 
 struct ext_reply {
-	int32_t fd; /* sent with the message, or -1 */
+	int32_t fd; /* sent with the message, or -1; EXT_REPLY_FDS: several, after the message */
 	uint32_t len;
-	/* then len bytes */
+	/* then len bytes; with EXT_REPLY_FDS, then uint32_t n and n int32 fds */
 };
+#define EXT_REPLY_FDS (-2)
+/*
+ * The fds a reply entry (size bytes) carries: their count, and in *ret_tail
+ * where the int32 fds start (NULL when none).  -EBADMSG if the entry's size
+ * does not add up.
+ */
+int ext_reply_fds(const struct ext_reply *rp, size_t size, const uint8_t **ret_tail);
+/* fd number i of a reply entry's tail. */
+int ext_reply_fd_at(const uint8_t *tail, size_t i);
 
 enum { UPDATE_CHECKING = 1, UPDATE_EXEC = 2 };
 struct ext_update {
@@ -322,6 +353,8 @@ struct luod {
 	struct hashmap by_ino, uids;
 	struct hashmap session_infos; /* session-info.c */
 	struct endpoint *device_holder;
+	struct list_head batches; /* PRESERVE_FDS batches under way (batch.c) */
+	uint32_t batch_serial;
 	struct luod_limits limits;
 	uint64_t fd_capacity; /* RLIMIT_NOFILE less LUOD_OWN_FDS: what clients may make it hold */
 	uint64_t queued_bytes;
@@ -434,9 +467,11 @@ struct endpoint *session_ep_find_by_ino(struct luod *d, uint64_t ino);
 struct endpoint *session_ep_find_by_fd(struct luod *d, int fd);
 /* Sends a reply the journal holds for a request's own reply socket fd (a dead
  * worker's), then closes fd. */
-int reply_socket_resend(struct luod *d, int fd, uint64_t key, const struct ext_reply *rp);
+int reply_socket_resend(struct luod *d, int fd, uint64_t key, const struct ext_reply *rp,
+			size_t size);
 /* Puts a reply the journal holds (a dead worker's) back in ep's queue. */
-int endpoint_requeue(struct luod *d, struct endpoint *ep, uint64_t key, const struct ext_reply *rp);
+int endpoint_requeue(struct luod *d, struct endpoint *ep, uint64_t key, const struct ext_reply *rp,
+		     size_t size);
 /* Runs again the request the journal holds for the endpoint of fd. */
 void request_resume(struct luod *d, int fd);
 struct uid_usage *uid_usage_get(struct luod *d, uint32_t uid);
@@ -469,6 +504,9 @@ int capacity_check(struct luod *d, uint32_t uid, uint64_t n);
  */
 void endpoint_reply(struct luod *d, struct endpoint *ep, uint32_t tag, int result, uint32_t flags,
 		    const void *payload, size_t len, const void *extra, size_t extra_len, int fd);
+/* The same with n_fds fds (a batch's, at most LUO_WIRE_BATCH_MAX), all consumed. */
+void endpoint_reply_fds(struct luod *d, struct endpoint *ep, uint32_t tag, int result,
+			const void *payload, size_t len, const int *fds, size_t n_fds);
 /* Drops every queued reply (before a re-exec, which cannot carry them). */
 void endpoint_drop_queue(struct luod *d, struct endpoint *ep);
 void endpoint_flush(struct luod *d, struct endpoint *ep);
@@ -478,6 +516,38 @@ void endpoint_flush(struct luod *d, struct endpoint *ep);
  * make the caller close a connection that sent junk. */
 int handle_request(struct luod *d, struct endpoint *ep, const uint8_t *buf, size_t len, int *fds,
 		   size_t n_fds, bool fds_truncated);
+
+/* batch.c: the batch commands (struct luo_wire_fds); they reply themselves
+ * and consume fds[0..n_fds). */
+struct luo_wire_parsed;
+void batch_preserve(struct luod *d, struct endpoint *ep, luo_session *s,
+		    const struct luo_wire_parsed *p, const void *fds_struct, int *fds,
+		    size_t n_fds);
+void batch_retrieve(struct luod *d, struct endpoint *ep, luo_session *s,
+		    const struct luo_wire_parsed *p, const void *fds_struct);
+/* Replies an error to a batch command, with the index of the file that failed
+ * (UINT32_MAX: none), and drops the batch id of ep (0: none). */
+void batch_fail(struct luod *d, struct endpoint *ep, uint32_t tag, uint64_t id, int r,
+		uint32_t failed);
+/* Watches the client of every batch (after recovery, once the loop is armed);
+ * one whose client is gone already is dropped. */
+void batch_watch_all(struct luod *d);
+/* The client of the batches watched by ep (EP_BATCH) exited: they go. */
+void batch_client_exited(struct luod *d, struct endpoint *ep);
+/* Drops every batch whose parts came on ep (it hung up), or whose session is
+ * gone (a handover, a reboot). */
+void batch_drop_endpoint(struct luod *d, struct endpoint *ep);
+void batch_drop_stale(struct luod *d);
+/* The fds staged batches hold. */
+size_t batch_n_staged(const struct luod *d);
+/* Calls fn for every staged fd. */
+void batch_foreach_fd(struct luod *d, void (*fn)(int fd, void *userdata), void *userdata);
+/* At recovery: the staged parts from the journal; parts of an endpoint that
+ * is gone are dropped. */
+int batch_recover(struct luod *d);
+/* For reconcile(): calls fn for each fd a journal batch entry (size bytes) names. */
+int batch_entry_fds(const void *data, size_t size, void (*fn)(int fd, void *userdata),
+		    void *userdata);
 
 /* session-info.c */
 /* A session was created by pid. */

@@ -170,7 +170,9 @@ uint64_t capacity_uid_share(const struct luod *d, uint32_t uid)
 
 static uint64_t usage_fds(const struct uid_usage *u)
 {
-	return u->n_sessions + u->n_files + u->n_connections;
+	/* A batch's staged files are fds luod holds for the uid as much as its
+	 * preserved ones are. */
+	return u->n_sessions + u->n_files + u->n_connections + u->n_staged;
 }
 
 uint64_t uid_fds(struct luod *d, uint32_t uid)
@@ -376,6 +378,45 @@ struct endpoint *session_ep_add(struct luod *d, int fd, uint64_t handle, uint64_
 	return ep;
 }
 
+/* Closes (once the journal no longer names them) the fds a reply carried. */
+static void outmsg_free(struct luod *d, struct outmsg *m)
+{
+	luod_close_later_many(d, m->fds, m->n_fds);
+	free(m->fds);
+	m->fds = NULL;
+	m->n_fds = 0;
+}
+
+int ext_reply_fds(const struct ext_reply *rp, size_t size, const uint8_t **ret_tail)
+{
+	uint32_t n;
+
+	*ret_tail = NULL;
+	if (size < sizeof(*rp) || size - sizeof(*rp) < rp->len)
+		return -EBADMSG;
+	if (rp->fd != EXT_REPLY_FDS) {
+		if (size - sizeof(*rp) != rp->len)
+			return -EBADMSG;
+		return rp->fd >= 0 ? 1 : 0;
+	}
+	size -= sizeof(*rp) + rp->len;
+	if (size < sizeof(n))
+		return -EBADMSG;
+	memcpy(&n, (const uint8_t *)(rp + 1) + rp->len, sizeof(n));
+	if (n > LUOD_RECV_MAX_FDS || size != sizeof(n) + n * sizeof(int32_t))
+		return -EBADMSG;
+	*ret_tail = (const uint8_t *)(rp + 1) + rp->len + sizeof(n);
+	return (int)n;
+}
+
+int ext_reply_fd_at(const uint8_t *tail, size_t i)
+{
+	int32_t fd;
+
+	memcpy(&fd, tail + i * sizeof(fd), sizeof(fd));
+	return fd;
+}
+
 void endpoint_drop_queue(struct luod *d, struct endpoint *ep)
 {
 	while (ep->out_head) {
@@ -384,7 +425,7 @@ void endpoint_drop_queue(struct luod *d, struct endpoint *ep)
 		ep->out_head = m->next;
 		if (d->journal)
 			journal_check(d, luo_journal_ext_del(d->journal, LUOD_EXT_REPLY, m->key));
-		luod_close_later(d, m->fd);
+		outmsg_free(d, m);
 		queued_charge(d, ep, -(int64_t)m->len);
 		free(m);
 	}
@@ -394,6 +435,8 @@ void endpoint_drop_queue(struct luod *d, struct endpoint *ep)
 
 static void endpoint_free(struct luod *d, struct endpoint *ep)
 {
+	/* A client that dies midway through a batch leaves nothing of it. */
+	batch_drop_endpoint(d, ep);
 	endpoint_drop_queue(d, ep);
 	endpoint_unwatch(d, ep);
 	if (ep->hangup_queued) {
@@ -637,10 +680,10 @@ static void endpoint_update_events(struct luod *d, struct endpoint *ep)
 		log_warning("epoll_ctl failed for fd %d: %m", ep->fd);
 }
 
-/* One message with an optional fd, never blocking; the count sent or -errno. */
-static ssize_t send_reply(int sock, struct iovec *iov, size_t iovlen, int fd)
+/* One message with its fds, never blocking; the count sent or -errno. */
+static ssize_t send_reply(int sock, struct iovec *iov, size_t iovlen, const int *fds, size_t n_fds)
 {
-	return socket_send_message_flags(sock, iov, iovlen, &fd, fd >= 0 ? 1 : 0, MSG_DONTWAIT);
+	return socket_send_message_flags(sock, iov, iovlen, fds, n_fds, MSG_DONTWAIT);
 }
 
 void endpoint_flush(struct luod *d, struct endpoint *ep)
@@ -649,7 +692,7 @@ void endpoint_flush(struct luod *d, struct endpoint *ep)
 		struct outmsg *m = ep->out_head;
 		struct iovec iov = { .iov_base = m->data + sizeof(struct ext_reply),
 				     .iov_len = m->len };
-		ssize_t n = send_reply(ep->fd, &iov, 1, m->fd);
+		ssize_t n = send_reply(ep->fd, &iov, 1, m->fds, m->n_fds);
 
 		if (n == -EAGAIN)
 			break;
@@ -663,7 +706,7 @@ void endpoint_flush(struct luod *d, struct endpoint *ep)
 		queued_charge(d, ep, -(int64_t)m->len);
 		if (d->journal)
 			journal_check(d, luo_journal_ext_del(d->journal, LUOD_EXT_REPLY, m->key));
-		luod_close_later(d, m->fd);
+		outmsg_free(d, m);
 		free(m);
 		if (n == -EPIPE || n == -ECONNRESET || n == -ENOTCONN) {
 			endpoint_drop_queue(d, ep);
@@ -691,6 +734,72 @@ static void endpoint_enqueue(struct luod *d, struct endpoint *ep, struct outmsg 
 		endpoint_update_events(d, ep);
 }
 
+/*
+ * Every reply is committed to the journal before it leaves: one that a
+ * worker dies before sending, its successor sends.  The message is kept as
+ * the journal entry's bytes (struct ext_reply, the message, and for more
+ * than one fd their numbers after it).
+ */
+static void reply_queue(struct luod *d, struct endpoint *ep, const struct luo_wire_reply *hdr,
+			const void *payload, size_t len, const void *extra, size_t extra_len,
+			const int *fds, size_t n_fds)
+{
+	size_t total = sizeof(*hdr) + len + extra_len;
+	size_t tail = n_fds > 1 ? sizeof(uint32_t) + n_fds * sizeof(int32_t) : 0;
+	struct outmsg *m;
+	int *mfds = NULL;
+
+	/* The request came with a reply socket of its own: its answer goes there. */
+	if (d->in_request && ep == d->request_ep && d->request_reply_ep)
+		ep = d->request_reply_ep;
+
+	m = malloc(sizeof(*m) + sizeof(struct ext_reply) + total + tail);
+	if (n_fds > 0)
+		mfds = malloc(n_fds * sizeof(int));
+	if (!m || (n_fds > 0 && !mfds)) {
+		log_warning("out of memory for a reply: dropped");
+		luod_close_later_many(d, fds, n_fds);
+		free(m);
+		free(mfds);
+		return;
+	}
+	if (n_fds > 0)
+		memcpy(mfds, fds, n_fds * sizeof(int));
+	m->fds = mfds;
+	m->n_fds = n_fds;
+	m->len = total;
+	m->ext_len = sizeof(struct ext_reply) + total + tail;
+	m->key = ((uint64_t)(uint32_t)ep->fd << 32) | ep->reply_seq++;
+	if (ep->type == EP_REPLY)
+		m->key |= LUOD_REPLY_KEY_PRIVATE;
+	struct ext_reply *rp = (struct ext_reply *)m->data;
+	rp->fd = n_fds > 1 ? EXT_REPLY_FDS : n_fds == 1 ? fds[0] : -1;
+	rp->len = (uint32_t)total;
+	uint8_t *msg = m->data + sizeof(*rp);
+	memcpy(msg, hdr, sizeof(*hdr));
+	if (len)
+		memcpy(msg + sizeof(*hdr), payload, len);
+	if (extra_len)
+		memcpy(msg + sizeof(*hdr) + len, extra, extra_len);
+	if (tail) {
+		uint32_t n = (uint32_t)n_fds;
+
+		memcpy(msg + total, &n, sizeof(n));
+		for (size_t i = 0; i < n_fds; i++) {
+			int32_t fd = fds[i];
+			memcpy(msg + total + sizeof(n) + i * sizeof(fd), &fd, sizeof(fd));
+		}
+	}
+	if (d->journal)
+		journal_check(d, luo_journal_ext_put(d->journal, LUOD_EXT_REPLY, m->key, m->data,
+						     m->ext_len));
+	endpoint_enqueue(d, ep, m);
+	if (!d->in_request) {
+		journal_commit(d);
+		endpoint_flush(d, ep);
+	}
+}
+
 void endpoint_reply(struct luod *d, struct endpoint *ep, uint32_t tag, int result, uint32_t flags,
 		    const void *payload, size_t len, const void *extra, size_t extra_len, int fd)
 {
@@ -700,58 +809,49 @@ void endpoint_reply(struct luod *d, struct endpoint *ep, uint32_t tag, int resul
 		.flags = flags,
 		.size = (uint32_t)(len + extra_len),
 	};
-	size_t total = sizeof(hdr) + len + extra_len;
-	struct outmsg *m;
 
-	/* The request came with a reply socket of its own: its answer goes there. */
-	if (d->in_request && ep == d->request_ep && d->request_reply_ep)
-		ep = d->request_reply_ep;
-
-	/*
-	 * Every reply is committed to the journal before it leaves: one that a
-	 * worker dies before sending, its successor sends.  The message is kept
-	 * as the journal entry's bytes (struct ext_reply, then the message).
-	 */
-	m = malloc(sizeof(*m) + sizeof(struct ext_reply) + total);
-	if (!m) {
-		log_warning("out of memory for a reply: dropped");
-		luod_close_later(d, fd);
-		return;
-	}
-	m->fd = fd;
-	m->len = total;
-	m->key = ((uint64_t)(uint32_t)ep->fd << 32) | ep->reply_seq++;
-	if (ep->type == EP_REPLY)
-		m->key |= LUOD_REPLY_KEY_PRIVATE;
-	struct ext_reply *rp = (struct ext_reply *)m->data;
-	rp->fd = fd >= 0 ? fd : -1;
-	rp->len = (uint32_t)total;
-	uint8_t *msg = m->data + sizeof(*rp);
-	memcpy(msg, &hdr, sizeof(hdr));
-	if (len)
-		memcpy(msg + sizeof(hdr), payload, len);
-	if (extra_len)
-		memcpy(msg + sizeof(hdr) + len, extra, extra_len);
-	if (d->journal)
-		journal_check(d, luo_journal_ext_put(d->journal, LUOD_EXT_REPLY, m->key, m->data,
-						     sizeof(*rp) + total));
-	endpoint_enqueue(d, ep, m);
-	if (!d->in_request) {
-		journal_commit(d);
-		endpoint_flush(d, ep);
-	}
+	reply_queue(d, ep, &hdr, payload, len, extra, extra_len, &fd, fd >= 0 ? 1 : 0);
 }
 
-int endpoint_requeue(struct luod *d, struct endpoint *ep, uint64_t key, const struct ext_reply *rp)
+void endpoint_reply_fds(struct luod *d, struct endpoint *ep, uint32_t tag, int result,
+			const void *payload, size_t len, const int *fds, size_t n_fds)
 {
-	struct outmsg *m = malloc(sizeof(*m) + sizeof(*rp) + rp->len);
+	struct luo_wire_reply hdr = {
+		.result = result,
+		.tag = tag,
+		.size = (uint32_t)len,
+	};
 
+	reply_queue(d, ep, &hdr, payload, len, NULL, 0, fds, n_fds);
+}
+
+int endpoint_requeue(struct luod *d, struct endpoint *ep, uint64_t key, const struct ext_reply *rp,
+		     size_t size)
+{
+	const uint8_t *tail;
+	int n = ext_reply_fds(rp, size, &tail);
+	struct outmsg *m;
+
+	if (n < 0)
+		return n;
+	m = malloc(sizeof(*m) + size);
 	if (!m)
 		return -ENOMEM;
-	m->fd = rp->fd >= 0 ? rp->fd : -EBADF;
+	m->n_fds = (size_t)n;
+	m->fds = n > 0 ? malloc((size_t)n * sizeof(int)) : NULL;
+	if (n > 0 && !m->fds) {
+		free(m);
+		return -ENOMEM;
+	}
+	if (tail)
+		for (int i = 0; i < n; i++)
+			m->fds[i] = ext_reply_fd_at(tail, (size_t)i);
+	else if (n == 1)
+		m->fds[0] = rp->fd;
 	m->len = rp->len;
+	m->ext_len = size;
 	m->key = key;
-	memcpy(m->data, rp, sizeof(*rp) + rp->len);
+	memcpy(m->data, rp, size);
 	if ((uint32_t)key >= ep->reply_seq)
 		ep->reply_seq = (uint32_t)key + 1;
 	endpoint_enqueue(d, ep, m);
@@ -801,6 +901,7 @@ int luod_init(struct luod *d)
 	list_init(&d->graveyard);
 	list_init(&d->deferred);
 	list_init(&d->hangups);
+	list_init(&d->batches);
 	hashmap_init(&d->by_ino);
 	hashmap_init(&d->uids);
 	r = luo_engine_new(&d->engine);
@@ -1161,7 +1262,11 @@ static ssize_t receive(int sock, uint8_t *buf, size_t size, int *fds, size_t *re
 	ssize_t n;
 
 	do
-		n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC | MSG_PEEK);
+		/* Born inheritable, as every fd luod holds is (its next image keeps
+		 * them): a batch's files become held fds as they came, no fcntl()
+		 * each.  luod execs nothing while a request holds them but an
+		 * update's checker, which gets luod's held fds anyway. */
+		n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_PEEK);
 	while (n < 0 && errno == EINTR);
 	if (n < 0) {
 		if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -1275,14 +1380,15 @@ static void reply_ep_finish(struct luod *d, struct endpoint *rep)
 	free(rep);
 }
 
-int reply_socket_resend(struct luod *d, int fd, uint64_t key, const struct ext_reply *rp)
+int reply_socket_resend(struct luod *d, int fd, uint64_t key, const struct ext_reply *rp,
+			size_t size)
 {
 	struct endpoint *rep = reply_ep_new(fd, 0);
 	int r;
 
 	if (!rep)
 		return -ENOMEM;
-	r = endpoint_requeue(d, rep, key, rp);
+	r = endpoint_requeue(d, rep, key, rp, size);
 	if (r < 0) {
 		free(rep);
 		return r;
@@ -1534,6 +1640,9 @@ int server_run(struct luod *d)
 				break;
 			case EP_REPLY:
 				break; /* never in the epoll set */
+			case EP_BATCH:
+				batch_client_exited(d, ep);
+				break;
 			}
 			journal_commit(d);
 			liveupdate_stop_if_due(d);

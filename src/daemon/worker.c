@@ -274,15 +274,25 @@ static int named_request(uint64_t key, const void *data, size_t size, void *user
 static int named_reply(uint64_t key, const void *data, size_t size, void *userdata)
 {
 	const struct ext_reply *rp = data;
+	const uint8_t *tail;
+	int n = ext_reply_fds(rp, size, &tail);
 
-	if (size < sizeof(*rp) || size - sizeof(*rp) != rp->len)
-		return -EBADMSG;
-	named_add(userdata, rp->fd);
+	if (n < 0)
+		return n;
+	if (!tail)
+		named_add(userdata, rp->fd);
+	for (int i = 0; tail && i < n; i++)
+		named_add(userdata, ext_reply_fd_at(tail, (size_t)i));
 	/* A request's own reply socket, named by its first reply (one per request
 	 * on a session; a hostile client's stream on a connection has more). */
 	if ((key & LUOD_REPLY_KEY_PRIVATE) && (uint32_t)key == 0)
 		named_add(userdata, (int)((key & ~LUOD_REPLY_KEY_PRIVATE) >> 32));
 	return 0;
+}
+
+static int named_batch(uint64_t key, const void *data, size_t size, void *userdata)
+{
+	return batch_entry_fds(data, size, named_flb, userdata);
 }
 
 static int cmp_int(const void *a, const void *b)
@@ -374,6 +384,8 @@ static int reconcile(struct luod *d, size_t *ret_closed, size_t *ret_adopted)
 	r = luo_journal_ext_foreach(d->journal, LUOD_EXT_REQUEST, named_request, &n);
 	if (r >= 0)
 		r = luo_journal_ext_foreach(d->journal, LUOD_EXT_REPLY, named_reply, &n);
+	if (r >= 0)
+		r = luo_journal_ext_foreach(d->journal, LUOD_EXT_BATCH, named_batch, &n);
 	if (r < 0)
 		goto out;
 	qsort(n.fds, n.n, sizeof(int), cmp_int);
@@ -461,6 +473,7 @@ out:
 struct reply_item {
 	uint64_t key;
 	const struct ext_reply *rp;
+	size_t size;
 };
 
 struct reply_list {
@@ -481,7 +494,7 @@ static int list_reply(uint64_t key, const void *data, size_t size, void *userdat
 		l->items = p;
 		l->cap = cap;
 	}
-	l->items[l->n++] = (struct reply_item){ key, data };
+	l->items[l->n++] = (struct reply_item){ key, data, size };
 	return 0;
 }
 
@@ -508,20 +521,26 @@ static int requeue_replies(struct luod *d)
 			/* A request's own reply socket: sent now, then closed. */
 			r = reply_socket_resend(
 				d, (int)((l.items[i].key & ~LUOD_REPLY_KEY_PRIVATE) >> 32),
-				l.items[i].key, l.items[i].rp);
+				l.items[i].key, l.items[i].rp, l.items[i].size);
 			if (r < 0)
 				goto out;
 			continue;
 		}
 		ep = find_endpoint(d, (int)(l.items[i].key >> 32));
 		if (!ep) {
+			const uint8_t *tail;
+			int n = ext_reply_fds(l.items[i].rp, l.items[i].size, &tail);
+
 			/* Its connection is gone: so is the reply. */
-			luod_close_later(d, l.items[i].rp->fd);
+			if (!tail && n > 0)
+				luod_close_later(d, l.items[i].rp->fd);
+			for (int k = 0; tail && k < n; k++)
+				luod_close_later(d, ext_reply_fd_at(tail, (size_t)k));
 			journal_check(
 				d, luo_journal_ext_del(d->journal, LUOD_EXT_REPLY, l.items[i].key));
 			continue;
 		}
-		r = endpoint_requeue(d, ep, l.items[i].key, l.items[i].rp);
+		r = endpoint_requeue(d, ep, l.items[i].key, l.items[i].rp, l.items[i].size);
 		if (r < 0)
 			goto out;
 	}
@@ -632,11 +651,14 @@ int worker_main(struct luod *d)
 	}
 	r = uid_usage_recount(d);
 	if (r >= 0)
+		r = batch_recover(d);
+	if (r >= 0)
 		r = server_arm(d);
 	if (r < 0) {
 		log_error("cannot set up the event loop: %s", strerror(-r));
 		return LUOD_EXIT_FAILURE;
 	}
+	batch_watch_all(d);
 	fault_point(d, "recover-armed");
 	d->t_recovered_usec = now_usec(CLOCK_MONOTONIC);
 	/* An update's new image recovered: the previous binary, kept for a

@@ -22,6 +22,7 @@
  * exercised against the preload shim on a kernel without LUO.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/magic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -38,6 +39,7 @@
 
 #include "basic/fd-util.h"
 #include "basic/macro.h"
+#include "basic/socket-util.h"
 #include "luo/luo.h"
 #include "luo/uapi.h"
 #include "protocol/protocol.h"
@@ -186,19 +188,34 @@ static int kernel_ioctl(int fd, unsigned long cmd, void *arg)
 
 /*
  * One command down fd's path: the kernel's ioctl, or a request to luod that
- * carries send_fd (if not NULL) and takes the reply's fd into *ret_fd (if not
- * NULL).
+ * carries send_fds[0..n_send) and takes the reply's fds: one into *ret_fds
+ * (if not NULL) for a single command; for a batch (ret_n not NULL) up to
+ * max_ret of them into ret_fds[0..*ret_n), and the reply's struct even on an
+ * error (the index of the file that failed).  Every session command, single
+ * or batch, goes through here.
  */
-static int call(int fd, int kind, unsigned long cmd, void *arg, uint32_t size, const int *send_fd,
-		int *ret_fd)
+static int call_fds(int fd, int kind, unsigned long cmd, void *arg, uint32_t size,
+		    const int *send_fds, size_t n_send, int *ret_fds, size_t max_ret, size_t *ret_n)
 {
 	if (kind == FD_KERNEL)
 		return kernel_ioctl(fd, cmd, arg);
+	if (ret_n)
+		/* A batch: its replies come on a socket of our own too. */
+		return luo_wire_call_fds(fd, (uint32_t)cmd, arg, size, send_fds, n_send, ret_fds,
+					 max_ret, ret_n);
 	/* A session command's reply comes on a socket of our own: other holders
 	 * of the session fd neither read nor hold it up. */
 	if (luo_wire_command_find(LUO_WIRE_SESSION, (uint32_t)cmd & 0xffu))
-		return luo_wire_call_session(fd, cmd, arg, size, send_fd, send_fd ? 1 : 0, ret_fd);
-	return luo_wire_call(fd, cmd, arg, size, send_fd, send_fd ? 1 : 0, ret_fd);
+		return luo_wire_call_session(fd, (uint32_t)cmd, arg, size, send_fds, n_send,
+					     ret_fds);
+	return luo_wire_call(fd, (uint32_t)cmd, arg, size, send_fds, n_send, ret_fds);
+}
+
+static int call(int fd, int kind, unsigned long cmd, void *arg, uint32_t size, const int *send_fd,
+		int *ret_fd)
+{
+	return call_fds(fd, kind, cmd, arg, size, send_fd, send_fd ? 1 : 0, ret_fd, ret_fd ? 1 : 0,
+			NULL);
 }
 
 /*
@@ -428,6 +445,206 @@ _public_ int luo_session_get_name(int session_fd, char ret_name[LUO_SESSION_NAME
 	/* Never hand the caller an unterminated string, whatever the peer sent. */
 	a.name[LUO_SESSION_NAME_LENGTH - 1] = 0;
 	memcpy(ret_name, a.name, LUO_SESSION_NAME_LENGTH);
+	return 0;
+}
+
+/* ---- batches ---- */
+
+/* Ids of this process's batches: the thread and a count, never 0. */
+static _Thread_local uint32_t batch_count;
+
+static uint64_t next_batch_id(void)
+{
+	return ((uint64_t)(uint32_t)gettid() << 32) | ++batch_count;
+}
+
+/* The first of fds[0..n) that is not open, or n. */
+static size_t first_closed(const int *fds, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (fds[i] < 0 || fcntl(fds[i], F_GETFD) < 0)
+			return i;
+	return n;
+}
+
+static void set_failed(size_t *ret_failed, size_t i)
+{
+	if (ret_failed)
+		*ret_failed = i;
+}
+
+/* The kernel has one ioctl per file, and no way to take a file back out. */
+static int kernel_preserve_fds(int session_fd, size_t n, const uint64_t tokens[], const int fds[],
+			       size_t *ret_failed)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct liveupdate_session_preserve_fd a = {
+			.size = sizeof(a),
+			.fd = fds[i],
+			.token = tokens[i],
+		};
+		int r = kernel_ioctl(session_fd, LIVEUPDATE_SESSION_PRESERVE_FD, &a);
+
+		if (r < 0) {
+			set_failed(ret_failed, i);
+			return r;
+		}
+	}
+	return 0;
+}
+
+static int kernel_retrieve_fds(int session_fd, size_t n, const uint64_t tokens[], int ret_fds[],
+			       size_t *ret_failed)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct liveupdate_session_retrieve_fd a = {
+			.size = sizeof(a),
+			.fd = -1,
+			.token = tokens[i],
+		};
+		int r = kernel_ioctl(session_fd, LIVEUPDATE_SESSION_RETRIEVE_FD, &a);
+
+		if (r < 0) {
+			close_many(ret_fds, i);
+			set_failed(ret_failed, i);
+			return r;
+		}
+		ret_fds[i] = a.fd;
+	}
+	return 0;
+}
+
+/* Tells luod to drop what it staged of batch id (a part could not be sent). */
+static void abort_batch(int session_fd, int kind, uint64_t id)
+{
+	struct luo_wire_fds w = {
+		.size = LUO_WIRE_FDS_HEADER,
+		.flags = LUO_WIRE_FDS_ABORT,
+		.failed = LUO_WIRE_FDS_NONE,
+		.batch = id,
+	};
+	size_t got = 0;
+
+	(void)call_fds(session_fd, kind, LUO_SESSION_PRESERVE_FDS, &w, LUO_WIRE_FDS_HEADER, NULL, 0,
+		       NULL, 0, &got);
+}
+
+/*
+ * luod's path: parts of at most LUO_WIRE_BATCH_MAX files, one message each
+ * with its reply; luod stages them and applies the batch at the last
+ * (protocol.h), so that it is all or nothing however many parts it takes.
+ */
+_public_ int luo_session_preserve_fds(int session_fd, size_t n, const uint64_t tokens[],
+				      const int fds[], size_t *ret_failed)
+{
+	uint64_t id;
+	int kind;
+
+	if (session_fd < 0) {
+		set_failed(ret_failed, n);
+		return -EBADF;
+	}
+	if (n > 0 && (!tokens || !fds)) {
+		set_failed(ret_failed, n);
+		return -EINVAL;
+	}
+	if (n == 0)
+		return 0;
+	kind = fd_kind(session_fd, false);
+	if (kind < 0) {
+		set_failed(ret_failed, n);
+		return kind;
+	}
+	if (kind == FD_KERNEL)
+		return kernel_preserve_fds(session_fd, n, tokens, fds, ret_failed);
+
+	id = next_batch_id();
+	for (size_t start = 0; start < n; start += LUO_WIRE_BATCH_MAX) {
+		size_t cnt = MIN(n - start, (size_t)LUO_WIRE_BATCH_MAX), got = 0;
+		struct luo_wire_fds w = {
+			.size = (uint32_t)(LUO_WIRE_FDS_HEADER + 8 * cnt),
+			.flags = (start == 0 ? LUO_WIRE_FDS_BEGIN : 0) |
+				 (start + cnt == n ? LUO_WIRE_FDS_COMMIT : 0),
+			.count = (uint32_t)cnt,
+			.failed = LUO_WIRE_FDS_NONE,
+			.batch = id,
+		};
+		int r;
+
+		memcpy(w.tokens, tokens + start, cnt * sizeof(uint64_t));
+		r = call_fds(session_fd, kind, LUO_SESSION_PRESERVE_FDS, &w, w.size, fds + start,
+			     cnt, NULL, 0, &got);
+		/* A part that failed on our side may leave earlier ones staged; luod
+		 * has dropped them already if it answered the error itself. */
+		if (r < 0 && n > LUO_WIRE_BATCH_MAX)
+			abort_batch(session_fd, kind, id);
+		if (r == -EBADF) {
+			/* sendmsg() refuses a closed fd before anything is sent. */
+			size_t k = first_closed(fds + start, cnt);
+
+			if (k < cnt) {
+				set_failed(ret_failed, start + k);
+				return r;
+			}
+		}
+		if (r < 0) {
+			/* luod ended the batch; the index it gives is in the whole batch. */
+			set_failed(ret_failed,
+				   w.failed == LUO_WIRE_FDS_NONE ? n : (size_t)w.failed);
+			return r;
+		}
+	}
+	return 0;
+}
+
+_public_ int luo_session_retrieve_fds(int session_fd, size_t n, const uint64_t tokens[],
+				      int ret_fds[], size_t *ret_failed)
+{
+	int kind;
+
+	if (session_fd < 0) {
+		set_failed(ret_failed, n);
+		return -EBADF;
+	}
+	if (n > 0 && (!tokens || !ret_fds)) {
+		set_failed(ret_failed, n);
+		return -EINVAL;
+	}
+	if (n == 0)
+		return 0;
+	kind = fd_kind(session_fd, false);
+	if (kind < 0) {
+		set_failed(ret_failed, n);
+		return kind;
+	}
+	if (kind == FD_KERNEL)
+		return kernel_retrieve_fds(session_fd, n, tokens, ret_fds, ret_failed);
+
+	for (size_t start = 0; start < n; start += LUO_WIRE_BATCH_MAX) {
+		size_t cnt = MIN(n - start, (size_t)LUO_WIRE_BATCH_MAX), got = 0;
+		struct luo_wire_fds w = {
+			.size = (uint32_t)(LUO_WIRE_FDS_HEADER + 8 * cnt),
+			.count = (uint32_t)cnt,
+			.failed = LUO_WIRE_FDS_NONE,
+		};
+		int r;
+
+		memcpy(w.tokens, tokens + start, cnt * sizeof(uint64_t));
+		r = call_fds(session_fd, kind, LUO_SESSION_RETRIEVE_FDS, &w, w.size, NULL, 0,
+			     ret_fds + start, cnt, &got);
+		if (r >= 0 && got != cnt) {
+			close_many(ret_fds + start, got);
+			r = -EBADMSG;
+		}
+		if (r < 0) {
+			/* All or nothing for the caller: what earlier parts gave goes. */
+			close_many(ret_fds, start);
+			set_failed(ret_failed, w.failed == LUO_WIRE_FDS_NONE || w.failed >= cnt
+						       ? n
+						       : start + w.failed);
+			return r;
+		}
+	}
 	return 0;
 }
 

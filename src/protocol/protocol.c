@@ -23,6 +23,13 @@
 		.reply_fds = (rfds), .name = (nm)                                                  \
 	}
 
+#define WIRE_BATCH(n, fds, rfds, nm)                                                               \
+	{                                                                                          \
+		.nr = (n), .target = LUO_WIRE_SESSION, .min_size = LUO_WIRE_FDS_HEADER,            \
+		.full_size = sizeof(struct luo_wire_fds), .n_fds = (fds), .reply_fds = (rfds),     \
+		.batch = true, .name = (nm)                                                        \
+	}
+
 static const struct luo_wire_command wire_commands[] = {
 	/* The kernel's device commands; create knows luod's trailing flags. */
 	WIRE_CMD(LUO_WIRE_DEVICE, LIVEUPDATE_CMD_CREATE_SESSION,
@@ -71,6 +78,9 @@ static const struct luo_wire_command wire_commands[] = {
 		 sizeof(struct luo_wire_simple), 0, 0, "HANDOVER"),
 	WIRE_CMD(LUO_WIRE_SESSION, LUO_CMD_SESSION_GET_OWNER, sizeof(struct luo_wire_get_owner),
 		 sizeof(struct luo_wire_get_owner), 0, 0, "GET_OWNER"),
+	/* Batches: the size follows the count (check_batch). */
+	WIRE_BATCH(LUO_CMD_SESSION_PRESERVE_FDS, LUO_WIRE_BATCH_MAX, 0, "PRESERVE_FDS"),
+	WIRE_BATCH(LUO_CMD_SESSION_RETRIEVE_FDS, 0, LUO_WIRE_BATCH_MAX, "RETRIEVE_FDS"),
 };
 
 /* The structs must have the kernel's sizes, or the E2BIG/EINVAL checks drift. */
@@ -96,6 +106,12 @@ _Static_assert(sizeof(struct luo_wire_request) + sizeof(struct luo_wire_kexec) <
 		       LUO_WIRE_REQUEST_MAX,
 	       "kexec request");
 _Static_assert(sizeof(struct luo_wire_kexec_file) == 128, "kexec file entry");
+_Static_assert(offsetof(struct luo_wire_fds, tokens) == LUO_WIRE_FDS_HEADER, "batch header");
+/* A whole batch message fits a request, and its fds with a session fd fit SCM_MAX_FD. */
+_Static_assert(sizeof(struct luo_wire_request) + sizeof(struct luo_wire_fds) <=
+		       LUO_WIRE_REQUEST_MAX,
+	       "batch request");
+_Static_assert(LUO_WIRE_BATCH_MAX + 1 <= SOCKET_MAX_FDS, "batch fds");
 
 const struct luo_wire_command *luo_wire_command_find(enum luo_wire_target target, uint32_t nr)
 {
@@ -195,6 +211,32 @@ int luo_wire_request_check_fds(const struct luo_wire_parsed *p, size_t n_fds)
 	if (n_fds < p->cmd->n_fds)
 		return -EBADF;
 	return 0;
+}
+
+int luo_wire_request_check_batch(const struct luo_wire_parsed *p, const struct luo_wire_fds *f,
+				 size_t n_fds)
+{
+	bool preserve;
+
+	if (!p || !p->cmd || !p->cmd->batch || !f)
+		return -EINVAL;
+	preserve = p->cmd->nr == LUO_CMD_SESSION_PRESERVE_FDS;
+	if (preserve && (f->flags & LUO_WIRE_FDS_ABORT))
+		return f->flags == LUO_WIRE_FDS_ABORT && f->count == 0 && f->batch != 0 &&
+				       p->size == LUO_WIRE_FDS_HEADER && n_fds == 0
+			       ? 0
+			       : -EINVAL;
+	if (f->count == 0 || f->count > LUO_WIRE_BATCH_MAX ||
+	    p->size != LUO_WIRE_FDS_HEADER + 8 * (size_t)f->count)
+		return -EINVAL;
+	if (preserve ? (f->flags & ~LUO_WIRE_FDS_FLAGS) || f->batch == 0
+		     : f->flags != 0 || f->batch != 0)
+		return -EINVAL;
+	if (!preserve)
+		return n_fds > 0 ? -EINVAL : 0;
+	if (n_fds > f->count)
+		return -EINVAL;
+	return n_fds < f->count ? -EBADF : 0;
 }
 
 uint32_t luo_wire_reply_size(const struct luo_wire_parsed *p)

@@ -34,6 +34,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -325,9 +326,13 @@ struct luo_wire_kexec_file {
 enum {
 	LUO_CMD_SESSION_HANDOVER = 0x44,
 	LUO_CMD_SESSION_GET_OWNER = 0x45,
+	LUO_CMD_SESSION_PRESERVE_FDS = 0x46, /* 1..LUO_WIRE_BATCH_MAX fds attached */
+	LUO_CMD_SESSION_RETRIEVE_FDS = 0x47, /* the reply carries count fds */
 };
 #define LUO_SESSION_HANDOVER _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_SESSION_HANDOVER)
 #define LUO_SESSION_GET_OWNER _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_SESSION_GET_OWNER)
+#define LUO_SESSION_PRESERVE_FDS _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_SESSION_PRESERVE_FDS)
+#define LUO_SESSION_RETRIEVE_FDS _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_SESSION_RETRIEVE_FDS)
 /* GET_OWNER: the uid that owns the session (whose names it is among). */
 struct luo_wire_get_owner {
 	uint32_t size;
@@ -336,6 +341,47 @@ struct luo_wire_get_owner {
 	uint32_t reserved2;
 };
 /* HANDOVER: struct luo_wire_simple, reserved must be 0. */
+
+/*
+ * Batches: many files per message (libluo's luo_session_preserve_fds() and
+ * luo_session_retrieve_fds()).  One message carries at most
+ * LUO_WIRE_BATCH_MAX files: SCM_MAX_FD (253) less one slot kept for the
+ * request's own reply socket (LUO_WIRE_OP_REPLY_SOCKET), the last fd, which
+ * luod takes off before the batch is checked.  The struct is variable: size is
+ * offsetof(tokens) + 8 * count, and the message's SCM_RIGHTS fds are the
+ * files, fds[i] under tokens[i].
+ *
+ * PRESERVE_FDS: a batch of any size travels as parts, each one message with
+ * its reply.  The first part has LUO_WIRE_FDS_BEGIN, the last
+ * LUO_WIRE_FDS_COMMIT (one part: both); every part names the batch with the
+ * client's id.  luod stages the files of each part (nothing is preserved,
+ * nothing is visible) and applies the whole batch when the last part comes:
+ * all of it, or, when a file fails, none of it, with `failed` set to the
+ * failing file's index in the whole batch in the error reply's payload.
+ * Staged parts are dropped when the endpoint they came on hangs up, when a
+ * part fails, when the session moves on, or by a message with only
+ * LUO_WIRE_FDS_ABORT (count 0, no fds: the client gave up, the reply is 0).
+ *
+ * RETRIEVE_FDS: count tokens in, count fds out in the reply (in order); on
+ * an error, `failed` is the index in this message of the token that failed.
+ * Each message stands alone (a retrieve can be repeated: libluo closes what
+ * earlier messages gave when a later one fails).
+ */
+#define LUO_WIRE_BATCH_MAX 252
+#define LUO_WIRE_FDS_BEGIN (1u << 0)  /* PRESERVE_FDS: the first part of a batch */
+#define LUO_WIRE_FDS_COMMIT (1u << 1) /* PRESERVE_FDS: the last part: apply the batch */
+#define LUO_WIRE_FDS_ABORT (1u << 2)  /* PRESERVE_FDS: drop the batch (count 0, no fds) */
+#define LUO_WIRE_FDS_FLAGS (LUO_WIRE_FDS_BEGIN | LUO_WIRE_FDS_COMMIT | LUO_WIRE_FDS_ABORT)
+#define LUO_WIRE_FDS_NONE UINT32_MAX /* `failed` when no one file failed */
+struct luo_wire_fds {
+	uint32_t size;
+	uint32_t flags;	 /* LUO_WIRE_FDS_* (0 for RETRIEVE_FDS) */
+	uint32_t count;	 /* tokens in this message, 1..LUO_WIRE_BATCH_MAX (ABORT: 0) */
+	uint32_t failed; /* out (error replies too): index of the file that failed */
+	uint64_t batch;	 /* PRESERVE_FDS: the client's id of the batch; 0 for RETRIEVE_FDS */
+	uint64_t tokens[LUO_WIRE_BATCH_MAX];
+};
+#define LUO_WIRE_FDS_HEADER 24 /* offsetof(struct luo_wire_fds, tokens) */
 
 /* ---- command table: the kernel's checks are driven by it ---- */
 enum luo_wire_target {
@@ -348,8 +394,9 @@ struct luo_wire_command {
 	enum luo_wire_target target;
 	uint32_t min_size;  /* the kernel's full struct (or luod's for extensions) */
 	uint32_t full_size; /* the struct luod knows */
-	uint8_t n_fds;	    /* fds the request carries */
-	uint8_t reply_fds;  /* fds the reply carries on success */
+	uint8_t n_fds;	    /* fds the request carries (a batch: at most this many) */
+	uint8_t reply_fds;  /* fds the reply carries on success (a batch: at most) */
+	bool batch;	    /* struct luo_wire_fds: as many fds as its count says */
 	const char *name;
 };
 
@@ -410,9 +457,15 @@ int luo_wire_request_check_struct(const struct luo_wire_parsed *p, void *ret_str
 /*
  * Step 7: n_fds is the number of fds that came with the request.  Returns 0,
  * or -EBADF when a command that takes one fd came without, -EINVAL when fds
- * came with a command that takes none, or more than the command takes.
+ * came with a command that takes none, or more than the command takes.  For a
+ * batch command, with its struct (checked) in batch_struct: -EINVAL for a
+ * count of 0 (but for an ABORT alone) or above LUO_WIRE_BATCH_MAX, a size
+ * that is not the count's, or unknown flags; then (PRESERVE_FDS) -EBADF for fewer fds than the count,
+ * -EINVAL for more; (RETRIEVE_FDS) -EINVAL for any fd.
  */
 int luo_wire_request_check_fds(const struct luo_wire_parsed *p, size_t n_fds);
+int luo_wire_request_check_batch(const struct luo_wire_parsed *p, const struct luo_wire_fds *f,
+				 size_t n_fds);
 
 /* Bytes of the struct to copy back in a successful reply: min(size, full_size). */
 uint32_t luo_wire_reply_size(const struct luo_wire_parsed *p);

@@ -442,16 +442,14 @@ static int wait_for_own(int sock, uint32_t tag, uint64_t deadline, struct luo_wi
  * payload size (after the header, which is copied into *ret) and the fd it
  * carried (or -EBADF); on error nothing is left open.
  */
-static int take_own(int sock, void *buf, size_t size, size_t max_fds, struct luo_wire_reply *ret,
-		    int *ret_fd)
+static int take_own_fds(int sock, void *buf, size_t size, size_t max_fds,
+			struct luo_wire_reply *ret, int *fds, size_t *ret_n_fds)
 {
-	int fds[1] = { -EBADF };
 	size_t n_fds = 0;
 	struct luo_wire_reply h;
 	ssize_t n;
 
-	n = socket_recv_message(sock, buf, size, fds, MIN(max_fds, (size_t)1), &n_fds,
-				MSG_DONTWAIT);
+	n = socket_recv_message(sock, buf, size, fds, max_fds, &n_fds, MSG_DONTWAIT);
 	if (n < 0)
 		return (int)n;
 	if ((size_t)n < sizeof(h)) {
@@ -465,8 +463,21 @@ static int take_own(int sock, void *buf, size_t size, size_t max_fds, struct luo
 		return -EBADMSG;
 	}
 	*ret = h;
-	*ret_fd = n_fds > 0 ? fds[0] : -EBADF;
+	*ret_n_fds = n_fds;
 	return (int)h.size;
+}
+
+/* The same for a reply that carries at most one fd: it, or -EBADF. */
+static int take_own(int sock, void *buf, size_t size, size_t max_fds, struct luo_wire_reply *ret,
+		    int *ret_fd)
+{
+	int fds[1] = { -EBADF };
+	size_t n_fds = 0;
+	int r = take_own_fds(sock, buf, size, MIN(max_fds, (size_t)1), ret, fds, &n_fds);
+
+	if (r >= 0)
+		*ret_fd = n_fds > 0 ? fds[0] : -EBADF;
+	return r;
 }
 
 /* Takes and drops our remaining messages of a streamed reply. */
@@ -682,6 +693,95 @@ out:
 	 * next call, as is one that comes after a timeout. */
 	tag_generation_next();
 	return r;
+}
+
+/*
+ * A session command whose reply may carry many fds (a batch): up to
+ * max_ret_fds of them into ret_fds[0..*ret_n_fds).  The reply comes on a
+ * socket of the caller's own as call()'s private_reply does, the shared way
+ * when none can be made.  No free slot is held for the reply's fds: a reply
+ * the fd table cannot take is -EMFILE and its fds are gone (luod keeps its
+ * own: a retrieve can be repeated).
+ */
+static int call_fds(int sock, uint32_t op, void *arg, uint32_t arg_size, const int *fds,
+		    size_t n_fds, int *ret_fds, size_t max_ret_fds, size_t *ret_n_fds,
+		    bool keep_error)
+{
+	uint8_t buf[sizeof(struct luo_wire_reply) + LUO_WIRE_REQUEST_MAX];
+	int send_fds[SOCKET_MAX_FDS], sp[2] = { -EBADF, -EBADF }, reply_sock = sock, r;
+	uint64_t deadline = deadline_start();
+	uint32_t tag = own_tag();
+	struct luo_wire_reply h;
+	size_t got = 0;
+
+	if (sock < 0)
+		return -EBADF;
+	if ((!arg && arg_size > 0) || n_fds > SOCKET_MAX_FDS || (!fds && n_fds > 0) ||
+	    max_ret_fds > SOCKET_MAX_FDS || (max_ret_fds > 0 && (!ret_fds || !ret_n_fds)))
+		return -EINVAL;
+	if (n_fds < SOCKET_MAX_FDS && reply_socket_new(sp) == 0) {
+		/* socketpair() took free numbers only: one of ours was not open. */
+		for (size_t i = 0; i < n_fds; i++)
+			if (fds[i] == sp[0] || fds[i] == sp[1]) {
+				close_many(sp, 2);
+				return -EBADF;
+			}
+		if (n_fds)
+			memcpy(send_fds, fds, n_fds * sizeof(int));
+		send_fds[n_fds++] = sp[1];
+		fds = send_fds;
+		op |= LUO_WIRE_OP_REPLY_SOCKET;
+		reply_sock = sp[0];
+	}
+	r = send_request(sock, op, tag, arg, arg_size, fds, n_fds, deadline);
+	sp[1] = safe_close(sp[1]);
+	if (r >= 0)
+		r = wait_for_own(reply_sock, tag, deadline, &h);
+	if (r == -ECONNRESET && reply_sock != sock) {
+		/* Our socket never reached luod: the answer is on the shared one. */
+		sp[0] = safe_close(sp[0]);
+		reply_sock = sock;
+		r = wait_for_own(sock, tag, deadline, &h);
+	}
+	if (r == -EPIPE || r == -ECONNRESET) {
+		int k = luo_wire_refusal(sock);
+		if (k < 0)
+			r = k;
+	}
+	if (r < 0)
+		goto out;
+	r = take_own_fds(reply_sock, buf, sizeof(buf), max_ret_fds, &h, ret_fds, &got);
+	if (r < 0) {
+		if (r == -EMSGSIZE && (h.flags & LUO_WIRE_REPLY_MORE))
+			(void)drain_stream(reply_sock, tag, deadline);
+		goto out;
+	}
+	if (h.flags & LUO_WIRE_REPLY_MORE) {
+		int k = drain_stream(reply_sock, tag, deadline);
+		if (k < 0) {
+			close_many(ret_fds, got);
+			r = k;
+			goto out;
+		}
+	}
+	if (h.result < 0 && !keep_error) {
+		r = h.result;
+		goto out;
+	}
+	memcpy(arg, buf + sizeof(h), MIN((size_t)arg_size, (size_t)r));
+	if (ret_n_fds)
+		*ret_n_fds = got;
+	r = h.result;
+out:
+	safe_close(sp[0]);
+	tag_generation_next();
+	return r;
+}
+
+int luo_wire_call_fds(int sock, uint32_t op, void *arg, uint32_t arg_size, const int *fds,
+		      size_t n_fds, int *ret_fds, size_t max_ret_fds, size_t *ret_n_fds)
+{
+	return call_fds(sock, op, arg, arg_size, fds, n_fds, ret_fds, max_ret_fds, ret_n_fds, true);
 }
 
 int luo_wire_call(int sock, uint32_t op, void *arg, uint32_t arg_size, const int *fds, size_t n_fds,

@@ -169,6 +169,18 @@ int luo_wire_call_session(int sock, uint32_t op, void *arg, uint32_t arg_size, c
 			  size_t n_fds, int *ret_fd);
 
 /*
+ * As luo_wire_call_session() for a batch (struct luo_wire_fds): n_fds fds
+ * (at most SOCKET_MAX_FDS - 1, which leaves the reply socket its slot) go
+ * with the request, and the reply's fds, at most max_ret_fds, come back in
+ * ret_fds[0..*ret_n_fds) (O_CLOEXEC, the caller's), on success only.  An
+ * error reply's payload is copied back into arg as on success (the batch's
+ * `failed` index).  -EMFILE when the caller's fd table could not take the
+ * reply's fds (none is left open).
+ */
+int luo_wire_call_fds(int sock, uint32_t op, void *arg, uint32_t arg_size, const int *fds,
+		      size_t n_fds, int *ret_fds, size_t max_ret_fds, size_t *ret_n_fds);
+
+/*
  * As luo_wire_call(), but an error reply's payload is copied back into arg
  * too (luod's UPDATE reports a roll-back with its measurements in the struct).
  */

@@ -903,6 +903,24 @@ FAULT_TEST(fault_update_new_worker_start, "worker-start@1", TRIGGER_UPDATE, 1)
  * seed's luod is killed this often, three seeds make a dozen kills. */
 #define RANDOM_KILLS 4
 
+/*
+ * Waits until each client has completed more rounds than before[i] (at least
+ * one with before NULL).  A wait for progress, not a time limit: a stuck client
+ * fails the case only after a minute.
+ */
+static void wait_each_client_past(const struct shared *sh, const int *before)
+{
+	for (int id = 0; id < RANDOM_CLIENTS; id++) {
+		int want = before ? before[id] + 1 : 1;
+
+		for (int i = 0; i < 300000 && sh->rounds[id] < want; i++)
+			usleep(200);
+		if (sh->rounds[id] < want)
+			test_fail_at(__FILE__, __LINE__, "client %d made no progress in a minute",
+				     id);
+	}
+}
+
 static void random_kills(unsigned seed)
 {
 	struct shared *sh = shared_new();
@@ -917,11 +935,13 @@ static void random_kills(unsigned seed)
 	w = worker_of(&d);
 	for (int i = 0; i < RANDOM_CLIENTS; i++)
 		clients[i] = fork_client(&d, sh, i, 10000);
+	/* Every client under way first: on a busy machine one may not have run yet. */
+	wait_each_client_past(sh, NULL);
 	for (int kill_no = 0; kill_no < RANDOM_KILLS; kill_no++) {
 		/* The moment: after a pseudo-random number (1..8) of rounds of any client. */
 		int target = total_rounds(sh, RANDOM_CLIENTS) + 1 + (int)(rand_r(&seed) % 8);
 
-		for (int i = 0; i < 20000 && total_rounds(sh, RANDOM_CLIENTS) < target; i++)
+		for (int i = 0; i < 300000 && total_rounds(sh, RANDOM_CLIENTS) < target; i++)
 			usleep(200);
 		ASSERT_TRUE(total_rounds(sh, RANDOM_CLIENTS) >= target);
 		/* ... and a pseudo-random delay within a round, so that kills land anywhere
@@ -931,9 +951,13 @@ static void random_kills(unsigned seed)
 		w = wait_new_worker(&d, w, &st);
 	}
 	/* One more round each after the last kill, then stop. */
-	int after = total_rounds(sh, RANDOM_CLIENTS) + RANDOM_CLIENTS;
-	for (int i = 0; i < 20000 && total_rounds(sh, RANDOM_CLIENTS) < after; i++)
-		usleep(200);
+	{
+		int before[RANDOM_CLIENTS];
+
+		for (int i = 0; i < RANDOM_CLIENTS; i++)
+			before[i] = sh->rounds[i];
+		wait_each_client_past(sh, before);
+	}
 	sh->stop = 1;
 	for (int i = 0; i < RANDOM_CLIENTS; i++)
 		wait_client(clients[i]);

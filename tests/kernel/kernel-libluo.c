@@ -15,6 +15,7 @@
  */
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -215,7 +216,81 @@ TEST(stage1_preserve_and_hold)
 	close(fin);
 }
 
+#define BATCH_SESSION "libluo-batch"
+#define BATCH_N 100
+
+/* The text of batch file i. */
+static void batch_text(size_t i, char *buf, size_t size)
+{
+	snprintf(buf, size, "batch file %zu", i);
+}
+
+/*
+ * The batch calls on a kernel session: one ioctl per file, and no undo: the
+ * files before a failing one stay preserved, as libluo(3) says.
+ */
+TEST(stage1_batch_preserve_and_hold)
+{
+	uint64_t tokens[BATCH_N];
+	int dev, s, fds[BATCH_N];
+	size_t failed = 0;
+
+	need_stage("1");
+	dev = ASSERT_OK(dev_open());
+	ASSERT_OK(luo_session_create(dev, BATCH_SESSION, 0, &s));
+	close(dev);
+	for (size_t i = 0; i < BATCH_N; i++) {
+		char text[32];
+
+		batch_text(i, text, sizeof(text));
+		fds[i] = small_memfd(text);
+		tokens[i] = 5000 + i;
+	}
+	tokens[60] = tokens[10];
+	ASSERT_ERR(luo_session_preserve_fds(s, BATCH_N, tokens, fds, &failed), -EEXIST);
+	ASSERT_EQ(failed, 60u);
+	/* Files 0 to 59 stayed preserved in the kernel. */
+	ASSERT_ERR(luo_session_preserve_fd(s, 9999, fds[0]), -EBUSY);
+	tokens[60] = 5060;
+	ASSERT_OK(luo_session_preserve_fds(s, BATCH_N - 60, tokens + 60, fds + 60, &failed));
+	for (size_t i = 0; i < BATCH_N; i++)
+		close(fds[i]);
+	start_holder((int[]){ s }, 1);
+	close(s);
+}
+
 /* ---- stage 2 ---- */
+
+TEST(stage2_batch_retrieve)
+{
+	uint64_t tokens[BATCH_N];
+	int dev, s, fds[BATCH_N];
+	size_t failed = 0;
+
+	need_stage("2");
+	dev = ASSERT_OK(dev_open());
+	ASSERT_OK(luo_session_retrieve(dev, BATCH_SESSION, &s));
+	close(dev);
+	for (size_t i = 0; i < BATCH_N; i++)
+		tokens[i] = 5000 + i;
+	tokens[70] = 4242;
+	/* The fds of 0 to 69 are closed again: the harness checks nothing leaks. */
+	ASSERT_ERR(luo_session_retrieve_fds(s, BATCH_N, tokens, fds, &failed), -ENOENT);
+	ASSERT_EQ(failed, 70u);
+	tokens[70] = 5070;
+	ASSERT_OK(luo_session_retrieve_fds(s, BATCH_N, tokens, fds, &failed));
+	for (size_t i = 0; i < BATCH_N; i++) {
+		char text[32], buf[32] = { 0 };
+
+		batch_text(i, text, sizeof(text));
+		assert_cloexec(fds[i]);
+		ASSERT_EQ(pread(fds[i], buf, sizeof(buf) - 1, 0), (ssize_t)strlen(text));
+		ASSERT_STREQ(buf, text);
+		close(fds[i]);
+	}
+	ASSERT_OK(luo_session_finish(s));
+	close(s);
+}
 
 TEST(stage2_retrieve_and_compare)
 {
@@ -292,4 +367,5 @@ TEST(stage2_finish_without_retrieving)
 }
 
 TEST_MAIN(TEST_CASE(stage1_kernel_session_calls), TEST_CASE(stage1_preserve_and_hold),
-	  TEST_CASE(stage2_retrieve_and_compare), TEST_CASE(stage2_finish_without_retrieving))
+	  TEST_CASE(stage1_batch_preserve_and_hold), TEST_CASE(stage2_retrieve_and_compare),
+	  TEST_CASE(stage2_finish_without_retrieving), TEST_CASE(stage2_batch_retrieve))

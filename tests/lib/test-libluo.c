@@ -855,6 +855,22 @@ static int run_under_shim(void)
 		return 20;
 	close(m);
 
+	/* Batches go one ioctl per file: a failure leaves the files before it
+	 * preserved, since the kernel cannot take one back out. */
+	int b[3] = { memfd_with("b0"), memfd_with("b1"), memfd_with("b2") };
+	uint64_t bt[3] = { 6, 5, 7 };
+	size_t failed = 99;
+
+	if (luo_session_preserve_fds(s, 3, bt, b, &failed) != -EEXIST || failed != 1)
+		return 28;
+	if (luo_session_preserve_fd(s, 9, b[0]) != -EBUSY)
+		return 29;
+	bt[1] = 8;
+	if (luo_session_preserve_fds(s, 2, bt + 1, b + 1, &failed) < 0)
+		return 30;
+	for (int i = 0; i < 3; i++)
+		close(b[i]);
+
 	/* After the (simulated) kexec, the incoming half. */
 	r = luoctl_reboot();
 	if (r > 0) {
@@ -873,6 +889,20 @@ static int run_under_shim(void)
 	char buf[32] = { 0 };
 	if (pread(fd, buf, sizeof(buf) - 1, 0) != 9 || strcmp(buf, "via ioctl") != 0)
 		return 25;
+	uint64_t rt[4] = { 5, 6, 8, 7 };
+	int rf[4];
+	if (luo_session_retrieve_fds(s2, 4, rt, rf, &failed) < 0)
+		return 31;
+	memset(buf, 0, sizeof(buf));
+	if (pread(rf[1], buf, sizeof(buf) - 1, 0) != 2 || strcmp(buf, "b0") != 0 ||
+	    !is_cloexec(rf[3]))
+		return 32;
+	for (int i = 0; i < 4; i++)
+		close(rf[i]);
+	rt[2] = 99;
+	failed = 0;
+	if (luo_session_retrieve_fds(s2, 4, rt, rf, &failed) != -ENOENT || failed != 2)
+		return 33;
 	if (luo_session_finish(s2) < 0)
 		return 26;
 	if (luo_session_retrieve_fd(s2, 5, &m) != -ENOENT)

@@ -63,10 +63,16 @@ TEST(command_table_has_the_kernel_sizes)
 		uint32_t nr, min, full;
 		uint8_t fds, reply_fds;
 	} rows[] = {
-		{ LUO_WIRE_DEVICE, 0x00, 72, 80, 0, 1 },  { LUO_WIRE_DEVICE, 0x01, 72, 72, 0, 1 },
-		{ LUO_WIRE_SESSION, 0x40, 16, 16, 1, 0 }, { LUO_WIRE_SESSION, 0x41, 16, 16, 0, 1 },
-		{ LUO_WIRE_SESSION, 0x42, 8, 8, 0, 0 },	  { LUO_WIRE_SESSION, 0x43, 72, 72, 0, 0 },
-		{ LUO_WIRE_SESSION, 0x44, 8, 8, 0, 0 },	  { LUO_WIRE_DEVICE, 0x86, 16, 16, 1, 0 },
+		{ LUO_WIRE_DEVICE, 0x00, 72, 80, 0, 1 },
+		{ LUO_WIRE_DEVICE, 0x01, 72, 72, 0, 1 },
+		{ LUO_WIRE_SESSION, 0x40, 16, 16, 1, 0 },
+		{ LUO_WIRE_SESSION, 0x41, 16, 16, 0, 1 },
+		{ LUO_WIRE_SESSION, 0x42, 8, 8, 0, 0 },
+		{ LUO_WIRE_SESSION, 0x43, 72, 72, 0, 0 },
+		{ LUO_WIRE_SESSION, 0x44, 8, 8, 0, 0 },
+		{ LUO_WIRE_DEVICE, 0x86, 16, 16, 1, 0 },
+		{ LUO_WIRE_SESSION, 0x46, 24, 2040, 252, 0 },
+		{ LUO_WIRE_SESSION, 0x47, 24, 2040, 0, 252 },
 		{ LUO_WIRE_DEVICE, 0x87, 72, 80, 0, 0 },
 	};
 
@@ -96,7 +102,7 @@ TEST(command_table_keeps_device_and_session_commands_apart)
 		if (d)
 			ASSERT_TRUE(nr <= 0x01 || (nr >= 0x80 && nr <= 0x89));
 		if (s)
-			ASSERT_TRUE(nr >= 0x40 && nr <= 0x45);
+			ASSERT_TRUE(nr >= 0x40 && nr <= 0x47);
 	}
 }
 
@@ -126,7 +132,7 @@ TEST(parse_applies_the_kernel_checks_in_order)
 		{ "device nr on session", LUO_WIRE_SESSION, LIVEUPDATE_IOCTL_CREATE_SESSION, 72, 72,
 		  -EINVAL },
 		{ "unknown device nr", LUO_WIRE_DEVICE, _IO(0xBA, 0x02), 8, 8, -EINVAL },
-		{ "unknown session nr", LUO_WIRE_SESSION, _IO(0xBA, 0x46), 8, 8, -EINVAL },
+		{ "unknown session nr", LUO_WIRE_SESSION, _IO(0xBA, 0x48), 8, 8, -EINVAL },
 		{ "extension nr on session", LUO_WIRE_SESSION, LUO_IOCTL_STATUS, 120, 120,
 		  -EINVAL },
 		{ "session handover on device", LUO_WIRE_DEVICE, LUO_SESSION_HANDOVER, 8, 8,
@@ -355,6 +361,57 @@ TEST(check_fds_of_kexec_follow_its_initrd_flag)
 		       &rows[i].flags, sizeof(rows[i].flags));
 		ASSERT_OK(luo_wire_request_parse(LUO_WIRE_DEVICE, m.bytes, m.len, &p));
 		ASSERT_ERR(luo_wire_request_check_fds(&p, rows[i].n_fds), rows[i].err);
+	}
+}
+
+/* The batch commands: a size that follows the count, and as many fds as it says. */
+TEST(check_batch_wants_the_counts_size_and_fds)
+{
+	static const struct {
+		uint32_t op, flags, count, size;
+		uint64_t batch;
+		size_t n_fds;
+		int err;
+	} rows[] = {
+		{ LUO_SESSION_PRESERVE_FDS, 3, 1, 32, 9, 1, 0 },
+		{ LUO_SESSION_PRESERVE_FDS, 1, 252, 24 + 8 * 252, 9, 252, 0 },
+		{ LUO_SESSION_PRESERVE_FDS, 0, 2, 40, 9, 1, -EBADF },
+		{ LUO_SESSION_PRESERVE_FDS, 0, 2, 40, 9, 3, -EINVAL },
+		{ LUO_SESSION_PRESERVE_FDS, 0, 2, 32, 9, 2, -EINVAL }, /* size of 1 token */
+		{ LUO_SESSION_PRESERVE_FDS, 0, 0, 24, 9, 0, -EINVAL }, /* empty */
+		{ LUO_SESSION_PRESERVE_FDS, 0, 253, 24 + 8 * 253, 9, 0, -EINVAL },
+		{ LUO_SESSION_PRESERVE_FDS, 8, 1, 32, 9, 1, -EINVAL }, /* unknown flag */
+		{ LUO_SESSION_PRESERVE_FDS, 3, 1, 32, 0, 1, -EINVAL }, /* no batch id */
+		{ LUO_SESSION_PRESERVE_FDS, 4, 0, 24, 9, 0, 0 },       /* ABORT */
+		{ LUO_SESSION_PRESERVE_FDS, 4, 1, 32, 9, 1, -EINVAL }, /* ABORT with a file */
+		{ LUO_SESSION_PRESERVE_FDS, 5, 0, 24, 9, 0, -EINVAL }, /* ABORT | BEGIN */
+		{ LUO_SESSION_RETRIEVE_FDS, 0, 4, 56, 0, 0, 0 },
+		{ LUO_SESSION_RETRIEVE_FDS, 0, 4, 56, 0, 1, -EINVAL },
+		{ LUO_SESSION_RETRIEVE_FDS, 1, 4, 56, 0, 0, -EINVAL },
+		{ LUO_SESSION_RETRIEVE_FDS, 0, 4, 56, 3, 0, -EINVAL },
+	};
+
+	for (size_t i = 0; i < ELEMENTSOF(rows); i++) {
+		struct luo_wire_fds w = {
+			.size = rows[i].size,
+			.flags = rows[i].flags,
+			.count = rows[i].count,
+			.batch = rows[i].batch,
+		};
+		struct luo_wire_request h = { .op = rows[i].op, .tag = 1 };
+		uint8_t buf[sizeof(h) + sizeof(w) + 8];
+		struct luo_wire_fds got;
+		struct luo_wire_parsed p;
+
+		memcpy(buf, &h, sizeof(h));
+		memcpy(buf + sizeof(h), &w, MIN(sizeof(w), (size_t)rows[i].size));
+		memset(buf + sizeof(h) + MIN(sizeof(w), (size_t)rows[i].size), 0,
+		       rows[i].size > sizeof(w) ? rows[i].size - sizeof(w) : 0);
+		ASSERT_OK(luo_wire_request_parse(LUO_WIRE_SESSION, buf, sizeof(h) + rows[i].size,
+						 &p));
+		/* Zeros past the struct (253 tokens of 0) pass, as for any command. */
+		ASSERT_OK(luo_wire_request_check_struct(&p, &got));
+		ASSERT_ERR(luo_wire_request_check_batch(&p, &got, rows[i].n_fds), rows[i].err);
 	}
 }
 
@@ -1320,6 +1377,7 @@ TEST_MAIN(TEST_CASE(socket_path_follows_luods_rule), TEST_CASE(command_table_has
 	  TEST_CASE(check_struct_keeps_the_client_size_field_and_flags),
 	  TEST_CASE(check_fds_wants_exactly_the_command_fds),
 	  TEST_CASE(check_fds_of_kexec_follow_its_initrd_flag),
+	  TEST_CASE(check_batch_wants_the_counts_size_and_fds),
 	  TEST_CASE(call_round_trip_copies_back_and_passes_the_fd),
 	  TEST_CASE(call_copies_back_at_most_arg_size),
 	  TEST_CASE(call_returns_the_server_error_and_writes_nothing),

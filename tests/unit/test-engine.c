@@ -410,6 +410,92 @@ static int held_fd_of(const struct luo_file_info *fi, void *userdata)
 	return 1;
 }
 
+/* The batch's preserve: the engine keeps the very fd it is given on success,
+ * and gives it back open on every failure, after the handler's preserve too. */
+TEST(preserve_fd_take_keeps_the_fd_on_success_and_gives_it_back_on_failure)
+{
+	luo_engine *e = test_engine();
+	luo_session *s = test_create(e, "s");
+	int a = test_eventfd(), b = test_eventfd(), held = -1;
+
+	ASSERT_OK(luo_session_preserve_fd_take(s, 1, a, NULL));
+	ASSERT_EQ(luo_session_foreach_file(s, held_fd_of, &held), 1);
+	ASSERT_EQ(held, a);
+	ASSERT_ERR(luo_session_preserve_fd_take(s, 1, b, NULL), -EEXIST);
+	ASSERT_TRUE(fcntl(b, F_GETFD) >= 0);
+	test_inject.preserve = (struct test_fail){ .on = true, .token = 2, .err = -EIO };
+	ASSERT_ERR(luo_session_preserve_fd_take(s, 2, b, NULL), -EIO);
+	ASSERT_EQ(test_calls[OP_PRESERVE], 2);
+	ASSERT_TRUE(fcntl(b, F_GETFD) >= 0);
+	ASSERT_EQ(luo_session_n_files(s), 1);
+	close(b);
+	luo_engine_free(e); /* closes a, the engine's */
+	ASSERT_TRUE(fcntl(a, F_GETFD) < 0);
+}
+
+/* Undoing a file of a failed batch: the handler's unpreserve, the identity
+ * freed (the file can be preserved again), the token free again. */
+TEST(unpreserve_fd_takes_one_file_back_out)
+{
+	luo_engine *e = test_engine();
+	luo_session *s = test_create(e, "s");
+	int a = test_eventfd();
+
+	ASSERT_OK(luo_session_preserve_fd(s, 1, a));
+	ASSERT_OK(luo_session_unpreserve_fd(s, 1));
+	ASSERT_EQ(test_calls[OP_UNPRESERVE], 1);
+	ASSERT_EQ(luo_session_n_files(s), 0);
+	ASSERT_ERR(luo_session_unpreserve_fd(s, 1), -ENOENT);
+	ASSERT_OK(luo_session_preserve_fd(s, 1, a));
+	luo_session *in = handover_and_retrieve(e, s);
+	ASSERT_ERR(luo_session_unpreserve_fd(in, 1), -EINVAL);
+	close(a);
+	luo_engine_free(e);
+}
+
+/* The retrieve batch's check: what retrieve_fd would fail with before any
+ * handler runs, and nothing called. */
+TEST(file_check_changes_nothing)
+{
+	luo_engine *e = test_engine();
+	luo_session *s = test_create(e, "s"), *in;
+	bool retrieved = true;
+	int a = test_eventfd();
+
+	ASSERT_OK(luo_session_preserve_fd(s, 1, a));
+	ASSERT_ERR(luo_session_file_check(s, 1, NULL), -EINVAL);
+	in = handover_and_retrieve(e, s);
+	ASSERT_OK(luo_session_file_check(in, 1, &retrieved));
+	ASSERT_FALSE(retrieved);
+	ASSERT_ERR(luo_session_file_check(in, 2, NULL), -ENOENT);
+	ASSERT_EQ(test_calls[OP_RETRIEVE], 0);
+	test_retrieve_close(in, 1);
+	ASSERT_OK(luo_session_file_check(in, 1, &retrieved));
+	ASSERT_TRUE(retrieved);
+	close(a);
+	luo_engine_free(e);
+}
+
+/* A failed first retrieve is permanent: the batch's check gives its error
+ * before running anything, for good. */
+TEST(file_check_reports_a_failed_retrieve_for_good)
+{
+	luo_engine *e = test_engine();
+	luo_session *s = test_create(e, "s"), *in;
+	int a = test_eventfd(), fd = -1;
+
+	ASSERT_OK(luo_session_preserve_fd(s, 1, a));
+	in = handover_and_retrieve(e, s);
+	test_inject.retrieve = (struct test_fail){ .on = true, .token = 1, .err = -EIO };
+	ASSERT_ERR(luo_session_retrieve_fd(in, 1, &fd), -EIO);
+	test_inject.retrieve = (struct test_fail){ 0 };
+	ASSERT_ERR(luo_session_file_check(in, 1, NULL), -EIO);
+	ASSERT_ERR(luo_session_retrieve_fd(in, 1, &fd), -EIO);
+	ASSERT_EQ(test_calls[OP_RETRIEVE], 1);
+	close(a);
+	luo_engine_free(e);
+}
+
 /* The engine's own reference is close-on-exec unless the daemon asked for
  * inheritable held fds (luod, which keeps them across its re-exec). */
 TEST(held_fd_cloexec_unless_inheritable)
@@ -1242,6 +1328,9 @@ TEST(engine_free_calls_no_handler)
 }
 
 TEST_MAIN(TEST_CASE(add_handler_compatible_empty_einval),
+	  TEST_CASE(preserve_fd_take_keeps_the_fd_on_success_and_gives_it_back_on_failure),
+	  TEST_CASE(unpreserve_fd_takes_one_file_back_out), TEST_CASE(file_check_changes_nothing),
+	  TEST_CASE(file_check_reports_a_failed_retrieve_for_good),
 	  TEST_CASE(add_handler_compatible_longer_than_47_einval),
 	  TEST_CASE(add_handler_duplicate_compatible_eexist),
 	  TEST_CASE(add_handler_more_than_max_enospc), TEST_CASE(create_session_empty_name_einval),

@@ -30,6 +30,7 @@
 #include "basic/macro.h"
 #include "core/engine.h"
 #include "core/handler.h"
+#include "core/handlers/handlers-internal.h"
 #include "core/state.h"
 #include "harness.h"
 
@@ -520,6 +521,35 @@ TEST(preserved_unix_socket_refuses_fds_until_it_leaves)
 	safe_close(sv[0]);
 	safe_close(sv[1]);
 	safe_close(mem);
+}
+
+/* The namespace each socket's record names is the socket's own, asked of
+ * the kernel as a file once per namespace (then by its cookie): every socket
+ * of this process's namespace records that namespace's inode. */
+TEST(socket_records_its_namespace_for_every_socket)
+{
+	struct stat ns;
+	int fds[3] = {
+		socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0),
+		socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0),
+		socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0),
+	};
+
+	ASSERT_OK(RET_NERRNO(stat("/proc/self/ns/net", &ns)));
+	for (int i = 0; i < 3; i++) {
+		struct luo_handler_file f;
+		uint64_t rec[7];
+
+		ASSERT_TRUE(fds[i] >= 0);
+		hf_init(&f, fds[i]);
+		ASSERT_OK(luo_handler_socket.preserve(&f));
+		ASSERT_OK(handler_record_parse(f.data, f.data_size, 2, rec, 7));
+		/* Without CAP_NET_ADMIN the kernel does not say: recorded as unknown. */
+		if (rec[5] != HANDLER_UNKNOWN)
+			ASSERT_EQ(rec[5], (uint64_t)ns.st_ino);
+		hf_done(&f);
+		safe_close(fds[i]);
+	}
 }
 
 TEST(socket_retrieve_refuses_another_kind_of_socket)
@@ -1456,6 +1486,7 @@ TEST_MAIN(TEST_CASE(memfd_keeps_bytes_size_position_and_seals),
 	  TEST_CASE(refuses_dev_null_directories_o_path_and_other_anon_files),
 	  TEST_CASE(socket_listening_tcp_keeps_accepting_on_its_port),
 	  TEST_CASE(socket_takes_any_family_and_state),
+	  TEST_CASE(socket_records_its_namespace_for_every_socket),
 	  TEST_CASE(socket_retrieve_refuses_another_kind_of_socket),
 	  TEST_CASE(socket_with_a_socket_in_flight_is_refused),
 	  TEST_CASE(preserved_unix_socket_refuses_fds_until_it_leaves),

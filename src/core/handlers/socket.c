@@ -31,7 +31,9 @@
  *
  * The socket's namespace comes from SIOCGSKNS, which needs CAP_NET_ADMIN over
  * the namespace and an fd slot; without them the field is recorded as
- * unknown and not checked.
+ * unknown.  It is recorded at preserve only: a socket's namespace is fixed
+ * when the socket is made, so the retrieve's check that it is the same
+ * socket covers it, without opening a file per socket.
  *
  * Sockets depend on the network namespace they live in, which is shared by
  * all of them: that is the netns File-Lifecycle-Bound state.  The first
@@ -54,6 +56,9 @@
 
 #ifndef SO_PASSRIGHTS
 #define SO_PASSRIGHTS 83
+#endif
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
 #endif
 
 /* Version 1 records (6 fields, no SOCKET_PASSRIGHTS) are still read. */
@@ -97,7 +102,7 @@ static int socket_int_option(int fd, int opt, uint64_t *ret)
  * socket must not be refused, nor its retrieve fail for good, for want of
  * either.  The check is a consistency check; the socket is the same file.
  */
-static uint64_t socket_netns_ino(int fd)
+static uint64_t socket_netns_ino_open(int fd)
 {
 	_cleanup_close_ int ns = -EBADF;
 	struct stat st;
@@ -108,7 +113,34 @@ static uint64_t socket_netns_ino(int fd)
 	return (uint64_t)st.st_ino;
 }
 
-static int socket_describe(int fd, uint64_t fields[_SOCKET_FIELDS])
+/*
+ * The same, asked of the kernel as a file only once per namespace: a
+ * namespace's cookie (SO_NETNS_COOKIE, since Linux 5.14) is never reused,
+ * so the inode found for the last cookie seen holds for every socket with
+ * that cookie.  Thousands of sockets of one server, preserved together, so
+ * cost one getsockopt() each instead of a file opened and closed.
+ */
+static uint64_t socket_netns_ino(int fd)
+{
+	static uint64_t last_cookie, last_ino = HANDLER_UNKNOWN;
+	uint64_t cookie, ino;
+	socklen_t len = sizeof(cookie);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) < 0 || len != sizeof(cookie))
+		return socket_netns_ino_open(fd);
+	if (last_ino != HANDLER_UNKNOWN && cookie == last_cookie)
+		return last_ino;
+	ino = socket_netns_ino_open(fd);
+	if (ino != HANDLER_UNKNOWN) {
+		last_cookie = cookie;
+		last_ino = ino;
+	}
+	return ino;
+}
+
+/* The socket's record; its namespace only with want_netns (SIOCGSKNS opens a
+ * file: the dearest part of it by far). */
+static int socket_describe(int fd, uint64_t fields[_SOCKET_FIELDS], bool want_netns)
 {
 	struct stat st;
 	int r;
@@ -130,7 +162,7 @@ static int socket_describe(int fd, uint64_t fields[_SOCKET_FIELDS])
 	r = socket_int_option(fd, SO_PROTOCOL, &fields[SOCKET_PROTOCOL]);
 	if (r < 0)
 		return r;
-	fields[SOCKET_NETNS] = socket_netns_ino(fd);
+	fields[SOCKET_NETNS] = want_netns ? socket_netns_ino(fd) : HANDLER_UNKNOWN;
 	return 0;
 }
 
@@ -252,7 +284,7 @@ static int socket_preserve(struct luo_handler_file *f)
 	uint64_t fields[_SOCKET_FIELDS];
 	int r;
 
-	r = socket_describe(f->fd, fields);
+	r = socket_describe(f->fd, fields, true);
 	if (r < 0)
 		return r;
 	fields[SOCKET_PASSRIGHTS] = HANDLER_UNKNOWN;
@@ -288,7 +320,13 @@ static int socket_retrieve(struct luo_handler_file *f)
 	r = socket_record_parse(f, rec);
 	if (r < 0)
 		return r;
-	r = socket_describe(f->fd, now);
+	/*
+	 * A socket's network namespace is fixed when it is made: the same
+	 * socket (device and inode, checked here) is in the namespace recorded.
+	 * Asking again would cost a file per socket on the successor's side of
+	 * every restart, and prove nothing more.
+	 */
+	r = socket_describe(f->fd, now, false);
 	if (r == -ENOTSOCK)
 		return -EIO;
 	if (r < 0)

@@ -101,6 +101,23 @@ lab_tap() {
 	}
 }
 
+# lab_kexec_prepare: for a stage that does the kexec itself (luoctl kexec)
+# instead of leaving it to /init.  Packs the running root filesystem as the
+# next stage's initramfs, as /init does, and announces the kexec to the host.
+# Sets LAB_NEXT_KERNEL, LAB_NEXT_INITRD and LAB_NEXT_CMDLINE (the command line
+# with lab_stage=N+1), which the stage passes to its kexec.  Whatever the
+# stage writes after this call does not reach the next stage.  If the stage
+# comes back (its kexec failed), /init does its own kexec as usual.
+lab_kexec_prepare() {
+	_next=$((LAB_STAGE + 1))
+	(cd / && find . -xdev | cpio -o -H newc 2>/dev/null | gzip -1 >/lab/out/next.gz)
+	LAB_NEXT_KERNEL=/lab/boot/bzImage
+	LAB_NEXT_INITRD=/lab/out/next.gz
+	LAB_NEXT_CMDLINE=$(sed "s/lab_stage=[0-9]*/lab_stage=$_next/" /proc/cmdline)
+	export LAB_NEXT_KERNEL LAB_NEXT_INITRD LAB_NEXT_CMDLINE
+	echo "$LAB_MARK kexec $_next $(wc -c </lab/out/next.gz)"
+}
+
 # The value of NAME=VALUE on the kernel command line.
 lab_cmdline_arg() {
 	for _w in $(cat /proc/cmdline); do

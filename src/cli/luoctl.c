@@ -60,6 +60,9 @@ static bool arg_json, arg_pretty;
 static int arg_timeout_ms = LUO_WIRE_TIMEOUT_DEFAULT_MS;
 static const char *arg_exec;
 static bool arg_outgoing, arg_incoming;
+/* kexec */
+static const char *arg_kernel, *arg_initrd, *arg_append;
+static bool arg_reuse_cmdline, arg_drop_unsupported;
 static int64_t arg_uid = -1; /* --uid: another uid's names (root) */
 /* Where the connection went (or the last place tried), for messages and status. */
 static char socket_path_buf[PATH_MAX];
@@ -96,6 +99,10 @@ static void usage(FILE *f)
 	      "                         --uid UID, another uid's: root)\n"
 	      "  update [--exec BINARY] live update of luod, into BINARY or its own binary\n"
 	      "  reboot                 simulated kexec: outgoing sessions become incoming\n"
+	      "  kexec --kernel FILE [--initrd FILE] [--append CMDLINE | --reuse-cmdline]\n"
+	      "        [--drop-unsupported]\n"
+	      "                         a real kexec through /dev/liveupdate, the sessions\n"
+	      "                         carried by the kernel (root)\n"
 	      "  dump-state [FILE]      the running luod's state (root), or a saved blob\n"
 	      "                         (FILE, or - for stdin)\n"
 	      "  run [--socket PATH] [--profile default|proposed] -- COMMAND [ARGS...]\n"
@@ -1055,6 +1062,142 @@ static int cmd_reboot(int n_args, char **args)
 	return EXIT_OK;
 }
 
+/* ---- kexec ---- */
+
+struct refused_list {
+	uint64_t n;
+};
+
+static int print_refused(const void *data, size_t size, void *userdata)
+{
+	struct refused_list *l = userdata;
+	const struct luo_wire_kexec_file *e = data;
+
+	for (size_t off = 0; off + sizeof(*e) <= size; off += sizeof(*e), e++) {
+		char name[LIVEUPDATE_SESSION_NAME_LENGTH];
+
+		memcpy(name, e->name, sizeof(name));
+		name[sizeof(name) - 1] = 0;
+		fprintf(stderr, "  session \"%s\" (uid %u), token %" PRIu64 ": %.*s (%s)\n", name,
+			(unsigned)e->uid, e->token, (int)sizeof(e->kind), e->kind,
+			strerror(e->error < 0 ? -e->error : EIO));
+		l->n++;
+	}
+	return 0;
+}
+
+static int read_cmdline(char *buf, size_t size)
+{
+	_cleanup_close_ int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
+	size_t got = 0;
+
+	if (fd < 0)
+		return -errno;
+	for (ssize_t n; got < size && (n = read(fd, buf + got, size - got)) != 0; got += (size_t)n)
+		if (n < 0)
+			return -errno;
+	if (got == size)
+		return -E2BIG;
+	while (got > 0 && (buf[got - 1] == '\n' || buf[got - 1] == ' '))
+		got--;
+	buf[got] = 0;
+	return 0;
+}
+
+static int cmd_kexec(int n_args, char **args)
+{
+	_cleanup_free_ struct luo_wire_kexec *k = calloc(1, sizeof(*k));
+	_cleanup_close_ int fd = -EBADF, kernel = -EBADF, initrd = -EBADF;
+	struct refused_list l = {};
+	int fds[2], r;
+
+	if (!k)
+		return request_failed("kexec", -ENOMEM);
+	if (n_args != 0)
+		return usage_error("kexec takes no arguments besides its options");
+	if (!arg_kernel || !arg_kernel[0])
+		return usage_error("kexec needs --kernel FILE");
+	if (arg_append && arg_reuse_cmdline)
+		return usage_error("kexec takes --append CMDLINE or --reuse-cmdline, not both");
+	if (arg_initrd && !arg_initrd[0])
+		return usage_error("--initrd needs a file");
+	k->size = sizeof(*k);
+	if (arg_append) {
+		if (strlen(arg_append) >= sizeof(k->cmdline))
+			return usage_error("kexec: the command line has %zu bytes; at most %d fit",
+					   strlen(arg_append), LUO_KEXEC_CMDLINE_MAX - 1);
+		memcpy(k->cmdline, arg_append, strlen(arg_append));
+	} else if (arg_reuse_cmdline) {
+		r = read_cmdline(k->cmdline, sizeof(k->cmdline));
+		if (r < 0) {
+			log_error("kexec: cannot reuse the command line of /proc/cmdline: %s",
+				  r == -E2BIG ? "longer than the kernel takes" : strerror(-r));
+			return EXIT_FAILED;
+		}
+	}
+	if (arg_drop_unsupported)
+		k->flags |= LUO_KEXEC_DROP_UNSUPPORTED;
+	kernel = open(arg_kernel, O_RDONLY | O_CLOEXEC);
+	if (kernel < 0) {
+		log_error("kexec: cannot open the kernel %s: %m", arg_kernel);
+		return EXIT_FAILED;
+	}
+	fds[0] = kernel;
+	if (arg_initrd) {
+		initrd = open(arg_initrd, O_RDONLY | O_CLOEXEC);
+		if (initrd < 0) {
+			log_error("kexec: cannot open the initrd %s: %m", arg_initrd);
+			return EXIT_FAILED;
+		}
+		fds[1] = initrd;
+		k->flags |= LUO_KEXEC_INITRD;
+	}
+	fd = connect_or_explain();
+	if (fd < 0)
+		return EXIT_UNREACHABLE;
+	fflush(stdout);
+	/* On success luod does not answer: the machine reboots into the new kernel. */
+	r = luo_wire_call_stream_keep_error(fd, LUO_IOCTL_KEXEC, k, sizeof(*k), fds,
+					    initrd >= 0 ? 2 : 1, print_refused, &l);
+	switch (r) {
+	case -ENODEV:
+		log_error("kexec: this kernel has no /dev/liveupdate (no Live Update "
+			  "Orchestrator: liveupdate=on on its command line?); nothing changed");
+		return EXIT_FAILED;
+	case -EBUSY:
+		log_error("kexec: busy: another process holds /dev/liveupdate, or an update of "
+			  "luod is under way; nothing changed");
+		return EXIT_FAILED;
+	case -EOPNOTSUPP:
+		if (k->n_refused > 0) {
+			if (k->n_refused > l.n)
+				fprintf(stderr, "  ... and %" PRIu64 " more\n", k->n_refused - l.n);
+			log_error("kexec: the kernel cannot carry the %" PRIu64
+				  " file(s) above (of %" PRIu64 " in %" PRIu64
+				  " sessions); --drop-unsupported leaves them behind; nothing "
+				  "changed",
+				  k->n_refused, k->n_files, k->n_sessions);
+			return EXIT_FAILED;
+		}
+		break;
+	case -ETIMEDOUT:
+	case -ECONNRESET:
+	case -EPIPE:
+	case -EBADMSG:
+	case -EMFILE:
+		return request_failed("kexec", r);
+	case -EPERM:
+		log_error("kexec: %s (only root may do this)", strerror(-r));
+		return EXIT_FAILED;
+	default:
+		break;
+	}
+	if (r == 0)
+		r = -EIO;
+	log_error("kexec: failed: %s; nothing changed, every session is as before", strerror(-r));
+	return EXIT_FAILED;
+}
+
 /* ---- dump-state ---- */
 
 static int read_all(int fd, uint8_t **ret, size_t *ret_size)
@@ -1256,6 +1399,7 @@ static const struct {
 	{ "show", cmd_show, true },	{ "update", cmd_update, true },
 	{ "reboot", cmd_reboot, true }, { "dump-state", cmd_dump_state, true },
 	{ "run", cmd_run, false },	{ "drop", cmd_drop, true },
+	{ "kexec", cmd_kexec, false },
 };
 
 enum {
@@ -1269,6 +1413,11 @@ enum {
 	OPT_INCOMING,
 	OPT_UID,
 	OPT_PROFILE,
+	OPT_KERNEL,
+	OPT_INITRD,
+	OPT_APPEND,
+	OPT_REUSE_CMDLINE,
+	OPT_DROP_UNSUPPORTED,
 };
 
 static const struct option options[] = {
@@ -1283,6 +1432,11 @@ static const struct option options[] = {
 	{ "incoming", no_argument, NULL, OPT_INCOMING },
 	{ "uid", required_argument, NULL, OPT_UID },
 	{ "profile", required_argument, NULL, OPT_PROFILE },
+	{ "kernel", required_argument, NULL, OPT_KERNEL },
+	{ "initrd", required_argument, NULL, OPT_INITRD },
+	{ "append", required_argument, NULL, OPT_APPEND },
+	{ "reuse-cmdline", no_argument, NULL, OPT_REUSE_CMDLINE },
+	{ "drop-unsupported", no_argument, NULL, OPT_DROP_UNSUPPORTED },
 	{},
 };
 
@@ -1410,6 +1564,21 @@ int main(int argc, char **argv)
 		case OPT_OUTGOING:
 			arg_outgoing = true;
 			break;
+		case OPT_KERNEL:
+			arg_kernel = optarg;
+			break;
+		case OPT_INITRD:
+			arg_initrd = optarg;
+			break;
+		case OPT_APPEND:
+			arg_append = optarg;
+			break;
+		case OPT_REUSE_CMDLINE:
+			arg_reuse_cmdline = true;
+			break;
+		case OPT_DROP_UNSUPPORTED:
+			arg_drop_unsupported = true;
+			break;
 		case OPT_INCOMING:
 			arg_incoming = true;
 			break;
@@ -1448,6 +1617,11 @@ int main(int argc, char **argv)
 			continue;
 		if (arg_exec && strcmp(cmd_name, "update") != 0)
 			return usage_error("--exec is an option of update only");
+		if ((arg_kernel || arg_initrd || arg_append || arg_reuse_cmdline ||
+		     arg_drop_unsupported) &&
+		    strcmp(cmd_name, "kexec") != 0)
+			return usage_error("--kernel, --initrd, --append, --reuse-cmdline and "
+					   "--drop-unsupported are options of kexec only");
 		if ((arg_outgoing || arg_incoming || arg_uid >= 0) &&
 		    strcmp(cmd_name, "show") != 0 && strcmp(cmd_name, "drop") != 0)
 			return usage_error(

@@ -246,6 +246,7 @@ int luo_engine_handover_session(luo_engine *e, luo_session *s)
 	if (r < 0)
 		return r;
 	luo_session_move_incoming(s);
+	s->flags |= LUO_SESSION_FLAG_HANDED_OVER;
 	return 0;
 }
 
@@ -257,11 +258,10 @@ int luo_engine_reboot(luo_engine *e)
 	if (!e)
 		return -EINVAL;
 	/*
-	 * The incoming namespace is emptied before the outgoing sessions move in,
-	 * so room for the outgoing ones is all the move needs; reserving it now
-	 * keeps the part after the freezes free of failures.
+	 * Room for every session that may be incoming afterwards, reserved now so
+	 * that the part after the freezes has no failure.
 	 */
-	r = hashmap_reserve(&e->incoming_names, e->outgoing.count);
+	r = hashmap_reserve(&e->incoming_names, e->incoming_names.count + e->outgoing.count);
 	if (r < 0)
 		return r;
 	LIST_FOREACH (n, &e->outgoing) {
@@ -278,8 +278,14 @@ int luo_engine_reboot(luo_engine *e)
 		return r;
 	}
 
-	LIST_FOREACH_SAFE (n, &e->incoming)
-		luo_session_drop(list_entry(n, struct luo_session, order));
+	LIST_FOREACH_SAFE (n, &e->incoming) {
+		struct luo_session *s = list_entry(n, struct luo_session, order);
+
+		if (luo_session_crosses_reboot(s))
+			s->flags &= ~LUO_SESSION_FLAG_HANDED_OVER;
+		else
+			luo_session_drop(s);
+	}
 	LIST_FOREACH_SAFE (n, &e->outgoing)
 		luo_session_move_incoming(list_entry(n, struct luo_session, order));
 	e->update_number++;

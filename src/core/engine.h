@@ -38,7 +38,19 @@
 
 #define LUO_NAME_FIELD 64
 #define LUO_SESSION_FLAG_HANDOVER_ON_CLOSE (UINT64_C(1) << 0)
-#define LUO_SESSION_FLAGS_ALL LUO_SESSION_FLAG_HANDOVER_ON_CLOSE
+/*
+ * Set by the engine, never by a creator: an incoming session that was handed
+ * over (luo_engine_handover_session()) since the last reboot, rather than
+ * one that arrived with it.  The next reboot carries it (a service stopped
+ * before the kexec, its state waiting for its successor) and clears the bit;
+ * a session that arrived with a reboot and was never retrieved is dropped by
+ * the next one, as the kernel drops it.  Kept in the state and the journal.
+ */
+#define LUO_SESSION_FLAG_HANDED_OVER (UINT64_C(1) << 1)
+/* What a creator may ask for. */
+#define LUO_SESSION_FLAGS_CREATE LUO_SESSION_FLAG_HANDOVER_ON_CLOSE
+/* Every bit the state and the journal may carry. */
+#define LUO_SESSION_FLAGS_ALL (LUO_SESSION_FLAG_HANDOVER_ON_CLOSE | LUO_SESSION_FLAG_HANDED_OVER)
 #define LUO_UID_ANY UINT32_MAX
 
 typedef struct luo_engine luo_engine;
@@ -130,14 +142,24 @@ void luo_engine_drop_session(luo_engine *e, luo_session *s);
 /* Hands one outgoing session over: freeze, then move to incoming.  -EEXIST if
  * an incoming session of that name exists; -EINVAL on an incoming session. */
 int luo_engine_handover_session(luo_engine *e, luo_session *s);
-/* The kexec: hand over every open outgoing session in creation order, drop every
- * incoming one, live update number + 1.  On a freeze error nothing changes. */
+/*
+ * The kexec: hand over every open outgoing session in creation order; keep
+ * every incoming session handed over since the last reboot and not retrieved
+ * yet (LUO_SESSION_FLAG_HANDED_OVER, cleared now); drop every other incoming
+ * one; live update number + 1.  An outgoing session replaces a handed-over
+ * one of the same owner and name (the newer state of that name).  Incoming
+ * sessions that stay come first, in their order, then the outgoing ones.
+ * On a freeze error nothing changes.
+ */
 int luo_engine_reboot(luo_engine *e);
+/* Whether the reboot would carry s (an outgoing session, or an incoming one it keeps). */
+bool luo_session_crosses_reboot(const luo_session *s);
 
 /* Introspection. */
 const char *luo_session_name(const luo_session *s);
 enum luo_session_kind luo_session_kind(const luo_session *s);
 enum luo_session_state luo_session_state(const luo_session *s);
+/* The creator's flags (LUO_SESSION_FLAGS_CREATE bits). */
 uint64_t luo_session_flags(const luo_session *s);
 uint32_t luo_session_uid(const luo_session *s);
 uint64_t luo_session_handle(const luo_session *s); /* 0 if none */

@@ -74,7 +74,8 @@ static void flb_put(struct luo_flb *flb, void (*last)(struct luo_flb *flb))
 		return;
 	if (last)
 		last(flb);
-	luo_flb_release(flb, true);
+	/* An engine that borrows its fds (a copy of another's state) closes none. */
+	luo_flb_release(flb, !flb->engine || !flb->engine->borrowed_fds);
 }
 
 void luo_flb_file_unpreserve(struct luo_flb *flb)

@@ -185,7 +185,7 @@ int luo_engine_create_session(luo_engine *e, const uint8_t name[LUO_NAME_FIELD],
 
 	if (!e)
 		return -EINVAL;
-	if (flags & ~LUO_SESSION_FLAGS_ALL)
+	if (flags & ~LUO_SESSION_FLAGS_CREATE)
 		return -EINVAL;
 	len = luo_name_parse(name);
 	if (len < 0)
@@ -403,7 +403,17 @@ enum luo_session_state luo_session_state(const luo_session *s)
 
 uint64_t luo_session_flags(const luo_session *s)
 {
-	return s->flags;
+	return s->flags & LUO_SESSION_FLAGS_CREATE;
+}
+
+bool luo_session_crosses_reboot(const luo_session *s)
+{
+	if (s->kind == LUO_SESSION_OUTGOING)
+		return true;
+	/* An outgoing session of the same owner and name replaces it: it is the
+	 * newer state of that name. */
+	return s->state == LUO_SESSION_WAITING && (s->flags & LUO_SESSION_FLAG_HANDED_OVER) &&
+	       !luo_session_lookup(s->engine, LUO_SESSION_OUTGOING, s->uid, s->name, s->name_len);
 }
 
 uint32_t luo_session_uid(const luo_session *s)

@@ -404,7 +404,16 @@ static void write_file(struct out *o, const luo_engine *e, size_t index, const s
  */
 static bool session_is_packed(const struct luo_session *s)
 {
-	return s->files.count >= 2;
+	return s->files.count >= 2 || (s->flags & LUO_SESSION_FLAG_HANDED_OVER);
+}
+
+/* luo-session-v3 is v2 with the handed-over bit, which only it may carry. */
+static const char *session_compatible(const struct luo_session *s)
+{
+	if (s->flags & LUO_SESSION_FLAG_HANDED_OVER)
+		return LUO_STATE_SESSION_V3_COMPATIBLE;
+	return session_is_packed(s) ? LUO_STATE_SESSION_COMPATIBLE
+				    : LUO_STATE_SESSION_V1_COMPATIBLE;
 }
 
 /* The distinct handlers of s's files, in the order of their first file. */
@@ -461,7 +470,7 @@ static int session_size(size_t index, const struct luo_session *s, size_t *size)
 		/* Offsets into file-data are 32 bits: the blob's own limit keeps it in range. */
 		if (data > LUO_STATE_MAX_SIZE)
 			return -E2BIG;
-		*size += prop_size(sizeof(LUO_STATE_SESSION_COMPATIBLE)) + prop_size(names) +
+		*size += prop_size(strlen(session_compatible(s)) + 1) + prop_size(names) +
 			 prop_size(s->files.count * PACKED_SIZE) + prop_size(data);
 	} else
 		*size += prop_size(sizeof(LUO_STATE_SESSION_V1_COMPATIBLE));
@@ -527,8 +536,7 @@ static void write_session(struct out *o, const luo_engine *e, size_t index,
 	size_t j = 0;
 
 	out_begin(o, "session", 7, index);
-	out_string(o, PROP_COMPATIBLE,
-		   packed ? LUO_STATE_SESSION_COMPATIBLE : LUO_STATE_SESSION_V1_COMPATIBLE);
+	out_string(o, PROP_COMPATIBLE, session_compatible(s));
 	out_prop(o, PROP_NAME, s->name, s->name_len);
 	out_u32(o, PROP_KIND, (uint32_t)s->kind);
 	out_u32(o, PROP_STATE, (uint32_t)s->state);
@@ -1636,13 +1644,16 @@ bool luo_state_fits_kind(uint32_t kind, uint32_t state)
 static int walk_session(struct walk *w, uint32_t node, const char *name, uint32_t name_len)
 {
 	static const char *const versions[] = { LUO_STATE_SESSION_COMPATIBLE,
-						LUO_STATE_SESSION_V1_COMPATIBLE };
-	static const struct node_spec *const specs[] = { &session_v2_spec, &session_spec };
+						LUO_STATE_SESSION_V1_COMPATIBLE,
+						LUO_STATE_SESSION_V3_COMPATIBLE };
+	static const struct node_spec *const specs[] = { &session_v2_spec, &session_spec,
+							 &session_v2_spec };
 	struct luo_state_session s;
 	uint32_t kind, state, end = 0;
 	size_t n_files = 0;
 	struct props p;
 	int r, sub, version;
+	bool packed;
 
 	r = check_node_name(name, name_len, "session", w->n_sessions);
 	if (r < 0)
@@ -1650,8 +1661,9 @@ static int walk_session(struct walk *w, uint32_t node, const char *name, uint32_
 	version = read_node(w, node, versions, ELEMENTSOF(versions), specs, &p, &sub, &end);
 	if (version < 0)
 		return version;
-	/* A luo-session-v2 carries its files in properties, never as nodes. */
-	if (version == 0 && sub >= 0)
+	packed = version != 1;
+	/* A luo-session-v2 or v3 carries its files in properties, never as nodes. */
+	if (packed && sub >= 0)
 		return -EBADMSG;
 	if (p.len[PROP_NAME] < 1 || p.len[PROP_NAME] >= LUO_NAME_FIELD ||
 	    memchr(p.val[PROP_NAME], '\0', p.len[PROP_NAME]))
@@ -1670,7 +1682,11 @@ static int walk_session(struct walk *w, uint32_t node, const char *name, uint32_
 		.uid = ld32(p.val[PROP_UID]),
 		.handle = ld64(p.val[PROP_HANDLE]),
 	};
-	if (s.flags & ~LUO_SESSION_FLAGS_ALL)
+	/* The handed-over bit is v3's, on incoming sessions only, and v3 has it. */
+	if (s.flags & ~(version == 2 ? LUO_SESSION_FLAGS_ALL : LUO_SESSION_FLAGS_CREATE))
+		return -EBADMSG;
+	if (version == 2 &&
+	    (!(s.flags & LUO_SESSION_FLAG_HANDED_OVER) || kind != LUO_SESSION_INCOMING))
 		return -EBADMSG;
 	/* Handles are never ahead of the counter. */
 	if (s.handle > w->next_handle)
@@ -1695,7 +1711,7 @@ static int walk_session(struct walk *w, uint32_t node, const char *name, uint32_
 	}
 
 	token_set_next_session(&w->tokens, (uint32_t)w->n_sessions);
-	if (version == 0) {
+	if (packed) {
 		r = walk_packed_files(w, &p, &s);
 		if (r < 0)
 			return r;
@@ -1906,6 +1922,10 @@ struct decode {
 	const struct luo_handler *last_handler; /* files of one handler come in runs */
 	struct pollfd *polls;			/* the files' fds, checked open at the end */
 	size_t n_polls, cap_polls;
+	/* luo_state_decode_mapped(): where each file is now */
+	luo_state_fd_map map;
+	void *map_userdata;
+	size_t session_index; /* of d->session, counting from 0 */
 };
 
 const struct luo_flb_ops *luo_state_find_flb_ops(const luo_engine *e, const char *compatible)
@@ -1999,6 +2019,9 @@ static int decode_flb(const struct luo_state_flb *rec, void *userdata)
 	ops = luo_state_find_flb_ops(d->e, rec->compatible);
 	if (!ops)
 		return -ENOPROTOOPT;
+	/* Nothing an FLB holds crossed with the files: its record means nothing here. */
+	if (d->map)
+		return 0;
 	if (!(d->flags & LUO_STATE_BORROW_FDS) && rec->fd >= 0) {
 		r = fd_check_open(rec->fd);
 		if (r < 0)
@@ -2031,12 +2054,60 @@ static int decode_session(const struct luo_state_session *rec, void *userdata)
 			    &s);
 	if (r < 0)
 		return r == -EEXIST ? -EBADMSG : r;
+	if (d->session)
+		d->session_index++;
 	d->session = s;
 	/* The walker has found the handle unique; set_handle() checks again. */
 	r = luo_session_set_handle(s, rec->handle);
 	if (r < 0)
 		return r == -EEXIST ? -EBADMSG : r;
 	return 0;
+}
+
+/*
+ * A file that crossed a kexec: the blob's slot means nothing, map() says
+ * where the file is now.  Its identity is its new fd's, and its handler
+ * records it again: the record describes the file as it is here.
+ */
+static int decode_file_mapped(struct decode *d, const struct luo_state_file *rec,
+			      const struct luo_handler *h)
+{
+	struct luo_file *f;
+	void *data;
+	int fd = -EBADF, r;
+
+	/* Nothing an FLB holds crosses a kexec, so neither do its files. */
+	if (h->flb)
+		return 0;
+	if (rec->fd >= 0) {
+		r = d->map(d->session_index, rec->token, &fd, d->map_userdata);
+		if (r == -ENOENT)
+			return 0; /* left behind: the session goes on without it */
+		if (r < 0)
+			return r;
+		/* Born as every fd the engine holds is. */
+		if (fcntl(fd, F_SETFD, d->e->inheritable_fds ? 0 : FD_CLOEXEC) < 0)
+			return -errno;
+	}
+	r = luo_state_dup_data(rec->data, rec->data_size, &data);
+	if (r < 0)
+		return r;
+	r = luo_file_new(d->session, rec->token, h, fd, data, rec->data_size, &f);
+	if (r < 0) {
+		free(data);
+		return r == -EEXIST ? -EBADMSG : r;
+	}
+	f->frozen = rec->flags & LUO_STATE_FILE_FROZEN;
+	f->retrieved = rec->flags & LUO_STATE_FILE_RETRIEVED;
+	f->retrieve_error = rec->retrieve_error;
+	if (f->hf.fd < 0)
+		return 0;
+	r = luo_file_identify(f);
+	if (r < 0)
+		return r == -EBUSY ? -EBADMSG : r;
+	if (f->frozen && h->freeze)
+		r = h->freeze(&f->hf);
+	return r;
 }
 
 static int decode_file(const struct luo_state_file *rec, void *userdata)
@@ -2055,6 +2126,8 @@ static int decode_file(const struct luo_state_file *rec, void *userdata)
 			return -ENOPROTOOPT;
 		d->last_handler = h;
 	}
+	if (d->map)
+		return decode_file_mapped(d, rec, h);
 	/* Checked open all at once before decode_ext(); a closed one makes
 	 * luo_file_identify() fail with EBADF on its own. */
 	if (!borrow && rec->fd >= 0) {
@@ -2110,11 +2183,13 @@ static bool flb_is_blank(const struct luo_flb *flb)
 	return flb->count == 0 && !flb->data && flb->fd < 0 && !flb->incoming && !flb->retrieved;
 }
 
-int luo_state_decode(luo_engine *e, const void *blob, size_t size, unsigned flags,
-		     const struct luo_state_ext *ext)
+static int decode(luo_engine *e, const void *blob, size_t size, unsigned flags,
+		  const struct luo_state_ext *ext, luo_state_fd_map map, void *map_userdata)
 {
 	_cleanup_free_ struct luo_flb *saved_flbs = NULL;
-	struct decode d = { .e = e, .flags = flags, .ext = ext };
+	struct decode d = {
+		.e = e, .flags = flags, .ext = ext, .map = map, .map_userdata = map_userdata
+	};
 	const struct luo_state_visitor visitor = {
 		.ext_node = ext ? ext->node : NULL,
 		.root = decode_root,
@@ -2170,4 +2245,18 @@ int luo_state_decode(luo_engine *e, const void *blob, size_t size, unsigned flag
 	e->next_handle = saved_next_handle;
 	e->borrowed_fds = saved_borrowed;
 	return r;
+}
+
+int luo_state_decode(luo_engine *e, const void *blob, size_t size, unsigned flags,
+		     const struct luo_state_ext *ext)
+{
+	return decode(e, blob, size, flags, ext, NULL, NULL);
+}
+
+int luo_state_decode_mapped(luo_engine *e, const void *blob, size_t size, luo_state_fd_map map,
+			    void *userdata)
+{
+	if (!map)
+		return -EINVAL;
+	return decode(e, blob, size, 0, NULL, map, userdata);
 }

@@ -57,6 +57,24 @@ int luo_state_encode(const luo_engine *e, const struct luo_state_ext *ext, void 
  */
 int luo_state_decode(luo_engine *e, const void *blob, size_t size, unsigned flags,
 		     const struct luo_state_ext *ext);
+/*
+ * Where a file of a blob that crossed a kexec is now: the fd that holds it
+ * (taken over by the engine if the decode succeeds), or -ENOENT to leave the
+ * file out; any other error stops the decode.  session_index counts the
+ * blob's sessions from 0, in blob order.
+ */
+typedef int (*luo_state_fd_map)(size_t session_index, uint64_t token, int *ret_fd, void *userdata);
+/*
+ * Decodes a blob whose fd slots mean nothing in this process: the kernel
+ * carried its files through a kexec and they were retrieved again.  map()
+ * says where each file is now; its identity is computed from that fd, and
+ * its handler records a frozen file again (its freeze), so that the record
+ * describes the file as it is here.  FLB records are not read: nothing an
+ * FLB holds crosses a kexec.  On failure e is as before and no fd map() gave
+ * is closed (they are the caller's).
+ */
+int luo_state_decode_mapped(luo_engine *e, const void *blob, size_t size, luo_state_fd_map map,
+			    void *userdata);
 /* Describes a blob for a person (or as JSON) on f; the blob is checked as by decode. */
 int luo_state_dump(const void *blob, size_t size, FILE *f, bool json);
 
@@ -71,6 +89,10 @@ int luo_state_dump(const void *blob, size_t size, FILE *f, bool json);
 #define LUO_STATE_SESSION_COMPATIBLE "luo-session-v2"
 /* A session of at most one file: a node per file (still read whatever the count). */
 #define LUO_STATE_SESSION_V1_COMPATIBLE "luo-session-v1"
+/* The luo-session-v2 layout for a session whose flags carry
+ * LUO_SESSION_FLAG_HANDED_OVER, which the earlier versions do not have: a
+ * reader that predates the bit refuses the node by its version. */
+#define LUO_STATE_SESSION_V3_COMPATIBLE "luo-session-v3"
 #define LUO_STATE_FILE_COMPATIBLE "luo-file-v2"
 /* Still read (its files' identities are computed again), never written. */
 #define LUO_STATE_FILE_V1_COMPATIBLE "luo-file-v1"

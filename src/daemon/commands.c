@@ -48,6 +48,7 @@ union cmd_struct {
 	struct luo_wire_is_session is_session;
 	struct luo_wire_drop drop;
 	struct luo_wire_dump_state dump_state;
+	struct luo_wire_kexec kexec;
 	struct luo_wire_fds fds;
 	uint8_t bytes[LUO_WIRE_REQUEST_MAX];
 };
@@ -284,7 +285,7 @@ static int device_create_or_retrieve(struct luod *d, struct endpoint *ep, bool c
 
 		if (!u)
 			return -ENOMEM;
-		if (c->create.flags & ~LUO_SESSION_FLAGS_ALL)
+		if (c->create.flags & ~LUO_SESSION_FLAGS_CREATE)
 			return -EINVAL;
 		if ((u->n_sessions >= limit_sessions(d, ep->uid) ||
 		     capacity_check(d, ep->uid, 1) < 0) &&
@@ -749,8 +750,8 @@ static void handle_device_request(struct luod *d, struct endpoint *ep,
 	if (r < 0)
 		goto out;
 
-	/* Past the fd check, only IS_SESSION holds an fd (fds[0]); the commands that
-	 * reply by themselves below came with none. */
+	/* Past the fd check, only IS_SESSION (fds[0]) and KEXEC (which consumes
+	 * them) hold fds; the other commands that reply by themselves came with none. */
 	switch (p->cmd->nr) {
 	case LUO_CMD_STATUS:
 	case LUO_CMD_LIST:
@@ -806,6 +807,9 @@ static void handle_device_request(struct luod *d, struct endpoint *ep,
 			return;
 		}
 		liveupdate_request(d, ep, p->op, p->tag, &c, p->size, now_usec(CLOCK_MONOTONIC));
+		return;
+	case LUO_CMD_KEXEC:
+		kexec_request(d, ep, p->tag, &c.kexec, p->size, fds, n_fds);
 		return;
 	default:
 		r = -EINVAL;

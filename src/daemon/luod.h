@@ -165,6 +165,10 @@ struct keeper_area {
 	uint32_t fault_hits[16];    /* ... and times each was reached */
 	char update_binary[512];    /* written by the worker before LUOD_WORKER_EXIT_UPDATE */
 	char binary[512];	    /* the binary running now, as started or updated to */
+	/* 1 once a worker of a luod started afresh looked for what a kexec
+	 * carried (kexec.c), so that its successors do not look again. */
+	uint32_t kexec_checked;
+	uint32_t reserved;
 };
 
 /* The daemon's own entries in the journal's ext table: (type, key) -> bytes. */
@@ -363,7 +367,8 @@ struct luod {
 	struct update_check check;
 	char **args; /* the original arguments, passed on at re-exec */
 	int n_args;
-	char *self_path; /* argv[0] */
+	char *self_path;    /* argv[0] */
+	bool kexec_restore; /* started afresh: the first worker takes what a kexec carried */
 	bool quit;
 	long fd_limit;
 };
@@ -554,6 +559,22 @@ const struct session_record *session_info_find(struct luod *d, const luo_session
 void session_info_done(struct luod *d);
 /* At recovery: the records from the journal. */
 int session_info_recover(struct luod *d);
+
+/* kexec.c */
+/* The kernel session holding luod's own state; its sessions are "luod-N". */
+#define LUOD_KERNEL_SESSION "luod"
+/* /dev/liveupdate (test builds: $LUOD_LIVEUPDATE_DEVICE if set). */
+const char *luod_device_path(void);
+/* Opens the device, retrying for a while when another process holds it (EBUSY);
+ * -ENODEV if this kernel has none. */
+int luod_device_open(void);
+struct luo_wire_kexec;
+/* Handles KEXEC: replies an error, or reboots into the new kernel.  fds are consumed. */
+void kexec_request(struct luod *d, struct endpoint *ep, uint32_t tag, struct luo_wire_kexec *k,
+		   uint32_t size, int *fds, size_t n_fds);
+/* After a kexec: rebuilds the sessions a kexec carried for luod as incoming ones,
+ * journals them and finishes the kernel sessions.  0 if there were none. */
+int kexec_restore(struct luod *d);
 
 /* liveupdate.c */
 /* Handles UPDATE or REBOOT; replies itself (now, or from the worker after the update). */

@@ -708,6 +708,7 @@ int main(int argc, char **argv)
 		/* The daemonizing parent's pipe is the keeper's until the first worker serves. */
 		if (ready_fd >= 0)
 			d.keeper_fds[d.n_keeper_fds++] = ready_fd;
+		d.kexec_restore = true;
 		code = keeper_run(&d, -1, on_ready_first);
 	}
 	/* A socket from the service manager stays: it listens on it for the next start. */

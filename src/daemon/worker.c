@@ -168,6 +168,9 @@ void luod_close_later(struct luod *d, int fd)
 		safe_close(fd);
 }
 
+_Static_assert(sizeof(struct keeper_area) <= LUO_JOURNAL_OWNER_AREA,
+	       "the keeper's area fits the journal's owner area");
+
 struct keeper_area *luod_keeper_area(struct luod *d)
 {
 	return d->journal ? luo_journal_owner_area(d->journal) : NULL;
@@ -640,6 +643,12 @@ int worker_main(struct luod *d)
 		return LUOD_WORKER_EXIT_RECOVERY;
 	}
 	luo_journal_attach(d->journal, d->engine);
+	/* A luod started afresh takes in what a kexec carried for it, once. */
+	struct keeper_area *ka = luod_keeper_area(d);
+	if (d->kexec_restore && ka && !ka->kexec_checked) {
+		(void)kexec_restore(d);
+		ka->kexec_checked = 1;
+	}
 	r = uid_usage_recount(d);
 	if (r >= 0)
 		r = batch_recover(d);

@@ -57,6 +57,9 @@ static const struct luo_wire_command wire_commands[] = {
 		 0, "DROP"),
 	WIRE_CMD(LUO_WIRE_DEVICE, LUO_CMD_DUMP_STATE, sizeof(struct luo_wire_dump_state),
 		 sizeof(struct luo_wire_dump_state), 0, 1, "DUMP_STATE"),
+	/* One or two fds (LUO_KEXEC_INITRD): luod checks the count itself. */
+	WIRE_CMD(LUO_WIRE_DEVICE, LUO_CMD_KEXEC, sizeof(struct luo_wire_kexec),
+		 sizeof(struct luo_wire_kexec), 2, 0, "KEXEC"),
 	/* The kernel's session commands. */
 	WIRE_CMD(LUO_WIRE_SESSION, LIVEUPDATE_CMD_SESSION_PRESERVE_FD,
 		 sizeof(struct liveupdate_session_preserve_fd),
@@ -99,6 +102,10 @@ _Static_assert(sizeof(struct luo_wire_file_entry) == LUO_WIRE_FILE_ENTRY_V2, "fi
 _Static_assert(offsetof(struct luo_wire_list, entry_size) == LUO_WIRE_LIST_V1, "list v1");
 _Static_assert(offsetof(struct luo_wire_show, session_entry_size) == LUO_WIRE_SHOW_V1, "show v1");
 _Static_assert(sizeof(struct luo_wire_request) == 8, "request header");
+_Static_assert(sizeof(struct luo_wire_request) + sizeof(struct luo_wire_kexec) <=
+		       LUO_WIRE_REQUEST_MAX,
+	       "kexec request");
+_Static_assert(sizeof(struct luo_wire_kexec_file) == 128, "kexec file entry");
 _Static_assert(offsetof(struct luo_wire_fds, tokens) == LUO_WIRE_FDS_HEADER, "batch header");
 /* A whole batch message fits a request, and its fds with a session fd fit SCM_MAX_FD. */
 _Static_assert(sizeof(struct luo_wire_request) + sizeof(struct luo_wire_fds) <=
@@ -189,6 +196,15 @@ int luo_wire_request_check_fds(const struct luo_wire_parsed *p, size_t n_fds)
 {
 	if (!p || !p->cmd)
 		return -EINVAL;
+	/* The kernel, then the initrd if its flag says so. */
+	if (p->cmd->nr == LUO_CMD_KEXEC && p->size >= sizeof(struct luo_wire_kexec)) {
+		uint32_t flags;
+
+		memcpy(&flags, p->payload + offsetof(struct luo_wire_kexec, flags), sizeof(flags));
+		size_t want = (flags & LUO_KEXEC_INITRD) ? 2 : 1;
+
+		return n_fds > want ? -EINVAL : n_fds < want ? -EBADF : 0;
+	}
 	if (n_fds > p->cmd->n_fds)
 		return -EINVAL;
 	/* The kernel's fdget() on a missing file. */

@@ -98,6 +98,7 @@ enum {
 	LUO_CMD_IS_SESSION = 0x86, /* one fd attached */
 	LUO_CMD_DROP = 0x87,	   /* remove a session nobody holds */
 	LUO_CMD_DUMP_STATE = 0x88, /* the reply carries a sealed memfd */
+	LUO_CMD_KEXEC = 0x89,	   /* the kernel (and initrd) fds attached */
 };
 #define LUO_IOCTL_DEVICE_OPEN _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_DEVICE_OPEN)
 #define LUO_IOCTL_STATUS _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_STATUS)
@@ -108,6 +109,7 @@ enum {
 #define LUO_IOCTL_IS_SESSION _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_IS_SESSION)
 #define LUO_IOCTL_DROP _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_DROP)
 #define LUO_IOCTL_DUMP_STATE _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_DUMP_STATE)
+#define LUO_IOCTL_KEXEC _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_KEXEC)
 
 /* DEVICE_OPEN: no arguments beyond size; reserved must be 0. */
 struct luo_wire_simple {
@@ -282,6 +284,43 @@ struct luo_wire_drop {
 	uint32_t of_flags;
 };
 #define LUO_WIRE_DROP_V1 72
+
+/*
+ * KEXEC: a real kexec through the kernel's /dev/liveupdate (docs/kernel-mode.md).
+ * Root only (EPERM).  The request carries the new kernel's fd and, with
+ * LUO_KEXEC_INITRD, the initrd's as a second fd.  On success luod replies
+ * nothing: the machine reboots into the new kernel.  Errors: ENODEV (no
+ * /dev/liveupdate), EBUSY (another process holds the device, or an update is
+ * under way), EOPNOTSUPP (files the kernel cannot carry, without
+ * LUO_KEXEC_DROP_UNSUPPORTED: the reply carries the struct with n_refused set
+ * and LUO_WIRE_REPLY_MORE, then messages of whole struct
+ * luo_wire_kexec_file entries, the last without LUO_WIRE_REPLY_MORE; at most
+ * LUO_KEXEC_REFUSED_MAX entries are listed), or the errno of
+ * kexec_file_load() or reboot().  On any error nothing has changed.
+ */
+#define LUO_KEXEC_DROP_UNSUPPORTED (1u << 0) /* leave the files the kernel refuses behind */
+#define LUO_KEXEC_INITRD (1u << 1)	     /* a second fd: the initrd */
+#define LUO_KEXEC_FLAGS_ALL (LUO_KEXEC_DROP_UNSUPPORTED | LUO_KEXEC_INITRD)
+/* The command line with its NUL: x86's COMMAND_LINE_SIZE. */
+#define LUO_KEXEC_CMDLINE_MAX 2048
+#define LUO_KEXEC_REFUSED_MAX 4096
+struct luo_wire_kexec {
+	uint32_t size;
+	uint32_t flags; /* LUO_KEXEC_* */
+	/* out (an EOPNOTSUPP reply) */
+	uint64_t n_sessions;		     /* sessions that would cross */
+	uint64_t n_files;		     /* files of those sessions */
+	uint64_t n_refused;		     /* files the kernel cannot carry */
+	char cmdline[LUO_KEXEC_CMDLINE_MAX]; /* NUL-terminated, may be empty */
+};
+
+struct luo_wire_kexec_file {
+	uint8_t name[LIVEUPDATE_SESSION_NAME_LENGTH]; /* the session's */
+	uint32_t uid;				      /* its owner */
+	int32_t error;				      /* what the kernel said (-errno) */
+	uint64_t token;
+	char kind[48]; /* the handler's compatible ("socket-v1") */
+};
 
 /* ---- luod's extensions of the session commands (on a session fd) ---- */
 enum {

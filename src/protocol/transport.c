@@ -801,8 +801,9 @@ int luo_wire_call_keep_error(int sock, uint32_t op, void *arg, uint32_t arg_size
 	return call(sock, op, arg, arg_size, NULL, 0, ret_fd, true, false);
 }
 
-static int call_stream(int sock, uint32_t op, void *arg, uint32_t arg_size, luo_wire_chunk_fn fn,
-		       void *userdata, uint32_t tag, uint64_t deadline)
+static int call_stream(int sock, uint32_t op, void *arg, uint32_t arg_size, const int *fds,
+		       size_t n_fds, bool keep_error, luo_wire_chunk_fn fn, void *userdata,
+		       uint32_t tag, uint64_t deadline)
 {
 	_cleanup_free_ uint8_t *buf = NULL;
 	struct luo_wire_reply h;
@@ -813,7 +814,7 @@ static int call_stream(int sock, uint32_t op, void *arg, uint32_t arg_size, luo_
 	if (!buf)
 		return -ENOMEM;
 
-	r = ask(sock, sock, op, tag, arg, arg_size, NULL, 0, deadline, &h);
+	r = ask(sock, sock, op, tag, arg, arg_size, fds, n_fds, deadline, &h);
 	if (r < 0)
 		return r;
 	r = take_own(sock, buf, LUO_WIRE_REPLY_MAX, 0, &h, &fd);
@@ -821,7 +822,7 @@ static int call_stream(int sock, uint32_t op, void *arg, uint32_t arg_size, luo_
 		return r;
 	safe_close(fd);
 	result = h.result;
-	if (result == 0)
+	if (result == 0 || keep_error)
 		memcpy(arg, buf + sizeof(h), MIN((size_t)arg_size, (size_t)r));
 
 	for (more = h.flags & LUO_WIRE_REPLY_MORE; more;) {
@@ -837,14 +838,15 @@ static int call_stream(int sock, uint32_t op, void *arg, uint32_t arg_size, luo_
 			continue;
 		}
 		safe_close(fd);
-		if (result < 0)
+		if (result < 0 && !keep_error)
 			continue;
 		if (h.result < 0) {
-			result = h.result;
+			if (result == 0)
+				result = h.result;
 			continue;
 		}
 		r = fn(buf + sizeof(h), (size_t)r, userdata);
-		if (r < 0)
+		if (r < 0 && result == 0)
 			result = r;
 	}
 	return result;
@@ -859,7 +861,24 @@ int luo_wire_call_stream(int sock, uint32_t op, void *arg, uint32_t arg_size, lu
 		return -EBADF;
 	if ((!arg && arg_size > 0) || !fn)
 		return -EINVAL;
-	r = call_stream(sock, op, arg, arg_size, fn, userdata, own_tag(), deadline_start());
+	r = call_stream(sock, op, arg, arg_size, NULL, 0, false, fn, userdata, own_tag(),
+			deadline_start());
+	tag_generation_next();
+	return r;
+}
+
+int luo_wire_call_stream_keep_error(int sock, uint32_t op, void *arg, uint32_t arg_size,
+				    const int *fds, size_t n_fds, luo_wire_chunk_fn fn,
+				    void *userdata)
+{
+	int r;
+
+	if (sock < 0)
+		return -EBADF;
+	if ((!arg && arg_size > 0) || !fn || n_fds > SOCKET_MAX_FDS || (!fds && n_fds > 0))
+		return -EINVAL;
+	r = call_stream(sock, op, arg, arg_size, fds, n_fds, true, fn, userdata, own_tag(),
+			deadline_start());
 	tag_generation_next();
 	return r;
 }

@@ -199,3 +199,13 @@ typedef int (*luo_wire_chunk_fn)(const void *data, size_t size, void *userdata);
  */
 int luo_wire_call_stream(int sock, uint32_t op, void *arg, uint32_t arg_size, luo_wire_chunk_fn fn,
 			 void *userdata);
+/*
+ * As luo_wire_call_stream(), with fds (not consumed) attached to the request,
+ * and the first reply's payload copied into arg and the later messages
+ * passed to fn even when the first reply is an error (KEXEC's list of the
+ * files the kernel refused).  Returns the first reply's result, or a local
+ * error.
+ */
+int luo_wire_call_stream_keep_error(int sock, uint32_t op, void *arg, uint32_t arg_size,
+				    const int *fds, size_t n_fds, luo_wire_chunk_fn fn,
+				    void *userdata);

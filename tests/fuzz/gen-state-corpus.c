@@ -268,7 +268,8 @@ int main(int argc, char **argv)
 	preserve(s, 5, memfd_with("again"));
 	emit("valid-every-state", e, &luod_ext);
 
-	/* A reboot: update number 1, outgoing moved in, incoming dropped. */
+	/* A reboot: update number 1, outgoing moved in, incoming dropped (the
+	 * waiting one, handed over, replaced by the outgoing one of its name). */
 	CHECK(luo_engine_reboot(e));
 	emit("valid-after-reboot", e, &luod_ext);
 	luo_engine_free(e);
@@ -329,9 +330,9 @@ int main(int argc, char **argv)
 	patch(blob, size, "memfd-v1", "memfx-v1");
 	write_file("bad-unknown-handler", blob, size);
 	patch(blob, size, "memfx-v1", "memfd-v1");
-	patch(blob, size, "luo-session-v2", "luo-session-v3");
+	patch(blob, size, "luo-session-v2", "luo-session-v9");
 	write_file("bad-session-version", blob, size);
-	patch(blob, size, "luo-session-v3", "luo-session-v2");
+	patch(blob, size, "luo-session-v9", "luo-session-v2");
 	patch(blob, size, "luo-file-v2", "luo-file-v3");
 	write_file("bad-file-version", blob, size);
 	patch(blob, size, "luo-file-v3", "luo-file-v2");

@@ -100,7 +100,7 @@ TEST(command_table_keeps_device_and_session_commands_apart)
 
 		ASSERT_FALSE(d && s);
 		if (d)
-			ASSERT_TRUE(nr <= 0x01 || (nr >= 0x80 && nr <= 0x88));
+			ASSERT_TRUE(nr <= 0x01 || (nr >= 0x80 && nr <= 0x89));
 		if (s)
 			ASSERT_TRUE(nr >= 0x40 && nr <= 0x47);
 	}
@@ -330,6 +330,36 @@ TEST(check_fds_wants_exactly_the_command_fds)
 
 		build_sized(&m, rows[i].op, rows[i].size);
 		ASSERT_OK(luo_wire_request_parse(rows[i].t, m.bytes, m.len, &p));
+		ASSERT_ERR(luo_wire_request_check_fds(&p, rows[i].n_fds), rows[i].err);
+	}
+}
+
+/* KEXEC: the kernel's fd, and the initrd's when its flag says one comes. */
+TEST(check_fds_of_kexec_follow_its_initrd_flag)
+{
+	static const struct {
+		uint32_t flags;
+		size_t n_fds;
+		int err;
+	} rows[] = {
+		{ 0, 0, -EBADF },
+		{ 0, 1, 0 },
+		{ 0, 2, -EINVAL },
+		{ LUO_KEXEC_INITRD, 1, -EBADF },
+		{ LUO_KEXEC_INITRD, 2, 0 },
+		{ LUO_KEXEC_INITRD | LUO_KEXEC_DROP_UNSUPPORTED, 3, -EINVAL },
+	};
+
+	for (size_t i = 0; i < ELEMENTSOF(rows); i++) {
+		struct luo_wire_parsed p;
+		struct msg m;
+		uint32_t size = sizeof(struct luo_wire_kexec);
+
+		build_sized(&m, LUO_IOCTL_KEXEC, size);
+		memcpy(m.bytes + sizeof(struct luo_wire_request) +
+			       offsetof(struct luo_wire_kexec, flags),
+		       &rows[i].flags, sizeof(rows[i].flags));
+		ASSERT_OK(luo_wire_request_parse(LUO_WIRE_DEVICE, m.bytes, m.len, &p));
 		ASSERT_ERR(luo_wire_request_check_fds(&p, rows[i].n_fds), rows[i].err);
 	}
 }
@@ -1346,6 +1376,7 @@ TEST_MAIN(TEST_CASE(socket_path_follows_luods_rule), TEST_CASE(command_table_has
 	  TEST_CASE(check_struct_applies_size_and_e2big_rules),
 	  TEST_CASE(check_struct_keeps_the_client_size_field_and_flags),
 	  TEST_CASE(check_fds_wants_exactly_the_command_fds),
+	  TEST_CASE(check_fds_of_kexec_follow_its_initrd_flag),
 	  TEST_CASE(check_batch_wants_the_counts_size_and_fds),
 	  TEST_CASE(call_round_trip_copies_back_and_passes_the_fd),
 	  TEST_CASE(call_copies_back_at_most_arg_size),

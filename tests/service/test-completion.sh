@@ -38,14 +38,15 @@ check() {
 		failed=1
 	fi
 }
-echo "1..12"
-check "luoctl " "drop dump-state help list reboot run show status update "
+echo "1..13"
+check "luoctl " "drop dump-state help kexec list reboot run show status update "
 check "luoctl s" "show status "
 check "luoctl --socket /tmp/x sh" "show "
 check "luoctl show " "alpha beta "
 check "luoctl drop a" "alpha "
 check "luoctl show --o" "--outgoing "
 check "luoctl update --e" "--exec "
+check "luoctl kexec --kernel /x --d" "--drop-unsupported "
 check "luoctl list --j" "--json "
 check "luoctl --ti" "--timeout "
 check "luoctl run -- trueX" " "

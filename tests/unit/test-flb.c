@@ -355,6 +355,32 @@ TEST(flb_engine_free_with_borrowed_fds_closes_nothing)
 	close(file_fd);
 }
 
+/* A copy of luod's state (a kexec's scratch engine) borrows the fds: a reboot
+ * that drops the last dependent file must not close the FLB's fd, which is
+ * the original engine's. */
+TEST(flb_reboot_drop_in_a_borrowing_engine_closes_nothing)
+{
+	luo_engine *e = test_flb_engine();
+	luo_session *s = test_create(e, "a");
+	int fd, file_fd;
+
+	preserve_pipe(s, 1);
+	ASSERT_OK(luo_engine_handover_session(e, s));
+	s = test_retrieve_session(e, "a"); /* retrieved: the reboot drops it */
+	fd = flb_of(e)->fd;
+	file_fd = list_entry(s->files.node.next, struct luo_file, order)->hf.fd;
+	e->borrowed_fds = true;
+	ASSERT_OK(luo_engine_reboot(e));
+	ASSERT_EQ(luo_engine_n_files(e), 0);
+	ASSERT_EQ(flb_of(e)->count, 0);
+	ASSERT_TRUE(fd_is_open(fd));
+	ASSERT_TRUE(fd_is_open(file_fd));
+	luo_engine_free(e);
+	ASSERT_TRUE(fd_is_open(fd));
+	close(fd);
+	close(file_fd);
+}
+
 TEST(flb_engine_free_closes_flb_fd)
 {
 	luo_engine *e = test_flb_engine();
@@ -368,6 +394,7 @@ TEST(flb_engine_free_closes_flb_fd)
 }
 
 TEST_MAIN(TEST_CASE(flb_created_on_demand_one_per_engine),
+	  TEST_CASE(flb_reboot_drop_in_a_borrowing_engine_closes_nothing),
 	  TEST_CASE(flb_preserved_once_on_first_dependent_file),
 	  TEST_CASE(flb_unpreserved_once_on_last_dependent_file),
 	  TEST_CASE(flb_preserve_failure_fails_preserve_fd),

@@ -1321,9 +1321,11 @@ TEST(engine_netns_flb_preserved_once_retrieved_once)
 }
 
 /*
- * Hands a session holding one memfd over, passes the state through a blob
- * whose file record is changed by tamper(), and decodes it into a new engine
- * (borrowing the fds, which the old engine keeps owning).
+ * Moves a session holding one memfd to the incoming side by a reboot (a
+ * session of one file stays a luo-session-v1 node, with the file's record as
+ * a node of its own), passes the state through a blob whose file record is
+ * changed by tamper(), and decodes it into a new engine (borrowing the fds,
+ * which the old engine keeps owning).
  */
 static int retrieve_through_tampered_blob(void (*tamper)(uint8_t *data, int *len))
 {
@@ -1337,7 +1339,7 @@ static int retrieve_through_tampered_blob(void (*tamper)(uint8_t *data, int *len
 
 	ASSERT_OK(luo_session_preserve_fd(s, 5, fd));
 	safe_close(fd);
-	ASSERT_OK(luo_engine_handover_session(e, s));
+	ASSERT_OK(luo_engine_reboot(e));
 	ASSERT_OK(luo_state_encode(e, NULL, &blob, &size));
 	copy = malloc(size + 256);
 	ASSERT_TRUE(copy);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1921,7 +1922,188 @@ TEST(dump_of_bad_blob_prints_nothing_and_fails_like_decode)
 	ASSERT_STREQ(json, "");
 }
 
-TEST_MAIN(TEST_CASE(empty_engine_round_trips_to_identical_blob),
+/* ---- a blob that crossed a kexec --------------------------------------- */
+
+static int memfd_with(const char *text, off_t pos)
+{
+	int fd = ASSERT_OK(memfd_create("t", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+
+	ASSERT_EQ(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	ASSERT_EQ(lseek(fd, pos, SEEK_SET), pos);
+	return fd;
+}
+
+/* What the kernel hands back after the kexec: a new memfd, same bytes and position. */
+struct kexec_map {
+	int calls;
+	int fail_token; /* -1: none */
+	int fds[8];
+	int n_fds;
+};
+
+static int kexec_map(size_t session_index, uint64_t token, int *ret_fd, void *userdata)
+{
+	struct kexec_map *m = userdata;
+	char text[32];
+
+	m->calls++;
+	if ((int)token == m->fail_token)
+		return -EIO;
+	if (session_index == 1 && token == 2)
+		return -ENOENT; /* left behind */
+	snprintf(text, sizeof(text), "file %zu/%u", session_index, (unsigned)token);
+	*ret_fd = m->fds[m->n_fds++] = memfd_with(text, 3);
+	return 0;
+}
+
+TEST(decode_mapped_takes_each_file_from_where_it_is_now)
+{
+	luo_engine *e = NULL, *e2 = NULL;
+	luo_session *s;
+	uint8_t field[LUO_NAME_FIELD];
+	void *blob;
+	size_t size;
+	char buf[32];
+	int fd;
+
+	ASSERT_OK(luo_engine_new(&e));
+	ASSERT_OK(luo_engine_add_default_handlers(e));
+	ASSERT_OK(luo_engine_create_session(e, test_name(field, "a"), 0, 1000, &s));
+	fd = memfd_with("old", 1);
+	ASSERT_OK(luo_session_preserve_fd(s, 1, fd));
+	close(fd);
+	ASSERT_OK(luo_engine_create_session(e, test_name(field, "b"), 0, 1001, &s));
+	for (uint64_t t = 1; t <= 2; t++) {
+		fd = memfd_with("old", 1);
+		ASSERT_OK(luo_session_preserve_fd(s, t, fd));
+		close(fd);
+	}
+	ASSERT_OK(luo_engine_reboot(e));
+	ASSERT_OK(luo_state_encode(e, NULL, &blob, &size));
+
+	/* A map that fails stops the decode; the engine stays empty, its fds are the caller's. */
+	struct kexec_map m = { .fail_token = 2 };
+	ASSERT_OK(luo_engine_new(&e2));
+	ASSERT_OK(luo_engine_add_default_handlers(e2));
+	ASSERT_ERR(luo_state_decode_mapped(e2, blob, size, kexec_map, &m), -EIO);
+	assert_engine_empty(e2);
+	for (int i = 0; i < m.n_fds; i++) {
+		ASSERT_TRUE(fcntl(m.fds[i], F_GETFD) >= 0);
+		close(m.fds[i]);
+	}
+
+	m = (struct kexec_map){ .fail_token = -1 };
+	ASSERT_OK(luo_state_decode_mapped(e2, blob, size, kexec_map, &m));
+	ASSERT_EQ(m.calls, 3);
+	ASSERT_EQ(luo_engine_update_number(e2), 1);
+	ASSERT_EQ(luo_engine_n_sessions(e2, LUO_SESSION_INCOMING), 2);
+	ASSERT_EQ(luo_engine_n_files(e2), 2);
+	/* Owners and names as they were; each file is the new one, at its position. */
+	ASSERT_OK(luo_engine_retrieve_session(e2, test_name(field, "b"), 1001, &s));
+	ASSERT_EQ(luo_session_n_files(s), 1);
+	ASSERT_OK(luo_session_retrieve_fd(s, 1, &fd));
+	ASSERT_EQ(lseek(fd, 0, SEEK_CUR), 3);
+	ASSERT_EQ(pread(fd, buf, sizeof(buf), 0), 8);
+	ASSERT_EQ(memcmp(buf, "file 1/1", 8), 0);
+	close(fd);
+	ASSERT_ERR(luo_session_retrieve_fd(s, 2, &fd), -ENOENT);
+	ASSERT_ERR(luo_engine_retrieve_session(e2, test_name(field, "a"), 1001, &s), -ENOENT);
+	ASSERT_OK(luo_engine_retrieve_session(e2, test_name(field, "a"), 1000, &s));
+	ASSERT_OK(luo_session_retrieve_fd(s, 1, &fd));
+	ASSERT_EQ(pread(fd, buf, sizeof(buf), 0), 8);
+	ASSERT_EQ(memcmp(buf, "file 0/1", 8), 0);
+	/* Indexed under its new identity: preserving it again is EBUSY. */
+	luo_session *o;
+	ASSERT_OK(luo_engine_create_session(e2, test_name(field, "again"), 0, 1000, &o));
+	ASSERT_ERR(luo_session_preserve_fd(o, 1, fd), -EBUSY);
+	close(fd);
+	ASSERT_ERR(luo_state_decode_mapped(e2, blob, size, NULL, NULL), -EINVAL);
+	free(blob);
+	luo_engine_free(e);
+	luo_engine_free(e2);
+}
+
+/* ---- luo-session-v3: the handed-over bit ------------------------------- */
+
+static int session_node_of(const void *blob, const char *compat_want)
+{
+	int off = fdt_path_offset(blob, "/session@0");
+	int len;
+	const char *c;
+
+	ASSERT_TRUE(off >= 0);
+	c = fdt_getprop(blob, off, "compatible", &len);
+	ASSERT_TRUE(c != NULL);
+	ASSERT_STREQ(c, compat_want);
+	return off;
+}
+
+TEST(handed_over_sessions_are_luo_session_v3_and_only_v3_carries_the_bit)
+{
+	luo_engine *e = NULL, *e2 = NULL;
+	luo_session *s;
+	uint8_t field[LUO_NAME_FIELD];
+	void *blob, *blob2;
+	size_t size, size2;
+	int fd, off;
+
+	ASSERT_OK(luo_engine_new(&e));
+	ASSERT_OK(luo_engine_add_default_handlers(e));
+	ASSERT_OK(luo_engine_create_session(e, test_name(field, "svc"), 0, 1000, &s));
+	fd = memfd_with("state", 0);
+	ASSERT_OK(luo_session_preserve_fd(s, 1, fd));
+	close(fd);
+	ASSERT_OK(luo_engine_handover_session(e, s));
+	/* An empty one too, which packs no file at all. */
+	ASSERT_OK(luo_engine_create_session(e, test_name(field, "empty"), 0, 1000, &s));
+	ASSERT_OK(luo_engine_handover_session(e, s));
+	ASSERT_OK(luo_state_encode(e, NULL, &blob, &size));
+	session_node_of(blob, LUO_STATE_SESSION_V3_COMPATIBLE);
+
+	/* Decoded with the bit, so that a reboot still carries it; encoded alike. */
+	ASSERT_OK(luo_engine_new(&e2));
+	ASSERT_OK(luo_engine_add_default_handlers(e2));
+	ASSERT_OK(luo_state_decode(e2, blob, size, LUO_STATE_BORROW_FDS, NULL));
+	s = luo_engine_first_session(e2, LUO_SESSION_INCOMING);
+	ASSERT_TRUE(s != NULL);
+	ASSERT_TRUE(luo_session_crosses_reboot(s));
+	ASSERT_TRUE(luo_session_crosses_reboot(luo_session_next(s)));
+	ASSERT_EQ(luo_session_n_files(luo_session_next(s)), 0);
+	ASSERT_OK(luo_state_encode(e2, NULL, &blob2, &size2));
+	ASSERT_EQ(size2, size);
+	ASSERT_EQ(memcmp(blob2, blob, size), 0);
+	free(blob2);
+	luo_engine_free(e2);
+
+	/* The bit under an earlier version: refused, as an earlier reader refuses it. */
+	off = session_node_of(blob, LUO_STATE_SESSION_V3_COMPATIBLE);
+	ASSERT_EQ(fdt_setprop_inplace(blob, off, "compatible", LUO_STATE_SESSION_COMPATIBLE,
+				      sizeof(LUO_STATE_SESSION_COMPATIBLE)),
+		  0);
+	ASSERT_OK(luo_engine_new(&e2));
+	ASSERT_OK(luo_engine_add_default_handlers(e2));
+	ASSERT_ERR(luo_state_decode(e2, blob, size, LUO_STATE_BORROW_FDS, NULL), -EBADMSG);
+	/* And v3 without it. */
+	ASSERT_EQ(fdt_setprop_inplace(blob, off, "compatible", LUO_STATE_SESSION_V3_COMPATIBLE,
+				      sizeof(LUO_STATE_SESSION_V3_COMPATIBLE)),
+		  0);
+	ASSERT_EQ(fdt_setprop_inplace_u64(blob, off, "flags", 0), 0);
+	ASSERT_ERR(luo_state_decode(e2, blob, size, LUO_STATE_BORROW_FDS, NULL), -EBADMSG);
+	luo_engine_free(e2);
+
+	/* After the reboot the bit is gone, and so is v3. */
+	luo_engine_drop_session(e, luo_engine_find_session(e, LUO_SESSION_INCOMING, "empty"));
+	ASSERT_OK(luo_engine_reboot(e));
+	free(blob);
+	ASSERT_OK(luo_state_encode(e, NULL, &blob, &size));
+	session_node_of(blob, LUO_STATE_SESSION_V1_COMPATIBLE);
+	free(blob);
+	luo_engine_free(e);
+}
+
+TEST_MAIN(TEST_CASE(decode_mapped_takes_each_file_from_where_it_is_now),
+	  TEST_CASE(handed_over_sessions_are_luo_session_v3_and_only_v3_carries_the_bit),
+	  TEST_CASE(empty_engine_round_trips_to_identical_blob),
 	  TEST_CASE(session_of_several_files_carries_them_as_one_array),
 	  TEST_CASE(packed_records_of_another_length_are_ebadmsg),
 	  TEST_CASE(packed_handler_index_out_of_range_or_order_is_ebadmsg),

@@ -293,11 +293,49 @@ TEST(reboot_outgoing_replaces_incoming_of_same_name)
 	test_preserve_new(cur, 3);
 	/* Handing it over alone is refused, the reboot drops the old one first. */
 	ASSERT_ERR(luo_engine_handover_session(e, cur), -EEXIST);
+	ASSERT_FALSE(luo_session_crosses_reboot(old));
 	ASSERT_OK(luo_engine_reboot(e));
 	ASSERT_EQ(luo_engine_n_sessions(e, LUO_SESSION_INCOMING), 1);
 	ASSERT_TRUE(luo_engine_find_session(e, LUO_SESSION_INCOMING, "same") == cur);
 	ASSERT_EQ(luo_session_n_files(cur), 2);
 	ASSERT_EQ(luo_engine_n_files(e), 2);
+	luo_engine_free(e);
+}
+
+TEST(reboot_carries_handed_over_sessions_not_yet_retrieved)
+{
+	luo_engine *e = test_engine();
+	uint8_t field[LUO_NAME_FIELD];
+	luo_session *waiting = test_create(e, "waiting"), *taken = test_create(e, "taken"), *s;
+
+	test_preserve_new(waiting, 1);
+	test_preserve_new(taken, 2);
+	ASSERT_OK(luo_engine_handover_session(e, waiting));
+	ASSERT_OK(luo_engine_handover_session(e, taken));
+	/* Retrieved by a successor in this generation: not carried. */
+	taken = test_retrieve_session(e, "taken");
+	test_create(e, "open");
+	ASSERT_TRUE(luo_session_crosses_reboot(waiting));
+	ASSERT_FALSE(luo_session_crosses_reboot(taken));
+
+	memset(test_calls, 0, sizeof(test_calls));
+	ASSERT_OK(luo_engine_reboot(e));
+	/* The handed-over session was frozen at its handover, not again. */
+	ASSERT_EQ(test_calls[OP_FREEZE], 0);
+	ASSERT_EQ(luo_engine_update_number(e), 1);
+	ASSERT_EQ(luo_engine_n_sessions(e, LUO_SESSION_INCOMING), 2);
+	s = luo_engine_first_session(e, LUO_SESSION_INCOMING);
+	ASSERT_TRUE(s == waiting);
+	ASSERT_STREQ(luo_session_name(luo_session_next(s)), "open");
+	ASSERT_EQ(luo_session_state(waiting), LUO_SESSION_WAITING);
+	ASSERT_EQ(luo_session_n_files(waiting), 1);
+	ASSERT_EQ(luo_engine_n_files(e), 1);
+	ASSERT_ERR(luo_engine_retrieve_session(e, test_name(field, "taken"), 1000, NULL), -ENOENT);
+	/* It arrived with this reboot now: never retrieved, the next one drops it. */
+	ASSERT_FALSE(luo_session_crosses_reboot(waiting));
+	ASSERT_OK(luo_engine_reboot(e));
+	ASSERT_EQ(luo_engine_n_sessions(e, LUO_SESSION_INCOMING), 0);
+	ASSERT_EQ(luo_engine_n_files(e), 0);
 	luo_engine_free(e);
 }
 
@@ -311,9 +349,9 @@ TEST(reboot_empty_engine_ok)
 }
 
 /*
- * Sessions "a" (1..3), "b" (11..13), and an incoming "old" (21) that a
- * successful reboot would drop; freeze fails at token; unfrozen is the
- * expected unfreeze order.
+ * Sessions "a" (1..3), "b" (11..13), and an incoming "old" (21), handed over
+ * and waiting, that a successful reboot carries; freeze fails at token;
+ * unfrozen is the expected unfreeze order.
  */
 static void reboot_freeze_fails_at(uint64_t token, const uint64_t *unfrozen, size_t n)
 {
@@ -344,8 +382,8 @@ static void reboot_freeze_fails_at(uint64_t token, const uint64_t *unfrozen, siz
 	test_inject.freeze.on = false;
 	ASSERT_OK(luo_engine_reboot(e));
 	ASSERT_EQ(luo_engine_update_number(e), 1);
-	ASSERT_EQ(luo_engine_n_sessions(e, LUO_SESSION_INCOMING), 2);
-	ASSERT_EQ(luo_engine_n_files(e), 7);
+	ASSERT_EQ(luo_engine_n_sessions(e, LUO_SESSION_INCOMING), 3);
+	ASSERT_EQ(luo_engine_n_files(e), 8);
 	free(before);
 	free(after);
 	luo_engine_free(e);
@@ -397,7 +435,9 @@ TEST_MAIN(TEST_CASE(handover_incoming_session_einval),
 	  TEST_CASE(reboot_moves_outgoing_to_incoming_in_creation_order),
 	  TEST_CASE(reboot_increments_update_number),
 	  TEST_CASE(reboot_drops_every_incoming_session_without_handler_calls),
-	  TEST_CASE(reboot_keeps_new_generation_retrievable), TEST_CASE(reboot_empty_engine_ok),
+	  TEST_CASE(reboot_keeps_new_generation_retrievable),
+	  TEST_CASE(reboot_carries_handed_over_sessions_not_yet_retrieved),
+	  TEST_CASE(reboot_empty_engine_ok),
 	  TEST_CASE(reboot_outgoing_replaces_incoming_of_same_name),
 	  TEST_CASE(reboot_freeze_fails_at_first_file_nothing_changes),
 	  TEST_CASE(reboot_freeze_fails_at_middle_file_nothing_changes),

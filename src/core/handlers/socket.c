@@ -39,9 +39,10 @@
  * all of them: that is the netns File-Lifecycle-Bound state.  The first
  * preserved socket makes the FLB open luod's own namespace (flb->fd) and
  * record its inode; after an update, the first retrieved socket makes it
- * check that the fd still refers to that namespace.  The engine counts the
- * sockets, and closes the fd and frees the record when the last one goes, so
- * unpreserve and finish have nothing left to do.
+ * check that the fd still refers to that namespace (on a kernel without
+ * network namespaces there is only one: nothing is held, zeros are recorded).
+ * The engine counts the sockets, and closes the fd and frees the record when
+ * the last one goes, so unpreserve and finish have nothing left to do.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -360,6 +361,13 @@ static int netns_preserve(struct luo_flb *flb)
 	int r;
 
 	fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT) {
+		/* A kernel without network namespaces (CONFIG_NET_NS=n) has one:
+		 * nothing to hold, and zeros record that there was none. */
+		fields[NETNS_DEV] = fields[NETNS_INO] = 0;
+		return handler_record_store(&flb->data, &flb->data_size, NETNS_RECORD_VERSION,
+					    fields, _NETNS_FIELDS);
+	}
 	if (fd < 0)
 		return negative_errno();
 	if (fstat(fd, &st) < 0)
@@ -398,6 +406,9 @@ static int netns_retrieve(struct luo_flb *flb)
 				 _NETNS_FIELDS);
 	if (r < 0)
 		return r;
+	/* Recorded on a kernel without network namespaces: there is only the one. */
+	if (fields[NETNS_DEV] == 0 && fields[NETNS_INO] == 0 && flb->fd < 0)
+		return 0;
 	if (flb->fd < 0)
 		return -EBADF;
 	if (fstat(flb->fd, &st) < 0)

@@ -154,6 +154,13 @@ static void handover(struct jt *t, luo_session *s)
 	commit(t);
 }
 
+static int held_fd_of_token_1(const struct luo_file_info *fi, void *userdata)
+{
+	if (fi->token == 1)
+		*(int *)userdata = fi->fd;
+	return 0;
+}
+
 static luo_session *retrieve(struct jt *t, const char *name)
 {
 	luo_session *s = NULL;
@@ -344,9 +351,16 @@ int main(int argc, char **argv)
 	commit(&t);
 	handover(&t, s);
 	s = retrieve(&t, "failing");
-	if (fcntl(sealed, F_ADD_SEALS, F_SEAL_GROW) < 0)
-		die("seal", errno);
 	close(sealed);
+	/* Another file behind the engine's fd: the handler's check fails (EIO). */
+	{
+		int held = -EBADF, other = memfd_with("another file", 0);
+
+		(void)luo_session_foreach_file(s, held_fd_of_token_1, &held);
+		if (held < 0 || dup2(other, held) < 0)
+			die("swapping the held file", EBADF);
+		close(other);
+	}
 	if (retrieve_fd(&t, s, 1) != -EIO)
 		die("failed retrieve", EINVAL);
 	emit("valid-failed-retrieve", &t);

@@ -548,77 +548,99 @@ static int send_request(int sock, uint32_t op, uint32_t tag, const void *arg, ui
 	return send_all(sock, iov, iov[1].iov_len > 0 ? 2 : 1, fds, n_fds, deadline);
 }
 
-/*
- * Sends a request and waits until the head of the queue of reply_sock (sock
- * itself, or the caller's private reply socket) is its reply (left queued).
- * A hang-up may hide luod's refusal of the connection: then the refusal's
- * error is the answer.
- */
-static int ask(int sock, int reply_sock, uint32_t op, uint32_t tag, const void *arg,
-	       uint32_t arg_size, const int *fds, size_t n_fds, uint64_t deadline,
-	       struct luo_wire_reply *ret)
-{
-	int r = send_request(sock, op, tag, arg, arg_size, fds, n_fds, deadline);
-
-	if (r >= 0)
-		r = wait_for_own(reply_sock, tag, deadline, ret);
-	if (r == -EPIPE || r == -ECONNRESET) {
-		int k = luo_wire_refusal(sock);
-		if (k < 0)
-			return k;
-	}
-	return r;
-}
+/* The request of one call and where its reply comes (reply_socket_attach()). */
+struct request_fds {
+	const int *fds;
+	size_t n_fds;
+	uint32_t op;
+	int sp[2];	/* the private reply socket, or -EBADF */
+	int reply_sock; /* sp[0], or the shared socket */
+	int buf[SOCKET_MAX_FDS];
+};
 
 /*
  * A private reply socket for one call: luod's end travels with the request
  * (the last fd), ours takes the reply, so that no other holder of sock reads
  * or holds up our answer.  Made where the kernel would put the fd the reply
- * brings (the lowest free number): the reply's fd is moved onto it at the
- * end.  Returns 0, or -errno from socketpair().
+ * brings (the lowest free number): a reply's fd is moved onto it at the end.
+ * Without a free fd for it, or with SOCKET_MAX_FDS fds to send already, the
+ * reply comes on sock.  Returns 1 with a socket, 0 without, or -EBADF when
+ * one of fds was not open (socketpair() took its number).
  */
-static int reply_socket_new(int sp[2])
+static int reply_socket_attach(int sock, struct request_fds *q)
 {
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
-		return negative_errno();
-	return 0;
+	q->sp[0] = q->sp[1] = -EBADF;
+	q->reply_sock = sock;
+	if (q->n_fds >= SOCKET_MAX_FDS ||
+	    socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, q->sp) < 0) {
+		q->sp[0] = q->sp[1] = -EBADF;
+		return 0;
+	}
+	for (size_t i = 0; i < q->n_fds; i++)
+		if (q->fds[i] == q->sp[0] || q->fds[i] == q->sp[1]) {
+			close_many(q->sp, 2);
+			return -EBADF;
+		}
+	if (q->n_fds)
+		memcpy(q->buf, q->fds, q->n_fds * sizeof(int));
+	q->buf[q->n_fds++] = q->sp[1];
+	q->fds = q->buf;
+	q->op |= LUO_WIRE_OP_REPLY_SOCKET;
+	q->reply_sock = q->sp[0];
+	return 1;
+}
+
+/*
+ * Sends q's request and waits until the head of its reply socket's queue is
+ * its reply.  A private socket that hangs up unanswered never reached luod
+ * (it had no free fd to take the request's fds, and answers EMFILE where the
+ * request came): then the answer is on sock.  A hang-up may hide luod's
+ * refusal of the connection: then the refusal's error is the answer.
+ */
+static int send_and_wait(int sock, struct request_fds *q, uint32_t tag, const void *arg,
+			 uint32_t arg_size, uint64_t deadline, struct luo_wire_reply *ret)
+{
+	int r = send_request(sock, q->op, tag, arg, arg_size, q->fds, q->n_fds, deadline);
+
+	/* luod's end travels with the request now: a luod that goes away without
+	 * answering leaves us a hang-up, not a wait. */
+	q->sp[1] = safe_close(q->sp[1]);
+	if (r >= 0)
+		r = wait_for_own(q->reply_sock, tag, deadline, ret);
+	if (r == -ECONNRESET && q->reply_sock != sock) {
+		q->sp[0] = safe_close(q->sp[0]);
+		q->reply_sock = sock;
+		r = wait_for_own(sock, tag, deadline, ret);
+	}
+	if (r == -EPIPE || r == -ECONNRESET) {
+		int k = luo_wire_refusal(sock);
+		if (k < 0)
+			r = k;
+	}
+	return r;
 }
 
 static int call(int sock, uint32_t op, void *arg, uint32_t arg_size, const int *fds, size_t n_fds,
 		int *ret_fd, bool keep_error, bool private_reply)
 {
 	uint8_t buf[sizeof(struct luo_wire_reply) + LUO_WIRE_REQUEST_MAX];
-	int send_fds[SOCKET_MAX_FDS];
+	struct request_fds q = {
+		.fds = fds, .n_fds = n_fds, .op = op, .sp = { -EBADF, -EBADF }, .reply_sock = sock
+	};
 	uint64_t deadline = deadline_start();
 	uint32_t tag = own_tag();
 	struct luo_wire_reply h;
-	int fd = -EBADF, slot = -EBADF, sp[2] = { -EBADF, -EBADF }, reply_sock = sock, r;
+	int fd = -EBADF, slot = -EBADF, reply_sock, r;
 
 	if (sock < 0)
 		return -EBADF;
 	if ((!arg && arg_size > 0) || n_fds > SOCKET_MAX_FDS || (!fds && n_fds > 0))
 		return -EINVAL;
 
-	/*
-	 * The reply comes on a socket of our own when we can make one (one fd
-	 * more than the call itself needs: a full table, or a request that
-	 * already carries the most fds, takes the shared way, where every
-	 * holder of sock waits for the head reply to be its own).
-	 */
-	if (private_reply && n_fds < SOCKET_MAX_FDS && reply_socket_new(sp) == 0) {
-		/* socketpair() took free numbers only: one of ours was not open. */
-		for (size_t i = 0; i < n_fds; i++)
-			if (fds[i] == sp[0] || fds[i] == sp[1]) {
-				close_many(sp, 2);
-				return -EBADF;
-			}
-		if (n_fds)
-			memcpy(send_fds, fds, n_fds * sizeof(int));
-		send_fds[n_fds++] = sp[1];
-		fds = send_fds;
-		op |= LUO_WIRE_OP_REPLY_SOCKET;
-		reply_sock = sp[0];
-	} else if (ret_fd) {
+	r = private_reply ? reply_socket_attach(sock, &q) : 0;
+	if (r < 0)
+		return r;
+	if (r == 0 && ret_fd) {
 		/* The kernel takes a free fd before it commits anything, and answers
 		 * EMFILE without one.  So does the caller's side: luod's fd would be
 		 * lost in a full fd table, and the session or file with it.  The
@@ -629,26 +651,8 @@ static int call(int sock, uint32_t op, void *arg, uint32_t arg_size, const int *
 		if (slot < 0)
 			return negative_errno();
 	}
-	r = send_request(sock, op, tag, arg, arg_size, fds, n_fds, deadline);
-	/* luod's end travels with the request now: a luod that goes away without
-	 * answering leaves us a hang-up, not a wait. */
-	sp[1] = safe_close(sp[1]);
-	if (r >= 0)
-		r = wait_for_own(reply_sock, tag, deadline, &h);
-	if (r == -ECONNRESET && reply_sock != sock) {
-		/* Our socket never reached luod (it had no free fd to take the
-		 * request's fds, and answers EMFILE where the request came): the
-		 * answer is on the shared socket. */
-		close_many(sp, 1);
-		sp[0] = -EBADF;
-		reply_sock = sock;
-		r = wait_for_own(sock, tag, deadline, &h);
-	}
-	if (r == -EPIPE || r == -ECONNRESET) {
-		int k = luo_wire_refusal(sock);
-		if (k < 0)
-			r = k;
-	}
+	r = send_and_wait(sock, &q, tag, arg, arg_size, deadline, &h);
+	reply_sock = q.reply_sock;
 	slot = safe_close(slot);
 	if (r < 0)
 		goto out;
@@ -673,12 +677,12 @@ static int call(int sock, uint32_t op, void *arg, uint32_t arg_size, const int *
 	}
 
 	memcpy(arg, buf + sizeof(h), MIN((size_t)arg_size, (size_t)r));
-	if (fd >= 0 && sp[0] >= 0 && fd > sp[0]) {
+	if (fd >= 0 && q.sp[0] >= 0 && fd > q.sp[0]) {
 		/* Onto our reply socket's number, the lowest that was free. */
-		if (dup3(fd, sp[0], O_CLOEXEC) >= 0) {
+		if (dup3(fd, q.sp[0], O_CLOEXEC) >= 0) {
 			safe_close(fd);
-			fd = sp[0];
-			sp[0] = -EBADF;
+			fd = q.sp[0];
+			q.sp[0] = -EBADF;
 		}
 	}
 	if (ret_fd)
@@ -687,7 +691,7 @@ static int call(int sock, uint32_t op, void *arg, uint32_t arg_size, const int *
 		safe_close(fd);
 	r = h.result;
 out:
-	safe_close(sp[0]);
+	safe_close(q.sp[0]);
 	/* Every call has a tag of its own: a reply luod sends twice (its worker
 	 * died between sending it and recording that it had) is stale for the
 	 * next call, as is one that comes after a timeout. */
@@ -708,46 +712,25 @@ static int call_fds(int sock, uint32_t op, void *arg, uint32_t arg_size, const i
 		    bool keep_error)
 {
 	uint8_t buf[sizeof(struct luo_wire_reply) + LUO_WIRE_REQUEST_MAX];
-	int send_fds[SOCKET_MAX_FDS], sp[2] = { -EBADF, -EBADF }, reply_sock = sock, r;
+	struct request_fds q = {
+		.fds = fds, .n_fds = n_fds, .op = op, .sp = { -EBADF, -EBADF }, .reply_sock = sock
+	};
 	uint64_t deadline = deadline_start();
 	uint32_t tag = own_tag();
 	struct luo_wire_reply h;
 	size_t got = 0;
+	int reply_sock, r;
 
 	if (sock < 0)
 		return -EBADF;
 	if ((!arg && arg_size > 0) || n_fds > SOCKET_MAX_FDS || (!fds && n_fds > 0) ||
 	    max_ret_fds > SOCKET_MAX_FDS || (max_ret_fds > 0 && (!ret_fds || !ret_n_fds)))
 		return -EINVAL;
-	if (n_fds < SOCKET_MAX_FDS && reply_socket_new(sp) == 0) {
-		/* socketpair() took free numbers only: one of ours was not open. */
-		for (size_t i = 0; i < n_fds; i++)
-			if (fds[i] == sp[0] || fds[i] == sp[1]) {
-				close_many(sp, 2);
-				return -EBADF;
-			}
-		if (n_fds)
-			memcpy(send_fds, fds, n_fds * sizeof(int));
-		send_fds[n_fds++] = sp[1];
-		fds = send_fds;
-		op |= LUO_WIRE_OP_REPLY_SOCKET;
-		reply_sock = sp[0];
-	}
-	r = send_request(sock, op, tag, arg, arg_size, fds, n_fds, deadline);
-	sp[1] = safe_close(sp[1]);
-	if (r >= 0)
-		r = wait_for_own(reply_sock, tag, deadline, &h);
-	if (r == -ECONNRESET && reply_sock != sock) {
-		/* Our socket never reached luod: the answer is on the shared one. */
-		sp[0] = safe_close(sp[0]);
-		reply_sock = sock;
-		r = wait_for_own(sock, tag, deadline, &h);
-	}
-	if (r == -EPIPE || r == -ECONNRESET) {
-		int k = luo_wire_refusal(sock);
-		if (k < 0)
-			r = k;
-	}
+	r = reply_socket_attach(sock, &q);
+	if (r < 0)
+		return r;
+	r = send_and_wait(sock, &q, tag, arg, arg_size, deadline, &h);
+	reply_sock = q.reply_sock;
 	if (r < 0)
 		goto out;
 	r = take_own_fds(reply_sock, buf, sizeof(buf), max_ret_fds, &h, ret_fds, &got);
@@ -773,7 +756,7 @@ static int call_fds(int sock, uint32_t op, void *arg, uint32_t arg_size, const i
 		*ret_n_fds = got;
 	r = h.result;
 out:
-	safe_close(sp[0]);
+	safe_close(q.sp[0]);
 	tag_generation_next();
 	return r;
 }
@@ -806,6 +789,11 @@ static int call_stream(int sock, uint32_t op, void *arg, uint32_t arg_size, cons
 		       uint32_t tag, uint64_t deadline)
 {
 	_cleanup_free_ uint8_t *buf = NULL;
+	/* A listing streams more than a private socket would take without
+	 * waiting: its replies come on sock. */
+	struct request_fds q = {
+		.fds = fds, .n_fds = n_fds, .op = op, .sp = { -EBADF, -EBADF }, .reply_sock = sock
+	};
 	struct luo_wire_reply h;
 	bool more;
 	int fd = -EBADF, r, result;
@@ -814,7 +802,7 @@ static int call_stream(int sock, uint32_t op, void *arg, uint32_t arg_size, cons
 	if (!buf)
 		return -ENOMEM;
 
-	r = ask(sock, sock, op, tag, arg, arg_size, fds, n_fds, deadline, &h);
+	r = send_and_wait(sock, &q, tag, arg, arg_size, deadline, &h);
 	if (r < 0)
 		return r;
 	r = take_own(sock, buf, LUO_WIRE_REPLY_MAX, 0, &h, &fd);

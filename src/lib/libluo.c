@@ -514,6 +514,23 @@ static int kernel_retrieve_fds(int session_fd, size_t n, const uint64_t tokens[]
 	return 0;
 }
 
+/*
+ * The checks both batch calls begin with.  1 and the fd's kind in *ret_kind,
+ * 0 for an empty batch (nothing to do), or -errno.
+ */
+static int batch_begin(int session_fd, size_t n, const uint64_t tokens[], const int *fds,
+		       int *ret_kind)
+{
+	if (session_fd < 0)
+		return -EBADF;
+	if (n > 0 && (!tokens || !fds))
+		return -EINVAL;
+	if (n == 0)
+		return 0;
+	*ret_kind = fd_kind(session_fd, false);
+	return *ret_kind < 0 ? *ret_kind : 1;
+}
+
 /* Tells luod to drop what it staged of batch id (a part could not be sent). */
 static void abort_batch(int session_fd, int kind, uint64_t id)
 {
@@ -538,22 +555,13 @@ _public_ int luo_session_preserve_fds(int session_fd, size_t n, const uint64_t t
 				      const int fds[], size_t *ret_failed)
 {
 	uint64_t id;
-	int kind;
+	int kind, r;
 
-	if (session_fd < 0) {
-		set_failed(ret_failed, n);
-		return -EBADF;
-	}
-	if (n > 0 && (!tokens || !fds)) {
-		set_failed(ret_failed, n);
-		return -EINVAL;
-	}
-	if (n == 0)
-		return 0;
-	kind = fd_kind(session_fd, false);
-	if (kind < 0) {
-		set_failed(ret_failed, n);
-		return kind;
+	r = batch_begin(session_fd, n, tokens, fds, &kind);
+	if (r <= 0) {
+		if (r < 0)
+			set_failed(ret_failed, n);
+		return r;
 	}
 	if (kind == FD_KERNEL)
 		return kernel_preserve_fds(session_fd, n, tokens, fds, ret_failed);
@@ -569,7 +577,6 @@ _public_ int luo_session_preserve_fds(int session_fd, size_t n, const uint64_t t
 			.failed = LUO_WIRE_FDS_NONE,
 			.batch = id,
 		};
-		int r;
 
 		memcpy(w.tokens, tokens + start, cnt * sizeof(uint64_t));
 		r = call_fds(session_fd, kind, LUO_SESSION_PRESERVE_FDS, &w, w.size, fds + start,
@@ -600,22 +607,13 @@ _public_ int luo_session_preserve_fds(int session_fd, size_t n, const uint64_t t
 _public_ int luo_session_retrieve_fds(int session_fd, size_t n, const uint64_t tokens[],
 				      int ret_fds[], size_t *ret_failed)
 {
-	int kind;
+	int kind, r;
 
-	if (session_fd < 0) {
-		set_failed(ret_failed, n);
-		return -EBADF;
-	}
-	if (n > 0 && (!tokens || !ret_fds)) {
-		set_failed(ret_failed, n);
-		return -EINVAL;
-	}
-	if (n == 0)
-		return 0;
-	kind = fd_kind(session_fd, false);
-	if (kind < 0) {
-		set_failed(ret_failed, n);
-		return kind;
+	r = batch_begin(session_fd, n, tokens, ret_fds, &kind);
+	if (r <= 0) {
+		if (r < 0)
+			set_failed(ret_failed, n);
+		return r;
 	}
 	if (kind == FD_KERNEL)
 		return kernel_retrieve_fds(session_fd, n, tokens, ret_fds, ret_failed);
@@ -627,7 +625,6 @@ _public_ int luo_session_retrieve_fds(int session_fd, size_t n, const uint64_t t
 			.count = (uint32_t)cnt,
 			.failed = LUO_WIRE_FDS_NONE,
 		};
-		int r;
 
 		memcpy(w.tokens, tokens + start, cnt * sizeof(uint64_t));
 		r = call_fds(session_fd, kind, LUO_SESSION_RETRIEVE_FDS, &w, w.size, NULL, 0,

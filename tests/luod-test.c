@@ -128,29 +128,38 @@ static bool is_worker(pid_t pid)
 	return n > 0 && strncmp(comm, "luod: worker", 12) == 0;
 }
 
-pid_t test_luod_worker_pid(const struct test_luod *d)
+pid_t test_luod_worker_now(const struct test_luod *d)
 {
 	char path[64], buf[256];
+	ssize_t n;
+	int fd;
 
 	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)d->pid, (int)d->pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	buf[n > 0 ? n : 0] = 0;
+	for (char *p = buf, *end; *p; p = end) {
+		long pid = strtol(p, &end, 10);
+
+		if (end == p || pid <= 0)
+			break;
+		if (is_worker((pid_t)pid))
+			return (pid_t)pid;
+	}
+	return 0;
+}
+
+pid_t test_luod_worker_pid(const struct test_luod *d)
+{
 	/* The keeper listens before its first worker runs: wait for the worker. */
 	for (int tries = 0; tries < 20000; tries++) {
-		ssize_t n;
-		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		pid_t w = test_luod_worker_now(d);
 
-		if (fd < 0)
-			test_fail_at(__FILE__, __LINE__, "open %s: %m", path);
-		n = read(fd, buf, sizeof(buf) - 1);
-		close(fd);
-		buf[n > 0 ? n : 0] = 0;
-		for (char *p = buf, *end; *p; p = end) {
-			long pid = strtol(p, &end, 10);
-
-			if (end == p)
-				break;
-			if (is_worker((pid_t)pid))
-				return (pid_t)pid;
-		}
+		if (w > 0)
+			return w;
 		usleep(1000);
 	}
 	test_fail_at(__FILE__, __LINE__, "luod %d has no worker", (int)d->pid);

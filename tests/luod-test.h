@@ -29,6 +29,9 @@ void test_luod_start(struct test_luod *d, const char *const *extra_args);
 void test_luod_stop(struct test_luod *d);
 /* The pid of d's worker, the process that serves (luod's pid is its keeper's). */
 pid_t test_luod_worker_pid(const struct test_luod *d);
+/* The same without waiting: 0 while it has none (between a worker's death and
+ * its successor's start, say). */
+pid_t test_luod_worker_now(const struct test_luod *d);
 /* Stops luod (keeper and worker, waiting until the worker is stopped) or lets it go on. */
 void test_luod_pause(const struct test_luod *d, bool pause);
 /* Connects a plain SOCK_SEQPACKET socket to d's socket (no library involved). */

@@ -434,44 +434,6 @@ static void start_luod(struct test_luod *d, const char *fault, const char *log_p
 	unsetenv("LUOD_FAULT");
 }
 
-/*
- * The keeper's worker, or 0 while it has none: its child named "luod: worker"
- * (it may also have, for a moment, a dead worker's orphans: an update's
- * checker, a compaction).
- */
-static pid_t worker_of(const struct test_luod *d)
-{
-	char path[64], buf[512], *p, *end;
-	ssize_t n;
-	int fd;
-
-	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)d->pid, (int)d->pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = 0;
-	for (p = buf;; p = end) {
-		long pid = strtol(p, &end, 10);
-		char comm[64] = "";
-		int cfd;
-
-		if (end == p || pid <= 0)
-			return 0;
-		snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
-		cfd = open(path, O_RDONLY | O_CLOEXEC);
-		if (cfd < 0)
-			continue;
-		n = read(cfd, comm, sizeof(comm) - 1);
-		close(cfd);
-		if (n > 0 && strncmp(comm, "luod: worker\n", 13) == 0)
-			return (pid_t)pid;
-	}
-}
-
 static void read_proc(pid_t pid, const char *file, char *buf, size_t size)
 {
 	char path[64];
@@ -543,12 +505,12 @@ static void kill_worker(const struct test_luod *d, pid_t w)
 /* Kills the worker that runs now (the keeper's child: a pid no other process can have). */
 static void kill_current_worker(const struct test_luod *d)
 {
-	pid_t w = worker_of(d);
+	pid_t w = test_luod_worker_now(d);
 
 	/* Between a worker's death and its successor's start, for a moment, none runs. */
 	for (int i = 0; i < 5000 && w == 0; i++) {
 		usleep(1000);
-		w = worker_of(d);
+		w = test_luod_worker_now(d);
 	}
 	kill_worker(d, w);
 }
@@ -751,7 +713,7 @@ static void run_fault_case(const char *fault, enum trigger trigger, int want_res
 	start_luod(&d, fault, NULL);
 	conn = ASSERT_OK(test_luod_connect(&d));
 	overhead = fd_overhead(&d, conn);
-	first_worker = worker_of(&d);
+	first_worker = test_luod_worker_now(&d);
 	ASSERT_OK(r_status(conn, &st));
 	ASSERT_EQ(st.n_worker_restarts, 0);
 
@@ -785,8 +747,8 @@ static void run_fault_case(const char *fault, enum trigger trigger, int want_res
 	ASSERT_OK(r_status(conn, &st));
 	if (want_restarts >= 0)
 		ASSERT_EQ(st.n_worker_restarts, want_restarts);
-	ASSERT_NE(worker_of(&d), first_worker);
-	assert_names(&d, worker_of(&d));
+	ASSERT_NE(test_luod_worker_now(&d), first_worker);
+	assert_names(&d, test_luod_worker_now(&d));
 	if (trigger == TRIGGER_UPDATE) {
 		/* One answer, and it tells the truth: done, or nothing changed. */
 		ASSERT_TRUE(sh->update_done);
@@ -802,7 +764,7 @@ static void run_fault_case(const char *fault, enum trigger trigger, int want_res
 	ASSERT_EQ(run_luoctl("update", NULL, 0), 0);
 	ASSERT_OK(r_status(conn, &st));
 	ASSERT_EQ(st.n_live_updates, updates + 1);
-	assert_names(&d, worker_of(&d));
+	assert_names(&d, test_luod_worker_now(&d));
 	assert_counts(conn, N_CLIENTS);
 	assert_fd_overhead(&d, conn, overhead);
 	check_ledger(conn, sh, N_CLIENTS);
@@ -832,7 +794,7 @@ TEST(kill_9_of_the_worker_loses_nothing)
 	ASSERT_OK(r_status(conn, &st));
 	ASSERT_EQ(st.n_incoming, 1);
 	w1 = (pid_t)st.worker_pid;
-	ASSERT_EQ(w1, worker_of(&d));
+	ASSERT_EQ(w1, test_luod_worker_now(&d));
 	assert_names(&d, w1);
 
 	kill_worker(&d, w1);
@@ -847,7 +809,7 @@ TEST(kill_9_of_the_worker_loses_nothing)
 	ASSERT_EQ(json_number(json, "pid"), d.pid);
 	ASSERT_EQ(json_number(json, "worker_pid"), w2);
 	ASSERT_EQ(json_number(json, "worker_restarts"), 1);
-	ASSERT_EQ(worker_of(&d), w2);
+	ASSERT_EQ(test_luod_worker_now(&d), w2);
 	assert_names(&d, w2);
 
 	/* Names and parentage hold across a live update too. */
@@ -932,7 +894,7 @@ static void random_kills(unsigned seed)
 	start_luod(&d, NULL, NULL);
 	conn = ASSERT_OK(test_luod_connect(&d));
 	overhead = fd_overhead(&d, conn);
-	w = worker_of(&d);
+	w = test_luod_worker_now(&d);
 	for (int i = 0; i < RANDOM_CLIENTS; i++)
 		clients[i] = fork_client(&d, sh, i, 10000);
 	/* Every client under way first: on a busy machine one may not have run yet. */
@@ -1057,7 +1019,7 @@ TEST(kill_of_the_new_worker_right_after_an_update)
 	w1 = (pid_t)st.worker_pid;
 	ASSERT_OK(r_update(conn, &u));
 	/* The reply came from the new image's worker. */
-	w2 = worker_of(&d);
+	w2 = test_luod_worker_now(&d);
 	ASSERT_NE(w2, w1);
 	kill_worker(&d, w2);
 	wait_new_worker(&d, w2, &st);
@@ -1200,7 +1162,7 @@ static void batch_close_while_worker_dies(const struct test_luod *d, const char 
 	close(q[0]);
 	ASSERT_EQ(read(p[0], &byte, 1), 1);
 	close(p[0]);
-	w = worker_of(d);
+	w = test_luod_worker_now(d);
 	test_luod_pause(d, true);
 	close(q[1]);
 	ASSERT_EQ(waitpid(pid, &status, 0), pid);
@@ -1229,7 +1191,7 @@ TEST(batched_waiting_handovers_across_worker_kills)
 		close(s);
 		ASSERT_OK(r_retrieve(conn, name, &fds[i]));
 	}
-	w = worker_of(&d);
+	w = test_luod_worker_now(&d);
 	batch_close_while_worker_dies(&d, "pair");
 	w = wait_new_worker(&d, w, &st);
 	/* Both wait for their names, still outgoing; then their waiting survives a kill. */

@@ -29,6 +29,7 @@
 #include "luo/uapi.h"
 
 #include "harness.h"
+#include "kernel-holder.h"
 
 #define DEV "/dev/liveupdate"
 #define USER_UID 1000
@@ -67,42 +68,6 @@ static void assert_text(int fd, const char *text, off_t pos)
 	ASSERT_EQ(pread(fd, buf, sizeof(buf), 0), (ssize_t)strlen(text));
 	ASSERT_EQ(memcmp(buf, text, strlen(text)), 0);
 	ASSERT_EQ(lseek(fd, 0, SEEK_CUR), pos);
-}
-
-/* Leaves a process in its own session holding keep[0..n) (and nothing else)
- * until the kexec; returns once it is set up. */
-static void start_holder(const int *keep, size_t n)
-{
-	int p[2];
-	char c;
-
-	ASSERT_OK(pipe2(p, O_CLOEXEC) < 0 ? -errno : 0);
-	pid_t pid = fork();
-	ASSERT_TRUE(pid >= 0);
-	if (pid == 0) {
-		int max = (int)sysconf(_SC_OPEN_MAX);
-
-		if (setsid() < 0)
-			_exit(1);
-		for (int fd = 0; fd < max; fd++) {
-			bool kept = fd == p[1];
-
-			for (size_t i = 0; i < n; i++)
-				kept = kept || fd == keep[i];
-			if (!kept)
-				close(fd);
-		}
-		c = 'r';
-		if (write(p[1], &c, 1) != 1)
-			_exit(1);
-		close(p[1]);
-		for (;;)
-			pause();
-	}
-	close(p[1]);
-	ASSERT_EQ(read(p[0], &c, 1), 1);
-	ASSERT_EQ(c, 'r');
-	close(p[0]);
 }
 
 /* Runs fn as USER_UID in a child; its exit status. */

@@ -25,6 +25,7 @@
 #include "luo/luo.h"
 
 #include "harness.h"
+#include "kernel-holder.h"
 
 #define DEV "/dev/liveupdate"
 #define KEXEC_SESSION "libluo-kexec"
@@ -92,46 +93,6 @@ static void assert_cloexec(int fd)
 	int flags = fcntl(fd, F_GETFD);
 
 	ASSERT_TRUE(flags >= 0 && (flags & FD_CLOEXEC));
-}
-
-/*
- * Forks a holder that keeps keep[] open until the kexec: a new session (so
- * that the harness's kill of the case's process group spares it), every
- * other fd closed (the harness waits for its result pipe to close).  Returns
- * once the holder is set up.
- */
-static void start_holder(const int *keep, size_t n)
-{
-	int p[2];
-	char c;
-
-	ASSERT_OK(pipe2(p, O_CLOEXEC) < 0 ? -errno : 0);
-	pid_t pid = fork();
-	ASSERT_TRUE(pid >= 0);
-	if (pid == 0) {
-		int max = (int)sysconf(_SC_OPEN_MAX);
-
-		if (setsid() < 0)
-			_exit(1);
-		for (int fd = 0; fd < max; fd++) {
-			bool kept = fd == p[1];
-
-			for (size_t i = 0; i < n; i++)
-				kept = kept || fd == keep[i];
-			if (!kept)
-				close(fd);
-		}
-		c = 'r';
-		if (write(p[1], &c, 1) != 1)
-			_exit(1);
-		close(p[1]);
-		for (;;)
-			pause();
-	}
-	close(p[1]);
-	ASSERT_EQ(read(p[0], &c, 1), 1);
-	ASSERT_EQ(c, 'r');
-	close(p[0]);
 }
 
 /* ---- stage 1 ---- */

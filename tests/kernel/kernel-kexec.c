@@ -29,24 +29,14 @@
 #include "luo/uapi.h"
 
 #include "harness.h"
-#include "kernel-holder.h"
+#include "kernel-guest.h"
 
-#define DEV "/dev/liveupdate"
+/* Skips outside this suite's stage (kernel-guest.h). */
+#define need_stage(stage) kernel_need_stage(stage, "tests/kernel/kexec", false)
 #define USER_UID 1000
 /* 63 bytes, the longest name. */
 #define NAME63 "a-session-name-of-sixty-three-bytes-the-longest-the-kernel-take"
 _Static_assert(sizeof(NAME63) == 64, "NAME63 has 63 bytes");
-
-static void need_stage(const char *stage)
-{
-	const char *s = getenv("LAB_STAGE");
-
-	if (!s)
-		test_skip(
-			"runs inside a LUO kernel guest only (kernel/lab.sh run tests/kernel/kexec)");
-	if (strcmp(s, stage) != 0)
-		test_skip("a stage %s case, this is stage %s", stage, s);
-}
 
 static int memfd_text(const char *text, off_t pos)
 {
@@ -158,7 +148,7 @@ TEST(stage1_sessions)
 	ASSERT_OK(luo_session_handover(s));
 	close(s);
 	/* A kernel session of the program's own, beside luod's: luod leaves it alone. */
-	dev = open(DEV, O_RDWR | O_CLOEXEC);
+	dev = open(KERNEL_DEV, O_RDWR | O_CLOEXEC);
 	ASSERT_TRUE(dev >= 0);
 	ASSERT_OK(kernel_session(dev, LIVEUPDATE_IOCTL_CREATE_SESSION, "other", &s));
 	m = memfd_text("other", 0);
@@ -180,7 +170,7 @@ TEST(stage1_after_failed_kexec)
 	int luo, s, dev, k;
 
 	need_stage("1");
-	dev = open(DEV, O_RDWR | O_CLOEXEC);
+	dev = open(KERNEL_DEV, O_RDWR | O_CLOEXEC);
 	ASSERT_TRUE(dev >= 0);
 	/* The names luod used are free again: the kernel dropped its sessions. */
 	ASSERT_OK(kernel_session(dev, LIVEUPDATE_IOCTL_CREATE_SESSION, "luod", &k));
@@ -285,7 +275,7 @@ TEST(stage2_sessions)
 	ASSERT_EQ(as_user(user_stage2), 0);
 
 	/* luod finished its kernel sessions; the program's own is untouched. */
-	dev = open(DEV, O_RDWR | O_CLOEXEC);
+	dev = open(KERNEL_DEV, O_RDWR | O_CLOEXEC);
 	ASSERT_TRUE(dev >= 0);
 	ASSERT_ERR(kernel_session(dev, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "luod", &s), -ENOENT);
 	ASSERT_ERR(kernel_session(dev, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "luod-0", &s), -ENOENT);

@@ -25,9 +25,10 @@
 #include "luo/luo.h"
 
 #include "harness.h"
-#include "kernel-holder.h"
+#include "kernel-guest.h"
 
-#define DEV "/dev/liveupdate"
+/* Skips outside this suite's stage (kernel-guest.h). */
+#define need_stage(stage) kernel_need_stage(stage, "tests/kernel/libluo", true)
 #define KEXEC_SESSION "libluo-kexec"
 #define FINISH_SESSION "libluo-finish-only"
 #define ABORTED_SESSION "libluo-aborted"
@@ -37,27 +38,6 @@
 #define BIG_SIZE (4u << 20)
 #define BIG_POSITION 12345
 #define SMALL_DATA "hello from the kernel before the kexec"
-
-static void need_stage(const char *stage)
-{
-	const char *s = getenv("LAB_STAGE");
-	struct stat st;
-
-	if (!s)
-		test_skip(
-			"runs inside a LUO kernel guest only (kernel/lab.sh run tests/kernel/libluo)");
-	if (strcmp(s, stage) != 0)
-		test_skip("a stage %s case, this is stage %s", stage, s);
-	if (stat(DEV, &st) < 0 || !S_ISCHR(st.st_mode))
-		test_fail_at(__FILE__, __LINE__, "no character device %s in the guest", DEV);
-}
-
-static int dev_open(void)
-{
-	int fd = open(DEV, O_RDWR | O_CLOEXEC);
-
-	return fd < 0 ? -errno : fd;
-}
 
 /* Byte i of the big memfd: not periodic in any power of two. */
 static uint8_t big_byte(size_t i)
@@ -103,7 +83,7 @@ TEST(stage1_kernel_session_calls)
 	int dev, s, other, m, m2, fd, p[2];
 
 	need_stage("1");
-	dev = ASSERT_OK(dev_open());
+	dev = ASSERT_OK(kernel_dev_open());
 	ASSERT_EQ(luo_fd_is_session(dev), 0);
 	/* The kernel has no flags: libluo refuses rather than drop the promise. */
 	ASSERT_ERR(luo_session_create(dev, "libluo-calls", LUO_SESSION_HANDOVER_ON_CLOSE, &s),
@@ -150,7 +130,7 @@ TEST(stage1_preserve_and_hold)
 	int dev, s, fin, aborted, big, small, m;
 
 	need_stage("1");
-	dev = ASSERT_OK(dev_open());
+	dev = ASSERT_OK(kernel_dev_open());
 	ASSERT_OK(luo_session_create(dev, KEXEC_SESSION, 0, &s));
 	ASSERT_OK(luo_session_create(dev, FINISH_SESSION, 0, &fin));
 	ASSERT_OK(luo_session_create(dev, ABORTED_SESSION, 0, &aborted));
@@ -197,7 +177,7 @@ TEST(stage1_batch_preserve_and_hold)
 	size_t failed = 0;
 
 	need_stage("1");
-	dev = ASSERT_OK(dev_open());
+	dev = ASSERT_OK(kernel_dev_open());
 	ASSERT_OK(luo_session_create(dev, BATCH_SESSION, 0, &s));
 	close(dev);
 	for (size_t i = 0; i < BATCH_N; i++) {
@@ -229,7 +209,7 @@ TEST(stage2_batch_retrieve)
 	size_t failed = 0;
 
 	need_stage("2");
-	dev = ASSERT_OK(dev_open());
+	dev = ASSERT_OK(kernel_dev_open());
 	ASSERT_OK(luo_session_retrieve(dev, BATCH_SESSION, &s));
 	close(dev);
 	for (size_t i = 0; i < BATCH_N; i++)
@@ -261,7 +241,7 @@ TEST(stage2_retrieve_and_compare)
 	uint8_t *p;
 
 	need_stage("2");
-	dev = ASSERT_OK(dev_open());
+	dev = ASSERT_OK(kernel_dev_open());
 	ASSERT_OK(luo_session_retrieve(dev, KEXEC_SESSION, &s));
 	assert_cloexec(s);
 	ASSERT_EQ(luo_fd_is_session(s), 1);
@@ -318,7 +298,7 @@ TEST(stage2_finish_without_retrieving)
 	int dev, s, fd;
 
 	need_stage("2");
-	dev = ASSERT_OK(dev_open());
+	dev = ASSERT_OK(kernel_dev_open());
 	ASSERT_OK(luo_session_retrieve(dev, FINISH_SESSION, &s));
 	ASSERT_OK(luo_session_finish(s));
 	/* FINISH discarded the file nobody retrieved. */

@@ -30,33 +30,15 @@
 #include "luo/uapi.h"
 
 #include "harness.h"
+#include "kernel-guest.h"
 
-#define DEV "/dev/liveupdate"
+/* Skips outside this suite's stage (kernel-guest.h). */
+#define need_stage(stage)                                                                          \
+	kernel_need_stage(stage, "tests/kernel/patched --patches kernel/patches", true)
 #define KEXEC_SESSION "patched-kexec"
 #define OTHER_SESSION "patched-kexec-other"
 #define TOKEN 7
 #define DATA "a memfd in a session on the session filesystem"
-
-static void need_stage(const char *stage)
-{
-	const char *s = getenv("LAB_STAGE");
-	struct stat st;
-
-	if (!s)
-		test_skip("runs inside a LUO kernel guest only "
-			  "(kernel/lab.sh run tests/kernel/patched --patches kernel/patches)");
-	if (strcmp(s, stage) != 0)
-		test_skip("a stage %s case, this is stage %s", stage, s);
-	if (stat(DEV, &st) < 0 || !S_ISCHR(st.st_mode))
-		test_fail_at(__FILE__, __LINE__, "no character device %s in the guest", DEV);
-}
-
-static int dev_open(void)
-{
-	int fd = open(DEV, O_RDWR | O_CLOEXEC);
-
-	return fd < 0 ? -errno : fd;
-}
 
 static uint32_t fs_type(int fd)
 {
@@ -101,7 +83,7 @@ TEST(stage1_session_files)
 	int dev, s1, s2, d, e;
 
 	need_stage("1");
-	dev = ASSERT_OK(dev_open());
+	dev = ASSERT_OK(kernel_dev_open());
 	ASSERT_OK(luo_session_create(dev, "patched-one", 0, &s1));
 	ASSERT_OK(luo_session_create(dev, "patched-two", 0, &s2));
 	d = ASSERT_OK(fcntl(s1, F_DUPFD_CLOEXEC, 0));
@@ -170,7 +152,7 @@ TEST(stage1_fd_is_session_by_fstatfs)
 	pid_t pid;
 
 	need_stage("1");
-	dev = ASSERT_OK(dev_open());
+	dev = ASSERT_OK(kernel_dev_open());
 	ASSERT_OK(luo_session_create(dev, "patched-is-session", 0, &s));
 	d = ASSERT_OK(dup(s));
 	m = ASSERT_OK(memfd_create("patched-not-a-session", MFD_CLOEXEC));
@@ -205,7 +187,7 @@ TEST(stage1_preserve_and_hold)
 	pid_t pid;
 
 	need_stage("1");
-	dev = ASSERT_OK(dev_open());
+	dev = ASSERT_OK(kernel_dev_open());
 	ASSERT_OK(luo_session_create(dev, KEXEC_SESSION, 0, &s));
 	ASSERT_OK(luo_session_create(dev, OTHER_SESSION, 0, &o));
 	m = ASSERT_OK(memfd_create("patched-data", MFD_CLOEXEC));
@@ -242,7 +224,7 @@ TEST(stage2_retrieved_sessions_are_session_files)
 	int dev, s, o, m;
 
 	need_stage("2");
-	dev = ASSERT_OK(dev_open());
+	dev = ASSERT_OK(kernel_dev_open());
 	ASSERT_OK(luo_session_retrieve(dev, KEXEC_SESSION, &s));
 	ASSERT_OK(luo_session_retrieve(dev, OTHER_SESSION, &o));
 	assert_session_file(s, KEXEC_SESSION);

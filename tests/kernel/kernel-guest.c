@@ -1,12 +1,35 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-#include "kernel-holder.h"
+#include "kernel-guest.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "harness.h"
+
+void kernel_need_stage(const char *stage, const char *run_hint, bool need_device)
+{
+	const char *s = getenv("LAB_STAGE");
+	struct stat st;
+
+	if (!s)
+		test_skip("runs inside a LUO kernel guest only (kernel/lab.sh run %s)", run_hint);
+	if (strcmp(s, stage) != 0)
+		test_skip("a stage %s case, this is stage %s", stage, s);
+	if (need_device && (stat(KERNEL_DEV, &st) < 0 || !S_ISCHR(st.st_mode)))
+		test_fail_at(__FILE__, __LINE__, "no character device %s in the guest", KERNEL_DEV);
+}
+
+int kernel_dev_open(void)
+{
+	int fd = open(KERNEL_DEV, O_RDWR | O_CLOEXEC);
+
+	return fd < 0 ? -errno : fd;
+}
 
 void start_holder(const int *keep, size_t n)
 {

@@ -166,21 +166,20 @@ static int socket_describe(int fd, uint64_t fields[_SOCKET_FIELDS], bool want_ne
 	return 0;
 }
 
-/* A listening socket, or not unix: nothing of the below applies. */
-static bool socket_is_unix_peer(int fd)
+/* Whether a socket is listening: nothing of the below applies to one. */
+static bool socket_is_listening(int fd)
 {
-	uint64_t family, listening;
+	uint64_t listening;
 
-	return socket_int_option(fd, SO_DOMAIN, &family) == 0 && family == AF_UNIX &&
-	       socket_int_option(fd, SO_ACCEPTCONN, &listening) == 0 && listening == 0;
+	return socket_int_option(fd, SO_ACCEPTCONN, &listening) < 0 || listening != 0;
 }
 
 /*
- * Whether a socket (of any family) is in flight in fd's receive queue:
- * 1, 0, or -errno.  The queue is peeked from its start to its end with
- * SO_PEEK_OFF, which is put back as it was.
+ * Whether a socket (of any family) is in flight in the receive queue of fd,
+ * a socket of the given SO_TYPE: 1, 0, or -errno.  The queue is peeked from
+ * its start to its end with SO_PEEK_OFF, which is put back as it was.
  */
-static int socket_queue_carries_sockets(int fd)
+static int socket_queue_carries_sockets(int fd, uint64_t type)
 {
 	static uint8_t buf[65536];
 	union {
@@ -233,12 +232,8 @@ static int socket_queue_carries_sockets(int fd)
 		if (mh.msg_flags & MSG_CTRUNC)
 			found = -EMFILE;
 		/* The end of a stream (a datagram of 0 bytes is skipped once peeked). */
-		if (n == 0 && !fds && !(mh.msg_flags & MSG_CTRUNC)) {
-			uint64_t type;
-
-			if (socket_int_option(fd, SO_TYPE, &type) < 0 || type == SOCK_STREAM)
-				break;
-		}
+		if (n == 0 && !fds && !(mh.msg_flags & MSG_CTRUNC) && type == SOCK_STREAM)
+			break;
 	}
 	(void)setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &old_off, sizeof(old_off));
 	return found;
@@ -288,10 +283,10 @@ static int socket_preserve(struct luo_handler_file *f)
 	if (r < 0)
 		return r;
 	fields[SOCKET_PASSRIGHTS] = HANDLER_UNKNOWN;
-	if (fields[SOCKET_FAMILY] == AF_UNIX && socket_is_unix_peer(f->fd)) {
+	if (fields[SOCKET_FAMILY] == AF_UNIX && !socket_is_listening(f->fd)) {
 		/* Closed first, then checked: nothing can slip in between. */
 		fields[SOCKET_PASSRIGHTS] = socket_close_to_fds(f->fd);
-		r = socket_queue_carries_sockets(f->fd);
+		r = socket_queue_carries_sockets(f->fd, fields[SOCKET_TYPE]);
 		if (r != 0) {
 			socket_reopen_to_fds(f->fd, fields[SOCKET_PASSRIGHTS]);
 			return r > 0 ? -ELOOP : r;

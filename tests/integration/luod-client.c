@@ -168,12 +168,13 @@ int cl_show_files(int conn, uint32_t kind, const char *name)
 	return k.files;
 }
 
-int cl_update(int conn, const char *exec_path, struct luo_wire_update *ret)
+int cl_update_wait(int conn, const char *exec_path, struct luo_wire_update *ret, int timeout_ms)
 {
 	struct {
 		struct luo_wire_request h;
 		struct luo_wire_update u;
 	} req = { .h = { .op = LUO_IOCTL_UPDATE, .tag = 1 }, .u = { .size = sizeof(req.u) } };
+	struct pollfd p = { .fd = conn, .events = POLLIN };
 	int32_t result;
 	int r;
 
@@ -182,11 +183,19 @@ int cl_update(int conn, const char *exec_path, struct luo_wire_update *ret)
 	r = raw_send(conn, &req, sizeof(req), NULL, 0);
 	if (r < 0)
 		return r;
+	r = poll(&p, 1, timeout_ms);
+	if (r <= 0)
+		return r < 0 ? -errno : -ETIMEDOUT;
 	/* Raw: an update that rolled back replies an error that still carries the struct. */
 	r = raw_recv(conn, &result, ret, sizeof(*ret));
 	if (r < 0)
 		return r;
 	return result;
+}
+
+int cl_update(int conn, const char *exec_path, struct luo_wire_update *ret)
+{
+	return cl_update_wait(conn, exec_path, ret, 5000);
 }
 
 int cl_reboot(int conn, struct luo_wire_reboot *ret)

@@ -37,6 +37,8 @@ int cl_list_count(int conn);
 int cl_show_files(int conn, uint32_t kind, const char *name);
 /* UPDATE: the reply's result; *ret is written whenever luod sent the struct. */
 int cl_update(int conn, const char *exec_path, struct luo_wire_update *ret);
+/* The same, waiting up to timeout_ms for the answer (cl_update(): 5 s). */
+int cl_update_wait(int conn, const char *exec_path, struct luo_wire_update *ret, int timeout_ms);
 int cl_reboot(int conn, struct luo_wire_reboot *ret);
 
 /* A memfd holding text, for preserving. */

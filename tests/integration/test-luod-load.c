@@ -22,7 +22,6 @@
  * as JSON too.  Nothing about time is asserted.
  */
 #include <errno.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -214,25 +213,12 @@ static void wait_holding(struct shared *sh, const pid_t *pids, long n)
  */
 static int update(int conn, const char *luod, uint64_t *ret_ms)
 {
-	struct {
-		struct luo_wire_request h;
-		struct luo_wire_update u;
-	} req = { .h = { .op = LUO_IOCTL_UPDATE, .tag = 1 }, .u = { .size = sizeof(req.u) } };
-	struct pollfd p = { .fd = conn, .events = POLLIN };
+	struct luo_wire_update u;
 	uint64_t t0 = now_ms();
-	int32_t result;
-	int r;
+	int r = cl_update_wait(conn, luod, &u, 60000);
 
-	snprintf(req.u.exec_path, sizeof(req.u.exec_path), "%s", luod);
-	r = raw_send(conn, &req, sizeof(req), NULL, 0);
-	if (r < 0)
-		return r;
-	r = poll(&p, 1, 60000);
-	if (r <= 0)
-		return r < 0 ? -errno : -ETIMEDOUT;
-	r = raw_recv(conn, &result, NULL, 0);
 	*ret_ms = now_ms() - t0;
-	return r < 0 ? r : result;
+	return r;
 }
 
 TEST(many_clients_updates_and_a_reboot_keep_an_exact_ledger)

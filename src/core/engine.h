@@ -126,6 +126,13 @@ int luo_session_preserve_fd_take(luo_session *s, uint64_t token, int fd, const s
 int luo_session_unpreserve_fd(luo_session *s, uint64_t token);
 /* Returns a new O_CLOEXEC fd in *ret_fd, owned by the caller. */
 int luo_session_retrieve_fd(luo_session *s, uint64_t token, int *ret_fd);
+/*
+ * As luo_session_retrieve_fd(), but *ret_fd is the engine's own fd, not a
+ * dup: the caller may send it, never close it, and it is valid only until
+ * the engine next changes.  What a batch sends right away spares a dup and a
+ * close per file so.
+ */
+int luo_session_retrieve_fd_held(luo_session *s, uint64_t token, int *ret_fd);
 /* What luo_session_retrieve_fd() of token would fail with before running any
  * handler (-EINVAL, -ENOENT, a permanent retrieve error), or 0; whether it
  * was retrieved already in *ret_retrieved (may be NULL).  Changes nothing. */

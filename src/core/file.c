@@ -132,6 +132,23 @@ int luo_file_identify(struct luo_file *f)
 }
 
 /*
+ * The open flags for handler_preserve_begin(): asked now, and an O_PATH fd
+ * refused (-EBADF), unless every handler refuses one itself; then they are
+ * asked only by a handler that needs them.
+ */
+static int file_flags(const struct luo_engine *e, int fd)
+{
+	int flags;
+
+	for (size_t i = 0; i < e->n_handlers; i++)
+		if (!e->handlers[i]->refuses_path_fds) {
+			flags = fcntl(fd, F_GETFL);
+			return flags < 0 || (flags & O_PATH) ? -EBADF : flags;
+		}
+	return HANDLER_FLAGS_UNKNOWN;
+}
+
+/*
  * The handler calls of one preserve_fd, on luod's own dup of the caller's fd
  * (taken on success only); the handlers may rely on handler_preserve_ctx.
  */
@@ -150,8 +167,12 @@ static int file_preserve(struct luo_session *s, uint64_t token, int *dfdp, const
 			h = e->handlers[i];
 			break;
 		}
-	if (!h)
-		return -ENOENT;
+	if (!h) {
+		/* Every can_preserve refuses an O_PATH fd: that one is EBADF. */
+		int flags = handler_getfl(dfd);
+
+		return flags < 0 || (flags & O_PATH) ? -EBADF : -ENOENT;
+	}
 	r = file_get_id(h, dfd, st, &id);
 	if (r < 0)
 		return r;
@@ -178,6 +199,7 @@ static int file_preserve(struct luo_session *s, uint64_t token, int *dfdp, const
 		if (r < 0)
 			goto err_flb;
 	}
+	f->hf.held_since_preserve = true;
 	/* The record goes into the state blob, which bounds it. */
 	if (f->hf.data_size > LUO_HANDLER_DATA_MAX || (f->hf.data_size > 0 && !f->hf.data)) {
 		r = -EOVERFLOW;
@@ -213,22 +235,17 @@ int luo_session_preserve_fd(luo_session *s, uint64_t token, int fd)
 		return -EEXIST;
 	if (fd < 0)
 		return -EBADF;
-	flags = fcntl(fd, F_GETFL);
-	if (flags < 0)
-		return -EBADF;
-	/* An O_PATH fd names a file without opening it: nothing to preserve. */
-	if (flags & O_PATH)
-		return -EBADF;
+	/* An O_PATH fd names a file without opening it: no handler takes it. */
 	dfd = luo_engine_dup_held(s->engine, fd);
 	if (dfd < 0)
 		return dfd;
+	flags = file_flags(s->engine, dfd);
+	if (flags == -EBADF)
+		return flags;
 	if (fstat(dfd, &st) < 0)
 		return negative_errno();
-	/*
-	 * The dup shares the caller's open file description, so the flags just
-	 * read are its flags: the handlers need not ask for them, nor fstat()
-	 * it, again.
-	 */
+	/* The dup shares the caller's open file description: the handlers need
+	 * not fstat() it, nor ask its flags, again. */
 	handler_preserve_begin(dfd, flags, &st);
 	r = file_preserve(s, token, &dfd, &st, false);
 	handler_preserve_end();
@@ -248,13 +265,13 @@ int luo_session_preserve_fd_take(luo_session *s, uint64_t token, int fd, const s
 		return -EEXIST;
 	if (fd < 0)
 		return -EBADF;
-	flags = fcntl(fd, F_GETFL);
-	if (flags < 0 || (flags & O_PATH))
-		return -EBADF;
+	flags = file_flags(s->engine, fd);
+	if (flags == -EBADF)
+		return flags;
 	if (fd_st)
 		st = *fd_st;
 	else if (fstat(fd, &st) < 0)
-		return negative_errno();
+		return -EBADF;
 	handler_preserve_begin(dfd, flags, &st);
 	r = file_preserve(s, token, &dfd, &st, true);
 	handler_preserve_end();
@@ -296,7 +313,7 @@ int luo_session_file_check(const luo_session *s, uint64_t token, bool *ret_retri
  * The first retrieve of a file after its update; a failure is kept for good.
  * May hand back the caller's fd in *ret_fd (left alone otherwise).
  */
-static int file_first_retrieve(struct luo_file *f, int *ret_fd)
+static int file_first_retrieve(struct luo_file *f, int *ret_fd, bool held)
 {
 	struct luo_engine *e = f->session->engine;
 	_cleanup_close_ int keep = -EBADF;
@@ -316,9 +333,9 @@ static int file_first_retrieve(struct luo_file *f, int *ret_fd)
 	 * to spare, and a dup that fails leaves the file unretrieved.
 	 */
 	if (f->handler->retrieve_keeps_fd) {
-		_cleanup_close_ int fd = fd_dup_cloexec(old_fd);
+		_cleanup_close_ int fd = held ? -EBADF : fd_dup_cloexec(old_fd);
 
-		if (fd < 0)
+		if (fd < 0 && !held)
 			return fd;
 		r = f->handler->retrieve ? f->handler->retrieve(&f->hf) : 0;
 		if (r >= 0)
@@ -358,7 +375,7 @@ done:
 	return r;
 }
 
-int luo_session_retrieve_fd(luo_session *s, uint64_t token, int *ret_fd)
+static int session_retrieve_fd(luo_session *s, uint64_t token, int *ret_fd, bool held)
 {
 	struct luo_file *f;
 	int fd, r;
@@ -376,7 +393,7 @@ int luo_session_retrieve_fd(luo_session *s, uint64_t token, int *ret_fd)
 		return f->retrieve_error;
 	if (!f->retrieved) {
 		fd = -EBADF;
-		r = file_first_retrieve(f, &fd);
+		r = file_first_retrieve(f, &fd, held);
 		if (r < 0)
 			return r;
 		if (fd >= 0) {
@@ -384,11 +401,25 @@ int luo_session_retrieve_fd(luo_session *s, uint64_t token, int *ret_fd)
 			return 0;
 		}
 	}
+	if (held) {
+		*ret_fd = f->hf.fd;
+		return 0;
+	}
 	fd = fd_dup_cloexec(f->hf.fd);
 	if (fd < 0)
 		return fd;
 	*ret_fd = fd;
 	return 0;
+}
+
+int luo_session_retrieve_fd(luo_session *s, uint64_t token, int *ret_fd)
+{
+	return session_retrieve_fd(s, token, ret_fd, false);
+}
+
+int luo_session_retrieve_fd_held(luo_session *s, uint64_t token, int *ret_fd)
+{
+	return session_retrieve_fd(s, token, ret_fd, true);
 }
 
 /*

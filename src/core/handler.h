@@ -35,6 +35,12 @@ struct luo_handler_file {
 	void *data;
 	size_t data_size;
 	uint64_t token;
+	/*
+	 * Set while @fd is the very file this process checked at preserve and
+	 * has held ever since (no replay, no decode, no update in between): a
+	 * retrieve need not check again that @fd is the recorded file.
+	 */
+	bool held_since_preserve;
 };
 
 /*
@@ -93,6 +99,12 @@ struct luo_handler {
 	 * it: the engine then need not guard its identity index against a new fd.
 	 */
 	bool retrieve_keeps_fd;
+	/*
+	 * Set when can_preserve refuses an O_PATH fd itself (F_GETFL, or any
+	 * call that fails on one).  Unless every handler of an engine sets it,
+	 * the engine asks F_GETFL first and no can_preserve sees an O_PATH fd.
+	 */
+	bool refuses_path_fds;
 	bool (*can_finish)(struct luo_handler_file *f);
 	void (*finish)(struct luo_handler_file *f);
 	/* Optional File-Lifecycle-Bound state this handler's files depend on. */

@@ -1180,6 +1180,64 @@ TEST(engine_refuses_files_no_handler_takes)
 	luo_engine_free(e);
 }
 
+/* O_PATH through /proc of a file each handler takes: EBADF, whatever the
+ * handler (the engine leaves that check to them, spec section 3). */
+TEST(engine_refuses_o_path_of_every_kind_with_ebadf)
+{
+	luo_engine *e = engine_new();
+	luo_session *s = session_create(e, "o-path");
+	int files[5], sv[2], pipes[2], n = 0;
+	char path[64];
+
+	ASSERT_OK(RET_NERRNO(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)));
+	ASSERT_OK(RET_NERRNO(pipe2(pipes, O_CLOEXEC)));
+	files[n++] = make_memfd("x", 0);
+	files[n++] = sv[0];
+	files[n++] = pipes[0];
+	files[n++] = eventfd(0, EFD_CLOEXEC);
+	files[n++] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	for (int i = 0; i < n; i++) {
+		int p;
+
+		ASSERT_TRUE(files[i] >= 0);
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", files[i]);
+		p = open(path, O_PATH | O_CLOEXEC);
+		ASSERT_TRUE(p >= 0);
+		ASSERT_ERR(luo_session_preserve_fd(s, (uint64_t)i, p), -EBADF);
+		safe_close(p);
+		/* The file itself is taken. */
+		ASSERT_OK(luo_session_preserve_fd(s, (uint64_t)i, files[i]));
+		safe_close(files[i]);
+	}
+	ASSERT_EQ(luo_session_n_files(s), (size_t)n);
+	safe_close(sv[1]);
+	safe_close(pipes[1]);
+	luo_engine_free(e);
+}
+
+/* Spec section 6: the position a memfd has at the update is the one retrieved,
+ * whatever it was at preserve and whatever the old holder does after. */
+TEST(engine_memfd_comes_back_at_its_position_at_the_handover)
+{
+	luo_engine *e = engine_new();
+	luo_session *s = session_create(e, "position"), *in = NULL;
+	uint8_t field[LUO_NAME_FIELD];
+	int fd = make_memfd("0123456789", 0), out;
+
+	ASSERT_EQ(lseek(fd, 2, SEEK_SET), 2);
+	ASSERT_OK(luo_session_preserve_fd(s, 1, fd));
+	ASSERT_EQ(lseek(fd, 6, SEEK_SET), 6);
+	ASSERT_OK(luo_engine_handover_session(e, s));
+	ASSERT_EQ(lseek(fd, 1, SEEK_SET), 1);
+	name_field(field, "position");
+	ASSERT_OK(luo_engine_retrieve_session(e, field, LUO_UID_ANY, &in));
+	ASSERT_OK(luo_session_retrieve_fd(in, 1, &out));
+	ASSERT_EQ(position(out), 6);
+	safe_close(out);
+	safe_close(fd);
+	luo_engine_free(e);
+}
+
 TEST(engine_order_memfd_takes_memfd_regular_takes_linked_tmpfs)
 {
 	luo_engine *e = engine_new();
@@ -1508,6 +1566,8 @@ TEST_MAIN(TEST_CASE(memfd_keeps_bytes_size_position_and_seals),
 	  TEST_CASE(engine_eventfd_keeps_its_counter),
 	  TEST_CASE(engine_regular_file_comes_back_at_its_position),
 	  TEST_CASE(engine_refuses_files_no_handler_takes),
+	  TEST_CASE(engine_refuses_o_path_of_every_kind_with_ebadf),
+	  TEST_CASE(engine_memfd_comes_back_at_its_position_at_the_handover),
 	  TEST_CASE(engine_order_memfd_takes_memfd_regular_takes_linked_tmpfs),
 	  TEST_CASE(engine_two_eventfds_are_two_files_a_dup_is_busy),
 	  TEST_CASE(engine_both_pipe_ends_are_files_a_dup_is_busy),

@@ -182,7 +182,7 @@ static bool eventfd_can_preserve(const struct luo_handler *h, int fd, const stru
 		return false;
 	if (eventfd_info_of(fd, &info) < 0)
 		info = (struct eventfd_info){ .semaphore = -ENODATA };
-	return eventfd_is_eventfd(fd, &info);
+	return eventfd_is_eventfd(fd, &info) && !handler_fd_is_path_only(fd);
 }
 
 static int eventfd_get_id(const struct luo_handler *h, int fd, const struct stat *st,
@@ -304,4 +304,5 @@ const struct luo_handler luo_handler_eventfd = {
 	.retrieve = eventfd_retrieve,
 	.retrieve_keeps_fd = true,
 	.can_finish = handler_can_finish_always,
+	.refuses_path_fds = true,
 };

@@ -21,13 +21,16 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/vfs.h>
+#include <unistd.h>
 #include <linux/magic.h>
 
 #include "basic/macro.h"
@@ -139,8 +142,11 @@ static inline int handler_record_parse(const void *data, size_t data_size, uint3
 /*
  * What the engine already knows of the fd it is preserving, for the handler
  * calls of that one preserve_fd (can_preserve, get_id, preserve), so that a
- * handler need not ask the kernel again: its fstat() and its open flags
- * (never O_PATH: the engine refuses those first).  The engine sets it with
+ * handler need not ask the kernel again: its fstat(), and its open flags once
+ * any handler asked for them (HANDLER_FLAGS_UNKNOWN until then: the engine
+ * does not ask, because a memfd or a socket has its own way to refuse an
+ * O_PATH fd at no extra cost; every can_preserve must refuse one, and the
+ * engine tells EBADF from ENOENT only when none accepted).  The engine sets it with
  * handler_preserve_begin() before the first of those calls and clears it
  * with handler_preserve_end() before returning; the fd stays open in between.
  * A handler trusts it only for that fd and only while it is set, so a direct
@@ -150,9 +156,11 @@ static inline int handler_record_parse(const void *data, size_t data_size, uint3
  * Defined weak here rather than in one file, so that the handler files still
  * link without the engine and without each other; per thread like the calls.
  */
+#define HANDLER_FLAGS_UNKNOWN INT_MIN
+
 struct handler_preserve_ctx {
-	int fd; /* -1 when no preserve is in progress */
-	int flags;
+	int fd;	   /* -1 when no preserve is in progress */
+	int flags; /* F_GETFL, or HANDLER_FLAGS_UNKNOWN */
 	uint64_t gen;
 	struct stat st;
 	bool has_fs_type; /* fs_type holds the fstatfs() magic of fd */
@@ -196,13 +204,16 @@ static inline int handler_fstat(int fd, struct stat *ret)
 /* fcntl(F_GETFL): the open flags or -errno. */
 static inline int handler_getfl(int fd)
 {
-	const struct handler_preserve_ctx *c = handler_preserve_of(fd);
 	int fl;
 
-	if (c)
-		return c->flags;
+	if (handler_preserve_of(fd) && handler_preserve_ctx.flags != HANDLER_FLAGS_UNKNOWN)
+		return handler_preserve_ctx.flags;
 	fl = fcntl(fd, F_GETFL);
-	return fl < 0 ? negative_errno() : fl;
+	if (fl < 0)
+		return negative_errno();
+	if (handler_preserve_of(fd))
+		handler_preserve_ctx.flags = fl;
+	return fl;
 }
 
 /* O_PATH fds refer to a file without opening it: no handler may take one. */
@@ -247,12 +258,44 @@ static inline bool handler_may_be_pseudo_fs(const struct stat *st)
 }
 
 /* The memfd handler's predicate, also used by the regular handler to stay disjoint from it. */
+/*
+ * The device of the kernel's own mount behind every memfd_create(), and its
+ * filesystem's magic: that mount lives as long as the kernel, so its device
+ * number is never another filesystem's.  Asked once per process; 0 if it
+ * cannot be had (then every file asks fstatfs()).
+ */
+static inline dev_t handler_memfd_dev(uint64_t *ret_magic)
+{
+	static __thread dev_t dev;
+	static __thread uint64_t magic;
+	static __thread bool known;
+
+	if (!known) {
+		int fd = memfd_create("luo-probe", MFD_CLOEXEC);
+		struct statfs sfs;
+		struct stat st;
+
+		known = true;
+		if (fd >= 0 && fstat(fd, &st) == 0 && fstatfs(fd, &sfs) == 0) {
+			dev = st.st_dev;
+			magic = (uint64_t)(unsigned long)sfs.f_type;
+		}
+		if (fd >= 0)
+			close(fd);
+	}
+	*ret_magic = magic;
+	return dev;
+}
+
 static inline bool handler_is_unlinked_tmpfs(int fd, const struct stat *st)
 {
 	uint64_t magic;
 
 	if (!S_ISREG(st->st_mode) || st->st_nlink != 0 || !handler_may_be_pseudo_fs(st))
 		return false;
+	/* A memfd (the common case) is known by its device alone. */
+	if (st->st_dev == handler_memfd_dev(&magic) && st->st_dev != 0)
+		return magic == TMPFS_MAGIC;
 	if (handler_fs_type(fd, &magic) < 0)
 		return false;
 	return magic == TMPFS_MAGIC;

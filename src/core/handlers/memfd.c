@@ -12,13 +12,23 @@
  * to carry and what someone else could change behind our back: the file
  * position and the seals, plus the size and the inode for checking.
  *
- *   preserve: record dev, ino, size, position, seals
- *   freeze:   record them again (the state at the update is what counts)
+ *   preserve: record dev, ino, size and seals; the position is recorded as
+ *             unknown: only a freeze's position counts (spec section 6), and
+ *             every way to an incoming session freezes first
+ *   freeze:   record them all again, the position included (the state at
+ *             the update is what counts)
  *   retrieve: check that the file is the recorded one (-EIO if not), then
  *             put the position back.  Seals only ever grow: whoever holds the
  *             memfd may add one after the handover (it is the same file), and
  *             the successor gets the file with the seals it has then, which
- *             include every recorded one; that is no reason to fail.
+ *             include every recorded one; that is no reason to fail.  A file
+ *             luod has held since it checked it at preserve (no replay or
+ *             update in between) is the recorded one: only its position is
+ *             put back.
+ *
+ * A preserve costs one system call beyond the engine's fstat(): F_GET_SEALS,
+ * asked in can_preserve, gives the seals for the record and refuses an
+ * O_PATH fd (EBADF) at once.
  *
  * Identity for EBUSY is the inode: a second open of the same memfd through
  * /proc is the same memfd.
@@ -40,19 +50,66 @@ enum {
 	_MEMFD_FIELDS,
 };
 
+/* The seals can_preserve read, for the preserve of the same file that follows. */
+static __thread struct {
+	uint64_t gen;
+	int seals;
+} memfd_seals_kept;
+
 static bool memfd_can_preserve(const struct luo_handler *h, int fd, const struct stat *st)
 {
-	return handler_is_unlinked_tmpfs(fd, st) && !handler_fd_is_path_only(fd);
+	const struct handler_preserve_ctx *c = handler_preserve_of(fd);
+	int seals;
+
+	if (!handler_is_unlinked_tmpfs(fd, st))
+		return false;
+	/* Fails on an O_PATH fd (EBADF): F_GETFL need not be asked. */
+	seals = fcntl(fd, F_GET_SEALS);
+	if (seals < 0)
+		return false;
+	if (c) {
+		memfd_seals_kept.gen = c->gen;
+		memfd_seals_kept.seals = seals;
+	}
+	return true;
 }
 
-static int memfd_record(struct luo_handler_file *f)
+static int memfd_store(struct luo_handler_file *f, const struct stat *st, uint64_t pos, int seals)
 {
 	uint64_t fields[_MEMFD_FIELDS];
+
+	fields[MEMFD_DEV] = (uint64_t)st->st_dev;
+	fields[MEMFD_INO] = (uint64_t)st->st_ino;
+	fields[MEMFD_SIZE] = (uint64_t)st->st_size;
+	fields[MEMFD_POS] = pos;
+	fields[MEMFD_SEALS] = (uint64_t)(unsigned)seals;
+	return handler_record_store(&f->data, &f->data_size, MEMFD_RECORD_VERSION, fields,
+				    _MEMFD_FIELDS);
+}
+
+static int memfd_preserve(struct luo_handler_file *f)
+{
+	const struct handler_preserve_ctx *c = handler_preserve_of(f->fd);
+	struct stat st;
+	int r, seals;
+
+	/* At preserve the engine has just made this fstat(), can_preserve F_GET_SEALS. */
+	r = handler_fstat(f->fd, &st);
+	if (r < 0)
+		return r;
+	if (c && memfd_seals_kept.gen == c->gen)
+		seals = memfd_seals_kept.seals;
+	else if ((seals = fcntl(f->fd, F_GET_SEALS)) < 0)
+		return negative_errno();
+	return memfd_store(f, &st, HANDLER_UNKNOWN, seals);
+}
+
+static int memfd_freeze(struct luo_handler_file *f)
+{
 	struct stat st;
 	off_t pos;
 	int r, seals;
 
-	/* At preserve the engine has just made this fstat(). */
 	r = handler_fstat(f->fd, &st);
 	if (r < 0)
 		return r;
@@ -62,14 +119,7 @@ static int memfd_record(struct luo_handler_file *f)
 	seals = fcntl(f->fd, F_GET_SEALS);
 	if (seals < 0)
 		return negative_errno();
-
-	fields[MEMFD_DEV] = (uint64_t)st.st_dev;
-	fields[MEMFD_INO] = (uint64_t)st.st_ino;
-	fields[MEMFD_SIZE] = (uint64_t)st.st_size;
-	fields[MEMFD_POS] = (uint64_t)pos;
-	fields[MEMFD_SEALS] = (uint64_t)(unsigned)seals;
-	return handler_record_store(&f->data, &f->data_size, MEMFD_RECORD_VERSION, fields,
-				    _MEMFD_FIELDS);
+	return memfd_store(f, &st, (uint64_t)pos, seals);
 }
 
 static int memfd_retrieve(struct luo_handler_file *f)
@@ -81,20 +131,23 @@ static int memfd_retrieve(struct luo_handler_file *f)
 				 _MEMFD_FIELDS);
 	if (r < 0)
 		return r;
-	if (fields[MEMFD_POS] > (uint64_t)INT64_MAX)
+	/* Unknown only if never frozen, which no incoming file is. */
+	if (fields[MEMFD_POS] > (uint64_t)INT64_MAX && fields[MEMFD_POS] != HANDLER_UNKNOWN)
 		return -EBADMSG;
 
-	r = handler_check_regular(f->fd, fields[MEMFD_DEV], fields[MEMFD_INO]);
-	if (r < 0)
-		return r;
-	seals = fcntl(f->fd, F_GET_SEALS);
-	if (seals < 0)
-		return negative_errno();
-	/* Seals cannot be taken away: a recorded one missing means another file. */
-	if (fields[MEMFD_SEALS] & ~(uint64_t)(unsigned)seals)
-		return -EIO;
-
-	if (lseek(f->fd, (off_t)fields[MEMFD_POS], SEEK_SET) < 0)
+	if (!f->held_since_preserve) {
+		r = handler_check_regular(f->fd, fields[MEMFD_DEV], fields[MEMFD_INO]);
+		if (r < 0)
+			return r;
+		seals = fcntl(f->fd, F_GET_SEALS);
+		if (seals < 0)
+			return negative_errno();
+		/* Seals cannot be taken away: a recorded one missing means another file. */
+		if (fields[MEMFD_SEALS] & ~(uint64_t)(unsigned)seals)
+			return -EIO;
+	}
+	if (fields[MEMFD_POS] != HANDLER_UNKNOWN &&
+	    lseek(f->fd, (off_t)fields[MEMFD_POS], SEEK_SET) < 0)
 		return negative_errno();
 	return 0;
 }
@@ -103,9 +156,10 @@ const struct luo_handler luo_handler_memfd = {
 	.compatible = "memfd-v1",
 	.can_preserve = memfd_can_preserve,
 	.get_id = handler_get_id_inode,
-	.preserve = memfd_record,
-	.freeze = memfd_record,
+	.preserve = memfd_preserve,
+	.freeze = memfd_freeze,
 	.retrieve = memfd_retrieve,
 	.retrieve_keeps_fd = true,
 	.can_finish = handler_can_finish_always,
+	.refuses_path_fds = true,
 };

@@ -126,4 +126,5 @@ const struct luo_handler luo_handler_regular = {
 	.retrieve = regular_retrieve,
 	.retrieve_keeps_fd = true,
 	.can_finish = handler_can_finish_always,
+	.refuses_path_fds = true,
 };

@@ -11,8 +11,9 @@
  *             of the socket's network namespace; a unix socket is closed to
  *             fds (below)
  *   unpreserve: open a unix socket to fds again
- *   retrieve: check the socket is still the recorded one (-EIO if not), and
- *             open a unix socket to fds again
+ *   retrieve: check the socket is still the recorded one (-EIO if not; not
+ *             asked again of a socket luod has held since it checked it at
+ *             preserve), and open a unix socket to fds again
  *
  * A unix socket in luod's hands must not carry a session fd: the session
  * would hold itself open (its socket holds its own fd, luod holds the
@@ -140,6 +141,29 @@ static uint64_t socket_netns_ino(int fd)
 
 /* The socket's record; its namespace only with want_netns (SIOCGSKNS opens a
  * file: the dearest part of it by far). */
+/* The SO_DOMAIN can_preserve read, for the preserve of the same file that follows. */
+static __thread struct {
+	uint64_t gen;
+	uint64_t family;
+} socket_family_kept;
+
+static int socket_family(int fd, uint64_t *ret)
+{
+	const struct handler_preserve_ctx *c = handler_preserve_of(fd);
+	int r;
+
+	if (c && socket_family_kept.gen == c->gen) {
+		*ret = socket_family_kept.family;
+		return 0;
+	}
+	r = socket_int_option(fd, SO_DOMAIN, ret);
+	if (r >= 0 && c) {
+		socket_family_kept.gen = c->gen;
+		socket_family_kept.family = *ret;
+	}
+	return r;
+}
+
 static int socket_describe(int fd, uint64_t fields[_SOCKET_FIELDS], bool want_netns)
 {
 	struct stat st;
@@ -153,7 +177,7 @@ static int socket_describe(int fd, uint64_t fields[_SOCKET_FIELDS], bool want_ne
 		return -ENOTSOCK;
 	fields[SOCKET_DEV] = (uint64_t)st.st_dev;
 	fields[SOCKET_INO] = (uint64_t)st.st_ino;
-	r = socket_int_option(fd, SO_DOMAIN, &fields[SOCKET_FAMILY]);
+	r = socket_family(fd, &fields[SOCKET_FAMILY]);
 	if (r < 0)
 		return r;
 	r = socket_int_option(fd, SO_TYPE, &fields[SOCKET_TYPE]);
@@ -269,9 +293,12 @@ static int socket_record_parse(const struct luo_handler_file *f, uint64_t rec[_S
 	return handler_record_parse(f->data, f->data_size, 1, rec, SOCKET_RECORD_V1_FIELDS);
 }
 
+/* A socket's option refuses an O_PATH fd (EBADF): F_GETFL need not be asked. */
 static bool socket_can_preserve(const struct luo_handler *h, int fd, const struct stat *st)
 {
-	return S_ISSOCK(st->st_mode) && !handler_fd_is_path_only(fd);
+	uint64_t family;
+
+	return S_ISSOCK(st->st_mode) && socket_family(fd, &family) >= 0;
 }
 
 static int socket_preserve(struct luo_handler_file *f)
@@ -315,6 +342,12 @@ static int socket_retrieve(struct luo_handler_file *f)
 	r = socket_record_parse(f, rec);
 	if (r < 0)
 		return r;
+	/* Held since it was checked at preserve: it is the recorded socket. */
+	if (f->held_since_preserve) {
+		if (rec[SOCKET_FAMILY] == AF_UNIX)
+			socket_reopen_to_fds(f->fd, rec[SOCKET_PASSRIGHTS]);
+		return 0;
+	}
 	/*
 	 * A socket's network namespace is fixed when it is made: the same
 	 * socket (device and inode, checked here) is in the namespace recorded.
@@ -346,6 +379,7 @@ const struct luo_handler luo_handler_socket = {
 	.retrieve_keeps_fd = true,
 	.can_finish = handler_can_finish_always,
 	.flb = &luo_flb_netns,
+	.refuses_path_fds = true,
 };
 
 static int netns_preserve(struct luo_flb *flb)

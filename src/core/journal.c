@@ -11,6 +11,10 @@
  *   SESSION_DEL  { u32 kind; u32 0; u8 name[64]; }
  *   FILE         { u32 kind; u32 data_size; u8 name[64]; char handler[48];
  *                  u8 record[44]; u32 0; } data[data_size]
+ *   FILES        { u32 kind; u32 uid; u8 name[64]; u32 n_files; u32 n_handlers; }
+ *                char handler[n_handlers][48]
+ *                n_files x { u8 handler; u8 0[3]; u32 data_size; u8 record[44];
+ *                            u32 0; } data[data_size], zero-padded to 8
  *   FILE_DEL     { u32 kind; u32 0; u8 name[64]; u64 token; }
  *   FLB          { char compatible[48]; u64 count; u32 flags; s32 fd;
  *                  u32 data_size; u32 0; } data[data_size]
@@ -74,6 +78,24 @@ struct jfile {
 	uint32_t uid;
 };
 
+struct jfiles {
+	uint32_t kind, uid;
+	uint8_t name[LUO_NAME_FIELD];
+	uint32_t n_files, n_handlers;
+};
+
+struct jfiles_entry {
+	uint8_t handler;
+	uint8_t reserved[3];
+	uint32_t data_size;
+	uint8_t record[LUO_STATE_FILE_RECORD_SIZE];
+	uint32_t reserved2;
+};
+
+/* Files per FILES record: a record stays well inside the log's free room. */
+#define JFILES_MAX 256
+#define JFILES_MAX_HANDLERS 16
+
 struct jfile_del {
 	uint32_t kind, uid;
 	uint8_t name[LUO_NAME_FIELD];
@@ -122,6 +144,8 @@ struct luo_journal {
 	luo_engine *engine;
 	int *deferred; /* fds to close at the next commit */
 	size_t n_deferred, cap_deferred;
+	uint8_t *scratch; /* a FILES record being built */
+	size_t scratch_size;
 	bool root_known;
 	struct jroot root;
 	struct flb_shadow flbs[LUO_MAX_FLBS];
@@ -421,6 +445,7 @@ void luo_journal_close(luo_journal *j)
 	for (size_t i = 0; i < j->n_deferred; i++)
 		safe_close(j->deferred[i]);
 	free(j->deferred);
+	free(j->scratch);
 	ext_table_clear(&j->ext);
 	hashmap_done(&j->ext);
 	munmap(j->map, j->map_size);
@@ -568,6 +593,92 @@ int luo_journal_note_file(luo_journal *j, const luo_session *s, uint64_t token)
 	return stage(j, LUO_JREC_FILE, &rec, sizeof(rec), f->hf.data, f->hf.data_size);
 }
 
+static int scratch_reserve(luo_journal *j, size_t size)
+{
+	uint8_t *p;
+
+	if (size <= j->scratch_size)
+		return 0;
+	size = MAX(size, j->scratch_size * 2);
+	p = realloc(j->scratch, size);
+	if (!p)
+		return -ENOMEM;
+	j->scratch = p;
+	j->scratch_size = size;
+	return 0;
+}
+
+/* One FILES record of the files in[0, n) (all of s, none NULL). */
+static int note_files_record(luo_journal *j, const luo_session *s, const struct luo_file *const *in,
+			     size_t n)
+{
+	const struct luo_handler *handlers[JFILES_MAX_HANDLERS];
+	struct jfiles hdr = { .kind = s->kind, .uid = s->uid, .n_files = (uint32_t)n };
+	size_t size = 0, off;
+	uint8_t idx[JFILES_MAX];
+	int r;
+
+	for (size_t i = 0; i < n; i++) {
+		uint32_t k;
+
+		for (k = 0; k < hdr.n_handlers && handlers[k] != in[i]->handler; k++)
+			;
+		if (k == hdr.n_handlers) {
+			if (k == JFILES_MAX_HANDLERS)
+				return -E2BIG;
+			handlers[hdr.n_handlers++] = in[i]->handler;
+		}
+		idx[i] = (uint8_t)k;
+		size += sizeof(struct jfiles_entry) + align_up(in[i]->hf.data_size, JREC_ALIGN);
+	}
+	size += sizeof(hdr) + (size_t)hdr.n_handlers * COMPAT_FIELD;
+	r = scratch_reserve(j, size);
+	if (r < 0)
+		return r;
+	memset(j->scratch, 0, size);
+	name_field(hdr.name, s->name);
+	memcpy(j->scratch, &hdr, sizeof(hdr));
+	off = sizeof(hdr);
+	for (uint32_t k = 0; k < hdr.n_handlers; k++, off += COMPAT_FIELD)
+		memcpy(j->scratch + off, handlers[k]->compatible,
+		       strnlen(handlers[k]->compatible, COMPAT_FIELD - 1));
+	for (size_t i = 0; i < n; i++) {
+		const struct luo_file *f = in[i];
+		struct jfiles_entry e = { .handler = idx[i],
+					  .data_size = (uint32_t)f->hf.data_size };
+
+		luo_state_fill_file_record(e.record, s->engine, f);
+		memcpy(j->scratch + off, &e, sizeof(e));
+		off += sizeof(e);
+		if (f->hf.data_size)
+			memcpy(j->scratch + off, f->hf.data, f->hf.data_size);
+		off += align_up(f->hf.data_size, JREC_ALIGN);
+	}
+	return stage(j, LUO_JREC_FILES, j->scratch, size, NULL, 0);
+}
+
+int luo_journal_note_files(luo_journal *j, const luo_session *s, const uint64_t *tokens, size_t n)
+{
+	const struct luo_file *chunk[JFILES_MAX];
+	size_t k = 0;
+	int r;
+
+	for (size_t i = 0; i < n; i++) {
+		const struct luo_file *f = luo_file_lookup(s, tokens[i]);
+
+		if (!f)
+			continue; /* never was: nothing changed */
+		chunk[k++] = f;
+		if (k == JFILES_MAX) {
+			r = note_files_record(j, s, chunk, k);
+			if (r < 0)
+				return r;
+			k = 0;
+		}
+	}
+	return k ? note_files_record(j, s, chunk, k) : 0;
+}
+
 int luo_journal_note_file_gone(luo_journal *j, const luo_session *s, uint64_t token)
 {
 	struct jfile_del rec = { .kind = s->kind, .uid = s->uid, .token = token };
@@ -591,14 +702,21 @@ int luo_journal_note_session(luo_journal *j, const luo_session *s, bool with_fil
 	r = stage(j, LUO_JREC_SESSION, &rec, sizeof(rec), NULL, 0);
 	if (r < 0 || !with_files)
 		return r;
-	LIST_FOREACH (i, &s->files) {
-		const struct luo_file *f = list_entry(i, struct luo_file, order);
+	{
+		const struct luo_file *chunk[JFILES_MAX];
+		size_t k = 0;
 
-		r = luo_journal_note_file(j, s, f->hf.token);
-		if (r < 0)
-			return r;
+		LIST_FOREACH (i, &s->files) {
+			chunk[k++] = list_entry(i, struct luo_file, order);
+			if (k == JFILES_MAX) {
+				r = note_files_record(j, s, chunk, k);
+				if (r < 0)
+					return r;
+				k = 0;
+			}
+		}
+		return k ? note_files_record(j, s, chunk, k) : 0;
 	}
-	return 0;
 }
 
 int luo_journal_note_session_gone(luo_journal *j, enum luo_session_kind kind, uint32_t uid,
@@ -1106,6 +1224,49 @@ static int apply_flb(luo_engine *e, const struct jflb *rec, const void *data, si
 	return 0;
 }
 
+/* A FILES record: each entry applied as the FILE record it stands for. */
+static int apply_files(luo_engine *e, const uint8_t *p, size_t len)
+{
+	const char *handlers;
+	struct jfiles hdr;
+	struct jfile one;
+	size_t off;
+	int r;
+
+	if (len < sizeof(hdr))
+		return -EBADMSG;
+	memcpy(&hdr, p, sizeof(hdr));
+	if (hdr.n_files == 0 || hdr.n_files > JFILES_MAX || hdr.n_handlers == 0 ||
+	    hdr.n_handlers > JFILES_MAX_HANDLERS ||
+	    len - sizeof(hdr) < (size_t)hdr.n_handlers * COMPAT_FIELD)
+		return -EBADMSG;
+	handlers = (const char *)p + sizeof(hdr);
+	off = sizeof(hdr) + (size_t)hdr.n_handlers * COMPAT_FIELD;
+	one = (struct jfile){ .kind = hdr.kind, .uid = hdr.uid };
+	memcpy(one.name, hdr.name, sizeof(one.name));
+	for (uint32_t i = 0; i < hdr.n_files; i++) {
+		struct jfiles_entry ent;
+		size_t padded;
+
+		if (len - off < sizeof(ent))
+			return -EBADMSG;
+		memcpy(&ent, p + off, sizeof(ent));
+		off += sizeof(ent);
+		padded = align_up(ent.data_size, JREC_ALIGN);
+		if (ent.handler >= hdr.n_handlers || ent.data_size > LUO_HANDLER_DATA_MAX ||
+		    len - off < padded)
+			return -EBADMSG;
+		memcpy(one.handler, handlers + (size_t)ent.handler * COMPAT_FIELD, COMPAT_FIELD);
+		memcpy(one.record, ent.record, sizeof(one.record));
+		one.data_size = ent.data_size;
+		r = apply_file(e, &one, p + off, ent.data_size);
+		if (r < 0)
+			return r;
+		off += padded;
+	}
+	return off == len || len - off < JREC_ALIGN ? 0 : -EBADMSG;
+}
+
 static void engine_reset(luo_engine *e);
 
 struct replay {
@@ -1156,6 +1317,8 @@ static int apply_record(const struct replay *rp, const struct luo_jrec *rec)
 
 		return p ? apply_file(e, p, p + 1, len - sizeof(*p)) : -EBADMSG;
 	}
+	case LUO_JREC_FILES:
+		return apply_files(e, (const uint8_t *)(rec + 1), len);
 	case LUO_JREC_FILE_DEL: {
 		const struct jfile_del *p = PAYLOAD_AS(rec, struct jfile_del);
 		struct luo_session *s;

@@ -31,6 +31,9 @@
  *   SESSION_DEL   a session gone, with its files
  *   FILE          a file of a session, keyed by token: added or changed (the
  *                 codec's file record, its handler and its data)
+ *   FILES         many files of one session, each as a FILE record says it:
+ *                 the session's key once, its handlers' names once, then per
+ *                 file the codec's record and the data (a batch, a handover)
  *   FILE_DEL      a file gone
  *   FLB           an FLB instance's whole state
  *   EXT, EXT_DEL  the daemon's own entries: (type, key) -> bytes, a small
@@ -49,12 +52,14 @@
  *   create, retrieve       note_session(s, false)
  *   preserve_fd            note_file(s, token)
  *   retrieve_fd            note_file(s, token), whether it failed or not
+ *   a batch of either      note_files(s, tokens, n)
  *   finish                 note_file_gone() for each token s had, then
  *                          note_session(s, false): a finished session's
  *                          record must find it without files
  *   handover (and a release that hands over)
  *                          note_session_gone(OUTGOING, name), then
  *                          note_session(s, true): frozen files, new data
+ *                          (as FILES records)
  *   release                note_session_gone(kind, name) if the session is
  *                          gone (aborted, finished), else note_session()
  *   reboot                 note_all()
@@ -95,6 +100,7 @@ enum luo_jrec_type {
 	LUO_JREC_EXT = 7,
 	LUO_JREC_EXT_DEL = 8,
 	LUO_JREC_CLEAR = 9,
+	LUO_JREC_FILES = 10,
 	_LUO_JREC_MAX,
 };
 
@@ -163,6 +169,9 @@ int luo_journal_note_session(luo_journal *j, const luo_session *s, bool with_fil
 int luo_journal_note_session_gone(luo_journal *j, enum luo_session_kind kind, uint32_t uid,
 				  const char *name);
 int luo_journal_note_file(luo_journal *j, const luo_session *s, uint64_t token);
+/* note_file() of n tokens of s at once, in FILES records: the same change in
+ * less than half the bytes. */
+int luo_journal_note_files(luo_journal *j, const luo_session *s, const uint64_t *tokens, size_t n);
 int luo_journal_note_file_gone(luo_journal *j, const luo_session *s, uint64_t token);
 /* The root and every FLB, written only if changed since last noted. */
 int luo_journal_note_engine(luo_journal *j);

@@ -378,8 +378,7 @@ static int batch_apply(struct luod *d, struct endpoint *ep, luo_session *s, stru
 		luod_close_later_many(d, b->fds + i, b->n - i);
 		*ret_failed = (uint32_t)i;
 	} else if (d->journal) {
-		for (i = 0; i < b->n; i++)
-			journal_check(d, luo_journal_note_file(d->journal, s, b->tokens[i]));
+		journal_check(d, luo_journal_note_files(d->journal, s, b->tokens, b->n));
 	}
 	if (d->journal)
 		journal_check(d, luo_journal_note_engine(d->journal));
@@ -456,7 +455,7 @@ void batch_retrieve(struct luod *d, struct endpoint *ep, luo_session *s,
 {
 	const struct luo_wire_fds *f = fds_struct;
 	int out[LUO_WIRE_BATCH_MAX];
-	bool first_time[LUO_WIRE_BATCH_MAX];
+	bool first_time[LUO_WIRE_BATCH_MAX], held;
 	size_t i;
 	int r = 0;
 
@@ -471,23 +470,39 @@ void batch_retrieve(struct luod *d, struct endpoint *ep, luo_session *s,
 		}
 		first_time[i] = !retrieved;
 	}
+	/* Sent at once to the request's own reply socket: the engine's fds
+	 * themselves, without a dup each. */
+	held = endpoint_reply_private(d, ep);
 	for (i = 0; i < f->count; i++) {
-		r = luo_session_retrieve_fd(s, f->tokens[i], &out[i]);
+		r = held ? luo_session_retrieve_fd_held(s, f->tokens[i], &out[i])
+			 : luo_session_retrieve_fd(s, f->tokens[i], &out[i]);
 		if (r < 0)
 			break;
 	}
 	/* A first retrieve changed the file, failed or not (a failure is for good). */
 	if (d->journal) {
+		uint64_t changed[LUO_WIRE_BATCH_MAX];
+		size_t n_changed = 0;
+
 		for (size_t k = 0; k < MIN(i + 1, (size_t)f->count); k++)
 			if (first_time[k])
-				journal_check(d,
-					      luo_journal_note_file(d->journal, s, f->tokens[k]));
+				changed[n_changed++] = f->tokens[k];
+		journal_check(d, luo_journal_note_files(d->journal, s, changed, n_changed));
 		journal_check(d, luo_journal_note_engine(d->journal));
 	}
 	if (r < 0) {
-		/* Not named by the journal: closed at once. */
-		close_many(out, i);
+		/* Not named by the journal: closed at once (the held ones are the engine's). */
+		if (!held)
+			close_many(out, i);
 		batch_fail(d, ep, p->tag, 0, r, (uint32_t)i);
+		return;
+	}
+	if (held) {
+		struct luo_wire_fds h;
+
+		memcpy(&h, f, LUO_WIRE_FDS_HEADER);
+		h.failed = 0;
+		endpoint_reply_fds_held(d, ep, p->tag, 0, &h, LUO_WIRE_FDS_HEADER, out, f->count);
 		return;
 	}
 	reply_fds_struct(d, ep, p->tag, 0, f, 0, out, f->count);

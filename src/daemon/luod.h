@@ -103,7 +103,8 @@ enum endpoint_type {
 struct outmsg {
 	struct outmsg *next;
 	uint64_t key;	/* its EXT_REPLY entry in the journal */
-	size_t n_fds;	/* fds[] are sent with the message, then closed */
+	size_t n_fds;	/* fds[] are sent with the message, then closed (unless held) */
+	bool held;	/* fds[] are the engine's: EXT_REPLY_FDS_HELD */
 	int *fds;	/* n_fds of them (a batch's many), or NULL */
 	size_t len;	/* of the message */
 	size_t ext_len; /* of the journal entry in data (ext_reply, message, fd tail) */
@@ -229,12 +230,21 @@ struct ext_reply {
 	/* then len bytes; with EXT_REPLY_FDS, then uint32_t n and n int32 fds */
 };
 #define EXT_REPLY_FDS (-2)
+/* As EXT_REPLY_FDS, but the fds are the engine's own (a batch retrieve's):
+ * sent, never closed with the reply.  Only a reply to a request's own reply
+ * socket carries them, which is sent or dropped before the next request. */
+#define EXT_REPLY_FDS_HELD (-3)
 /*
  * The fds a reply entry (size bytes) carries: their count, and in *ret_tail
  * where the int32 fds start (NULL when none).  -EBADMSG if the entry's size
  * does not add up.
  */
 int ext_reply_fds(const struct ext_reply *rp, size_t size, const uint8_t **ret_tail);
+/* Whether the entry's fds are the engine's (EXT_REPLY_FDS_HELD), not its own. */
+static inline bool ext_reply_held(const struct ext_reply *rp)
+{
+	return rp->fd == EXT_REPLY_FDS_HELD;
+}
 /* fd number i of a reply entry's tail. */
 int ext_reply_fd_at(const uint8_t *tail, size_t i);
 
@@ -507,6 +517,14 @@ void endpoint_reply(struct luod *d, struct endpoint *ep, uint32_t tag, int resul
 /* The same with n_fds fds (a batch's, at most LUO_WIRE_BATCH_MAX), all consumed. */
 void endpoint_reply_fds(struct luod *d, struct endpoint *ep, uint32_t tag, int result,
 			const void *payload, size_t len, const int *fds, size_t n_fds);
+/*
+ * Whether a reply to ep now goes to the request's own reply socket, and
+ * endpoint_reply_fds_held() may then send fds the engine holds, without a dup
+ * each: that reply is sent, or dropped, before anything else runs.
+ */
+bool endpoint_reply_private(const struct luod *d, const struct endpoint *ep);
+void endpoint_reply_fds_held(struct luod *d, struct endpoint *ep, uint32_t tag, int result,
+			     const void *payload, size_t len, const int *fds, size_t n_fds);
 /* Drops every queued reply (before a re-exec, which cannot carry them). */
 void endpoint_drop_queue(struct luod *d, struct endpoint *ep);
 void endpoint_flush(struct luod *d, struct endpoint *ep);

@@ -381,7 +381,8 @@ struct endpoint *session_ep_add(struct luod *d, int fd, uint64_t handle, uint64_
 /* Closes (once the journal no longer names them) the fds a reply carried. */
 static void outmsg_free(struct luod *d, struct outmsg *m)
 {
-	luod_close_later_many(d, m->fds, m->n_fds);
+	if (!m->held)
+		luod_close_later_many(d, m->fds, m->n_fds);
 	free(m->fds);
 	m->fds = NULL;
 	m->n_fds = 0;
@@ -394,7 +395,7 @@ int ext_reply_fds(const struct ext_reply *rp, size_t size, const uint8_t **ret_t
 	*ret_tail = NULL;
 	if (size < sizeof(*rp) || size - sizeof(*rp) < rp->len)
 		return -EBADMSG;
-	if (rp->fd != EXT_REPLY_FDS) {
+	if (rp->fd != EXT_REPLY_FDS && rp->fd != EXT_REPLY_FDS_HELD) {
 		if (size - sizeof(*rp) != rp->len)
 			return -EBADMSG;
 		return rp->fd >= 0 ? 1 : 0;
@@ -742,10 +743,10 @@ static void endpoint_enqueue(struct luod *d, struct endpoint *ep, struct outmsg 
  */
 static void reply_queue(struct luod *d, struct endpoint *ep, const struct luo_wire_reply *hdr,
 			const void *payload, size_t len, const void *extra, size_t extra_len,
-			const int *fds, size_t n_fds)
+			const int *fds, size_t n_fds, bool held)
 {
 	size_t total = sizeof(*hdr) + len + extra_len;
-	size_t tail = n_fds > 1 ? sizeof(uint32_t) + n_fds * sizeof(int32_t) : 0;
+	size_t tail = n_fds > 1 || held ? sizeof(uint32_t) + n_fds * sizeof(int32_t) : 0;
 	struct outmsg *m;
 	int *mfds = NULL;
 
@@ -758,7 +759,8 @@ static void reply_queue(struct luod *d, struct endpoint *ep, const struct luo_wi
 		mfds = malloc(n_fds * sizeof(int));
 	if (!m || (n_fds > 0 && !mfds)) {
 		log_warning("out of memory for a reply: dropped");
-		luod_close_later_many(d, fds, n_fds);
+		if (!held)
+			luod_close_later_many(d, fds, n_fds);
 		free(m);
 		free(mfds);
 		return;
@@ -767,13 +769,14 @@ static void reply_queue(struct luod *d, struct endpoint *ep, const struct luo_wi
 		memcpy(mfds, fds, n_fds * sizeof(int));
 	m->fds = mfds;
 	m->n_fds = n_fds;
+	m->held = held;
 	m->len = total;
 	m->ext_len = sizeof(struct ext_reply) + total + tail;
 	m->key = ((uint64_t)(uint32_t)ep->fd << 32) | ep->reply_seq++;
 	if (ep->type == EP_REPLY)
 		m->key |= LUOD_REPLY_KEY_PRIVATE;
 	struct ext_reply *rp = (struct ext_reply *)m->data;
-	rp->fd = n_fds > 1 ? EXT_REPLY_FDS : n_fds == 1 ? fds[0] : -1;
+	rp->fd = held ? EXT_REPLY_FDS_HELD : n_fds > 1 ? EXT_REPLY_FDS : n_fds == 1 ? fds[0] : -1;
 	rp->len = (uint32_t)total;
 	uint8_t *msg = m->data + sizeof(*rp);
 	memcpy(msg, hdr, sizeof(*hdr));
@@ -810,7 +813,7 @@ void endpoint_reply(struct luod *d, struct endpoint *ep, uint32_t tag, int resul
 		.size = (uint32_t)(len + extra_len),
 	};
 
-	reply_queue(d, ep, &hdr, payload, len, extra, extra_len, &fd, fd >= 0 ? 1 : 0);
+	reply_queue(d, ep, &hdr, payload, len, extra, extra_len, &fd, fd >= 0 ? 1 : 0, false);
 }
 
 void endpoint_reply_fds(struct luod *d, struct endpoint *ep, uint32_t tag, int result,
@@ -822,7 +825,24 @@ void endpoint_reply_fds(struct luod *d, struct endpoint *ep, uint32_t tag, int r
 		.size = (uint32_t)len,
 	};
 
-	reply_queue(d, ep, &hdr, payload, len, NULL, 0, fds, n_fds);
+	reply_queue(d, ep, &hdr, payload, len, NULL, 0, fds, n_fds, false);
+}
+
+bool endpoint_reply_private(const struct luod *d, const struct endpoint *ep)
+{
+	return d->in_request && ep == d->request_ep && d->request_reply_ep;
+}
+
+void endpoint_reply_fds_held(struct luod *d, struct endpoint *ep, uint32_t tag, int result,
+			     const void *payload, size_t len, const int *fds, size_t n_fds)
+{
+	struct luo_wire_reply hdr = {
+		.result = result,
+		.tag = tag,
+		.size = (uint32_t)len,
+	};
+
+	reply_queue(d, ep, &hdr, payload, len, NULL, 0, fds, n_fds, endpoint_reply_private(d, ep));
 }
 
 int endpoint_requeue(struct luod *d, struct endpoint *ep, uint64_t key, const struct ext_reply *rp,
@@ -838,6 +858,7 @@ int endpoint_requeue(struct luod *d, struct endpoint *ep, uint64_t key, const st
 	if (!m)
 		return -ENOMEM;
 	m->n_fds = (size_t)n;
+	m->held = ext_reply_held(rp);
 	m->fds = n > 0 ? malloc((size_t)n * sizeof(int)) : NULL;
 	if (n > 0 && !m->fds) {
 		free(m);

@@ -281,7 +281,8 @@ static int named_reply(uint64_t key, const void *data, size_t size, void *userda
 		return n;
 	if (!tail)
 		named_add(userdata, rp->fd);
-	for (int i = 0; tail && i < n; i++)
+	/* Held fds are the engine's, named by its files. */
+	for (int i = 0; tail && !ext_reply_held(rp) && i < n; i++)
 		named_add(userdata, ext_reply_fd_at(tail, (size_t)i));
 	/* A request's own reply socket, named by its first reply (one per request
 	 * on a session; a hostile client's stream on a connection has more). */
@@ -531,10 +532,10 @@ static int requeue_replies(struct luod *d)
 			const uint8_t *tail;
 			int n = ext_reply_fds(l.items[i].rp, l.items[i].size, &tail);
 
-			/* Its connection is gone: so is the reply. */
+			/* Its connection is gone: so is the reply (held fds are the engine's). */
 			if (!tail && n > 0)
 				luod_close_later(d, l.items[i].rp->fd);
-			for (int k = 0; tail && k < n; k++)
+			for (int k = 0; tail && !ext_reply_held(l.items[i].rp) && k < n; k++)
 				luod_close_later(d, ext_reply_fd_at(tail, (size_t)k));
 			journal_check(
 				d, luo_journal_ext_del(d->journal, LUOD_EXT_REPLY, l.items[i].key));
@@ -698,14 +699,18 @@ int worker_main(struct luod *d)
 /* ---- compaction ---- */
 
 /*
- * The log may grow to this, or to a quarter of the snapshot, before it is
- * compacted: a successor replays at most that much (about 1,700 records per
- * 256 KiB), while the cost of compacting (a fork() and an encode in the
- * child) stays proportional to what was logged.  An update compacts first
- * whatever the log's size (a log smaller than COMPACT_UPDATE_MIN is not
- * worth it), so that the new image replays almost nothing in the blackout.
+ * The log may grow to this, or to the snapshot's size, before it is
+ * compacted: a successor replays at most about as much as it decodes, while
+ * the cost of compacting stays proportional to what was logged.  That cost is
+ * more than the child's encode: after the fork() every page the worker
+ * writes faults once for its copy (5 us a page on a virtual machine), so
+ * compacting at a quarter of the snapshot, as luod once did, cost a batch of
+ * 15,000 files 1.7 us per file in faults alone (docs/performance.md).  An
+ * update compacts first whatever the log's size (a log smaller than
+ * COMPACT_UPDATE_MIN is not worth it), so that the new image replays almost
+ * nothing in the blackout.
  */
-#define COMPACT_MIN_LOG (UINT64_C(256) << 10)
+#define COMPACT_MIN_LOG (UINT64_C(1) << 20)
 #define COMPACT_UPDATE_MIN (UINT64_C(16) << 10)
 
 int compact_start(struct luod *d, bool force)
@@ -719,7 +724,7 @@ int compact_start(struct luod *d, bool force)
 		return 0;
 	log = luo_journal_log_size(j);
 	snap = luo_journal_snapshot_size(j);
-	if (log < (force ? COMPACT_UPDATE_MIN : MAX(COMPACT_MIN_LOG, snap / 4)))
+	if (log < (force ? COMPACT_UPDATE_MIN : MAX(COMPACT_MIN_LOG, snap)))
 		return 0;
 	fd = memfd_create("luod-journal", MFD_CLOEXEC);
 	if (fd < 0)

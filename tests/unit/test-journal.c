@@ -861,12 +861,14 @@ TEST(adopt_refuses_fd_named_twice)
 	int fd;
 
 	small_state(&t, &held);
-	/* Two FILE records of "two" (the last two): the second given the
-	 * first's fd slot.  The record sits after kind, data_size, name and
-	 * handler; its fd at byte 32, big-endian. */
-	a = find_record(t.j, LUO_JREC_FILE, 4);
-	b = find_record(t.j, LUO_JREC_FILE, 5);
-	ASSERT_TRUE(a && b && !find_record(t.j, LUO_JREC_FILE, 6));
+	/* Two FILE records of "two" (the last two: the handover of "one" wrote
+	 * its files as one FILES record): the second given the first's fd slot.
+	 * The record sits after kind, data_size, name and handler; its fd at
+	 * byte 32, big-endian. */
+	ASSERT_TRUE(find_record(t.j, LUO_JREC_FILES, 0) && !find_record(t.j, LUO_JREC_FILES, 1));
+	a = find_record(t.j, LUO_JREC_FILE, 2);
+	b = find_record(t.j, LUO_JREC_FILE, 3);
+	ASSERT_TRUE(a && b && !find_record(t.j, LUO_JREC_FILE, 4));
 	ra = (uint8_t *)(a + 1) + 8 + LUO_NAME_FIELD + 48;
 	rb = (uint8_t *)(b + 1) + 8 + LUO_NAME_FIELD + 48;
 	fd = (ra[32] << 24) | (ra[33] << 16) | (ra[34] << 8) | ra[35];
@@ -1252,6 +1254,153 @@ TEST(replay_ends_in_a_state_the_codec_carries)
 	jt_done(&t);
 }
 
+/* ---- many files in one record (a batch, a handover) ----------------------- */
+
+#define BATCH_FILES 300 /* more than one FILES record holds */
+
+static size_t count_records(luo_journal *j, uint32_t type)
+{
+	size_t n = 0;
+
+	while (find_record(j, type, (unsigned)n))
+		n++;
+	return n;
+}
+
+TEST(a_batch_is_journaled_as_files_records_and_recovers)
+{
+	static uint64_t tokens[BATCH_FILES + 1];
+	struct jt t;
+	luo_session *s, *in;
+	luo_journal *j2;
+	luo_engine *e2;
+	size_t files_before;
+	int fd;
+
+	jt_init(&t);
+	s = create(&t, "batch", 0, 1000);
+	for (size_t i = 0; i < BATCH_FILES; i++) {
+		int sv[2];
+
+		tokens[i] = 1000 + i;
+		/* Three handlers in one record: a memfd, a socket, a pipe. */
+		if (i % 3 == 0) {
+			fd = memfd_with("batch", 0);
+		} else if (i % 3 == 1) {
+			socket_pair(sv);
+			close(sv[1]);
+			fd = sv[0];
+		} else
+			fd = pipe_with("batch");
+		ASSERT_OK(luo_session_preserve_fd(s, tokens[i], fd));
+		close(fd);
+	}
+	/* A token the session does not have is no change. */
+	tokens[BATCH_FILES] = 7;
+	files_before = count_records(t.j, LUO_JREC_FILE);
+	ASSERT_OK(luo_journal_note_files(t.j, s, tokens, BATCH_FILES + 1));
+	commit(&t);
+	ASSERT_EQ(count_records(t.j, LUO_JREC_FILES), 2u);
+	ASSERT_EQ(count_records(t.j, LUO_JREC_FILE), files_before);
+
+	/* Handed over: the frozen files, with their new records, in FILES again. */
+	handover(&t, s);
+	ASSERT_EQ(count_records(t.j, LUO_JREC_FILES), 4u);
+	in = retrieve(&t, "batch", 1000);
+	for (size_t i = 0; i < 10; i++) {
+		ASSERT_OK(luo_session_retrieve_fd(in, tokens[i], &fd));
+		close(fd);
+	}
+	ASSERT_OK(luo_journal_note_files(t.j, in, tokens, 10));
+	commit(&t);
+	ASSERT_EQ(count_records(t.j, LUO_JREC_FILES), 5u);
+
+	/* Every file here is the one the engine checked at preserve... */
+	LIST_FOREACH (i, &in->files)
+		ASSERT_TRUE(list_entry(i, struct luo_file, order)->hf.held_since_preserve);
+	/* A successor adopts every fd and finds the retrieved ones retrieved, and
+	 * (its fds named by a journal) checks each again at its first retrieve. */
+	e2 = crash_and_recover(&t, &j2);
+	in = luo_engine_find_session(e2, LUO_SESSION_INCOMING, "batch");
+	ASSERT_TRUE(in != NULL);
+	ASSERT_EQ(luo_session_n_files(in), (size_t)BATCH_FILES);
+	for (size_t i = 0; i < BATCH_FILES; i++) {
+		bool retrieved = true;
+
+		ASSERT_OK(luo_session_file_check(in, tokens[i], &retrieved));
+		ASSERT_EQ(retrieved, i < 10);
+	}
+	LIST_FOREACH (i, &in->files)
+		ASSERT_FALSE(list_entry(i, struct luo_file, order)->hf.held_since_preserve);
+	luo_journal_close(j2);
+	luo_engine_free(e2);
+	close(t.fd);
+}
+
+TEST(damaged_files_records_are_refused)
+{
+	uint64_t tokens[3] = { 1, 2, 3 };
+	struct jt t;
+	struct tokens held;
+	struct luo_journal_header *h;
+	struct luo_jrec *rec;
+	luo_session *s;
+	uint8_t *mem, *p;
+	size_t size;
+	uint32_t v;
+
+	jt_init(&t);
+	s = create(&t, "files", 0, 1000);
+	for (size_t i = 0; i < 3; i++) {
+		int fd = memfd_with("files", 0);
+
+		ASSERT_OK(luo_session_preserve_fd(s, tokens[i], fd));
+		close(fd);
+	}
+	ASSERT_OK(luo_journal_note_files(t.j, s, tokens, 3));
+	commit(&t);
+	held = files_of(s);
+	h = luo_journal_header(t.j);
+	rec = find_record(t.j, LUO_JREC_FILES, 0);
+	ASSERT_TRUE(rec != NULL);
+	mem = journal_copy(t.fd, &size);
+	p = mem + ((uint8_t *)(rec + 1) - (uint8_t *)h);
+
+	/* { kind, uid, name[64], n_files, n_handlers }, one handler name, then
+	 * the entries { handler, 0[3], data_size, record[44], 0 }. */
+	const size_t n_files = 8 + LUO_NAME_FIELD, n_handlers = n_files + 4;
+	const size_t entry = n_handlers + 4 + 48;
+	const struct {
+		size_t at;
+		uint32_t value;
+	} damage[] = {
+		{ n_files, 0 },	       /* no files */
+		{ n_files, 4 },	       /* more files than the record holds */
+		{ n_files, 257 },      /* more than any record may */
+		{ n_handlers, 0 },     /* no handler */
+		{ n_handlers, 17 },    /* too many */
+		{ entry, 1 },	       /* the first file's handler is not there */
+		{ entry + 4, 4097 },   /* data larger than any record */
+		{ entry + 4, 1 << 20 } /* past the record's end */
+	};
+
+	for (size_t k = 0; k < ELEMENTSOF(damage); k++) {
+		uint8_t *copy = malloc(size);
+		struct luo_jrec *c;
+
+		ASSERT_TRUE(copy != NULL);
+		memcpy(copy, mem, size);
+		c = (struct luo_jrec *)(copy + ((uint8_t *)rec - (uint8_t *)h));
+		v = damage[k].value;
+		memcpy(copy + (p - mem) + damage[k].at, &v, sizeof(v));
+		reseal(c);
+		assert_refused(&t, copy, size, 0, -EBADMSG, &held);
+		free(copy);
+	}
+	free(mem);
+	jt_done(&t);
+}
+
 TEST_MAIN(TEST_CASE(every_call_recovers), TEST_CASE(stuck_session_recovers),
 	  TEST_CASE(staged_records_are_not_seen), TEST_CASE(damaged_records_are_refused),
 	  TEST_CASE(bad_header_is_refused), TEST_CASE(adopt_refuses_closed_fd),
@@ -1259,4 +1408,6 @@ TEST_MAIN(TEST_CASE(every_call_recovers), TEST_CASE(stuck_session_recovers),
 	  TEST_CASE(ext_table_survives_records), TEST_CASE(full_log_loses_nothing),
 	  TEST_CASE(released_fds_close_at_commit), TEST_CASE(compaction_keeps_everything),
 	  TEST_CASE(replay_ends_in_a_state_the_codec_carries),
-	  TEST_CASE(full_log_mid_request_compacts), TEST_CASE(stale_snapshot_is_refused))
+	  TEST_CASE(full_log_mid_request_compacts), TEST_CASE(stale_snapshot_is_refused),
+	  TEST_CASE(a_batch_is_journaled_as_files_records_and_recovers),
+	  TEST_CASE(damaged_files_records_are_refused))

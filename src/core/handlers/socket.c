@@ -7,9 +7,11 @@
  * keeps its port and its accept queue, and a connected one its peer and its
  * buffered bytes: nothing has to be rebuilt, only checked.
  *
- *   preserve: record dev, ino, SO_DOMAIN, SO_TYPE, SO_PROTOCOL and the inode
- *             of the socket's network namespace; a unix socket is closed to
- *             fds (below)
+ *   preserve: record dev, ino, SO_DOMAIN and the inode of the socket's network
+ *             namespace, and for a unix socket SO_TYPE (SO_TYPE and
+ *             SO_PROTOCOL of others are recorded as unknown: they would only
+ *             be checked, and the inode names the socket); a unix socket is
+ *             closed to fds (below)
  *   unpreserve: open a unix socket to fds again
  *   retrieve: check the socket is still the recorded one (-EIO if not; not
  *             asked again of a socket luod has held since it checked it at
@@ -164,7 +166,15 @@ static int socket_family(int fd, uint64_t *ret)
 	return r;
 }
 
-static int socket_describe(int fd, uint64_t fields[_SOCKET_FIELDS], bool want_netns)
+/*
+ * The socket's record.  At preserve (full unset) its type and protocol, which
+ * only a check at retrieve would use, are left unknown unless the socket is a
+ * unix one, whose type the preserve needs: the inode already names the
+ * socket, and each option is a system call, paid 15,000 times in the restart
+ * of a server with 15,000 connections.  The namespace is asked at preserve
+ * only (SIOCGSKNS opens a file: the dearest part of it by far).
+ */
+static int socket_describe(int fd, uint64_t fields[_SOCKET_FIELDS], bool full)
 {
 	struct stat st;
 	int r;
@@ -180,13 +190,18 @@ static int socket_describe(int fd, uint64_t fields[_SOCKET_FIELDS], bool want_ne
 	r = socket_family(fd, &fields[SOCKET_FAMILY]);
 	if (r < 0)
 		return r;
-	r = socket_int_option(fd, SO_TYPE, &fields[SOCKET_TYPE]);
-	if (r < 0)
-		return r;
-	r = socket_int_option(fd, SO_PROTOCOL, &fields[SOCKET_PROTOCOL]);
-	if (r < 0)
-		return r;
-	fields[SOCKET_NETNS] = want_netns ? socket_netns_ino(fd) : HANDLER_UNKNOWN;
+	fields[SOCKET_TYPE] = fields[SOCKET_PROTOCOL] = fields[SOCKET_NETNS] = HANDLER_UNKNOWN;
+	if (full || fields[SOCKET_FAMILY] == AF_UNIX) {
+		r = socket_int_option(fd, SO_TYPE, &fields[SOCKET_TYPE]);
+		if (r < 0)
+			return r;
+	}
+	if (full) {
+		r = socket_int_option(fd, SO_PROTOCOL, &fields[SOCKET_PROTOCOL]);
+		if (r < 0)
+			return r;
+	} else
+		fields[SOCKET_NETNS] = socket_netns_ino(fd);
 	return 0;
 }
 
@@ -306,7 +321,7 @@ static int socket_preserve(struct luo_handler_file *f)
 	uint64_t fields[_SOCKET_FIELDS];
 	int r;
 
-	r = socket_describe(f->fd, fields, true);
+	r = socket_describe(f->fd, fields, false);
 	if (r < 0)
 		return r;
 	fields[SOCKET_PASSRIGHTS] = HANDLER_UNKNOWN;
@@ -354,13 +369,14 @@ static int socket_retrieve(struct luo_handler_file *f)
 	 * Asking again would cost a file per socket on the successor's side of
 	 * every restart, and prove nothing more.
 	 */
-	r = socket_describe(f->fd, now, false);
+	r = socket_describe(f->fd, now, true);
 	if (r == -ENOTSOCK)
 		return -EIO;
 	if (r < 0)
 		return r;
 	for (unsigned i = 0; i < SOCKET_NETNS + 1; i++) {
-		if (i == SOCKET_NETNS && (rec[i] == HANDLER_UNKNOWN || now[i] == HANDLER_UNKNOWN))
+		/* What a preserve did not ask (or could not) is not compared. */
+		if (rec[i] == HANDLER_UNKNOWN || now[i] == HANDLER_UNKNOWN)
 			continue;
 		if (rec[i] != now[i])
 			return -EIO;

@@ -727,6 +727,10 @@ def table(results):
                     f"{m['resets']} resets, {m['failed']} failed of {m['requests']:,}",
                     f"blackout median {fmt(m.get('blackout_median_ms'))} max "
                     f"{fmt(m.get('blackout_max_ms'))} ms{late}")
+                row('', '', f"first answer median {fmt(m.get('first_answer_median_ms'))} "
+                    f"max {fmt(m.get('first_answer_max_ms'))} ms",
+                    f"round (no restart) {fmt(m.get('round_median_ms'))} ms; blackout less "
+                    f"round {fmt(m.get('blackout_over_round_median_ms'))} ms")
             row('', 'targets', f"0 resets, 0 failed: {fmt(r.get('target_no_loss'))}",
                 f"blackout <= 20 ms: {fmt(r.get('target_20ms'))}")
         elif b == 'update':

@@ -75,6 +75,9 @@ enum {
 /* Stop parsing a connection's input while this much output waits for the peer. */
 #define OUT_HIGH_WATER (8u << 20)
 #define READ_CHUNK (256u * 1024)
+/* Connections a successor takes back per luo_session_retrieve_fds() call
+ * (two messages), answering each chunk's before it takes the next. */
+#define RESTORE_CHUNK 504
 
 #define CONNS_MAGIC UINT64_C(0x31736e6e6f43564b) /* "KVConns1" */
 
@@ -124,6 +127,7 @@ struct options {
 struct server {
 	struct options opt;
 	struct kv_store store;
+	char *rbuf; /* READ_CHUNK bytes: every connection's input lands here first */
 	int epfd, sigfd, listen_fd, http_fd, session_fd;
 	struct conn *conns;
 	size_t n_conns;
@@ -203,9 +207,18 @@ static void conn_free(struct server *srv, struct conn *c)
 	free(c);
 }
 
+/*
+ * A connection's buffers start small: most hold a line or nothing at all,
+ * since input is read into the server's one read buffer and parsed there
+ * (only a partial request is kept), and output only waits in them when the
+ * peer is slow.  Thousands of idle connections so cost a few hundred bytes
+ * each, and a successor that takes them over touches no fresh page each.
+ */
+#define BUF_MIN 256
+
 static int buf_reserve(char **buf, size_t *cap, size_t need)
 {
-	size_t n = *cap ? *cap : 4096;
+	size_t n = *cap ? *cap : BUF_MIN;
 	char *p;
 
 	if (need <= *cap)
@@ -582,24 +595,32 @@ static void conn_update_events(struct server *srv, struct conn *c)
 	c->polling_out = want_out;
 }
 
-/* Parses whatever complete requests the input holds. */
-static int conn_process(struct server *srv, struct conn *c)
+/* Answers the whole requests at the start of buf; returns the bytes used or -errno. */
+static ssize_t conn_process_bytes(struct server *srv, struct conn *c, const char *buf, size_t len)
 {
 	size_t pos = 0;
 
-	while (pos < c->in_len && !c->close_after_flush && out_pending(c) < OUT_HIGH_WATER) {
-		ssize_t n = c->kind == CONN_LINE
-				    ? line_request(srv, c, c->in + pos, c->in_len - pos)
-				    : http_request(srv, c, c->in + pos, c->in_len - pos);
+	while (pos < len && !c->close_after_flush && out_pending(c) < OUT_HIGH_WATER) {
+		ssize_t n = c->kind == CONN_LINE ? line_request(srv, c, buf + pos, len - pos)
+						 : http_request(srv, c, buf + pos, len - pos);
 		if (n < 0)
-			return (int)n;
+			return n;
 		if (n == 0)
 			break;
 		pos += (size_t)n;
 	}
+	return (ssize_t)pos;
+}
+
+static int conn_process(struct server *srv, struct conn *c)
+{
+	ssize_t pos = conn_process_bytes(srv, c, c->in, c->in_len);
+
+	if (pos < 0)
+		return (int)pos;
 	if (pos) {
-		memmove(c->in, c->in + pos, c->in_len - pos);
-		c->in_len -= pos;
+		memmove(c->in, c->in + pos, c->in_len - (size_t)pos);
+		c->in_len -= (size_t)pos;
 	}
 	return 0;
 }
@@ -629,16 +650,26 @@ static void conn_handle(struct server *srv, struct conn *c, uint32_t events)
 
 	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
 		for (size_t got = 0; got < 4 * READ_CHUNK;) {
+			bool shared = c->in_len == 0;
+			char *dst = srv->rbuf;
+			size_t room = READ_CHUNK;
 			ssize_t n;
 
-			/* Room that grows with what the connection sends: a page for
-			 * small requests (thousands of connections, each with its
-			 * buffer), up to READ_CHUNK at a time for large values. */
-			size_t chunk = MIN((size_t)READ_CHUNK, MAX((size_t)4096, c->in_cap));
+			/*
+			 * Nothing pending: into the server's read buffer, parsed there.
+			 * A partial request: onto it, in room that grows with what the
+			 * connection sends, up to READ_CHUNK at a time for large values.
+			 */
+			if (!shared) {
+				size_t chunk =
+					MIN((size_t)READ_CHUNK, MAX((size_t)4096, c->in_cap));
 
-			if (buf_reserve(&c->in, &c->in_cap, c->in_len + chunk) < 0)
-				goto drop;
-			n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+				if (buf_reserve(&c->in, &c->in_cap, c->in_len + chunk) < 0)
+					goto drop;
+				dst = c->in + c->in_len;
+				room = c->in_cap - c->in_len;
+			}
+			n = recv(c->fd, dst, room, 0);
 			if (n < 0 && errno == EINTR)
 				continue;
 			if (n < 0 && errno == EAGAIN)
@@ -653,8 +684,23 @@ static void conn_handle(struct server *srv, struct conn *c, uint32_t events)
 				c->close_after_flush = true;
 				break;
 			}
-			c->in_len += (size_t)n;
 			got += (size_t)n;
+			if (shared) {
+				ssize_t used = conn_process_bytes(srv, c, srv->rbuf, (size_t)n);
+
+				if (used < 0)
+					goto drop;
+				/* What is left (a partial request, or input parked by
+				 * backpressure) waits in the connection's own buffer. */
+				if (used < n) {
+					if (buf_reserve(&c->in, &c->in_cap, (size_t)(n - used)) < 0)
+						goto drop;
+					memcpy(c->in, srv->rbuf + used, (size_t)(n - used));
+					c->in_len = (size_t)(n - used);
+				}
+				continue;
+			}
+			c->in_len += (size_t)n;
 		}
 		/* Big buffers that are empty again go back to the allocator. */
 		if (c->in_len == 0 && c->in_cap > 4 * READ_CHUNK) {
@@ -897,46 +943,60 @@ static int restore_connections(struct server *srv, int session_fd, int meta_fd)
 		cur += rec.in_len + rec.out_len;
 	}
 	/*
-	 * All or nothing: when one socket cannot come back (it is gone from the
-	 * session), none did.  Leave that one behind (its client reconnects) and
-	 * take the others again.
+	 * A chunk at a time, each chunk's connections answered before the next
+	 * is taken: the first clients hear from the successor after one chunk,
+	 * not after all of them.  Each call is all or nothing: when one socket
+	 * cannot come back (it is gone from the session), none of its chunk did;
+	 * leave that one behind (its client reconnects) and take the others
+	 * again.
 	 */
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	for (;;) {
-		failed = n;
-		r = luo_session_retrieve_fds(session_fd, n, tokens, fds, &failed);
-		if (r >= 0 || failed >= n)
-			break;
-		log_msg("connection %" PRIu64 " not restored: %s", tokens[failed], strerror(-r));
-		memmove(saved + failed, saved + failed + 1, (n - failed - 1) * sizeof(*saved));
-		memmove(tokens + failed, tokens + failed + 1, (n - failed - 1) * sizeof(*tokens));
-		n--;
-	}
-	if (r < 0)
-		goto out;
-	retrieve_ms = ms_since(&t0);
-	for (size_t i = 0; i < n; i++) {
-		const struct conn_record *rec = &saved[i].rec;
-		struct conn *c;
+	for (size_t first = 0; first < n;) {
+		size_t k = MIN(n - first, (size_t)RESTORE_CHUNK);
+		struct timespec t1;
 
-		/* The same open file as before: still O_NONBLOCK, as it was accepted. */
-		c = conn_add(srv, fds[i], rec->kind);
-		if (!c) {
-			close_fds(fds + i, n - i);
-			r = -ENOMEM;
-			goto out;
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		failed = k;
+		r = luo_session_retrieve_fds(session_fd, k, tokens + first, fds + first, &failed);
+		retrieve_ms += ms_since(&t1);
+		if (r < 0 && failed < k) {
+			size_t at = first + failed;
+
+			log_msg("connection %" PRIu64 " not restored: %s", tokens[at],
+				strerror(-r));
+			memmove(saved + at, saved + at + 1, (n - at - 1) * sizeof(*saved));
+			memmove(tokens + at, tokens + at + 1, (n - at - 1) * sizeof(*tokens));
+			n--;
+			continue;
 		}
-		c->close_after_flush = rec->close_after_flush;
-		if (buf_reserve(&c->in, &c->in_cap, rec->in_len) < 0 ||
-		    out_append(c, saved[i].bytes + rec->in_len, rec->out_len) < 0) {
-			close_fds(fds + i + 1, n - i - 1);
-			r = -ENOMEM;
+		if (r < 0)
 			goto out;
+		for (size_t i = first; i < first + k; i++) {
+			const struct conn_record *rec = &saved[i].rec;
+			struct conn *c;
+
+			/* The same open file as before: still O_NONBLOCK, as it was accepted. */
+			c = conn_add(srv, fds[i], rec->kind);
+			if (!c) {
+				close_fds(fds + i, first + k - i);
+				r = -ENOMEM;
+				goto out;
+			}
+			c->close_after_flush = rec->close_after_flush;
+			if (buf_reserve(&c->in, &c->in_cap, rec->in_len) < 0 ||
+			    out_append(c, saved[i].bytes + rec->in_len, rec->out_len) < 0) {
+				close_fds(fds + i + 1, first + k - i - 1);
+				r = -ENOMEM;
+				goto out;
+			}
+			if (rec->in_len)
+				memcpy(c->in, saved[i].bytes, rec->in_len);
+			c->in_len = rec->in_len;
+			srv->conns_restored++;
+			/* What it had asked, buffered here or still in the socket. */
+			conn_handle(srv, c, EPOLLIN);
 		}
-		if (rec->in_len)
-			memcpy(c->in, saved[i].bytes, rec->in_len);
-		c->in_len = rec->in_len;
-		srv->conns_restored++;
+		first += k;
 	}
 	log_msg("restored %zu connections in %.2f ms (retrieve %.2f ms)", n, ms_since(&t0),
 		retrieve_ms);
@@ -961,6 +1021,9 @@ static int restore_session(struct server *srv, int old)
 		log_msg("the store in the session is not usable: %s", strerror(-r));
 		return r;
 	}
+	/* A new generation before the first answer: the connections restored
+	 * below are answered as they come back. */
+	kv_store_bump_generation(&srv->store);
 	r = luo_session_retrieve_fd(old, TOKEN_LISTEN, &srv->listen_fd);
 	if (r < 0)
 		/* The data is what matters: keep it and bind the port afresh below. */
@@ -987,7 +1050,6 @@ static int restore_session(struct server *srv, int old)
 		(void)fcntl(srv->listen_fd, F_SETFL, fcntl(srv->listen_fd, F_GETFL) | O_NONBLOCK);
 	if (srv->http_fd >= 0)
 		(void)fcntl(srv->http_fd, F_SETFL, fcntl(srv->http_fd, F_GETFL) | O_NONBLOCK);
-	kv_store_bump_generation(&srv->store);
 	srv->restored = true;
 	return 0;
 }
@@ -1173,9 +1235,22 @@ static int handover(struct server *srv)
 		meta = memfd_create("kv-conns", MFD_CLOEXEC);
 		if (meta < 0)
 			return negative_errno();
-		/* Each kept connection's parser state: buffered input and pending output. */
-		r = write_all(meta, &h, sizeof(h));
-		for (size_t i = 0; r >= 0 && i < n; i++) {
+		/*
+		 * Each kept connection's parser state: buffered input and pending
+		 * output, gathered first and written at once (a write per record
+		 * costs 15,000 system calls in the blackout of a busy server).
+		 */
+		size_t size = sizeof(h), off = 0;
+		_cleanup_free_ uint8_t *buf = NULL;
+
+		for (size_t i = 0; i < n; i++)
+			size += sizeof(struct conn_record) + cs[i]->in_len + out_pending(cs[i]);
+		buf = malloc(size);
+		if (!buf)
+			return -ENOMEM;
+		memcpy(buf, &h, sizeof(h));
+		off = sizeof(h);
+		for (size_t i = 0; i < n; i++) {
 			struct conn *c = cs[i];
 			struct conn_record rec = {
 				.token = c->token,
@@ -1185,12 +1260,16 @@ static int handover(struct server *srv)
 				.out_len = out_pending(c),
 			};
 
-			r = write_all(meta, &rec, sizeof(rec));
-			if (r >= 0)
-				r = write_all(meta, c->in, c->in_len);
-			if (r >= 0)
-				r = write_all(meta, c->out + c->out_off, out_pending(c));
+			memcpy(buf + off, &rec, sizeof(rec));
+			off += sizeof(rec);
+			if (c->in_len)
+				memcpy(buf + off, c->in, c->in_len);
+			off += c->in_len;
+			if (rec.out_len)
+				memcpy(buf + off, c->out + c->out_off, rec.out_len);
+			off += rec.out_len;
 		}
+		r = write_all(meta, buf, size);
 		if (r >= 0)
 			r = luo_session_preserve_fd(srv->session_fd, TOKEN_CONNS, meta);
 		if (r < 0 && r != -ESTALE)
@@ -1227,6 +1306,8 @@ static void server_free(struct server *srv)
 	srv->session_fd = safe_close(srv->session_fd);
 	srv->sigfd = safe_close(srv->sigfd);
 	srv->epfd = safe_close(srv->epfd);
+	free(srv->rbuf);
+	srv->rbuf = NULL;
 }
 
 /* ---- main ---- */
@@ -1397,6 +1478,18 @@ static int serve(struct server *srv)
 				continue;
 			return negative_errno();
 		}
+		/*
+		 * A signal first: epoll reports ready files in the order they became
+		 * ready, so with thousands of busy connections the signalfd would
+		 * wait behind every one of them (a whole round of answers, hundreds
+		 * of milliseconds) before the restart could begin.
+		 */
+		if (n == (int)ELEMENTSOF(evs)) {
+			struct signalfd_siginfo si;
+
+			if (read(srv->sigfd, &si, sizeof(si)) == sizeof(si))
+				return (int)si.ssi_signo;
+		}
 		for (int i = 0; i < n; i++) {
 			uint64_t tag = evs[i].data.u64;
 
@@ -1449,6 +1542,12 @@ int main(int argc, char **argv)
 	if (srv.sigfd < 0 || srv.epfd < 0) {
 		r = negative_errno(); /* before log_msg() can change errno */
 		log_msg("signalfd/epoll: %s", strerror(-r));
+		goto out;
+	}
+	srv.rbuf = malloc(READ_CHUNK);
+	if (!srv.rbuf) {
+		r = -ENOMEM;
+		log_msg("out of memory");
 		goto out;
 	}
 

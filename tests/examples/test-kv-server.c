@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "basic/macro.h"
 #include "harness.h"
 #include "luod-test.h"
 
@@ -391,6 +392,52 @@ TEST(a_request_cut_in_half_by_a_restart_is_completed_by_the_successor)
 	test_luod_stop(&d);
 }
 
+/*
+ * Input is parsed in the server's one read buffer and only a partial request
+ * is kept per connection: requests that arrive byte by byte, several in one
+ * segment, or a half of one after whole ones are all answered, in order, on
+ * each of many connections at once.
+ */
+TEST(requests_in_pieces_and_in_bursts_are_answered_in_order)
+{
+	static const char burst[] = "SET a 1\nSET b 22\nGET a\nGET b\nPING\n";
+	static const char reply[] = "OK\nOK\nVALUE 1\n1\nVALUE 2\n22\nPONG\n";
+	struct test_luod d;
+	struct kvs a;
+	int fds[20];
+
+	find_binaries();
+	test_luod_start(&d, NULL);
+	server_start(&a, &d, NULL);
+	for (size_t i = 0; i < ELEMENTSOF(fds); i++)
+		fds[i] = tcp_connect(a.port);
+	/* Byte by byte, each byte its own segment, interleaved over the connections. */
+	for (const char *p = "SET piece value\nGET piece\n"; *p; p++)
+		for (size_t i = 0; i < ELEMENTSOF(fds); i++) {
+			char one[2] = { *p, 0 };
+
+			send_str(fds[i], one);
+		}
+	for (size_t i = 0; i < ELEMENTSOF(fds); i++)
+		expect_reply(fds[i], "OK\nVALUE 5\nvalue\n");
+	/* Five requests in one segment, then a burst ending in half a request. */
+	for (size_t i = 0; i < ELEMENTSOF(fds); i++)
+		send_str(fds[i], burst);
+	for (size_t i = 0; i < ELEMENTSOF(fds); i++)
+		expect_reply(fds[i], reply);
+	for (size_t i = 0; i < ELEMENTSOF(fds); i++)
+		send_str(fds[i], "PING\nGET pie");
+	for (size_t i = 0; i < ELEMENTSOF(fds); i++)
+		expect_reply(fds[i], "PONG\n");
+	for (size_t i = 0; i < ELEMENTSOF(fds); i++) {
+		send_str(fds[i], "ce\n");
+		expect_reply(fds[i], "VALUE 5\nvalue\n");
+		close(fds[i]);
+	}
+	server_stop(&a);
+	test_luod_stop(&d);
+}
+
 TEST(values_of_several_mib_load_and_survive_a_restart)
 {
 	const char *w_load[] = { "--keys", "6", "--size", "3M", "load", NULL };
@@ -660,6 +707,7 @@ TEST_MAIN(TEST_CASE(restart_with_handover_keeps_every_key_and_the_port),
 	  TEST_CASE(open_connections_survive_a_restart_with_their_buffered_requests),
 	  TEST_CASE(hundreds_of_connections_survive_restarts_with_their_parser_state),
 	  TEST_CASE(a_request_cut_in_half_by_a_restart_is_completed_by_the_successor),
+	  TEST_CASE(requests_in_pieces_and_in_bursts_are_answered_in_order),
 	  TEST_CASE(values_of_several_mib_load_and_survive_a_restart),
 	  TEST_CASE(without_luo_a_restart_starts_empty_and_a_snapshot_brings_the_data_back),
 	  TEST_CASE(new_connections_wait_in_the_backlog_during_a_restart),

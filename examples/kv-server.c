@@ -484,11 +484,14 @@ static const char *http_header(const char *hdr, const char *end, const char *nam
 
 static ssize_t http_request(struct server *srv, struct conn *c, const char *in, size_t avail)
 {
-	const char *hend = memmem(in, MIN(avail, (size_t)HTTP_HEADER_MAX), "\r\n\r\n", 4);
-	const char *p = in, *line_end, *method, *target, *version, *v, *q;
+	const char *hend, *p = in, *line_end, *method, *target, *version, *v, *q;
 	size_t mlen, tlen, verlen, vlen, used, body = 0, plen;
 	bool keep_alive;
 	int r;
+
+	if (!in || avail == 0)
+		return 0;
+	hend = memmem(in, MIN(avail, (size_t)HTTP_HEADER_MAX), "\r\n\r\n", 4);
 
 	if (!hend) {
 		if (avail >= HTTP_HEADER_MAX) {
@@ -614,8 +617,11 @@ static ssize_t conn_process_bytes(struct server *srv, struct conn *c, const char
 
 static int conn_process(struct server *srv, struct conn *c)
 {
-	ssize_t pos = conn_process_bytes(srv, c, c->in, c->in_len);
+	ssize_t pos;
 
+	if (c->in_len == 0)
+		return 0;
+	pos = conn_process_bytes(srv, c, c->in, c->in_len);
 	if (pos < 0)
 		return (int)pos;
 	if (pos) {

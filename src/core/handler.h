@@ -96,7 +96,9 @@ struct luo_handler {
 	int (*retrieve)(struct luo_handler_file *f);
 	/*
 	 * Set when retrieve only checks and repositions f->fd, never replaces
-	 * it: the engine then need not guard its identity index against a new fd.
+	 * it (nor its record, f->data): the engine then need not guard its
+	 * identity index against a new fd, and the journal need not write the
+	 * record again.
 	 */
 	bool retrieve_keeps_fd;
 	/*

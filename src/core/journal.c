@@ -13,8 +13,11 @@
  *                  u8 record[44]; u32 0; } data[data_size]
  *   FILES        { u32 kind; u32 uid; u8 name[64]; u32 n_files; u32 n_handlers; }
  *                char handler[n_handlers][48]
- *                n_files x { u8 handler; u8 0[3]; u32 data_size; u8 record[44];
- *                            u32 0; } data[data_size], zero-padded to 8
+ *                n_files x { u8 handler; u8 flags; u8 0[2]; u32 data_size;
+ *                            u8 record[44]; u32 0; } data[data_size], zero-padded
+ *                to 8; flags JFILES_KEEP_DATA: no data follows, the file (which
+ *                must be there) keeps the data it has (a first retrieve by a
+ *                handler that keeps its fd, which keeps its record too)
  *   FILE_DEL     { u32 kind; u32 0; u8 name[64]; u64 token; }
  *   FLB          { char compatible[48]; u64 count; u32 flags; s32 fd;
  *                  u32 data_size; u32 0; } data[data_size]
@@ -86,7 +89,8 @@ struct jfiles {
 
 struct jfiles_entry {
 	uint8_t handler;
-	uint8_t reserved[3];
+	uint8_t flags;
+	uint8_t reserved[2];
 	uint32_t data_size;
 	uint8_t record[LUO_STATE_FILE_RECORD_SIZE];
 	uint32_t reserved2;
@@ -95,6 +99,7 @@ struct jfiles_entry {
 /* Files per FILES record: a record stays well inside the log's free room. */
 #define JFILES_MAX 256
 #define JFILES_MAX_HANDLERS 16
+#define JFILES_KEEP_DATA 0x1
 
 struct jfile_del {
 	uint32_t kind, uid;
@@ -608,9 +613,15 @@ static int scratch_reserve(luo_journal *j, size_t size)
 	return 0;
 }
 
+/* Whether a FILES entry of f may leave its data out (see JFILES_KEEP_DATA). */
+static bool keeps_data(const struct luo_file *f, bool retrieved)
+{
+	return retrieved && f->handler->retrieve_keeps_fd;
+}
+
 /* One FILES record of the files in[0, n) (all of s, none NULL). */
 static int note_files_record(luo_journal *j, const luo_session *s, const struct luo_file *const *in,
-			     size_t n)
+			     size_t n, bool retrieved)
 {
 	const struct luo_handler *handlers[JFILES_MAX_HANDLERS];
 	struct jfiles hdr = { .kind = s->kind, .uid = s->uid, .n_files = (uint32_t)n };
@@ -629,7 +640,9 @@ static int note_files_record(luo_journal *j, const luo_session *s, const struct 
 			handlers[hdr.n_handlers++] = in[i]->handler;
 		}
 		idx[i] = (uint8_t)k;
-		size += sizeof(struct jfiles_entry) + align_up(in[i]->hf.data_size, JREC_ALIGN);
+		size += sizeof(struct jfiles_entry);
+		if (!keeps_data(in[i], retrieved))
+			size += align_up(in[i]->hf.data_size, JREC_ALIGN);
 	}
 	size += sizeof(hdr) + (size_t)hdr.n_handlers * COMPAT_FIELD;
 	r = scratch_reserve(j, size);
@@ -644,20 +657,24 @@ static int note_files_record(luo_journal *j, const luo_session *s, const struct 
 		       strnlen(handlers[k]->compatible, COMPAT_FIELD - 1));
 	for (size_t i = 0; i < n; i++) {
 		const struct luo_file *f = in[i];
-		struct jfiles_entry e = { .handler = idx[i],
-					  .data_size = (uint32_t)f->hf.data_size };
+		struct jfiles_entry e = { .handler = idx[i] };
 
+		if (keeps_data(f, retrieved))
+			e.flags = JFILES_KEEP_DATA;
+		else
+			e.data_size = (uint32_t)f->hf.data_size;
 		luo_state_fill_file_record(e.record, s->engine, f);
 		memcpy(j->scratch + off, &e, sizeof(e));
 		off += sizeof(e);
-		if (f->hf.data_size)
-			memcpy(j->scratch + off, f->hf.data, f->hf.data_size);
-		off += align_up(f->hf.data_size, JREC_ALIGN);
+		if (e.data_size)
+			memcpy(j->scratch + off, f->hf.data, e.data_size);
+		off += align_up(e.data_size, JREC_ALIGN);
 	}
 	return stage(j, LUO_JREC_FILES, j->scratch, size, NULL, 0);
 }
 
-int luo_journal_note_files(luo_journal *j, const luo_session *s, const uint64_t *tokens, size_t n)
+int luo_journal_note_files(luo_journal *j, const luo_session *s, const uint64_t *tokens, size_t n,
+			   bool retrieved)
 {
 	const struct luo_file *chunk[JFILES_MAX];
 	size_t k = 0;
@@ -670,13 +687,13 @@ int luo_journal_note_files(luo_journal *j, const luo_session *s, const uint64_t 
 			continue; /* never was: nothing changed */
 		chunk[k++] = f;
 		if (k == JFILES_MAX) {
-			r = note_files_record(j, s, chunk, k);
+			r = note_files_record(j, s, chunk, k, retrieved);
 			if (r < 0)
 				return r;
 			k = 0;
 		}
 	}
-	return k ? note_files_record(j, s, chunk, k) : 0;
+	return k ? note_files_record(j, s, chunk, k, retrieved) : 0;
 }
 
 int luo_journal_note_file_gone(luo_journal *j, const luo_session *s, uint64_t token)
@@ -709,13 +726,13 @@ int luo_journal_note_session(luo_journal *j, const luo_session *s, bool with_fil
 		LIST_FOREACH (i, &s->files) {
 			chunk[k++] = list_entry(i, struct luo_file, order);
 			if (k == JFILES_MAX) {
-				r = note_files_record(j, s, chunk, k);
+				r = note_files_record(j, s, chunk, k, false);
 				if (r < 0)
 					return r;
 				k = 0;
 			}
 		}
-		return k ? note_files_record(j, s, chunk, k) : 0;
+		return k ? note_files_record(j, s, chunk, k, false) : 0;
 	}
 }
 
@@ -1224,6 +1241,19 @@ static int apply_flb(luo_engine *e, const struct jflb *rec, const void *data, si
 	return 0;
 }
 
+/* The file a FILES entry that keeps its data names, or NULL. */
+static const struct luo_file *kept_file(luo_engine *e, const struct jfile *one)
+{
+	struct luo_state_file sf;
+	struct luo_session *s;
+	int r;
+
+	s = find_session(e, one->kind, one->uid, one->name, &r);
+	if (!s || luo_state_read_file_record(one->record, &sf) < 0)
+		return NULL;
+	return luo_file_lookup(s, sf.token);
+}
+
 /* A FILES record: each entry applied as the FILE record it stands for. */
 static int apply_files(luo_engine *e, const uint8_t *p, size_t len)
 {
@@ -1246,6 +1276,7 @@ static int apply_files(luo_engine *e, const uint8_t *p, size_t len)
 	memcpy(one.name, hdr.name, sizeof(one.name));
 	for (uint32_t i = 0; i < hdr.n_files; i++) {
 		struct jfiles_entry ent;
+		const void *data;
 		size_t padded;
 
 		if (len - off < sizeof(ent))
@@ -1254,12 +1285,25 @@ static int apply_files(luo_engine *e, const uint8_t *p, size_t len)
 		off += sizeof(ent);
 		padded = align_up(ent.data_size, JREC_ALIGN);
 		if (ent.handler >= hdr.n_handlers || ent.data_size > LUO_HANDLER_DATA_MAX ||
-		    len - off < padded)
+		    len - off < padded || (ent.flags & ~JFILES_KEEP_DATA) || ent.reserved[0] ||
+		    ent.reserved[1] || ent.reserved2 ||
+		    ((ent.flags & JFILES_KEEP_DATA) && ent.data_size))
 			return -EBADMSG;
 		memcpy(one.handler, handlers + (size_t)ent.handler * COMPAT_FIELD, COMPAT_FIELD);
 		memcpy(one.record, ent.record, sizeof(one.record));
 		one.data_size = ent.data_size;
-		r = apply_file(e, &one, p + off, ent.data_size);
+		data = p + off;
+		if (ent.flags & JFILES_KEEP_DATA) {
+			/* The file's own data, which apply_file() copies before it
+			 * frees the old. */
+			const struct luo_file *f = kept_file(e, &one);
+
+			if (!f)
+				return -EBADMSG;
+			data = f->hf.data;
+			one.data_size = (uint32_t)f->hf.data_size;
+		}
+		r = apply_file(e, &one, data, one.data_size);
 		if (r < 0)
 			return r;
 		off += padded;

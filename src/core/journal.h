@@ -169,9 +169,14 @@ int luo_journal_note_session(luo_journal *j, const luo_session *s, bool with_fil
 int luo_journal_note_session_gone(luo_journal *j, enum luo_session_kind kind, uint32_t uid,
 				  const char *name);
 int luo_journal_note_file(luo_journal *j, const luo_session *s, uint64_t token);
-/* note_file() of n tokens of s at once, in FILES records: the same change in
- * less than half the bytes. */
-int luo_journal_note_files(luo_journal *j, const luo_session *s, const uint64_t *tokens, size_t n);
+/*
+ * note_file() of n tokens of s at once, in FILES records: the same change in
+ * less than half the bytes.  With retrieved (what changed the files was their
+ * first retrieve), a file whose handler keeps its fd at retrieve, and so its
+ * record, is written without its data.
+ */
+int luo_journal_note_files(luo_journal *j, const luo_session *s, const uint64_t *tokens, size_t n,
+			   bool retrieved);
 int luo_journal_note_file_gone(luo_journal *j, const luo_session *s, uint64_t token);
 /* The root and every FLB, written only if changed since last noted. */
 int luo_journal_note_engine(luo_journal *j);

@@ -378,7 +378,7 @@ static int batch_apply(struct luod *d, struct endpoint *ep, luo_session *s, stru
 		luod_close_later_many(d, b->fds + i, b->n - i);
 		*ret_failed = (uint32_t)i;
 	} else if (d->journal) {
-		journal_check(d, luo_journal_note_files(d->journal, s, b->tokens, b->n));
+		journal_check(d, luo_journal_note_files(d->journal, s, b->tokens, b->n, false));
 	}
 	if (d->journal)
 		journal_check(d, luo_journal_note_engine(d->journal));
@@ -487,7 +487,7 @@ void batch_retrieve(struct luod *d, struct endpoint *ep, luo_session *s,
 		for (size_t k = 0; k < MIN(i + 1, (size_t)f->count); k++)
 			if (first_time[k])
 				changed[n_changed++] = f->tokens[k];
-		journal_check(d, luo_journal_note_files(d->journal, s, changed, n_changed));
+		journal_check(d, luo_journal_note_files(d->journal, s, changed, n_changed, true));
 		journal_check(d, luo_journal_note_engine(d->journal));
 	}
 	if (r < 0) {

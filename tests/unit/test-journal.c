@@ -1298,7 +1298,7 @@ TEST(a_batch_is_journaled_as_files_records_and_recovers)
 	/* A token the session does not have is no change. */
 	tokens[BATCH_FILES] = 7;
 	files_before = count_records(t.j, LUO_JREC_FILE);
-	ASSERT_OK(luo_journal_note_files(t.j, s, tokens, BATCH_FILES + 1));
+	ASSERT_OK(luo_journal_note_files(t.j, s, tokens, BATCH_FILES + 1, false));
 	commit(&t);
 	ASSERT_EQ(count_records(t.j, LUO_JREC_FILES), 2u);
 	ASSERT_EQ(count_records(t.j, LUO_JREC_FILE), files_before);
@@ -1311,7 +1311,7 @@ TEST(a_batch_is_journaled_as_files_records_and_recovers)
 		ASSERT_OK(luo_session_retrieve_fd(in, tokens[i], &fd));
 		close(fd);
 	}
-	ASSERT_OK(luo_journal_note_files(t.j, in, tokens, 10));
+	ASSERT_OK(luo_journal_note_files(t.j, in, tokens, 10, true));
 	commit(&t);
 	ASSERT_EQ(count_records(t.j, LUO_JREC_FILES), 5u);
 
@@ -1357,7 +1357,7 @@ TEST(damaged_files_records_are_refused)
 		ASSERT_OK(luo_session_preserve_fd(s, tokens[i], fd));
 		close(fd);
 	}
-	ASSERT_OK(luo_journal_note_files(t.j, s, tokens, 3));
+	ASSERT_OK(luo_journal_note_files(t.j, s, tokens, 3, false));
 	commit(&t);
 	held = files_of(s);
 	h = luo_journal_header(t.j);
@@ -1381,7 +1381,10 @@ TEST(damaged_files_records_are_refused)
 		{ n_handlers, 17 },    /* too many */
 		{ entry, 1 },	       /* the first file's handler is not there */
 		{ entry + 4, 4097 },   /* data larger than any record */
-		{ entry + 4, 1 << 20 } /* past the record's end */
+		{ entry + 4, 1 << 20 }, /* past the record's end */
+		{ entry, 0x200 },	/* an unknown flag */
+		{ entry, 0x100 },	/* data kept, and data given */
+		{ entry, 0x10000 },	/* a reserved byte */
 	};
 
 	for (size_t k = 0; k < ELEMENTSOF(damage); k++) {
@@ -1401,6 +1404,51 @@ TEST(damaged_files_records_are_refused)
 	jt_done(&t);
 }
 
+/* A FILES entry that keeps its data names a file the replay has: one that
+ * is not there is refused, and one that is keeps its data. */
+TEST(files_entries_that_keep_their_data_need_their_file)
+{
+	uint64_t tokens[2] = { 1, 2 };
+	struct jt t;
+	struct tokens held;
+	luo_session *s;
+	uint8_t *mem;
+	size_t size;
+
+	jt_init(&t);
+	s = create(&t, "kept", 0, 1000);
+	for (size_t i = 0; i < 2; i++) {
+		int fd = memfd_with("kept", 0);
+
+		ASSERT_OK(luo_session_preserve_fd(s, tokens[i], fd));
+		close(fd);
+	}
+	/* Known to the journal with their data, then again without it. */
+	ASSERT_OK(luo_journal_note_files(t.j, s, tokens, 2, false));
+	commit(&t);
+	ASSERT_OK(luo_journal_note_files(t.j, s, tokens, 2, true));
+	commit(&t);
+	ASSERT_TRUE(find_record(t.j, LUO_JREC_FILES, 1)->size <
+		    find_record(t.j, LUO_JREC_FILES, 0)->size);
+	held = files_of(s);
+
+	/* The same record for a file the journal never had: refused. */
+	{
+		uint64_t three = 3;
+		int fd = memfd_with("x", 0);
+
+		ASSERT_OK(luo_session_preserve_fd(s, three, fd));
+		close(fd);
+		ASSERT_OK(luo_journal_note_files(t.j, s, &three, 1, true));
+	}
+	luo_journal_commit(t.j);
+	mem = journal_copy(t.fd, &size);
+	held = files_of(s);
+	assert_refused(&t, mem, size, 0, -EBADMSG, &held);
+	free(mem);
+	jt_done(&t);
+}
+
 TEST_MAIN(TEST_CASE(every_call_recovers), TEST_CASE(stuck_session_recovers),
 	  TEST_CASE(staged_records_are_not_seen), TEST_CASE(damaged_records_are_refused),
 	  TEST_CASE(bad_header_is_refused), TEST_CASE(adopt_refuses_closed_fd),
@@ -1410,4 +1458,5 @@ TEST_MAIN(TEST_CASE(every_call_recovers), TEST_CASE(stuck_session_recovers),
 	  TEST_CASE(replay_ends_in_a_state_the_codec_carries),
 	  TEST_CASE(full_log_mid_request_compacts), TEST_CASE(stale_snapshot_is_refused),
 	  TEST_CASE(a_batch_is_journaled_as_files_records_and_recovers),
-	  TEST_CASE(damaged_files_records_are_refused))
+	  TEST_CASE(damaged_files_records_are_refused),
+	  TEST_CASE(files_entries_that_keep_their_data_need_their_file))

@@ -7,11 +7,11 @@
  * keeps its port and its accept queue, and a connected one its peer and its
  * buffered bytes: nothing has to be rebuilt, only checked.
  *
- *   preserve: record dev, ino, SO_DOMAIN and the inode of the socket's network
- *             namespace, and for a unix socket SO_TYPE (SO_TYPE and
- *             SO_PROTOCOL of others are recorded as unknown: they would only
- *             be checked, and the inode names the socket); a unix socket is
- *             closed to fds (below)
+ *   preserve: record dev, ino, SO_DOMAIN, and for a unix socket SO_TYPE (the
+ *             others' SO_TYPE and SO_PROTOCOL, and every socket's namespace,
+ *             are recorded as unknown: they would only be checked, and the
+ *             inode names the socket); a unix socket is closed to fds
+ *             (below)
  *   unpreserve: open a unix socket to fds again
  *   retrieve: check the socket is still the recorded one (-EIO if not; not
  *             asked again of a socket luod has held since it checked it at
@@ -32,11 +32,10 @@
  *
  * Identity for EBUSY is the socket's inode.
  *
- * The socket's namespace comes from SIOCGSKNS, which needs CAP_NET_ADMIN over
- * the namespace and an fd slot; without them the field is recorded as
- * unknown.  It is recorded at preserve only: a socket's namespace is fixed
- * when the socket is made, so the retrieve's check that it is the same
- * socket covers it, without opening a file per socket.
+ * The record's namespace field (once the inode of the socket's namespace,
+ * from SIOCGSKNS) is written as unknown: a socket's namespace is fixed when
+ * the socket is made, so the inode that names the socket names it too, and
+ * asking cost a system call per socket in every restart of a server.
  *
  * Sockets depend on the network namespace they live in, which is shared by
  * all of them: that is the netns File-Lifecycle-Bound state.  The first
@@ -50,18 +49,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#include <linux/sockios.h>
 
 #include "handlers-internal.h"
 
 #ifndef SO_PASSRIGHTS
 #define SO_PASSRIGHTS 83
-#endif
-#ifndef SO_NETNS_COOKIE
-#define SO_NETNS_COOKIE 71
 #endif
 
 /* Version 1 records (6 fields, no SOCKET_PASSRIGHTS) are still read. */
@@ -99,50 +93,6 @@ static int socket_int_option(int fd, int opt, uint64_t *ret)
 	return 0;
 }
 
-/*
- * The inode of the socket's network namespace, or HANDLER_UNKNOWN when it
- * cannot be had: SIOCGSKNS needs CAP_NET_ADMIN and a free fd slot, and a
- * socket must not be refused, nor its retrieve fail for good, for want of
- * either.  The check is a consistency check; the socket is the same file.
- */
-static uint64_t socket_netns_ino_open(int fd)
-{
-	_cleanup_close_ int ns = -EBADF;
-	struct stat st;
-
-	ns = ioctl(fd, SIOCGSKNS);
-	if (ns < 0 || fstat(ns, &st) < 0)
-		return HANDLER_UNKNOWN;
-	return (uint64_t)st.st_ino;
-}
-
-/*
- * The same, asked of the kernel as a file only once per namespace: a
- * namespace's cookie (SO_NETNS_COOKIE, since Linux 5.14) is never reused,
- * so the inode found for the last cookie seen holds for every socket with
- * that cookie.  Thousands of sockets of one server, preserved together, so
- * cost one getsockopt() each instead of a file opened and closed.
- */
-static uint64_t socket_netns_ino(int fd)
-{
-	static uint64_t last_cookie, last_ino = HANDLER_UNKNOWN;
-	uint64_t cookie, ino;
-	socklen_t len = sizeof(cookie);
-
-	if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) < 0 || len != sizeof(cookie))
-		return socket_netns_ino_open(fd);
-	if (last_ino != HANDLER_UNKNOWN && cookie == last_cookie)
-		return last_ino;
-	ino = socket_netns_ino_open(fd);
-	if (ino != HANDLER_UNKNOWN) {
-		last_cookie = cookie;
-		last_ino = ino;
-	}
-	return ino;
-}
-
-/* The socket's record; its namespace only with want_netns (SIOCGSKNS opens a
- * file: the dearest part of it by far). */
 /* The SO_DOMAIN can_preserve read, for the preserve of the same file that follows. */
 static __thread struct {
 	uint64_t gen;
@@ -170,9 +120,10 @@ static int socket_family(int fd, uint64_t *ret)
  * The socket's record.  At preserve (full unset) its type and protocol, which
  * only a check at retrieve would use, are left unknown unless the socket is a
  * unix one, whose type the preserve needs: the inode already names the
- * socket, and each option is a system call, paid 15,000 times in the restart
- * of a server with 15,000 connections.  The namespace is asked at preserve
- * only (SIOCGSKNS opens a file: the dearest part of it by far).
+ * socket, and each option is a system call (0.7 us on a cold socket of a
+ * virtual machine), paid 15,000 times in the restart of a server with 15,000
+ * connections.  The namespace field is left unknown: a socket's namespace is
+ * fixed when it is made, so its inode names that too.
  */
 static int socket_describe(int fd, uint64_t fields[_SOCKET_FIELDS], bool full)
 {
@@ -200,8 +151,7 @@ static int socket_describe(int fd, uint64_t fields[_SOCKET_FIELDS], bool full)
 		r = socket_int_option(fd, SO_PROTOCOL, &fields[SOCKET_PROTOCOL]);
 		if (r < 0)
 			return r;
-	} else
-		fields[SOCKET_NETNS] = socket_netns_ino(fd);
+	}
 	return 0;
 }
 

@@ -118,6 +118,7 @@ struct luo_handler {
 /* The built-in handlers, in registration order. */
 extern const struct luo_handler luo_handler_memfd;
 extern const struct luo_handler luo_handler_socket;
+extern const struct luo_handler luo_handler_socket_v1; /* decodes an older luod's sockets */
 extern const struct luo_handler luo_handler_pipe;
 extern const struct luo_handler luo_handler_eventfd;
 extern const struct luo_handler luo_handler_regular;

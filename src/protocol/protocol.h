@@ -319,7 +319,7 @@ struct luo_wire_kexec_file {
 	uint32_t uid;				      /* its owner */
 	int32_t error;				      /* what the kernel said (-errno) */
 	uint64_t token;
-	char kind[48]; /* the handler's compatible ("socket-v1") */
+	char kind[48]; /* the handler's compatible ("socket-v2") */
 };
 
 /* ---- luod's extensions of the session commands (on a session fd) ---- */

@@ -215,7 +215,7 @@ TEST(kexec_refuses_sockets_with_the_list_and_fails_cleanly)
 
 	LUOCTL(&o, "kexec", "--kernel", "/bin/true");
 	ASSERT_EQ(o.status, 1);
-	ASSERT_TRUE(strstr(o.err, "  session \"with socket\" (uid 0), token 7: socket-v1 (") !=
+	ASSERT_TRUE(strstr(o.err, "  session \"with socket\" (uid 0), token 7: socket-v2 (") !=
 		    NULL);
 	ASSERT_TRUE(strstr(o.err, "the kernel cannot carry the 1 file(s) above (of 3 in 3 "
 				  "sessions); --drop-unsupported leaves them behind; nothing "

@@ -557,6 +557,46 @@ TEST(socket_record_names_the_socket_by_its_inode)
 	}
 }
 
+/* socket-v1 files (an older luod's, every field recorded) are still read:
+ * checked against every field, never chosen for a new socket. */
+TEST(socket_v1_files_of_an_older_luod_are_read)
+{
+	luo_engine *e = NULL;
+	int tcp = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int udp = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	struct luo_handler_file f;
+	struct stat st;
+	uint64_t rec[7];
+
+	ASSERT_TRUE(tcp >= 0 && udp >= 0);
+	ASSERT_OK(luo_engine_new(&e));
+	ASSERT_OK(luo_engine_add_default_handlers(e));
+	ASSERT_TRUE(luo_engine_find_handler(e, "socket-v1") == &luo_handler_socket_v1);
+	ASSERT_TRUE(luo_handler_socket_v1.can_preserve == NULL);
+	ASSERT_TRUE(pick(tcp) == &luo_handler_socket);
+	ASSERT_STREQ(luo_handler_socket.compatible, "socket-v2");
+
+	ASSERT_OK(RET_NERRNO(fstat(tcp, &st)));
+	rec[0] = (uint64_t)st.st_dev;
+	rec[1] = (uint64_t)st.st_ino;
+	rec[2] = AF_INET;
+	rec[3] = SOCK_STREAM;
+	rec[4] = IPPROTO_TCP;
+	rec[5] = HANDLER_UNKNOWN;
+	rec[6] = HANDLER_UNKNOWN;
+	hf_init(&f, tcp);
+	ASSERT_OK(handler_record_store(&f.data, &f.data_size, 2, rec, 7));
+	ASSERT_OK(luo_handler_socket_v1.retrieve(&f));
+	/* A record that says UDP is not this socket. */
+	rec[3] = SOCK_DGRAM;
+	ASSERT_OK(handler_record_store(&f.data, &f.data_size, 2, rec, 7));
+	ASSERT_ERR(luo_handler_socket_v1.retrieve(&f), -EIO);
+	hf_done(&f);
+	safe_close(tcp);
+	safe_close(udp);
+	luo_engine_free(e);
+}
+
 TEST(socket_retrieve_refuses_another_kind_of_socket)
 {
 	struct luo_handler_file f;
@@ -1550,6 +1590,7 @@ TEST_MAIN(TEST_CASE(memfd_keeps_bytes_size_position_and_seals),
 	  TEST_CASE(socket_listening_tcp_keeps_accepting_on_its_port),
 	  TEST_CASE(socket_takes_any_family_and_state),
 	  TEST_CASE(socket_record_names_the_socket_by_its_inode),
+	  TEST_CASE(socket_v1_files_of_an_older_luod_are_read),
 	  TEST_CASE(socket_retrieve_refuses_another_kind_of_socket),
 	  TEST_CASE(socket_with_a_socket_in_flight_is_refused),
 	  TEST_CASE(preserved_unix_socket_refuses_fds_until_it_leaves),

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * DOC: the socket handler ("socket-v1") and the netns FLB ("netns-v1")
+ * DOC: the socket handler ("socket-v2", and "socket-v1" to read an older
+ * luod's files) and the netns FLB ("netns-v1")
  *
  * Serves every socket, of any family and in any state (listening, connected,
  * unix, TCP, UDP, ...).  luod holds the socket itself, so a listening socket
@@ -336,7 +337,7 @@ static int socket_retrieve(struct luo_handler_file *f)
 }
 
 const struct luo_handler luo_handler_socket = {
-	.compatible = "socket-v1",
+	.compatible = "socket-v2",
 	.can_preserve = socket_can_preserve,
 	.get_id = handler_get_id_inode,
 	.preserve = socket_preserve,
@@ -417,4 +418,22 @@ const struct luo_flb_ops luo_flb_netns = {
 	.compatible = "netns-v1",
 	.preserve = netns_preserve,
 	.retrieve = netns_retrieve,
+};
+
+/*
+ * The files of a luod before socket-v2, whose records name every field: read
+ * (and retrieved, unpreserved, finished) as socket-v2's, never chosen for a
+ * new file (no can_preserve).  socket-v2 records leave fields unknown that a
+ * socket-v1 reader would compare, so they carry another name: an older luod
+ * refuses them when it decodes its state, instead of failing each retrieve.
+ */
+const struct luo_handler luo_handler_socket_v1 = {
+	.compatible = "socket-v1",
+	.get_id = handler_get_id_inode,
+	.unpreserve = socket_unpreserve,
+	.retrieve = socket_retrieve,
+	.retrieve_keeps_fd = true,
+	.can_finish = handler_can_finish_always,
+	.flb = &luo_flb_netns,
+	.refuses_path_fds = true,
 };

@@ -26,13 +26,13 @@ out=$(luoctl kexec --kernel /lab/boot/bzImage 2>&1)
 rc=$?
 echo "$out"
 case $out in
-*'session "sock" (uid 0), token 2: socket-v1'*'the kernel cannot carry'*)
+*'session "sock" (uid 0), token 2: socket-v2'*'the kernel cannot carry'*)
 	[ $rc = 1 ] && lab_ok "luoctl kexec without --drop-unsupported is refused with the list of sockets" ||
 		lab_not_ok "luoctl kexec without --drop-unsupported exits 1 (exit $rc)" ;;
 *) lab_not_ok "luoctl kexec without --drop-unsupported is refused with the list of sockets (exit $rc)" ;;
 esac
 case $out in
-*'session "kv" (uid 0), token 2: socket-v1'*) lab_ok "the list names kv-server's listening socket" ;;
+*'session "kv" (uid 0), token 2: socket-v2'*) lab_ok "the list names kv-server's listening socket" ;;
 *) lab_not_ok "the list names kv-server's listening socket" ;;
 esac
 # A file that is no kernel: kexec_file_load() fails after luod preserved everything.

@@ -673,27 +673,47 @@ static int note_files_record(luo_journal *j, const luo_session *s, const struct 
 	return stage(j, LUO_JREC_FILES, j->scratch, size, NULL, 0);
 }
 
+/* Files gathered into FILES records of at most JFILES_MAX, as they come. */
+struct files_chunk {
+	const struct luo_file *f[JFILES_MAX];
+	size_t n;
+	bool retrieved;
+};
+
+static int chunk_add(luo_journal *j, const luo_session *s, struct files_chunk *c,
+		     const struct luo_file *f)
+{
+	int r = 0;
+
+	c->f[c->n++] = f;
+	if (c->n == JFILES_MAX) {
+		r = note_files_record(j, s, c->f, c->n, c->retrieved);
+		c->n = 0;
+	}
+	return r;
+}
+
+static int chunk_flush(luo_journal *j, const luo_session *s, struct files_chunk *c)
+{
+	return c->n ? note_files_record(j, s, c->f, c->n, c->retrieved) : 0;
+}
+
 int luo_journal_note_files(luo_journal *j, const luo_session *s, const uint64_t *tokens, size_t n,
 			   bool retrieved)
 {
-	const struct luo_file *chunk[JFILES_MAX];
-	size_t k = 0;
-	int r;
+	struct files_chunk c = { .retrieved = retrieved };
 
 	for (size_t i = 0; i < n; i++) {
 		const struct luo_file *f = luo_file_lookup(s, tokens[i]);
+		int r;
 
 		if (!f)
 			continue; /* never was: nothing changed */
-		chunk[k++] = f;
-		if (k == JFILES_MAX) {
-			r = note_files_record(j, s, chunk, k, retrieved);
-			if (r < 0)
-				return r;
-			k = 0;
-		}
+		r = chunk_add(j, s, &c, f);
+		if (r < 0)
+			return r;
 	}
-	return k ? note_files_record(j, s, chunk, k, retrieved) : 0;
+	return chunk_flush(j, s, &c);
 }
 
 int luo_journal_note_file_gone(luo_journal *j, const luo_session *s, uint64_t token)
@@ -720,19 +740,14 @@ int luo_journal_note_session(luo_journal *j, const luo_session *s, bool with_fil
 	if (r < 0 || !with_files)
 		return r;
 	{
-		const struct luo_file *chunk[JFILES_MAX];
-		size_t k = 0;
+		struct files_chunk c = {};
 
 		LIST_FOREACH (i, &s->files) {
-			chunk[k++] = list_entry(i, struct luo_file, order);
-			if (k == JFILES_MAX) {
-				r = note_files_record(j, s, chunk, k, false);
-				if (r < 0)
-					return r;
-				k = 0;
-			}
+			r = chunk_add(j, s, &c, list_entry(i, struct luo_file, order));
+			if (r < 0)
+				return r;
 		}
-		return k ? note_files_record(j, s, chunk, k, false) : 0;
+		return chunk_flush(j, s, &c);
 	}
 }
 

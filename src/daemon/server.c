@@ -816,8 +816,8 @@ void endpoint_reply(struct luod *d, struct endpoint *ep, uint32_t tag, int resul
 	reply_queue(d, ep, &hdr, payload, len, extra, extra_len, &fd, fd >= 0 ? 1 : 0, false);
 }
 
-void endpoint_reply_fds(struct luod *d, struct endpoint *ep, uint32_t tag, int result,
-			const void *payload, size_t len, const int *fds, size_t n_fds)
+static void reply_fds(struct luod *d, struct endpoint *ep, uint32_t tag, int result,
+		      const void *payload, size_t len, const int *fds, size_t n_fds, bool held)
 {
 	struct luo_wire_reply hdr = {
 		.result = result,
@@ -825,7 +825,13 @@ void endpoint_reply_fds(struct luod *d, struct endpoint *ep, uint32_t tag, int r
 		.size = (uint32_t)len,
 	};
 
-	reply_queue(d, ep, &hdr, payload, len, NULL, 0, fds, n_fds, false);
+	reply_queue(d, ep, &hdr, payload, len, NULL, 0, fds, n_fds, held);
+}
+
+void endpoint_reply_fds(struct luod *d, struct endpoint *ep, uint32_t tag, int result,
+			const void *payload, size_t len, const int *fds, size_t n_fds)
+{
+	reply_fds(d, ep, tag, result, payload, len, fds, n_fds, false);
 }
 
 bool endpoint_reply_private(const struct luod *d, const struct endpoint *ep)
@@ -836,13 +842,7 @@ bool endpoint_reply_private(const struct luod *d, const struct endpoint *ep)
 void endpoint_reply_fds_held(struct luod *d, struct endpoint *ep, uint32_t tag, int result,
 			     const void *payload, size_t len, const int *fds, size_t n_fds)
 {
-	struct luo_wire_reply hdr = {
-		.result = result,
-		.tag = tag,
-		.size = (uint32_t)len,
-	};
-
-	reply_queue(d, ep, &hdr, payload, len, NULL, 0, fds, n_fds, endpoint_reply_private(d, ep));
+	reply_fds(d, ep, tag, result, payload, len, fds, n_fds, endpoint_reply_private(d, ep));
 }
 
 int endpoint_requeue(struct luod *d, struct endpoint *ep, uint64_t key, const struct ext_reply *rp,

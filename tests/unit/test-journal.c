@@ -1337,6 +1337,25 @@ TEST(a_batch_is_journaled_as_files_records_and_recovers)
 	close(t.fd);
 }
 
+/* A new journal whose session name holds n memfds, preserved as one batch. */
+static luo_session *batch_of_memfds(struct jt *t, const char *name, const uint64_t *tokens,
+				    size_t n)
+{
+	luo_session *s;
+
+	jt_init(t);
+	s = create(t, name, 0, 1000);
+	for (size_t i = 0; i < n; i++) {
+		int fd = memfd_with(name, 0);
+
+		ASSERT_OK(luo_session_preserve_fd(s, tokens[i], fd));
+		close(fd);
+	}
+	ASSERT_OK(luo_journal_note_files(t->j, s, tokens, n, false));
+	commit(t);
+	return s;
+}
+
 TEST(damaged_files_records_are_refused)
 {
 	uint64_t tokens[3] = { 1, 2, 3 };
@@ -1349,16 +1368,7 @@ TEST(damaged_files_records_are_refused)
 	size_t size;
 	uint32_t v;
 
-	jt_init(&t);
-	s = create(&t, "files", 0, 1000);
-	for (size_t i = 0; i < 3; i++) {
-		int fd = memfd_with("files", 0);
-
-		ASSERT_OK(luo_session_preserve_fd(s, tokens[i], fd));
-		close(fd);
-	}
-	ASSERT_OK(luo_journal_note_files(t.j, s, tokens, 3, false));
-	commit(&t);
+	s = batch_of_memfds(&t, "files", tokens, 3);
 	held = files_of(s);
 	h = luo_journal_header(t.j);
 	rec = find_record(t.j, LUO_JREC_FILES, 0);
@@ -1374,13 +1384,13 @@ TEST(damaged_files_records_are_refused)
 		size_t at;
 		uint32_t value;
 	} damage[] = {
-		{ n_files, 0 },	       /* no files */
-		{ n_files, 4 },	       /* more files than the record holds */
-		{ n_files, 257 },      /* more than any record may */
-		{ n_handlers, 0 },     /* no handler */
-		{ n_handlers, 17 },    /* too many */
-		{ entry, 1 },	       /* the first file's handler is not there */
-		{ entry + 4, 4097 },   /* data larger than any record */
+		{ n_files, 0 },		/* no files */
+		{ n_files, 4 },		/* more files than the record holds */
+		{ n_files, 257 },	/* more than any record may */
+		{ n_handlers, 0 },	/* no handler */
+		{ n_handlers, 17 },	/* too many */
+		{ entry, 1 },		/* the first file's handler is not there */
+		{ entry + 4, 4097 },	/* data larger than any record */
 		{ entry + 4, 1 << 20 }, /* past the record's end */
 		{ entry, 0x200 },	/* an unknown flag */
 		{ entry, 0x100 },	/* data kept, and data given */
@@ -1415,17 +1425,8 @@ TEST(files_entries_that_keep_their_data_need_their_file)
 	uint8_t *mem;
 	size_t size;
 
-	jt_init(&t);
-	s = create(&t, "kept", 0, 1000);
-	for (size_t i = 0; i < 2; i++) {
-		int fd = memfd_with("kept", 0);
-
-		ASSERT_OK(luo_session_preserve_fd(s, tokens[i], fd));
-		close(fd);
-	}
 	/* Known to the journal with their data, then again without it. */
-	ASSERT_OK(luo_journal_note_files(t.j, s, tokens, 2, false));
-	commit(&t);
+	s = batch_of_memfds(&t, "kept", tokens, 2);
 	ASSERT_OK(luo_journal_note_files(t.j, s, tokens, 2, true));
 	commit(&t);
 	ASSERT_TRUE(find_record(t.j, LUO_JREC_FILES, 1)->size <

@@ -21,6 +21,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "basic/fd-util.h"
+#include "basic/macro.h"
+#include "basic/socket-util.h"
 #include "harness.h"
 #include "luo/luo.h"
 #include "luod-client.h"
@@ -648,6 +651,65 @@ TEST(a_worker_killed_before_sending_a_retrieve_batch_reply_loses_nothing)
 	batch_under_fault("request-committed@7");
 }
 
+/*
+ * A RETRIEVE_FDS on the session socket itself (no reply socket of its own: a
+ * client with no room for one) gets dups of luod's files, as every reply on a
+ * shared socket does (it may wait there for a slow reader): they are the
+ * same open files, and outlive the session's finish and close.  On a reply
+ * socket of its own luod sends its own fds: the same files either way.
+ */
+TEST(a_retrieve_batch_on_the_session_socket_itself_is_answered_with_dups)
+{
+	struct fixture f;
+	uint8_t msg[sizeof(struct luo_wire_request) + LUO_WIRE_FDS_HEADER + 8 * 4];
+	struct luo_wire_request rq = {
+		.op = _IO(LIVEUPDATE_IOCTL_TYPE, LUO_CMD_SESSION_RETRIEVE_FDS), .tag = 77
+	};
+	struct luo_wire_fds h = { .size = LUO_WIRE_FDS_HEADER + 8 * 4, .count = 4 };
+	struct iovec iov = { .iov_base = msg, .iov_len = sizeof(msg) };
+	uint8_t reply[256];
+	int s, in, got[8], own[4];
+	size_t n = 0;
+	struct luo_wire_reply rp;
+
+	setup(&f);
+	ASSERT_OK(luo_session_create(f.conn, "shared-reply", 0, &s));
+	ASSERT_OK(luo_session_preserve_fds(s, 8, f.tokens, f.fds, NULL));
+	in = hand_over(&f, s, "shared-reply");
+	memcpy(msg, &rq, sizeof(rq));
+	memcpy(msg + sizeof(rq), &h, LUO_WIRE_FDS_HEADER);
+	memcpy(msg + sizeof(rq) + LUO_WIRE_FDS_HEADER, f.tokens, 8 * 4);
+	ASSERT_EQ(socket_send_message(in, &iov, 1, NULL, 0), (ssize_t)sizeof(msg));
+	ASSERT_TRUE(socket_recv_message(in, reply, sizeof(reply), got, ELEMENTSOF(got), &n, 0) >=
+		    (ssize_t)sizeof(rp));
+	memcpy(&rp, reply, sizeof(rp));
+	ASSERT_EQ(rp.tag, 77u);
+	ASSERT_EQ(rp.result, 0);
+	ASSERT_EQ(n, 4u);
+	assert_files(got, 4, 0);
+	/* The rest through libluo, on a reply socket of its own. */
+	ASSERT_OK(luo_session_retrieve_fds(in, 4, f.tokens + 4, own, NULL));
+	assert_files(own, 4, 4);
+	/* A repeated retrieve is the same open file: the offset is shared. */
+	{
+		int again;
+
+		ASSERT_OK(luo_session_retrieve_fds(in, 1, f.tokens, &again, NULL));
+		ASSERT_EQ(lseek(got[0], 3, SEEK_SET), 3);
+		ASSERT_EQ(lseek(again, 0, SEEK_CUR), 3);
+		close(again);
+	}
+	ASSERT_OK(luo_session_finish(in));
+	close(in);
+	/* luod let go of every file: what the client got is its own. */
+	ASSERT_EQ(luod_fds_become(&f.d, 0), 0);
+	assert_files(got, 4, 0);
+	assert_files(own, 4, 4);
+	close_many(got, 4);
+	close_many(own, 4);
+	teardown(&f);
+}
+
 TEST_MAIN(TEST_CASE(preserve_fds_then_retrieve_fds_give_every_file_back),
 	  TEST_CASE(one_message_batch_and_empty_batch),
 	  TEST_CASE(batch_calls_check_their_arguments),
@@ -669,4 +731,5 @@ TEST_MAIN(TEST_CASE(preserve_fds_then_retrieve_fds_give_every_file_back),
 	  TEST_CASE(a_worker_killed_while_applying_a_batch_loses_nothing),
 	  TEST_CASE(a_worker_killed_after_committing_a_part_loses_nothing),
 	  TEST_CASE(a_worker_killed_while_answering_a_retrieve_batch_loses_nothing),
-	  TEST_CASE(a_worker_killed_before_sending_a_retrieve_batch_reply_loses_nothing))
+	  TEST_CASE(a_worker_killed_before_sending_a_retrieve_batch_reply_loses_nothing),
+	  TEST_CASE(a_retrieve_batch_on_the_session_socket_itself_is_answered_with_dups))

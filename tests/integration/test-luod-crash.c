@@ -248,6 +248,7 @@ struct shared {
 	volatile int stop;		     /* clients end after their current round */
 	volatile int rounds[MAX_CLIENTS];    /* rounds each client completed */
 	volatile unsigned dups[MAX_CLIENTS]; /* duplicate replies each one saw */
+	volatile int failed[MAX_CLIENTS];    /* a client's check failed (it said why) */
 	volatile int update_done;	     /* the updater got its one reply */
 	volatile int update_result;	     /* ... and what it said */
 	volatile uint64_t restarts_seen;     /* the flooder's last STATUS */
@@ -388,8 +389,13 @@ static pid_t fork_client(const struct test_luod *d, struct shared *sh, int id, i
 	fflush(stdout);
 	pid = fork();
 	ASSERT_OK(pid);
-	if (pid == 0)
-		_exit(client_main(d, sh, id, max_rounds));
+	if (pid == 0) {
+		int r = client_main(d, sh, id, max_rounds);
+
+		if (r)
+			sh->failed[id] = 1;
+		_exit(r);
+	}
 	return pid;
 }
 
@@ -875,8 +881,12 @@ static void wait_each_client_past(const struct shared *sh, const int *before)
 	for (int id = 0; id < RANDOM_CLIENTS; id++) {
 		int want = before ? before[id] + 1 : 1;
 
-		for (int i = 0; i < 300000 && sh->rounds[id] < want; i++)
+		for (int i = 0; i < 300000 && sh->rounds[id] < want && !sh->failed[id]; i++)
 			usleep(200);
+		/* A client that failed says why on stderr; waiting for it is pointless. */
+		if (sh->failed[id])
+			test_fail_at(__FILE__, __LINE__, "client %d failed in round %d", id,
+				     sh->rounds[id]);
 		if (sh->rounds[id] < want)
 			test_fail_at(__FILE__, __LINE__, "client %d made no progress in a minute",
 				     id);

@@ -718,7 +718,7 @@ int compact_start(struct luod *d, bool force)
 	luo_journal *j = d->journal;
 	uint64_t log, snap, seq;
 	int fd, pidfd;
-	pid_t pid;
+	pid_t pid, parent;
 
 	if (!j || d->compact_pid > 0 || luo_journal_staged(j) != 0)
 		return 0;
@@ -743,9 +743,22 @@ int compact_start(struct luod *d, bool force)
 	 * journal's.
 	 */
 	fflush(NULL);
+	parent = getpid();
 	pid = (pid_t)syscall(SYS_clone, CLONE_FILES | SIGCHLD, NULL, NULL, NULL, NULL);
-	if (pid == 0)
+	if (pid == 0) {
+		/*
+		 * The child writes through an fd number of the table it shares.
+		 * Should the worker die, its successor closes that number as a
+		 * stray and may give it to a file it holds (a client's memfd): a
+		 * child still writing would then truncate and overwrite that file.
+		 * So it dies with the worker, and does not start without one.
+		 */
+		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(1);
+		fault_point(d, "compact-child");
 		_exit(luo_journal_write_snapshot(j, fd, seq) < 0 ? 1 : 0);
+	}
 	if (pid < 0) {
 		safe_close(fd);
 		return 0;
@@ -808,7 +821,8 @@ void compact_done(struct luod *d)
  * times over luod's life (1 by default), by ACTION: kill (SIGKILL, the
  * default), segv or abort; or, with ACTION refuse, the point returns true
  * (at "update-recover-refuse": the binary an update started refuses the
- * journal).  The counts live in the keeper's area, so that they hold across
+ * journal); with ACTION sleep, the process sleeps 3 s and goes on (at
+ * "compact-child": a compaction child that is slow to write).  The counts live in the keeper's area, so that they hold across
  * workers and across the keeper's execve().
  */
 bool fault_point(struct luod *d, const char *point)
@@ -839,6 +853,10 @@ bool fault_point(struct luod *d, const char *point)
 			log_warning("fault injection: %s at %s", action, point);
 			if (strcmp(action, "refuse") == 0)
 				return true;
+			if (strcmp(action, "sleep") == 0) {
+				(void)sleep(3);
+				return false;
+			}
 			if (strcmp(action, "segv") == 0)
 				raise(SIGSEGV);
 			else if (strcmp(action, "abort") == 0)

@@ -10,9 +10,11 @@
  * inside a part, and other clients served while a batch is under way.
  */
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -710,6 +712,108 @@ TEST(a_retrieve_batch_on_the_session_socket_itself_is_answered_with_dups)
 	teardown(&f);
 }
 
+/* The compaction child of the worker, or 0 while there is none. */
+static pid_t compaction_child(pid_t worker)
+{
+	char path[64], buf[64] = "";
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)worker, (int)worker);
+	fp = fopen(path, "re");
+	if (!fp)
+		return 0;
+	if (!fgets(buf, sizeof(buf), fp))
+		buf[0] = 0;
+	fclose(fp);
+	return (pid_t)atoi(buf);
+}
+
+/* Whether pid runs (not gone, not a zombie waiting for its reaper). */
+static bool process_alive(pid_t pid)
+{
+	char path[64], buf[256];
+	FILE *fp;
+	char *p;
+	bool alive = false;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fp = fopen(path, "re");
+	if (!fp)
+		return false;
+	if (fgets(buf, sizeof(buf), fp) && (p = strrchr(buf, ')')) && p[1] == ' ')
+		alive = p[2] != 'Z' && p[2] != 'X';
+	fclose(fp);
+	return alive;
+}
+
+/*
+ * A compaction child writes the new journal through an fd number of the table
+ * it shares with the worker.  When the worker dies, its successor closes that
+ * number as a stray and may give it to the next file it keeps: here a staged
+ * file of a batch, which the engine keeps as it came.  A child that outlived
+ * its worker would then truncate that client's memfd and write a journal
+ * header into it.  The child is made slow (it sleeps 3 s before writing),
+ * the worker is killed meanwhile: the child must be gone at once, and the
+ * files the successor takes in right after must come back whole.
+ */
+TEST(a_compaction_child_dies_with_its_worker)
+{
+	struct luo_wire_status st;
+	struct fixture f;
+	struct rlimit no_core = { 0, 0 };
+	pid_t w, child = 0;
+	int c, s, in, back[32];
+
+#ifndef LUO_TEST_FAULT_INJECTION
+	test_skip("luod is built without fault injection (meson setup -Dfault_injection=true)");
+#endif
+	(void)setrlimit(RLIMIT_CORE, &no_core);
+	ASSERT_OK(setenv("LUOD_FAULT", "compact-child:1:sleep", 1));
+	setup(&f);
+	unsetenv("LUOD_FAULT");
+	c = test_luod_connect(&f.d);
+	ASSERT_OK(c);
+	ASSERT_OK(cl_status(c, &st));
+	w = (pid_t)st.worker_pid;
+	/* Requests fill the log until a compaction starts. */
+	for (int i = 0; i < 100000 && !(child = compaction_child(w)); i++)
+		ASSERT_OK(cl_status(c, &st));
+	ASSERT_TRUE(child > 0);
+	ASSERT_OK(kill(w, SIGKILL));
+	/* It sleeps 3 s before writing: gone well before, it died with the worker. */
+	for (int i = 0; i < 200 && process_alive(child); i++)
+		usleep(10000);
+	ASSERT_FALSE(process_alive(child));
+	/* It sleeps 3 s before writing: gone well before, it died with the worker. */
+	for (int i = 0; i < 200 && process_alive(child); i++)
+		usleep(10000);
+	ASSERT_FALSE(process_alive(child));
+	/* It sleeps 3 s before writing: gone well before, it died with the worker. */
+	for (int i = 0; i < 200 && process_alive(child); i++)
+		usleep(10000);
+	ASSERT_FALSE(process_alive(child));
+	for (int i = 0; i < 2000 && (pid_t)st.worker_pid == w; i++) {
+		usleep(1000);
+		close(c);
+		c = test_luod_connect(&f.d);
+		ASSERT_OK(c);
+		ASSERT_OK(cl_status(c, &st));
+	}
+	ASSERT_NE((pid_t)st.worker_pid, w);
+	ASSERT_OK(luo_session_create(f.conn, "after-compaction", 0, &s));
+	ASSERT_OK(luo_session_preserve_fds(s, 32, f.tokens, f.fds, NULL));
+	in = hand_over(&f, s, "after-compaction");
+	ASSERT_OK(luo_session_retrieve_fds(in, 32, f.tokens, back, NULL));
+	assert_files(back, 32, 0);
+	for (int i = 0; i < 32; i++)
+		ASSERT_EQ(lseek(back[i], 0, SEEK_END), (off_t)strlen("file ") + (i < 10 ? 1 : 2));
+	close_many(back, 32);
+	ASSERT_OK(luo_session_finish(in));
+	close(in);
+	close(c);
+	teardown(&f);
+}
+
 TEST_MAIN(TEST_CASE(preserve_fds_then_retrieve_fds_give_every_file_back),
 	  TEST_CASE(one_message_batch_and_empty_batch),
 	  TEST_CASE(batch_calls_check_their_arguments),
@@ -732,4 +836,5 @@ TEST_MAIN(TEST_CASE(preserve_fds_then_retrieve_fds_give_every_file_back),
 	  TEST_CASE(a_worker_killed_after_committing_a_part_loses_nothing),
 	  TEST_CASE(a_worker_killed_while_answering_a_retrieve_batch_loses_nothing),
 	  TEST_CASE(a_worker_killed_before_sending_a_retrieve_batch_reply_loses_nothing),
-	  TEST_CASE(a_retrieve_batch_on_the_session_socket_itself_is_answered_with_dups))
+	  TEST_CASE(a_retrieve_batch_on_the_session_socket_itself_is_answered_with_dups),
+	  TEST_CASE(a_compaction_child_dies_with_its_worker))

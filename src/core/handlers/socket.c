@@ -336,17 +336,17 @@ static int socket_retrieve(struct luo_handler_file *f)
 	return 0;
 }
 
+/* What socket-v2 and the socket-v1 reader below share: all but preserving. */
+#define SOCKET_HANDLER_FILE_OPS                                                                    \
+	.get_id = handler_get_id_inode, .unpreserve = socket_unpreserve,                           \
+	.retrieve = socket_retrieve, .retrieve_keeps_fd = true,                                    \
+	.can_finish = handler_can_finish_always, .flb = &luo_flb_netns, .refuses_path_fds = true
+
 const struct luo_handler luo_handler_socket = {
 	.compatible = "socket-v2",
 	.can_preserve = socket_can_preserve,
-	.get_id = handler_get_id_inode,
 	.preserve = socket_preserve,
-	.unpreserve = socket_unpreserve,
-	.retrieve = socket_retrieve,
-	.retrieve_keeps_fd = true,
-	.can_finish = handler_can_finish_always,
-	.flb = &luo_flb_netns,
-	.refuses_path_fds = true,
+	SOCKET_HANDLER_FILE_OPS,
 };
 
 static int netns_preserve(struct luo_flb *flb)
@@ -429,11 +429,5 @@ const struct luo_flb_ops luo_flb_netns = {
  */
 const struct luo_handler luo_handler_socket_v1 = {
 	.compatible = "socket-v1",
-	.get_id = handler_get_id_inode,
-	.unpreserve = socket_unpreserve,
-	.retrieve = socket_retrieve,
-	.retrieve_keeps_fd = true,
-	.can_finish = handler_can_finish_always,
-	.flb = &luo_flb_netns,
-	.refuses_path_fds = true,
+	SOCKET_HANDLER_FILE_OPS,
 };

@@ -221,61 +221,65 @@ err_free:
 	return r;
 }
 
-int luo_session_preserve_fd(luo_session *s, uint64_t token, int fd)
+/* The checks both preserves make before they look at the file. */
+static int preserve_args(const luo_session *s, uint64_t token, int fd)
 {
-	_cleanup_close_ int dfd = -EBADF;
+	if (!s)
+		return -EINVAL;
+	if (s->kind != LUO_SESSION_OUTGOING)
+		return -EINVAL;
+	if (luo_file_lookup(s, token))
+		return -EEXIST;
+	if (fd < 0)
+		return -EBADF;
+	return 0;
+}
+
+/*
+ * Preserves luod's own fd *dfdp (the engine's from now on if take), with its
+ * fstat() in fd_st if the caller has it.  The handlers need not fstat() it,
+ * nor ask its flags, again.
+ */
+static int preserve_own_fd(luo_session *s, uint64_t token, int *dfdp, const struct stat *fd_st,
+			   bool take)
+{
 	struct stat st;
 	int flags, r;
 
-	if (!s)
-		return -EINVAL;
-	if (s->kind != LUO_SESSION_OUTGOING)
-		return -EINVAL;
-	if (luo_file_lookup(s, token))
-		return -EEXIST;
-	if (fd < 0)
-		return -EBADF;
-	/* An O_PATH fd names a file without opening it: no handler takes it. */
-	dfd = luo_engine_dup_held(s->engine, fd);
-	if (dfd < 0)
-		return dfd;
-	flags = file_flags(s->engine, dfd);
-	if (flags == -EBADF)
-		return flags;
-	if (fstat(dfd, &st) < 0)
-		return negative_errno();
-	/* The dup shares the caller's open file description: the handlers need
-	 * not fstat() it, nor ask its flags, again. */
-	handler_preserve_begin(dfd, flags, &st);
-	r = file_preserve(s, token, &dfd, &st, false);
-	handler_preserve_end();
-	return r;
-}
-
-int luo_session_preserve_fd_take(luo_session *s, uint64_t token, int fd, const struct stat *fd_st)
-{
-	struct stat st;
-	int flags, r, dfd = fd;
-
-	if (!s)
-		return -EINVAL;
-	if (s->kind != LUO_SESSION_OUTGOING)
-		return -EINVAL;
-	if (luo_file_lookup(s, token))
-		return -EEXIST;
-	if (fd < 0)
-		return -EBADF;
-	flags = file_flags(s->engine, fd);
+	flags = file_flags(s->engine, *dfdp);
 	if (flags == -EBADF)
 		return flags;
 	if (fd_st)
 		st = *fd_st;
-	else if (fstat(fd, &st) < 0)
-		return -EBADF;
-	handler_preserve_begin(dfd, flags, &st);
-	r = file_preserve(s, token, &dfd, &st, true);
+	else if (fstat(*dfdp, &st) < 0)
+		return take ? -EBADF : negative_errno();
+	handler_preserve_begin(*dfdp, flags, &st);
+	r = file_preserve(s, token, dfdp, &st, take);
 	handler_preserve_end();
 	return r;
+}
+
+int luo_session_preserve_fd(luo_session *s, uint64_t token, int fd)
+{
+	_cleanup_close_ int dfd = -EBADF;
+	int r = preserve_args(s, token, fd);
+
+	if (r < 0)
+		return r;
+	/* The dup shares the caller's open file description. */
+	dfd = luo_engine_dup_held(s->engine, fd);
+	if (dfd < 0)
+		return dfd;
+	return preserve_own_fd(s, token, &dfd, NULL, false);
+}
+
+int luo_session_preserve_fd_take(luo_session *s, uint64_t token, int fd, const struct stat *fd_st)
+{
+	int r = preserve_args(s, token, fd);
+
+	if (r < 0)
+		return r;
+	return preserve_own_fd(s, token, &fd, fd_st, true);
 }
 
 int luo_session_unpreserve_fd(luo_session *s, uint64_t token)
@@ -291,9 +295,10 @@ int luo_session_unpreserve_fd(luo_session *s, uint64_t token)
 	return 0;
 }
 
-int luo_session_file_check(const luo_session *s, uint64_t token, bool *ret_retrieved)
+/* The file a retrieve of token would take, or what it would fail with at once. */
+static int file_to_retrieve(const luo_session *s, uint64_t token, struct luo_file **ret)
 {
-	const struct luo_file *f;
+	struct luo_file *f;
 
 	if (!s || s->kind != LUO_SESSION_INCOMING)
 		return -EINVAL;
@@ -304,6 +309,17 @@ int luo_session_file_check(const luo_session *s, uint64_t token, bool *ret_retri
 		return -ENOENT;
 	if (f->retrieve_error < 0)
 		return f->retrieve_error;
+	*ret = f;
+	return 0;
+}
+
+int luo_session_file_check(const luo_session *s, uint64_t token, bool *ret_retrieved)
+{
+	struct luo_file *f;
+	int r = file_to_retrieve(s, token, &f);
+
+	if (r < 0)
+		return r;
 	if (ret_retrieved)
 		*ret_retrieved = f->retrieved;
 	return 0;
@@ -380,17 +396,11 @@ static int session_retrieve_fd(luo_session *s, uint64_t token, int *ret_fd, bool
 	struct luo_file *f;
 	int fd, r;
 
-	if (!s || !ret_fd)
+	if (!ret_fd)
 		return -EINVAL;
-	if (s->kind != LUO_SESSION_INCOMING)
-		return -EINVAL;
-	if (s->state == LUO_SESSION_FINISHED)
-		return -ENOENT;
-	f = luo_file_lookup(s, token);
-	if (!f)
-		return -ENOENT;
-	if (f->retrieve_error < 0)
-		return f->retrieve_error;
+	r = file_to_retrieve(s, token, &f);
+	if (r < 0)
+		return r;
 	if (!f->retrieved) {
 		fd = -EBADF;
 		r = file_first_retrieve(f, &fd, held);

@@ -2064,6 +2064,29 @@ static int decode_session(const struct luo_state_session *rec, void *userdata)
 	return 0;
 }
 
+/* The engine's file for a decoded record, held under fd, as the record says it is. */
+static int decoded_file_new(struct decode *d, const struct luo_state_file *rec,
+			    const struct luo_handler *h, int fd, struct luo_file **ret)
+{
+	struct luo_file *f;
+	void *data;
+	int r;
+
+	r = luo_state_dup_data(rec->data, rec->data_size, &data);
+	if (r < 0)
+		return r;
+	r = luo_file_new(d->session, rec->token, h, fd, data, rec->data_size, &f);
+	if (r < 0) {
+		free(data);
+		return r == -EEXIST ? -EBADMSG : r;
+	}
+	f->frozen = rec->flags & LUO_STATE_FILE_FROZEN;
+	f->retrieved = rec->flags & LUO_STATE_FILE_RETRIEVED;
+	f->retrieve_error = rec->retrieve_error;
+	*ret = f;
+	return 0;
+}
+
 /*
  * A file that crossed a kexec: the blob's slot means nothing, map() says
  * where the file is now.  Its identity is its new fd's, and its handler
@@ -2073,7 +2096,6 @@ static int decode_file_mapped(struct decode *d, const struct luo_state_file *rec
 			      const struct luo_handler *h)
 {
 	struct luo_file *f;
-	void *data;
 	int fd = -EBADF, r;
 
 	/* Nothing an FLB holds crosses a kexec, so neither do its files. */
@@ -2089,17 +2111,9 @@ static int decode_file_mapped(struct decode *d, const struct luo_state_file *rec
 		if (fcntl(fd, F_SETFD, d->e->inheritable_fds ? 0 : FD_CLOEXEC) < 0)
 			return -errno;
 	}
-	r = luo_state_dup_data(rec->data, rec->data_size, &data);
+	r = decoded_file_new(d, rec, h, fd, &f);
 	if (r < 0)
 		return r;
-	r = luo_file_new(d->session, rec->token, h, fd, data, rec->data_size, &f);
-	if (r < 0) {
-		free(data);
-		return r == -EEXIST ? -EBADMSG : r;
-	}
-	f->frozen = rec->flags & LUO_STATE_FILE_FROZEN;
-	f->retrieved = rec->flags & LUO_STATE_FILE_RETRIEVED;
-	f->retrieve_error = rec->retrieve_error;
 	if (f->hf.fd < 0)
 		return 0;
 	r = luo_file_identify(f);
@@ -2116,7 +2130,6 @@ static int decode_file(const struct luo_state_file *rec, void *userdata)
 	bool borrow = d->flags & LUO_STATE_BORROW_FDS;
 	const struct luo_handler *h = d->last_handler;
 	struct luo_file *f;
-	void *data;
 	int r;
 
 	assert(d->session);
@@ -2135,18 +2148,9 @@ static int decode_file(const struct luo_state_file *rec, void *userdata)
 		if (r < 0)
 			return r;
 	}
-	r = luo_state_dup_data(rec->data, rec->data_size, &data);
+	r = decoded_file_new(d, rec, h, rec->fd >= 0 ? rec->fd : -EBADF, &f);
 	if (r < 0)
 		return r;
-	r = luo_file_new(d->session, rec->token, h, rec->fd >= 0 ? rec->fd : -EBADF, data,
-			 rec->data_size, &f);
-	if (r < 0) {
-		free(data);
-		return r == -EEXIST ? -EBADMSG : r;
-	}
-	f->frozen = rec->flags & LUO_STATE_FILE_FROZEN;
-	f->retrieved = rec->flags & LUO_STATE_FILE_RETRIEVED;
-	f->retrieve_error = rec->retrieve_error;
 	if (borrow) {
 		/* Not indexed, but carried on should the engine be encoded again. */
 		if (rec->has_id)

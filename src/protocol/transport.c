@@ -620,6 +620,29 @@ static int send_and_wait(int sock, struct request_fds *q, uint32_t tag, const vo
 	return r;
 }
 
+/*
+ * The rest of a reply that take_own() or take_own_fds() read, r being what
+ * it returned: a stream left behind is drained, so that the next call does not
+ * find it.  The reply's size, or -errno (the caller closes the fds it took).
+ */
+static int reply_rest(int reply_sock, uint32_t tag, uint64_t deadline,
+		      const struct luo_wire_reply *h, int r)
+{
+	if (r < 0) {
+		/* A stream we cannot hold must not be left for our next call. */
+		if (r == -EMSGSIZE && (h->flags & LUO_WIRE_REPLY_MORE))
+			(void)drain_stream(reply_sock, tag, deadline);
+		return r;
+	}
+	if (h->flags & LUO_WIRE_REPLY_MORE) {
+		int k = drain_stream(reply_sock, tag, deadline);
+
+		if (k < 0)
+			return k;
+	}
+	return r;
+}
+
 static int call(int sock, uint32_t op, void *arg, uint32_t arg_size, const int *fds, size_t n_fds,
 		int *ret_fd, bool keep_error, bool private_reply)
 {
@@ -656,20 +679,11 @@ static int call(int sock, uint32_t op, void *arg, uint32_t arg_size, const int *
 	slot = safe_close(slot);
 	if (r < 0)
 		goto out;
-	r = take_own(reply_sock, buf, sizeof(buf), 1, &h, &fd);
+	r = reply_rest(reply_sock, tag, deadline, &h,
+		       take_own(reply_sock, buf, sizeof(buf), 1, &h, &fd));
 	if (r < 0) {
-		/* A stream we cannot hold must not be left for our next call. */
-		if (r == -EMSGSIZE && (h.flags & LUO_WIRE_REPLY_MORE))
-			(void)drain_stream(reply_sock, tag, deadline);
+		safe_close(fd);
 		goto out;
-	}
-	if (h.flags & LUO_WIRE_REPLY_MORE) {
-		int k = drain_stream(reply_sock, tag, deadline);
-		if (k < 0) {
-			safe_close(fd);
-			r = k;
-			goto out;
-		}
 	}
 	if (h.result < 0 && !keep_error) {
 		r = h.result;
@@ -708,8 +722,7 @@ out:
  * own: a retrieve can be repeated).
  */
 static int call_fds(int sock, uint32_t op, void *arg, uint32_t arg_size, const int *fds,
-		    size_t n_fds, int *ret_fds, size_t max_ret_fds, size_t *ret_n_fds,
-		    bool keep_error)
+		    size_t n_fds, int *ret_fds, size_t max_ret_fds, size_t *ret_n_fds)
 {
 	uint8_t buf[sizeof(struct luo_wire_reply) + LUO_WIRE_REQUEST_MAX];
 	struct request_fds q = {
@@ -733,24 +746,13 @@ static int call_fds(int sock, uint32_t op, void *arg, uint32_t arg_size, const i
 	reply_sock = q.reply_sock;
 	if (r < 0)
 		goto out;
-	r = take_own_fds(reply_sock, buf, sizeof(buf), max_ret_fds, &h, ret_fds, &got);
+	r = reply_rest(reply_sock, tag, deadline, &h,
+		       take_own_fds(reply_sock, buf, sizeof(buf), max_ret_fds, &h, ret_fds, &got));
 	if (r < 0) {
-		if (r == -EMSGSIZE && (h.flags & LUO_WIRE_REPLY_MORE))
-			(void)drain_stream(reply_sock, tag, deadline);
+		close_many(ret_fds, got);
 		goto out;
 	}
-	if (h.flags & LUO_WIRE_REPLY_MORE) {
-		int k = drain_stream(reply_sock, tag, deadline);
-		if (k < 0) {
-			close_many(ret_fds, got);
-			r = k;
-			goto out;
-		}
-	}
-	if (h.result < 0 && !keep_error) {
-		r = h.result;
-		goto out;
-	}
+	/* The reply's result is the caller's to read, an error's index with it. */
 	memcpy(arg, buf + sizeof(h), MIN((size_t)arg_size, (size_t)r));
 	if (ret_n_fds)
 		*ret_n_fds = got;
@@ -764,7 +766,7 @@ out:
 int luo_wire_call_fds(int sock, uint32_t op, void *arg, uint32_t arg_size, const int *fds,
 		      size_t n_fds, int *ret_fds, size_t max_ret_fds, size_t *ret_n_fds)
 {
-	return call_fds(sock, op, arg, arg_size, fds, n_fds, ret_fds, max_ret_fds, ret_n_fds, true);
+	return call_fds(sock, op, arg, arg_size, fds, n_fds, ret_fds, max_ret_fds, ret_n_fds);
 }
 
 int luo_wire_call(int sock, uint32_t op, void *arg, uint32_t arg_size, const int *fds, size_t n_fds,

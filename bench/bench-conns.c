@@ -66,8 +66,8 @@ struct run {
 	size_t answered;    /* connections answered by want_gen so far */
 	uint64_t t_restart; /* ns of the SIGTERM; 0 when no restart is under way */
 	bool first_seen;    /* the successor has answered once in this restart */
-	size_t *round_mark; /* answers each connection still needs, while a round is timed */
-	size_t round_left;
+	bool *round_seen;   /* while a round is timed: each connection answered since its mark */
+	size_t round_left;  /* ... and how many are not */
 	double *blackout_ms, *first_ms;
 	size_t n_blackouts, n_first;
 };
@@ -175,8 +175,10 @@ static void answered_by(struct run *r, struct conn *c, uint64_t gen)
 			r->t_restart = 0;
 		}
 	}
-	if (r->round_mark && r->round_mark[c - r->conns] > 0 && --r->round_mark[c - r->conns] == 0)
+	if (r->round_seen && !r->round_seen[c - r->conns]) {
+		r->round_seen[c - r->conns] = true;
 		r->round_left--;
+	}
 	c->seen = true;
 	c->last_gen = gen;
 	r->max_gen = MAX(r->max_gen, gen);
@@ -371,25 +373,20 @@ int main(int argc, char **argv)
 	size_t n_round = 0;
 
 	for (size_t k = 0; k < ELEMENTSOF(round_ms); k++) {
-		uint64_t t0 = bench_now_ns(), before = r.requests;
-		size_t *mark = calloc(r.n, sizeof(size_t)), done = 0;
+		uint64_t t0 = bench_now_ns();
 
-		if (!mark)
-			return 1;
 		/* A connection is done at its first answer after the mark, as a
 		 * connection is at its successor's first answer in a blackout. */
-		for (size_t i = 0; i < r.n; i++)
-			mark[i] = 1;
-		r.round_mark = mark;
+		r.round_seen = calloc(r.n, sizeof(bool));
+		if (!r.round_seen)
+			return 1;
 		r.round_left = r.n;
 		while (r.round_left > 0 && bench_now_ns() < t0 + 20000000000ull)
 			pump(&r, bench_now_ns() + 1000000);
-		done = r.n - r.round_left;
-		r.round_mark = NULL;
-		free(mark);
-		if (done == r.n)
+		if (r.round_left == 0)
 			round_ms[n_round++] = (double)(bench_now_ns() - t0) / 1e6;
-		(void)before;
+		free(r.round_seen);
+		r.round_seen = NULL;
 	}
 	r.requests = r.failed = r.resets = r.connect_failed = 0;
 

@@ -149,8 +149,6 @@ struct luo_journal {
 	luo_engine *engine;
 	int *deferred; /* fds to close at the next commit */
 	size_t n_deferred, cap_deferred;
-	uint8_t *scratch; /* a FILES record being built */
-	size_t scratch_size;
 	bool root_known;
 	struct jroot root;
 	struct flb_shadow flbs[LUO_MAX_FLBS];
@@ -450,7 +448,6 @@ void luo_journal_close(luo_journal *j)
 	for (size_t i = 0; i < j->n_deferred; i++)
 		safe_close(j->deferred[i]);
 	free(j->deferred);
-	free(j->scratch);
 	ext_table_clear(&j->ext);
 	hashmap_done(&j->ext);
 	munmap(j->map, j->map_size);
@@ -534,27 +531,48 @@ void luo_journal_close_later(luo_journal *j, int fd)
 	}
 }
 
-static int stage(luo_journal *j, uint32_t type, const void *a, size_t alen, const void *b,
-		 size_t blen)
+/*
+ * Room for a record of a payload of len bytes past the staged end: where its
+ * payload goes, for the caller to fill and stage_end() to seal, or NULL when
+ * the log is full.
+ */
+static uint8_t *stage_begin(luo_journal *j, size_t len)
 {
-	struct luo_jrec h = { .type = type };
-	size_t len = sizeof(h) + alen + blen, size = align_up(len, JREC_ALIGN);
-	uint8_t *p;
+	size_t size = align_up(sizeof(struct luo_jrec) + len, JREC_ALIGN);
 
 	if (size > UINT32_MAX || j->staged_end + size > j->hdr->capacity - j->hdr->log_offset)
-		return -ENOSPC;
-	p = j->map + j->hdr->log_offset + j->staged_end;
+		return NULL;
+	return j->map + j->hdr->log_offset + j->staged_end + sizeof(struct luo_jrec);
+}
+
+/* Pads, checksums and stages the record stage_begin() made room for. */
+static void stage_end(luo_journal *j, uint32_t type, size_t len)
+{
+	struct luo_jrec h = { .type = type };
+	size_t size = align_up(sizeof(h) + len, JREC_ALIGN);
+	uint8_t *p = j->map + j->hdr->log_offset + j->staged_end;
+
 	h.size = (uint32_t)size;
 	h.seq = j->seq + 1;
-	if (alen)
-		memcpy(p + sizeof(h), a, alen);
-	if (blen)
-		memcpy(p + sizeof(h) + alen, b, blen);
-	memset(p + len, 0, size - len);
+	memset(p + sizeof(h) + len, 0, size - sizeof(h) - len);
 	h.crc = record_crc(&h, p + sizeof(h), size - sizeof(h));
 	memcpy(p, &h, sizeof(h));
 	j->staged_end += size;
 	j->seq++;
+}
+
+static int stage(luo_journal *j, uint32_t type, const void *a, size_t alen, const void *b,
+		 size_t blen)
+{
+	uint8_t *p = stage_begin(j, alen + blen);
+
+	if (!p)
+		return -ENOSPC;
+	if (alen)
+		memcpy(p, a, alen);
+	if (blen)
+		memcpy(p + alen, b, blen);
+	stage_end(j, type, alen + blen);
 	return 0;
 }
 
@@ -598,21 +616,6 @@ int luo_journal_note_file(luo_journal *j, const luo_session *s, uint64_t token)
 	return stage(j, LUO_JREC_FILE, &rec, sizeof(rec), f->hf.data, f->hf.data_size);
 }
 
-static int scratch_reserve(luo_journal *j, size_t size)
-{
-	uint8_t *p;
-
-	if (size <= j->scratch_size)
-		return 0;
-	size = MAX(size, j->scratch_size * 2);
-	p = realloc(j->scratch, size);
-	if (!p)
-		return -ENOMEM;
-	j->scratch = p;
-	j->scratch_size = size;
-	return 0;
-}
-
 /* Whether a FILES entry of f may leave its data out (see JFILES_KEEP_DATA). */
 static bool keeps_data(const struct luo_file *f, bool retrieved)
 {
@@ -626,8 +629,7 @@ static int note_files_record(luo_journal *j, const luo_session *s, const struct 
 	const struct luo_handler *handlers[JFILES_MAX_HANDLERS];
 	struct jfiles hdr = { .kind = s->kind, .uid = s->uid, .n_files = (uint32_t)n };
 	size_t size = 0, off;
-	uint8_t idx[JFILES_MAX];
-	int r;
+	uint8_t idx[JFILES_MAX], *out;
 
 	for (size_t i = 0; i < n; i++) {
 		uint32_t k;
@@ -645,15 +647,16 @@ static int note_files_record(luo_journal *j, const luo_session *s, const struct 
 			size += align_up(in[i]->hf.data_size, JREC_ALIGN);
 	}
 	size += sizeof(hdr) + (size_t)hdr.n_handlers * COMPAT_FIELD;
-	r = scratch_reserve(j, size);
-	if (r < 0)
-		return r;
-	memset(j->scratch, 0, size);
+	/* Written where it goes, in the log. */
+	out = stage_begin(j, size);
+	if (!out)
+		return -ENOSPC;
+	memset(out, 0, size);
 	name_field(hdr.name, s->name);
-	memcpy(j->scratch, &hdr, sizeof(hdr));
+	memcpy(out, &hdr, sizeof(hdr));
 	off = sizeof(hdr);
 	for (uint32_t k = 0; k < hdr.n_handlers; k++, off += COMPAT_FIELD)
-		memcpy(j->scratch + off, handlers[k]->compatible,
+		memcpy(out + off, handlers[k]->compatible,
 		       strnlen(handlers[k]->compatible, COMPAT_FIELD - 1));
 	for (size_t i = 0; i < n; i++) {
 		const struct luo_file *f = in[i];
@@ -664,13 +667,14 @@ static int note_files_record(luo_journal *j, const luo_session *s, const struct 
 		else
 			e.data_size = (uint32_t)f->hf.data_size;
 		luo_state_fill_file_record(e.record, s->engine, f);
-		memcpy(j->scratch + off, &e, sizeof(e));
+		memcpy(out + off, &e, sizeof(e));
 		off += sizeof(e);
 		if (e.data_size)
-			memcpy(j->scratch + off, f->hf.data, e.data_size);
+			memcpy(out + off, f->hf.data, e.data_size);
 		off += align_up(e.data_size, JREC_ALIGN);
 	}
-	return stage(j, LUO_JREC_FILES, j->scratch, size, NULL, 0);
+	stage_end(j, LUO_JREC_FILES, size);
+	return 0;
 }
 
 /* Files gathered into FILES records of at most JFILES_MAX, as they come. */

@@ -103,8 +103,8 @@ enum endpoint_type {
 struct outmsg {
 	struct outmsg *next;
 	uint64_t key;	/* its EXT_REPLY entry in the journal */
-	size_t n_fds;	/* fds[] are sent with the message, then closed (unless held) */
-	bool held;	/* fds[] are the engine's: EXT_REPLY_FDS_HELD */
+	size_t n_fds;	/* fds[] are sent with the message, then closed (unless the
+			 * entry in data says they are the engine's: EXT_REPLY_FDS_HELD) */
 	int *fds;	/* n_fds of them (a batch's many), or NULL */
 	size_t len;	/* of the message */
 	size_t ext_len; /* of the journal entry in data (ext_reply, message, fd tail) */

@@ -35,6 +35,7 @@
  * the real limit a spare fd lets luod accept a connection only to refuse it
  * with EMFILE.
  */
+#include <assert.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
@@ -381,7 +382,7 @@ struct endpoint *session_ep_add(struct luod *d, int fd, uint64_t handle, uint64_
 /* Closes (once the journal no longer names them) the fds a reply carried. */
 static void outmsg_free(struct luod *d, struct outmsg *m)
 {
-	if (!m->held)
+	if (!ext_reply_held((const struct ext_reply *)m->data))
 		luod_close_later_many(d, m->fds, m->n_fds);
 	free(m->fds);
 	m->fds = NULL;
@@ -769,7 +770,6 @@ static void reply_queue(struct luod *d, struct endpoint *ep, const struct luo_wi
 		memcpy(mfds, fds, n_fds * sizeof(int));
 	m->fds = mfds;
 	m->n_fds = n_fds;
-	m->held = held;
 	m->len = total;
 	m->ext_len = sizeof(struct ext_reply) + total + tail;
 	m->key = ((uint64_t)(uint32_t)ep->fd << 32) | ep->reply_seq++;
@@ -842,7 +842,9 @@ bool endpoint_reply_private(const struct luod *d, const struct endpoint *ep)
 void endpoint_reply_fds_held(struct luod *d, struct endpoint *ep, uint32_t tag, int result,
 			     const void *payload, size_t len, const int *fds, size_t n_fds)
 {
-	reply_fds(d, ep, tag, result, payload, len, fds, n_fds, endpoint_reply_private(d, ep));
+	/* Anywhere else the reply could outlive the files. */
+	assert(endpoint_reply_private(d, ep));
+	reply_fds(d, ep, tag, result, payload, len, fds, n_fds, true);
 }
 
 int endpoint_requeue(struct luod *d, struct endpoint *ep, uint64_t key, const struct ext_reply *rp,
@@ -858,7 +860,6 @@ int endpoint_requeue(struct luod *d, struct endpoint *ep, uint64_t key, const st
 	if (!m)
 		return -ENOMEM;
 	m->n_fds = (size_t)n;
-	m->held = ext_reply_held(rp);
 	m->fds = n > 0 ? malloc((size_t)n * sizeof(int)) : NULL;
 	if (n > 0 && !m->fds) {
 		free(m);

@@ -88,7 +88,7 @@ struct conn {
 	int fd;
 	enum conn_kind kind;
 	bool close_after_flush; /* QUIT, "Connection: close", or the peer shut its side */
-	bool polling_out;
+	uint32_t events; /* what epoll watches for it */
 	char *in;
 	size_t in_len, in_cap;
 	char *out;
@@ -180,6 +180,7 @@ static struct conn *conn_add(struct server *srv, int fd, enum conn_kind kind)
 		return NULL;
 	c->fd = fd;
 	c->kind = kind;
+	c->events = EPOLLIN;
 	if (epoll_tag(srv, EPOLL_CTL_ADD, fd, EPOLLIN, (uint64_t)(uintptr_t)c) < 0) {
 		free(c);
 		return NULL;
@@ -594,8 +595,11 @@ static void conn_update_events(struct server *srv, struct conn *c)
 	bool want_in = !c->close_after_flush && out_pending(c) < OUT_HIGH_WATER;
 	uint32_t ev = (want_in ? EPOLLIN : 0) | (want_out ? EPOLLOUT : 0);
 
-	(void)epoll_tag(srv, EPOLL_CTL_MOD, c->fd, ev, (uint64_t)(uintptr_t)c);
-	c->polling_out = want_out;
+	/* Most requests change nothing here: no system call for them. */
+	if (ev == c->events)
+		return;
+	if (epoll_tag(srv, EPOLL_CTL_MOD, c->fd, ev, (uint64_t)(uintptr_t)c) >= 0)
+		c->events = ev;
 }
 
 /* Answers the whole requests at the start of buf; returns the bytes used or -errno. */
@@ -1589,12 +1593,6 @@ int main(int argc, char **argv)
 		printf("kv-server: ready on port %d, %" PRIu64 " keys, %s, %.2f ms from start\n",
 		       socket_port(srv.listen_fd), kv_store_count(&srv.store), how, startup_ms);
 	fflush(stdout);
-
-	/* Requests that were buffered when the predecessor stopped are answered first. */
-	for (struct conn *c = srv.conns, *next; c; c = next) {
-		next = c->next;
-		conn_handle(&srv, c, 0);
-	}
 
 	sig = serve(&srv);
 	if (sig < 0) {
